@@ -1,0 +1,306 @@
+//! The shape of `deploy.toml`, as serde reads it. Validation beyond types lives in
+//! `validate.rs`; defaults that depend on other fields are resolved by accessor methods.
+
+use std::time::Duration;
+
+use indexmap::IndexMap;
+use serde::{Deserialize, Serialize};
+
+use super::command::CommandLine;
+use super::duration::HumanDuration;
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Resource prefix (Kaapi's `AWS_RESOURCE_PREFIX`), e.g. `kaapi`.
+    pub app: String,
+    pub image: ImageConfig,
+    #[serde(default)]
+    pub migrations: Option<MigrationsConfig>,
+    pub services: IndexMap<String, ServiceConfig>,
+    /// Variables shared by every environment.
+    #[serde(default)]
+    pub env: IndexMap<String, String>,
+    /// Names of variables whose values are secrets; each environment says where they live.
+    #[serde(default)]
+    pub secrets: Vec<String>,
+    #[serde(default)]
+    pub variables: VariablesConfig,
+    pub environments: IndexMap<String, EnvironmentConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageConfig {
+    /// Build context, relative to the config file's directory.
+    pub context: String,
+    /// Dockerfile, relative to the context.
+    #[serde(default = "default_dockerfile")]
+    pub dockerfile: String,
+    #[serde(default)]
+    pub build_args: IndexMap<String, String>,
+    /// Shell command run from the config file's directory before the build.
+    #[serde(default)]
+    pub pre_build: Option<String>,
+}
+
+fn default_dockerfile() -> String {
+    "Dockerfile".to_owned()
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MigrationsConfig {
+    pub command: CommandLine,
+    /// Which service's revision runs the migrations; defaults to the web service.
+    #[serde(default)]
+    pub service: Option<String>,
+    #[serde(default)]
+    pub timeout: Option<HumanDuration>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ServiceKind {
+    /// Serves HTTP on `port`; receives traffic and is health-checked over HTTP.
+    Web,
+    /// Runs in the background; kept alive, never receives traffic.
+    Worker,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceConfig {
+    /// Defaults to `web` when `port` is set, else `worker`.
+    #[serde(default)]
+    pub kind: Option<ServiceKind>,
+    /// Overrides the image's CMD; omitted means the image's own CMD.
+    #[serde(default)]
+    pub command: Option<CommandLine>,
+    #[serde(default)]
+    pub port: Option<u16>,
+    #[serde(default = "default_replicas")]
+    pub replicas: u32,
+    /// CPU units (1024 = one vCPU).
+    #[serde(default)]
+    pub cpu: Option<u32>,
+    /// Memory in MiB.
+    #[serde(default)]
+    pub memory: Option<u32>,
+    #[serde(default)]
+    pub stop_timeout: Option<HumanDuration>,
+    #[serde(default)]
+    pub health: Option<HealthConfig>,
+    /// Variables for this service only (on top of the shared and environment ones).
+    #[serde(default)]
+    pub env: IndexMap<String, String>,
+    /// Docker engine: named volumes, `NAME:/path` (the volume is `{app}-{env}-NAME`).
+    /// Migrations and one-off tasks mount the volumes of the service they run as.
+    #[serde(default)]
+    pub volumes: Vec<String>,
+}
+
+fn default_replicas() -> u32 {
+    1
+}
+
+impl ServiceConfig {
+    pub fn kind(&self) -> ServiceKind {
+        self.kind.unwrap_or(if self.port.is_some() {
+            ServiceKind::Web
+        } else {
+            ServiceKind::Worker
+        })
+    }
+
+    pub fn stop_timeout(&self) -> Duration {
+        self.stop_timeout
+            .map(Duration::from)
+            .unwrap_or(Duration::from_secs(30))
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthConfig {
+    pub path: String,
+    #[serde(default)]
+    pub interval: Option<HumanDuration>,
+    #[serde(default)]
+    pub timeout: Option<HumanDuration>,
+    #[serde(default)]
+    pub retries: Option<u32>,
+    #[serde(default)]
+    pub start_period: Option<HumanDuration>,
+}
+
+impl HealthConfig {
+    pub fn interval(&self) -> Duration {
+        self.interval
+            .map(Duration::from)
+            .unwrap_or(Duration::from_secs(10))
+    }
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+            .map(Duration::from)
+            .unwrap_or(Duration::from_secs(5))
+    }
+    pub fn retries(&self) -> u32 {
+        self.retries.unwrap_or(3)
+    }
+    pub fn start_period(&self) -> Duration {
+        self.start_period
+            .map(Duration::from)
+            .unwrap_or(Duration::from_secs(30))
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct VariablesConfig {
+    /// The list of variables every environment must provide, relative to the config file.
+    #[serde(default)]
+    pub example: Option<String>,
+    /// Variables of the example file that may stay unset.
+    #[serde(default)]
+    pub optional: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EngineKind {
+    Docker,
+    Ecs,
+}
+
+impl std::fmt::Display for EngineKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            EngineKind::Docker => "docker",
+            EngineKind::Ecs => "ecs",
+        })
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnvironmentConfig {
+    pub engine: EngineKind,
+    #[serde(default)]
+    pub region: Option<String>,
+    /// Public URL used to verify the deploy from outside.
+    #[serde(default)]
+    pub url: Option<String>,
+    #[serde(default)]
+    pub trigger: Option<TriggerConfig>,
+    /// Environment whose image this one deploys instead of rebuilding.
+    #[serde(default)]
+    pub promote_from: Option<String>,
+    /// Where secret values come from for this environment.
+    #[serde(default)]
+    pub secrets_from: Option<SecretSource>,
+    /// Registry to push to (docker engine: optional; ecs: overrides the ECR host).
+    #[serde(default)]
+    pub registry: Option<String>,
+    /// Docker engine: the stable loopback port of the ingress.
+    #[serde(default)]
+    pub ingress_port: Option<u16>,
+    /// ECS: role assumed through GitHub's OIDC token.
+    #[serde(default)]
+    pub role_arn: Option<String>,
+    /// ECS: seconds to wait for a rollout before rolling back ourselves.
+    #[serde(default)]
+    pub rollout_timeout: Option<HumanDuration>,
+    #[serde(default)]
+    pub names: NameOverrides,
+    /// Variables for this environment (override the shared ones).
+    #[serde(default)]
+    pub env: IndexMap<String, String>,
+    /// Per-service replica counts for this environment.
+    #[serde(default)]
+    pub replicas: IndexMap<String, u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TriggerConfig {
+    #[serde(default)]
+    pub branch: Option<String>,
+    #[serde(default)]
+    pub tags: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretSource {
+    /// SSM Parameter Store path prefix, e.g. `/kaapi/staging/`.
+    #[serde(default)]
+    pub ssm: Option<String>,
+    /// Secrets Manager name prefix, e.g. `kaapi/staging/`.
+    #[serde(default)]
+    pub secrets_manager: Option<String>,
+    /// Local env file (docker engine), relative to the config file.
+    #[serde(default)]
+    pub env_file: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct NameOverrides {
+    #[serde(default)]
+    pub cluster: Option<String>,
+    #[serde(default)]
+    pub repository: Option<String>,
+    /// Per service: the ECS service name.
+    #[serde(default)]
+    pub services: IndexMap<String, String>,
+    /// Per service: the task-definition family.
+    #[serde(default)]
+    pub families: IndexMap<String, String>,
+}
+
+impl Config {
+    /// The service that owns the `…-service` name and receives traffic.
+    pub fn web_service(&self) -> Option<(&str, &ServiceConfig)> {
+        self.services
+            .iter()
+            .find(|(_, s)| s.kind() == ServiceKind::Web)
+            .map(|(n, s)| (n.as_str(), s))
+    }
+
+    pub fn environment(&self, name: &str) -> Option<&EnvironmentConfig> {
+        self.environments.get(name)
+    }
+
+    /// Replicas of a service in an environment (environment override first).
+    pub fn replicas(&self, env: &str, service: &str) -> u32 {
+        self.environments
+            .get(env)
+            .and_then(|e| e.replicas.get(service).copied())
+            .or_else(|| self.services.get(service).map(|s| s.replicas))
+            .unwrap_or(1)
+    }
+
+    /// Plain (non-secret) variables of a service in an environment, later layers winning:
+    /// shared, environment, service.
+    pub fn plain_env(&self, env: &str, service: &str) -> IndexMap<String, String> {
+        let mut vars = self.env.clone();
+        if let Some(e) = self.environments.get(env) {
+            vars.extend(e.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
+        if let Some(s) = self.services.get(service) {
+            vars.extend(s.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
+        vars
+    }
+
+    /// The service whose revision runs the migrations.
+    pub fn migrations_service(&self) -> Option<&str> {
+        let m = self.migrations.as_ref()?;
+        match &m.service {
+            Some(s) => Some(s.as_str()),
+            None => self.web_service().map(|(n, _)| n),
+        }
+    }
+}

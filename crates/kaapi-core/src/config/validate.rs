@@ -1,0 +1,461 @@
+//! Rules a config must follow beyond its types. Each finding names the key; the loader adds
+//! the file and line.
+
+use std::path::PathBuf;
+
+use super::model::{Config, EngineKind, EnvironmentConfig, ServiceKind};
+use crate::diagnostics::{nearest, Diagnostic};
+use crate::trigger::validate_pattern;
+
+/// Every problem in `config`, errors and warnings alike (file left empty for the caller).
+pub fn validate(config: &Config) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    validate_app(config, &mut out);
+    validate_services(config, &mut out);
+    validate_migrations(config, &mut out);
+    validate_variables(config, &mut out);
+    for (name, env) in &config.environments {
+        validate_environment(config, name, env, &mut out);
+    }
+    if config.environments.is_empty() {
+        out.push(
+            err("environments", "no environment is defined")
+                .with_hint("add [environments.local] with engine = \"docker\""),
+        );
+    }
+    out
+}
+
+fn err(key: impl Into<String>, message: impl Into<String>) -> Diagnostic {
+    Diagnostic::error(PathBuf::new(), message).at_key(key)
+}
+
+fn warn(key: impl Into<String>, message: impl Into<String>) -> Diagnostic {
+    Diagnostic::warning(PathBuf::new(), message).at_key(key)
+}
+
+/// Names that end up in AWS resource names and Docker container names.
+pub fn is_valid_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_lowercase())
+        && name.len() <= 32
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !name.ends_with('-')
+}
+
+pub fn is_valid_variable_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+const NAME_RULE: &str =
+    "use 1-32 lowercase letters, digits and hyphens, starting with a letter (e.g. `kaapi`)";
+
+fn validate_app(config: &Config, out: &mut Vec<Diagnostic>) {
+    if !is_valid_name(&config.app) {
+        out.push(err("app", format!("invalid app prefix `{}`", config.app)).with_hint(NAME_RULE));
+    }
+    if config.image.context.trim().is_empty() {
+        out.push(
+            err("image.context", "the build context is empty")
+                .with_hint("set it to the folder holding the Dockerfile, e.g. \"backend\""),
+        );
+    }
+    for key in config.image.build_args.keys() {
+        if !is_valid_variable_name(key) {
+            out.push(err(
+                format!("image.build_args.{key}"),
+                format!("invalid build argument name `{key}`"),
+            ));
+        }
+    }
+}
+
+fn validate_services(config: &Config, out: &mut Vec<Diagnostic>) {
+    if config.services.is_empty() {
+        out.push(
+            err("services", "no service is defined")
+                .with_hint("add [services.backend] with the port your web server listens on"),
+        );
+    }
+    for (name, service) in &config.services {
+        let key = format!("services.{name}");
+        if !is_valid_name(name) {
+            out.push(err(&key, format!("invalid service name `{name}`")).with_hint(NAME_RULE));
+        }
+        if service.command.as_ref().is_some_and(|c| c.is_empty()) {
+            out.push(
+                err(format!("{key}.command"), "the command is empty")
+                    .with_hint("give the command line, or remove the key to use the image's CMD"),
+            );
+        }
+        match (service.kind(), service.port) {
+            (ServiceKind::Web, None) => out.push(
+                err(format!("{key}.port"), "a web service needs a port")
+                    .with_hint("set port to the port the server listens on inside the container"),
+            ),
+            (ServiceKind::Worker, Some(_)) => out.push(
+                err(
+                    format!("{key}.port"),
+                    "a worker service does not take a port",
+                )
+                .with_hint("remove `port`, or set kind = \"web\""),
+            ),
+            (_, Some(0)) => out.push(
+                err(format!("{key}.port"), "port 0 is out of range")
+                    .with_hint("use a port between 1 and 65535"),
+            ),
+            _ => {}
+        }
+        if service.replicas == 0 || service.replicas > 100 {
+            out.push(
+                err(
+                    format!("{key}.replicas"),
+                    format!("{} replicas is out of range", service.replicas),
+                )
+                .with_hint("use between 1 and 100 replicas"),
+            );
+        }
+        if let Some(cpu) = service.cpu {
+            if !(128..=16384).contains(&cpu) {
+                out.push(
+                    err(
+                        format!("{key}.cpu"),
+                        format!("{cpu} CPU units is out of range"),
+                    )
+                    .with_hint("use CPU units between 128 and 16384 (1024 = one vCPU)"),
+                );
+            }
+        }
+        if let Some(memory) = service.memory {
+            if !(6..=122_880).contains(&memory) {
+                out.push(
+                    err(
+                        format!("{key}.memory"),
+                        format!("{memory} MiB is out of range"),
+                    )
+                    .with_hint("give memory in MiB, e.g. 512"),
+                );
+            }
+        }
+        if let Some(health) = &service.health {
+            if service.kind() == ServiceKind::Worker {
+                out.push(
+                    err(
+                        format!("{key}.health"),
+                        "a worker service has no HTTP health check",
+                    )
+                    .with_hint("remove [health], or give the service a port"),
+                );
+            }
+            if !health.path.starts_with('/') {
+                out.push(
+                    err(
+                        format!("{key}.health.path"),
+                        format!("health path `{}` must start with `/`", health.path),
+                    )
+                    .with_hint("e.g. \"/api/v1/utils/health/\""),
+                );
+            }
+            if health.timeout() >= health.interval() {
+                out.push(
+                    err(
+                        format!("{key}.health.timeout"),
+                        "the health-check timeout must be shorter than its interval",
+                    )
+                    .with_hint("e.g. interval = \"10s\", timeout = \"5s\""),
+                );
+            }
+            if health.retries() == 0 || health.retries() > 10 {
+                out.push(
+                    err(
+                        format!("{key}.health.retries"),
+                        "retries must be between 1 and 10",
+                    )
+                    .with_hint("3 is a good default"),
+                );
+            }
+        }
+        check_variable_names(&format!("{key}.env"), service.env.keys(), out);
+    }
+}
+
+fn validate_migrations(config: &Config, out: &mut Vec<Diagnostic>) {
+    let Some(migrations) = &config.migrations else {
+        return;
+    };
+    if migrations.command.is_empty() {
+        out.push(
+            err("migrations.command", "the migrations command is empty").with_hint(
+                "e.g. command = \"uv run alembic upgrade head\", or remove [migrations]",
+            ),
+        );
+    }
+    match &migrations.service {
+        Some(service) if !config.services.contains_key(service) => {
+            out.push(unknown_service("migrations.service", service, config))
+        }
+        None if config.web_service().is_none() => out.push(
+            err(
+                "migrations.service",
+                "no web service to run the migrations from",
+            )
+            .with_hint("name the service whose image and environment run the migrations"),
+        ),
+        _ => {}
+    }
+}
+
+fn unknown_service(key: &str, name: &str, config: &Config) -> Diagnostic {
+    let hint = match nearest(name, config.services.keys().map(String::as_str)) {
+        Some(best) => format!("did you mean `{best}`?"),
+        None => format!(
+            "known services: {}",
+            config
+                .services
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
+    err(key, format!("unknown service `{name}`")).with_hint(hint)
+}
+
+fn check_variable_names<'a>(
+    key: &str,
+    names: impl Iterator<Item = &'a String>,
+    out: &mut Vec<Diagnostic>,
+) {
+    for name in names {
+        if !is_valid_variable_name(name) {
+            out.push(
+                err(
+                    format!("{key}.{name}"),
+                    format!("invalid variable name `{name}`"),
+                )
+                .with_hint("use letters, digits and underscores, not starting with a digit"),
+            );
+        }
+    }
+}
+
+fn validate_variables(config: &Config, out: &mut Vec<Diagnostic>) {
+    check_variable_names("env", config.env.keys(), out);
+    let mut seen = std::collections::HashSet::new();
+    for (index, name) in config.secrets.iter().enumerate() {
+        if !is_valid_variable_name(name) {
+            out.push(err(
+                format!("secrets.{index}"),
+                format!("invalid secret name `{name}`"),
+            ));
+        }
+        if !seen.insert(name) {
+            out.push(err("secrets", format!("secret `{name}` is listed twice")));
+        }
+        if config.env.contains_key(name) {
+            out.push(
+                err(
+                    format!("env.{name}"),
+                    format!("`{name}` is a secret; its value must not be written in env"),
+                )
+                .with_hint("remove it from [env]; each environment's secrets_from provides it"),
+            );
+        }
+    }
+}
+
+fn validate_environment(
+    config: &Config,
+    name: &str,
+    env: &EnvironmentConfig,
+    out: &mut Vec<Diagnostic>,
+) {
+    let key = format!("environments.{name}");
+    if !is_valid_name(name) {
+        out.push(err(&key, format!("invalid environment name `{name}`")).with_hint(NAME_RULE));
+    }
+    if env.engine == EngineKind::Ecs && env.region.is_none() {
+        out.push(
+            err(format!("{key}.region"), "an ecs environment needs a region")
+                .with_hint("e.g. region = \"eu-west-1\""),
+        );
+    }
+    if let Some(url) = &env.url {
+        if !(url.starts_with("http://") || url.starts_with("https://")) || url.len() < 10 {
+            out.push(
+                err(
+                    format!("{key}.url"),
+                    format!("`{url}` is not an http(s) URL"),
+                )
+                .with_hint("e.g. url = \"https://staging.example.org\""),
+            );
+        }
+    }
+    if let Some(trigger) = &env.trigger {
+        match (&trigger.branch, &trigger.tags) {
+            (Some(_), Some(_)) | (None, None) => out.push(
+                err(
+                    format!("{key}.trigger"),
+                    "a trigger names exactly one of branch or tags",
+                )
+                .with_hint("e.g. trigger = { branch = \"main\" } or trigger = { tags = \"v*\" }"),
+            ),
+            (Some(pattern), None) | (None, Some(pattern)) => {
+                let field = if trigger.branch.is_some() {
+                    "branch"
+                } else {
+                    "tags"
+                };
+                if let Err(reason) = validate_pattern(pattern) {
+                    out.push(err(format!("{key}.trigger.{field}"), reason).with_hint(
+                        "use a ref name with at most `*` wildcards, e.g. \"main\" or \"v*\"",
+                    ));
+                }
+            }
+        }
+    }
+    if let Some(source) = &env.promote_from {
+        if source == name {
+            out.push(err(
+                format!("{key}.promote_from"),
+                "an environment cannot promote from itself",
+            ));
+        } else if !config.environments.contains_key(source) {
+            let hint = nearest(source, config.environments.keys().map(String::as_str))
+                .map(|b| format!("did you mean `{b}`?"))
+                .unwrap_or_else(|| "name another environment of this file".to_owned());
+            out.push(
+                err(
+                    format!("{key}.promote_from"),
+                    format!("unknown environment `{source}`"),
+                )
+                .with_hint(hint),
+            );
+        }
+    }
+    validate_secret_source(config, name, env, out);
+    if env.ingress_port.is_some() && env.engine != EngineKind::Docker {
+        out.push(
+            err(
+                format!("{key}.ingress_port"),
+                "ingress_port is for the docker engine only",
+            )
+            .with_hint("on ECS the load balancer serves traffic; remove it"),
+        );
+    }
+    if env.ingress_port == Some(0) {
+        out.push(err(format!("{key}.ingress_port"), "port 0 is out of range"));
+    }
+    for service in env.replicas.keys() {
+        if !config.services.contains_key(service) {
+            out.push(unknown_service(
+                &format!("{key}.replicas.{service}"),
+                service,
+                config,
+            ));
+        }
+    }
+    for (service, count) in &env.replicas {
+        if *count == 0 || *count > 100 {
+            out.push(
+                err(
+                    format!("{key}.replicas.{service}"),
+                    format!("{count} replicas is out of range"),
+                )
+                .with_hint("use between 1 and 100 replicas"),
+            );
+        }
+    }
+    for service in env.names.services.keys().chain(env.names.families.keys()) {
+        if !config.services.contains_key(service) {
+            out.push(unknown_service(&format!("{key}.names"), service, config));
+        }
+    }
+    check_variable_names(&format!("{key}.env"), env.env.keys(), out);
+    for secret in &config.secrets {
+        if env.env.contains_key(secret) {
+            out.push(
+                err(
+                    format!("{key}.env.{secret}"),
+                    format!("`{secret}` is a secret; its value must not be written in env"),
+                )
+                .with_hint("remove it; secrets_from provides it"),
+            );
+        }
+    }
+}
+
+fn validate_secret_source(
+    config: &Config,
+    name: &str,
+    env: &EnvironmentConfig,
+    out: &mut Vec<Diagnostic>,
+) {
+    let key = format!("environments.{name}.secrets_from");
+    let Some(source) = &env.secrets_from else {
+        if !config.secrets.is_empty() {
+            let hint = match env.engine {
+                EngineKind::Docker => "e.g. secrets_from = { env_file = \".env\" }",
+                EngineKind::Ecs => "e.g. secrets_from = { ssm = \"/kaapi/staging/\" }",
+            };
+            out.push(
+                err(
+                    &key,
+                    "secrets are declared but this environment does not say where they come from",
+                )
+                .with_hint(hint),
+            );
+        }
+        return;
+    };
+    let count = [
+        source.ssm.is_some(),
+        source.secrets_manager.is_some(),
+        source.env_file.is_some(),
+    ]
+    .iter()
+    .filter(|set| **set)
+    .count();
+    if count != 1 {
+        out.push(
+            err(
+                &key,
+                "secrets_from names exactly one of ssm, secrets_manager or env_file",
+            )
+            .with_hint("e.g. secrets_from = { ssm = \"/kaapi/staging/\" }"),
+        );
+        return;
+    }
+    match env.engine {
+        EngineKind::Docker if source.env_file.is_none() => out.push(
+            err(&key, "the docker engine reads secrets from a local env file")
+                .with_hint("use secrets_from = { env_file = \".env\" }"),
+        ),
+        EngineKind::Ecs if source.env_file.is_some() => out.push(
+            err(&key, "an ecs environment cannot read a local env file")
+                .with_hint("store the values in SSM with `kaapi-deploy secrets push` and use secrets_from = { ssm = \"/app/env/\" }"),
+        ),
+        _ => {}
+    }
+    if let Some(path) = &source.ssm {
+        if !path.starts_with('/') {
+            out.push(
+                err(
+                    format!("{key}.ssm"),
+                    format!("SSM path `{path}` must start with `/`"),
+                )
+                .with_hint("e.g. \"/kaapi/staging/\""),
+            );
+        }
+    }
+    if env.engine == EngineKind::Ecs && config.secrets.is_empty() {
+        out.push(warn(
+            &key,
+            "secrets_from is set but no secrets are declared",
+        ));
+    }
+}

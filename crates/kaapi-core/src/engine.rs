@@ -1,0 +1,284 @@
+//! The interface every engine (docker, ecs) implements, with ECS-shaped verbs. An engine value
+//! is bound to one environment of one config. The pipeline (`pipeline.rs`) drives it; nothing
+//! in the core does I/O except through this trait.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::progress::Progress;
+use crate::release::{ImageRef, Outcome, Release, ReleaseMeta};
+
+/// An engine failure: what went wrong and, where known, what to do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// Another deploy holds the environment's lock.
+    #[error("environment `{environment}` is locked by {holder} since {since}; wait for it to finish, or run `kaapi-deploy unlock {environment} --force` if it is gone")]
+    Locked {
+        environment: String,
+        holder: String,
+        since: DateTime<Utc>,
+    },
+    /// The engine itself cannot be reached (no Docker daemon, no AWS credentials, …).
+    #[error("{message}")]
+    Unavailable { message: String },
+    /// Something the user asked for does not exist (release number, service, image).
+    #[error("{message}")]
+    NotFound { message: String },
+    #[error("{message}")]
+    Failed { message: String },
+}
+
+impl EngineError {
+    pub fn failed(message: impl Into<String>) -> Self {
+        Self::Failed {
+            message: message.into(),
+        }
+    }
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::NotFound {
+            message: message.into(),
+        }
+    }
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::Unavailable {
+            message: message.into(),
+        }
+    }
+}
+
+pub type EngineResult<T> = Result<T, EngineError>;
+
+/// Who is deploying, written into the lock so a second deploy can say who holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LockOwner {
+    /// e.g. `alice@laptop (pid 4242)` or `github-actions run 123`.
+    pub holder: String,
+    /// A link for people (CI run URL), when there is one.
+    pub url: Option<String>,
+}
+
+/// Proof of holding a lock; given back to release it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockToken {
+    pub environment: String,
+    pub id: String,
+}
+
+/// Where the image of a deploy comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImageSource {
+    /// Build the config's image from the working tree.
+    Build,
+    /// Deploy an image that already exists (`--image REF`).
+    Existing(String),
+}
+
+/// How a one-off task (migrations, `run`) ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TaskExit {
+    pub exit_code: i64,
+    /// Why it stopped, when the engine says more than the code (e.g. `TaskFailedToStart`).
+    pub reason: Option<String>,
+}
+
+/// How a rollout ended, as the engine observed it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum RolloutOutcome {
+    Completed,
+    Failed {
+        reason: String,
+        /// Set when the platform already rolled back on its own (ECS circuit breaker), to what.
+        engine_rolled_back_to: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ReplicaStatus {
+    pub id: String,
+    pub state: String,
+    pub healthy: Option<bool>,
+    pub release: Option<u64>,
+    pub cpu_percent: Option<f64>,
+    pub memory_bytes: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StatusEvent {
+    pub at: DateTime<Utc>,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ServiceStatus {
+    pub service: String,
+    pub desired: u32,
+    pub running: u32,
+    pub healthy: u32,
+    pub current_release: Option<u64>,
+    pub previous_release: Option<u64>,
+    /// Engine-specific rollout state (ECS deployments: `PRIMARY COMPLETED`, …).
+    pub rollout: Option<String>,
+    pub replicas: Vec<ReplicaStatus>,
+    pub events: Vec<StatusEvent>,
+    /// Load-balancer request count and 5xx over the last period, where measured.
+    pub requests: Option<u64>,
+    pub errors_5xx: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StatusReport {
+    pub environment: String,
+    pub engine: String,
+    pub url: Option<String>,
+    pub services: Vec<ServiceStatus>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LogLine {
+    pub at: Option<DateTime<Utc>>,
+    /// Service and replica, e.g. `backend/1a2b3c`.
+    pub source: String,
+    pub line: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogQuery {
+    pub service: Option<String>,
+    pub since: Option<Duration>,
+    pub follow: bool,
+}
+
+#[async_trait]
+pub trait Engine: Send + Sync {
+    /// Short engine name for messages: `docker`, `ecs`.
+    fn name(&self) -> &'static str;
+
+    /// Where the environment serves (local ingress URL, or the configured public URL).
+    fn url(&self) -> Option<String> {
+        None
+    }
+
+    /// Takes the environment's deploy lock, failing at once with [`EngineError::Locked`]
+    /// when someone alive holds it; a stale lock (dead owner, expired) is taken over.
+    async fn acquire_lock(
+        &self,
+        owner: &LockOwner,
+        progress: &dyn Progress,
+    ) -> EngineResult<LockToken>;
+    async fn release_lock(&self, token: &LockToken) -> EngineResult<()>;
+    /// Removes the lock whoever holds it (`unlock --force`).
+    async fn force_unlock(&self) -> EngineResult<()>;
+
+    /// Builds (and pushes where the environment has a registry) or resolves an existing image,
+    /// returning it by digest.
+    async fn prepare_image(
+        &self,
+        source: &ImageSource,
+        meta: &ReleaseMeta,
+        progress: &dyn Progress,
+    ) -> EngineResult<ImageRef>;
+
+    /// Registers an immutable revision of every service for `image` and records a new
+    /// release (outcome in progress).
+    async fn register_release(
+        &self,
+        image: &ImageRef,
+        meta: &ReleaseMeta,
+        rollback_of: Option<u64>,
+        progress: &dyn Progress,
+    ) -> EngineResult<Release>;
+
+    /// Runs `command` once as a one-off task of `service` in `release`, streaming its output,
+    /// and waits for its exit.
+    async fn run_task(
+        &self,
+        release: &Release,
+        service: &str,
+        command: &[String],
+        progress: &dyn Progress,
+    ) -> EngineResult<TaskExit>;
+
+    /// Rolls every service to its revision in `release` and waits for the rollout to finish.
+    async fn roll_out(
+        &self,
+        release: &Release,
+        progress: &dyn Progress,
+    ) -> EngineResult<RolloutOutcome>;
+
+    /// Checks the web service's health path from outside; `Err` says what failed.
+    async fn verify(&self, progress: &dyn Progress) -> EngineResult<Result<(), String>>;
+
+    /// Stores how a release ended.
+    async fn record(&self, number: u64, outcome: Outcome, detail: Option<&str>)
+        -> EngineResult<()>;
+
+    /// Every release, newest first.
+    async fn releases(&self) -> EngineResult<Vec<Release>>;
+
+    /// The release that serves now (last one that succeeded), if any.
+    async fn current_release(&self) -> EngineResult<Option<Release>> {
+        Ok(self
+            .releases()
+            .await?
+            .into_iter()
+            .find(|r| r.outcome == Outcome::Succeeded))
+    }
+
+    async fn status(&self) -> EngineResult<StatusReport>;
+
+    /// Sends log lines to `sink` until done (or forever when following).
+    async fn logs(
+        &self,
+        query: &LogQuery,
+        sink: &(dyn Fn(LogLine) + Send + Sync),
+    ) -> EngineResult<()>;
+}
+
+/// A locally built image, before any registry knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BuiltImage {
+    /// Docker image ID (`sha256:…`): the content address of the local image.
+    pub id: String,
+    /// Tags applied locally, e.g. `kaapi-local:3f2a1c0` (commit).
+    pub tags: Vec<String>,
+}
+
+/// Registry credentials (ECR's GetAuthorizationToken gives these). Never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RegistryAuth {
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for RegistryAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryAuth")
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
+/// The shared build step: builds the config's image once, and pushes it to registries.
+/// Implemented over the Docker Engine API (`kaapi-docker`); the ECS engine uses it too.
+#[async_trait]
+pub trait ImageBuilder: Send + Sync {
+    /// Runs the pre-build command, builds the image (honouring `.dockerignore` and build args)
+    /// and tags it with `tag` (the commit).
+    async fn build(&self, tag: &str, progress: &dyn Progress) -> EngineResult<BuiltImage>;
+
+    /// Pushes `image_id` as `repository:tag` for each tag and returns the manifest digest
+    /// (`sha256:…`) the registry reports.
+    async fn push(
+        &self,
+        image_id: &str,
+        repository: &str,
+        tags: &[String],
+        auth: Option<&RegistryAuth>,
+        progress: &dyn Progress,
+    ) -> EngineResult<String>;
+}

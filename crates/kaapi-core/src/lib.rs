@@ -1,0 +1,14 @@
+//! The pure core of kaapi-deploy: the config and its checks, the naming convention,
+//! environments and triggers, the pipeline as steps over the [`engine::Engine`] interface, and
+//! the release records engines store. No I/O here beyond reading the config file.
+
+pub mod config;
+pub mod diagnostics;
+pub mod engine;
+pub mod envfile;
+pub mod naming;
+pub mod pipeline;
+pub mod progress;
+pub mod release;
+pub mod secrets;
+pub mod trigger;

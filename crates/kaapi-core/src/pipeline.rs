@@ -1,0 +1,449 @@
+//! The deploy pipeline as a sequence of steps over an [`Engine`]: lock, image, revisions,
+//! migrations, rollout, verification, automatic rollback, record. The same for every engine.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use futures_util::future::{select, Either};
+use serde::Serialize;
+
+use crate::engine::{
+    Engine, EngineError, EngineResult, ImageSource, LockOwner, RolloutOutcome, TaskExit,
+};
+use crate::progress::{Event, Phase, Progress};
+use crate::release::{ImageRef, Outcome, Release, ReleaseMeta};
+
+/// Everything a deploy needs to know besides the engine.
+#[derive(Debug, Clone)]
+pub struct DeployPlan {
+    pub environment: String,
+    pub image: ImageSource,
+    pub meta: ReleaseMeta,
+    pub owner: LockOwner,
+    /// The service whose revision runs the migrations, and the command.
+    pub migrations: Option<(String, Vec<String>)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PhaseTiming {
+    pub phase: Phase,
+    pub seconds: f64,
+}
+
+/// What happened, for people (message) and machines (`--json`, CI outputs, benchmarks).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DeployReport {
+    pub environment: String,
+    pub release: Option<u64>,
+    pub image: Option<ImageRef>,
+    pub outcome: Outcome,
+    /// One sentence: what happened and, on failure, what failed and what serves now.
+    pub message: String,
+    /// The release serving traffic when the command ended.
+    pub serving: Option<u64>,
+    pub migration: Option<TaskExit>,
+    pub phases: Vec<PhaseTiming>,
+    pub total_seconds: f64,
+}
+
+impl DeployReport {
+    pub fn succeeded(&self) -> bool {
+        self.outcome == Outcome::Succeeded
+    }
+}
+
+/// Collects phase timings and forwards events.
+struct Timer<'a> {
+    progress: &'a dyn Progress,
+    phases: Mutex<Vec<PhaseTiming>>,
+    /// Release registered so far (0 = none), so an interrupted deploy can still be recorded.
+    registered: AtomicU64,
+}
+
+impl<'a> Timer<'a> {
+    fn new(progress: &'a dyn Progress) -> Self {
+        Self {
+            progress,
+            phases: Mutex::new(Vec::new()),
+            registered: AtomicU64::new(0),
+        }
+    }
+
+    async fn phase<T, F>(&self, phase: Phase, work: F) -> EngineResult<T>
+    where
+        F: Future<Output = EngineResult<T>>,
+    {
+        self.progress.event(Event::PhaseStarted { phase });
+        let started = Instant::now();
+        let result = work.await;
+        let elapsed = started.elapsed();
+        self.progress.event(Event::PhaseFinished {
+            phase,
+            elapsed,
+            ok: result.is_ok(),
+        });
+        if let Ok(mut phases) = self.phases.lock() {
+            phases.push(PhaseTiming {
+                phase,
+                seconds: elapsed.as_secs_f64(),
+            });
+        }
+        result
+    }
+
+    fn timings(&self) -> Vec<PhaseTiming> {
+        self.phases.lock().map(|p| p.clone()).unwrap_or_default()
+    }
+}
+
+/// Runs a full deploy. `interrupt` resolves when the user asks to stop (Ctrl-C); the lock is
+/// released on every path.
+pub async fn deploy(
+    engine: &dyn Engine,
+    plan: &DeployPlan,
+    progress: &dyn Progress,
+    interrupt: impl Future<Output = ()>,
+) -> EngineResult<DeployReport> {
+    let started = Instant::now();
+    let timer = Timer::new(progress);
+    let token = timer
+        .phase(Phase::Lock, engine.acquire_lock(&plan.owner, progress))
+        .await?;
+    let body = Box::pin(deploy_locked(engine, plan, &timer));
+    let result = match select(body, Box::pin(interrupt)).await {
+        Either::Left((result, _)) => result,
+        Either::Right(((), body)) => {
+            drop(body);
+            Err(interrupted(engine, &timer, &plan.environment).await)
+        }
+    };
+    if let Err(e) = engine.release_lock(&token).await {
+        progress.warning(format!("could not release the deploy lock: {e}"));
+    }
+    let mut report = result?;
+    report.phases = timer.timings();
+    report.total_seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+async fn interrupted(engine: &dyn Engine, timer: &Timer<'_>, environment: &str) -> EngineError {
+    let number = timer.registered.load(Ordering::SeqCst);
+    if number > 0 {
+        let _ = engine
+            .record(
+                number,
+                Outcome::Interrupted,
+                Some("interrupted by the user"),
+            )
+            .await;
+    }
+    EngineError::failed(format!(
+        "deploy to `{environment}` interrupted; run `kaapi-deploy status {environment}` to see what serves"
+    ))
+}
+
+async fn deploy_locked(
+    engine: &dyn Engine,
+    plan: &DeployPlan,
+    timer: &Timer<'_>,
+) -> EngineResult<DeployReport> {
+    let progress = timer.progress;
+    let previous = engine.current_release().await?;
+    let build_phase = match plan.image {
+        ImageSource::Build => Phase::Build,
+        ImageSource::Existing(_) => Phase::Push,
+    };
+    let image = timer
+        .phase(
+            build_phase,
+            engine.prepare_image(&plan.image, &plan.meta, progress),
+        )
+        .await?;
+    let release = timer
+        .phase(
+            Phase::Register,
+            engine.register_release(&image, &plan.meta, None, progress),
+        )
+        .await?;
+    timer.registered.store(release.number, Ordering::SeqCst);
+    let mut report = DeployReport {
+        environment: plan.environment.clone(),
+        release: Some(release.number),
+        image: Some(image),
+        outcome: Outcome::InProgress,
+        message: String::new(),
+        serving: previous.as_ref().map(|r| r.number),
+        migration: None,
+        phases: Vec::new(),
+        total_seconds: 0.0,
+    };
+
+    if let Some((service, command)) = &plan.migrations {
+        let exit = timer
+            .phase(
+                Phase::Migrate,
+                engine.run_task(&release, service, command, progress),
+            )
+            .await;
+        let exit = match exit {
+            Ok(exit) => exit,
+            Err(e) => {
+                let detail = format!("migrations could not run: {e}");
+                return finish(engine, &mut report, Outcome::FailedMigration, detail).await;
+            }
+        };
+        report.migration = Some(exit.clone());
+        if exit.exit_code != 0 {
+            let reason = exit
+                .reason
+                .as_deref()
+                .map(|r| format!(" ({r})"))
+                .unwrap_or_default();
+            let detail = format!(
+                "migrations exited with code {}{reason}; nothing serving was changed",
+                exit.exit_code
+            );
+            return finish(engine, &mut report, Outcome::FailedMigration, detail).await;
+        }
+    }
+
+    let rollout = timer
+        .phase(Phase::Rollout, engine.roll_out(&release, progress))
+        .await;
+    let failure = match rollout {
+        Ok(RolloutOutcome::Completed) => {
+            match timer.phase(Phase::Verify, engine.verify(progress)).await {
+                Ok(Ok(())) => None,
+                Ok(Err(reason)) => Some(format!("verification failed: {reason}")),
+                Err(e) => Some(format!("verification could not run: {e}")),
+            }
+        }
+        Ok(RolloutOutcome::Failed {
+            reason,
+            engine_rolled_back_to,
+        }) => Some(match engine_rolled_back_to {
+            Some(to) => format!(
+                "rollout failed: {reason}; {} rolled back to {to}",
+                engine.name()
+            ),
+            None => format!("rollout failed: {reason}"),
+        }),
+        Err(e) => Some(format!("rollout failed: {e}")),
+    };
+
+    let Some(failure) = failure else {
+        report.serving = Some(release.number);
+        let detail = format!("release {} is live", release.number);
+        return finish(engine, &mut report, Outcome::Succeeded, detail).await;
+    };
+
+    progress.warning(failure.clone());
+    let Some(previous) = previous else {
+        let detail = format!("{failure}; there is no earlier release to roll back to");
+        report.serving = None;
+        return finish(engine, &mut report, Outcome::Failed, detail).await;
+    };
+    progress.info(format!("rolling back to release {}", previous.number));
+    let restored = timer
+        .phase(Phase::Rollback, engine.roll_out(&previous, progress))
+        .await;
+    match restored {
+        Ok(RolloutOutcome::Completed) => {
+            report.serving = Some(previous.number);
+            let detail = format!(
+                "{failure}; rolled back automatically, release {} serves",
+                previous.number
+            );
+            finish(engine, &mut report, Outcome::RolledBack, detail).await
+        }
+        Ok(RolloutOutcome::Failed { reason, .. }) => {
+            report.serving = None;
+            let detail = format!(
+                "{failure}; the rollback to release {} failed too: {reason}",
+                previous.number
+            );
+            finish(engine, &mut report, Outcome::Failed, detail).await
+        }
+        Err(e) => {
+            report.serving = None;
+            let detail = format!(
+                "{failure}; the rollback to release {} failed too: {e}",
+                previous.number
+            );
+            finish(engine, &mut report, Outcome::Failed, detail).await
+        }
+    }
+}
+
+async fn finish(
+    engine: &dyn Engine,
+    report: &mut DeployReport,
+    outcome: Outcome,
+    detail: String,
+) -> EngineResult<DeployReport> {
+    if let Some(number) = report.release {
+        let stored = if outcome == Outcome::Succeeded {
+            None
+        } else {
+            Some(detail.as_str())
+        };
+        engine.record(number, outcome, stored).await?;
+    }
+    report.outcome = outcome;
+    report.message = detail;
+    Ok(report.clone())
+}
+
+/// Which release `rollback` goes back to: `--to N`, or the last good one before the current.
+pub fn rollback_target(releases: &[Release], to: Option<u64>) -> Result<&Release, EngineError> {
+    if let Some(number) = to {
+        let release = releases
+            .iter()
+            .find(|r| r.number == number)
+            .ok_or_else(|| {
+                EngineError::not_found(format!(
+                    "there is no release {number}; `kaapi-deploy releases` lists them"
+                ))
+            })?;
+        if release.outcome == Outcome::FailedMigration {
+            return Err(EngineError::failed(format!(
+                "release {number} failed its migrations and never served; pick another with `--to`"
+            )));
+        }
+        return Ok(release);
+    }
+    let current = releases.iter().find(|r| r.outcome == Outcome::Succeeded);
+    let Some(current) = current else {
+        return Err(EngineError::not_found(
+            "nothing serves yet, so there is nothing to roll back from",
+        ));
+    };
+    releases
+        .iter()
+        .filter(|r| r.number < current.number && r.outcome == Outcome::Succeeded)
+        .max_by_key(|r| r.number)
+        .ok_or_else(|| {
+            EngineError::not_found(format!(
+                "release {} is the only good release; there is nothing earlier to roll back to",
+                current.number
+            ))
+        })
+}
+
+/// Re-deploys an earlier release as a new one (`rollback [--to N]`), with the same zero-downtime
+/// rollout and verification; if that fails, the release that served before serves again.
+pub async fn rollback(
+    engine: &dyn Engine,
+    environment: &str,
+    to: Option<u64>,
+    owner: &LockOwner,
+    meta: &ReleaseMeta,
+    progress: &dyn Progress,
+) -> EngineResult<DeployReport> {
+    let started = Instant::now();
+    let timer = Timer::new(progress);
+    let token = timer
+        .phase(Phase::Lock, engine.acquire_lock(owner, progress))
+        .await?;
+    let result = rollback_locked(engine, environment, to, meta, &timer).await;
+    if let Err(e) = engine.release_lock(&token).await {
+        progress.warning(format!("could not release the deploy lock: {e}"));
+    }
+    let mut report = result?;
+    report.phases = timer.timings();
+    report.total_seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+async fn rollback_locked(
+    engine: &dyn Engine,
+    environment: &str,
+    to: Option<u64>,
+    meta: &ReleaseMeta,
+    timer: &Timer<'_>,
+) -> EngineResult<DeployReport> {
+    let progress = timer.progress;
+    let releases = engine.releases().await?;
+    let current = releases
+        .iter()
+        .find(|r| r.outcome == Outcome::Succeeded)
+        .cloned();
+    let target = rollback_target(&releases, to)?.clone();
+    progress.info(format!(
+        "rolling back to release {} ({})",
+        target.number, target.image.digest
+    ));
+    let release = timer
+        .phase(
+            Phase::Register,
+            engine.register_release(&target.image, meta, Some(target.number), progress),
+        )
+        .await?;
+    let mut report = DeployReport {
+        environment: environment.to_owned(),
+        release: Some(release.number),
+        image: Some(target.image.clone()),
+        outcome: Outcome::InProgress,
+        message: String::new(),
+        serving: current.as_ref().map(|r| r.number),
+        migration: None,
+        phases: Vec::new(),
+        total_seconds: 0.0,
+    };
+    let rollout = timer
+        .phase(Phase::Rollout, engine.roll_out(&release, progress))
+        .await;
+    let failure = match rollout {
+        Ok(RolloutOutcome::Completed) => {
+            match timer.phase(Phase::Verify, engine.verify(progress)).await {
+                Ok(Ok(())) => None,
+                Ok(Err(reason)) => Some(format!("verification failed: {reason}")),
+                Err(e) => Some(format!("verification could not run: {e}")),
+            }
+        }
+        Ok(RolloutOutcome::Failed { reason, .. }) => Some(format!("rollout failed: {reason}")),
+        Err(e) => Some(format!("rollout failed: {e}")),
+    };
+    let Some(failure) = failure else {
+        report.serving = Some(release.number);
+        let detail = format!(
+            "release {} (a copy of release {}) is live",
+            release.number, target.number
+        );
+        return finish(engine, &mut report, Outcome::Succeeded, detail).await;
+    };
+    match current {
+        Some(current) => {
+            let restored = timer
+                .phase(Phase::Rollback, engine.roll_out(&current, progress))
+                .await;
+            let ok = matches!(restored, Ok(RolloutOutcome::Completed));
+            report.serving = ok.then_some(current.number);
+            let detail = if ok {
+                format!("{failure}; release {} serves again", current.number)
+            } else {
+                format!("{failure}; restoring release {} failed too", current.number)
+            };
+            let outcome = if ok {
+                Outcome::RolledBack
+            } else {
+                Outcome::Failed
+            };
+            finish(engine, &mut report, outcome, detail).await
+        }
+        None => finish(engine, &mut report, Outcome::Failed, failure).await,
+    }
+}
+
+/// How long ago, for people: `3m ago`, `2h ago`.
+pub fn ago(duration: Duration) -> String {
+    let secs = duration.as_secs();
+    match secs {
+        0..=59 => format!("{secs}s ago"),
+        60..=3599 => format!("{}m ago", secs / 60),
+        3600..=86_399 => format!("{}h ago", secs / 3600),
+        _ => format!("{}d ago", secs / 86_400),
+    }
+}

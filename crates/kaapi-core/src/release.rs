@@ -1,0 +1,90 @@
+//! What a deploy records: the release (one image, one revision per service), who made it, and
+//! how it ended. Engines store these (an embedded database locally, task-definition tags on ECS).
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// Who and what a deploy ships.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReleaseMeta {
+    /// Git commit, with `-dirty` when the tree had uncommitted changes.
+    pub commit: String,
+    /// Version tag (`v1.2.3`) when deploying a tag.
+    pub version: Option<String>,
+    pub author: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// An image as the pipeline refers to it after the build: by content, never by a mutable tag.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageRef {
+    /// Reference engines run, e.g. `127.0.0.1:5000/kaapi-repo@sha256:…` or a local image ID.
+    pub reference: String,
+    /// `sha256:…` content digest or image ID.
+    pub digest: String,
+    /// Tags pushed or applied (commit, version) for people to read.
+    pub tags: Vec<String>,
+}
+
+/// One service's immutable revision within a release.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceRevision {
+    pub service: String,
+    /// Engine's identifier: task-definition ARN on ECS, `family:N` locally.
+    pub revision: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    InProgress,
+    Succeeded,
+    /// The migrations exited non-zero; nothing serving changed.
+    FailedMigration,
+    /// Rollout or verification failed and the previous release serves again.
+    RolledBack,
+    /// Failed with nothing to roll back to, or the rollback failed too.
+    Failed,
+    /// The deploy was interrupted (Ctrl-C, killed) before it finished.
+    Interrupted,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::InProgress => "in_progress",
+            Outcome::Succeeded => "succeeded",
+            Outcome::FailedMigration => "failed_migration",
+            Outcome::RolledBack => "rolled_back",
+            Outcome::Failed => "failed",
+            Outcome::Interrupted => "interrupted",
+        }
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Release {
+    /// Numbered per environment, from 1.
+    pub number: u64,
+    pub environment: String,
+    pub image: ImageRef,
+    pub meta: ReleaseMeta,
+    pub revisions: Vec<ServiceRevision>,
+    pub outcome: Outcome,
+    /// What went wrong, for failed outcomes.
+    pub detail: Option<String>,
+    /// Set when this release re-deploys an earlier one (`rollback`).
+    pub rollback_of: Option<u64>,
+}
+
+impl Release {
+    pub fn revision_of(&self, service: &str) -> Option<&ServiceRevision> {
+        self.revisions.iter().find(|r| r.service == service)
+    }
+}

@@ -1,0 +1,190 @@
+//! Command-line grammar. Each subcommand maps to one module of `commands/`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "kaapi-deploy",
+    version,
+    about = "Build, push, migrate, roll out, verify and roll back a containerized web backend",
+    long_about = "Build, push, migrate, roll out, verify and roll back a containerized web backend \
+                  on the local Docker Engine or on AWS ECS, from one deploy.toml."
+)]
+pub struct Cli {
+    /// Path to deploy.toml (default: the nearest one in this directory or its parents).
+    #[arg(long, global = true, env = "KAAPI_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Write a commented deploy.toml for a Kaapi-shaped repository.
+    Init(InitArgs),
+    /// Validate deploy.toml and every environment's variables.
+    Check(CheckArgs),
+    /// Secret values: generate tokens, push them to the environment's store.
+    #[command(subcommand)]
+    Secrets(SecretsCommand),
+    /// Build, migrate, roll out and verify a new release.
+    Deploy(DeployArgs),
+    /// Roll back to the previous good release, or to release N.
+    Rollback(RollbackArgs),
+    /// List the releases of an environment.
+    Releases(EnvJsonArgs),
+    /// Show services, replicas, health, releases and recent events.
+    Status(EnvJsonArgs),
+    /// Show logs, merged across replicas.
+    Logs(LogsArgs),
+    /// Run a one-off command as a task of the current release.
+    Run(RunArgs),
+    /// Run only the migrations, as a one-off task of the image built from the current tree.
+    Migrate(EnvJsonArgs),
+    /// Deploy from CI: pick the environment from the git ref (GitHub Actions variables).
+    Ci(CiArgs),
+    /// Copy the image an environment runs into another and deploy it there, without rebuilding.
+    Promote(PromoteArgs),
+    /// Infrastructure: CloudFormation template and IAM policies.
+    #[command(subcommand)]
+    Infra(InfraCommand),
+    /// Remove an environment's deploy lock.
+    Unlock(UnlockArgs),
+    /// The local engine's agent (keeps replicas alive, serves the ingress).
+    #[command(subcommand)]
+    Agent(AgentCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Overwrite an existing deploy.toml.
+    #[arg(long)]
+    pub force: bool,
+    /// Also write the GitHub Actions workflows.
+    #[arg(long)]
+    pub github: bool,
+    /// Directory of the repository (default: current directory).
+    #[arg(long, default_value = ".")]
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Environment to check (default: every environment).
+    pub environment: Option<String>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SecretsCommand {
+    /// Print N new secret tokens (32 random bytes, base64url, 43 characters).
+    Generate {
+        #[arg(short = 'n', long = "count", default_value_t = 1)]
+        count: u32,
+    },
+    /// Write secret values from an env file to the environment's secret store.
+    Push {
+        environment: String,
+        #[arg(long = "from")]
+        from: PathBuf,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct EnvJsonArgs {
+    pub environment: String,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DeployArgs {
+    pub environment: String,
+    /// Deploy an image that already exists instead of building.
+    #[arg(long)]
+    pub image: Option<String>,
+    /// Rebuild even when the environment promotes from another.
+    #[arg(long)]
+    pub rebuild: bool,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    pub environment: String,
+    /// Release number to go back to (default: the previous good release).
+    #[arg(long)]
+    pub to: Option<u64>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    pub environment: String,
+    pub service: Option<String>,
+    #[arg(short, long)]
+    pub follow: bool,
+    /// How far back, e.g. 10m, 2h.
+    #[arg(long)]
+    pub since: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    pub environment: String,
+    /// Service whose revision runs the command (default: the web service).
+    #[arg(long)]
+    pub service: Option<String>,
+    /// The command and its arguments, after `--`.
+    #[arg(last = true, required = true)]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct CiArgs {
+    /// Rebuild for production instead of promoting staging's image.
+    #[arg(long)]
+    pub rebuild: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PromoteArgs {
+    pub from: String,
+    pub to: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum InfraCommand {
+    /// Print a CloudFormation template for an environment.
+    Template { environment: String },
+    /// Print the deploy role's IAM policy and OIDC trust policy.
+    Policy { environment: String },
+}
+
+#[derive(Debug, Args)]
+pub struct UnlockArgs {
+    pub environment: String,
+    /// Remove the lock even if its holder may still run.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AgentCommand {
+    /// Run the agent in the foreground (the CLI starts it on demand).
+    #[command(hide = true)]
+    Run {
+        #[arg(long)]
+        state_dir: PathBuf,
+    },
+    /// Stop the running agent.
+    Stop,
+    /// Say whether the agent runs, and where.
+    Status,
+}

@@ -1,0 +1,41 @@
+//! One module per command. Engine-independent commands drive `kaapi_core::pipeline` over the
+//! engine `engines::connect` builds.
+
+pub mod deploy;
+pub mod logs;
+pub mod releases;
+pub mod rollback;
+pub mod run;
+pub mod status;
+pub mod unlock;
+
+use kaapi_core::pipeline::DeployReport;
+
+use crate::exit::{CliError, CliResult};
+use crate::output::{self, green, red};
+
+/// Prints a deploy or rollback report and turns a failed outcome into exit 1.
+pub fn finish_report(report: &DeployReport, json: bool, url: Option<String>) -> CliResult {
+    if json {
+        output::print_json(report)?;
+    } else if report.succeeded() {
+        println!("{} {}", green("deployed:"), report.message);
+        if let Some(url) = url {
+            println!("{url}");
+        }
+    } else {
+        eprintln!("{} {}", red("deploy failed:"), report.message);
+    }
+    if report.succeeded() {
+        Ok(())
+    } else {
+        Err(CliError::Failed(String::new()))
+    }
+}
+
+/// Resolves when the user presses Ctrl-C (never, if the handler cannot be installed).
+pub async fn ctrl_c() {
+    if tokio::signal::ctrl_c().await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}

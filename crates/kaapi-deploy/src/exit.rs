@@ -1,0 +1,32 @@
+//! Exit codes everywhere: 0 success; 1 the operation ran and failed; 2 usage or an unreadable
+//! or invalid config.
+
+use kaapi_core::config::ConfigError;
+use kaapi_core::engine::EngineError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// Bad usage or bad input files (exit 2).
+    #[error("{0}")]
+    Usage(String),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The operation ran and failed (exit 1); the message was already printed when empty.
+    #[error("{0}")]
+    Failed(String),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+impl CliError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Usage(_) | CliError::Config(_) => 2,
+            CliError::Failed(_) | CliError::Engine(_) | CliError::Other(_) => 1,
+        }
+    }
+}
+
+pub type CliResult<T = ()> = Result<T, CliError>;

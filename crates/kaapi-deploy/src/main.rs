@@ -1,0 +1,70 @@
+//! kaapi-deploy: one binary that builds, pushes, migrates, rolls out, verifies and rolls back a
+//! containerized web backend on the local Docker Engine or on AWS ECS.
+
+mod cli;
+mod commands;
+mod context;
+mod engines;
+mod exit;
+mod gitinfo;
+mod output;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use cli::{Cli, Command};
+use exit::{CliError, CliResult};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(dispatch(cli)) {
+        Ok(code) => code,
+        Err(error) => {
+            let message = error.to_string();
+            if !message.is_empty() {
+                eprintln!("{}", output::red("error:").to_string() + " " + &message);
+            }
+            ExitCode::from(error.exit_code())
+        }
+    }
+}
+
+async fn dispatch(cli: Cli) -> CliResult<ExitCode> {
+    let config = cli.config.as_deref();
+    match &cli.command {
+        Command::Deploy(args) => commands::deploy::run(config, args).await?,
+        Command::Rollback(args) => commands::rollback::run(config, args).await?,
+        Command::Releases(args) => commands::releases::run(config, args).await?,
+        Command::Status(args) => commands::status::run(config, args).await?,
+        Command::Logs(args) => commands::logs::run(config, args).await?,
+        Command::Run(args) => {
+            let code = commands::run::run(config, args).await?;
+            return Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)));
+        }
+        Command::Unlock(args) => commands::unlock::run(config, args).await?,
+        Command::Init(_)
+        | Command::Check(_)
+        | Command::Secrets(_)
+        | Command::Migrate(_)
+        | Command::Ci(_)
+        | Command::Promote(_)
+        | Command::Infra(_)
+        | Command::Agent(_) => {
+            return Err(CliError::Usage(
+                "this command is not available in this build yet".to_owned(),
+            ))
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,142 @@
+//! The agent's API, shared by the agent (server) and the engine (client). JSON over HTTP on
+//! 127.0.0.1; the agent writes `{state_dir}/agent.json` ([`AgentEndpoint`]) so clients find it.
+//!
+//! Routes (all under `http://127.0.0.1:{port}/v1`, header `authorization: Bearer {token}`):
+//! - `GET  /health` → 200 when the agent serves.
+//! - `PUT  /environments/{env}/rollouts` body [`EnvironmentSpec`] → 202 [`RolloutTicket`]:
+//!   starts a zero-downtime rollout of every service to the spec (new replicas first, wait
+//!   healthy, switch ingress, drain old, stop old). A rollout already running for the same
+//!   environment → 409.
+//! - `GET  /environments/{env}/rollouts/{id}` → [`RolloutState`] (poll until not running).
+//! - `GET  /environments/{env}` → [`EnvironmentState`] (404 when unknown).
+//! - `DELETE /environments/{env}` → stops and removes every replica of the environment.
+//! - `POST /shutdown` → the agent stops its listeners and exits (containers keep running; a
+//!   restarted agent adopts them by label).
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// Where a running agent listens; written by the agent to `{state_dir}/agent.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentEndpoint {
+    pub pid: u32,
+    pub port: u16,
+    pub token: String,
+    pub version: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthCheckSpec {
+    pub path: String,
+    pub interval_ms: u64,
+    pub timeout_ms: u64,
+    pub retries: u32,
+    pub start_period_ms: u64,
+}
+
+/// One service of an environment at one release: what every replica runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceSpec {
+    pub name: String,
+    /// Local image ID (`sha256:…`), never a mutable tag.
+    pub image: String,
+    /// Overrides the image's CMD when set.
+    pub command: Option<Vec<String>>,
+    /// Every variable, secrets included (the agent keeps its state file mode 0600).
+    pub env: BTreeMap<String, String>,
+    pub replicas: u32,
+    /// Container port of a web service; published on 127.0.0.1 with a random host port.
+    pub port: Option<u16>,
+    pub health: Option<HealthCheckSpec>,
+    pub stop_timeout_secs: u32,
+    pub cpu: Option<u32>,
+    pub memory_mib: Option<u32>,
+    /// Docker volume binds, `volume-name:/path`.
+    pub volumes: Vec<String>,
+}
+
+/// The desired state of one environment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnvironmentSpec {
+    pub app: String,
+    pub environment: String,
+    pub release: u64,
+    /// Stable 127.0.0.1 port of the ingress for the web service (the first with a port).
+    pub ingress_port: Option<u16>,
+    /// Which service the ingress sends traffic to.
+    pub web_service: Option<String>,
+    pub services: Vec<ServiceSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RolloutTicket {
+    pub id: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RolloutPhase {
+    Running,
+    Completed,
+    Failed,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RolloutState {
+    pub id: String,
+    pub release: u64,
+    pub phase: RolloutPhase,
+    /// Why it failed (e.g. `backend replica 2 failed its health check: 503 …`).
+    pub reason: Option<String>,
+    /// Progress messages so far, oldest first (clients print the ones they have not seen).
+    pub messages: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReplicaState {
+    pub container_id: String,
+    pub container_name: String,
+    pub service: String,
+    pub release: u64,
+    /// `starting`, `running`, `draining`, `exited`.
+    pub state: String,
+    /// None until the first health probe (workers: None).
+    pub healthy: Option<bool>,
+    /// The 127.0.0.1 host port the container's port is published on.
+    pub host_port: Option<u16>,
+    /// Requests being proxied to this replica right now.
+    pub in_flight: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentEvent {
+    pub at: DateTime<Utc>,
+    pub service: Option<String>,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EnvironmentState {
+    pub environment: String,
+    /// The release the agent keeps running (the last completed rollout).
+    pub release: Option<u64>,
+    pub previous_release: Option<u64>,
+    pub ingress_url: Option<String>,
+    /// Desired replicas per service.
+    pub desired: BTreeMap<String, u32>,
+    pub replicas: Vec<ReplicaState>,
+    /// Recent events, newest last (replaced replicas, switches, failed probes).
+    pub events: Vec<AgentEvent>,
+}
+
+/// Labels on every container the local engine creates; the agent adopts containers by them.
+pub mod labels {
+    pub const APP: &str = "dev.kaapi.app";
+    pub const ENVIRONMENT: &str = "dev.kaapi.environment";
+    pub const SERVICE: &str = "dev.kaapi.service";
+    pub const RELEASE: &str = "dev.kaapi.release";
+    /// `replica` for managed replicas, `task` for one-off tasks.
+    pub const ROLE: &str = "dev.kaapi.role";
+}

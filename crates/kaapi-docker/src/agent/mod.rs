@@ -1,0 +1,3 @@
+//! The long-running agent: keeps replicas alive, health-checks them, and serves the ingress.
+
+pub mod api;

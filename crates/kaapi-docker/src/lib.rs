@@ -1,0 +1,3 @@
+//! The local engine: the pipeline on the Docker Engine.
+
+pub mod agent;
