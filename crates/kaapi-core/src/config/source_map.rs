@@ -47,24 +47,29 @@ impl<'a> SourceMap<'a> {
         found.map(|span| self.line_of(span.start))
     }
 
-    /// The dotted path of the deepest key whose entry contains `offset`.
+    /// The dotted path of the deepest key whose entry contains `offset`. Header tables
+    /// (`[services.backend]`) span only their header, so every branch is searched.
     pub fn key_at(&self, offset: usize) -> Option<String> {
         let root = self.root.as_ref()?;
         let mut path = Vec::new();
-        let mut table = root.get_ref();
-        loop {
-            let hit = table
-                .iter()
-                .find(|(k, v)| k.span().contains(&offset) || v.span().contains(&offset));
-            let Some((key, value)) = hit else { break };
-            path.push(key.get_ref().to_string());
-            match value.get_ref() {
-                DeValue::Table(inner) if !key.span().contains(&offset) => table = inner,
-                _ => break,
+        find_key(root.get_ref(), offset, &mut path).then(|| path.join("."))
+    }
+}
+
+fn find_key(table: &DeTable<'_>, offset: usize, path: &mut Vec<String>) -> bool {
+    for (key, value) in table.iter() {
+        path.push(key.get_ref().to_string());
+        if let DeValue::Table(inner) = value.get_ref() {
+            if find_key(inner, offset, path) {
+                return true;
             }
         }
-        (!path.is_empty()).then(|| path.join("."))
+        if key.span().contains(&offset) || value.span().contains(&offset) {
+            return true;
+        }
+        path.pop();
     }
+    false
 }
 
 #[cfg(test)]
