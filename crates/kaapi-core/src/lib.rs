@@ -6,6 +6,7 @@ pub mod config;
 pub mod diagnostics;
 pub mod engine;
 pub mod envfile;
+pub mod interpolate;
 pub mod naming;
 pub mod pipeline;
 pub mod progress;
