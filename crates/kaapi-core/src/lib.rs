@@ -11,5 +11,6 @@ pub mod naming;
 pub mod pipeline;
 pub mod progress;
 pub mod release;
+pub mod scaffold;
 pub mod secrets;
 pub mod trigger;
