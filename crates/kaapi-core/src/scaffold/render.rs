@@ -257,7 +257,11 @@ pub fn render(shape: &ProjectShape) -> String {
             &mut out,
             "# Resource names default to the convention above; override any of them:",
         );
-        line(&mut out, &format!("# names = {{ cluster = \"{app}-{name}-cluster\", repository = \"{app}-{name}-repo\" }}"));
+        let stem = crate::naming::stem(app, name);
+        line(
+            &mut out,
+            &format!("# names = {{ cluster = \"{stem}-cluster\", repository = \"{stem}-repo\" }}"),
+        );
         if sets_environment {
             line(&mut out, "");
             line(&mut out, &format!("[environments.{name}.env]"));
