@@ -63,6 +63,11 @@ impl Diagnostic {
     pub fn is_error(&self) -> bool {
         self.severity == Severity::Error
     }
+
+    /// The finding on one line, the hint after a `;` (for reports listing many findings).
+    pub fn one_line(&self) -> String {
+        self.to_string().replace("\n  hint: ", "; ")
+    }
 }
 
 impl fmt::Display for Diagnostic {

@@ -2,6 +2,7 @@
 //! environments and triggers, the pipeline as steps over the [`engine::Engine`] interface, and
 //! the release records engines store. No I/O here beyond reading the config file.
 
+pub mod check;
 pub mod config;
 pub mod diagnostics;
 pub mod engine;
@@ -11,5 +12,6 @@ pub mod naming;
 pub mod pipeline;
 pub mod progress;
 pub mod release;
+pub mod scaffold;
 pub mod secrets;
 pub mod trigger;

@@ -69,6 +69,9 @@ pub struct InitArgs {
     /// Directory of the repository (default: current directory).
     #[arg(long, default_value = ".")]
     pub dir: PathBuf,
+    /// Resource prefix (default: the directory's name, made a valid name).
+    #[arg(long)]
+    pub app: Option<String>,
 }
 
 #[derive(Debug, Args)]

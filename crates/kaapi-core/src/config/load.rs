@@ -111,18 +111,23 @@ fn from_toml_error(path: &Path, map: &SourceMap<'_>, error: &toml::de::Error) ->
     let span = error.span();
     let line = span.as_ref().map(|s| map.line_of(s.start));
     let key = span.as_ref().and_then(|s| map.key_at(s.start));
-    let mut diagnostic = Diagnostic::error(path, &message).at_line(line);
+    let message = match (&key, message.as_str()) {
+        (Some(key), "duplicate key") => format!("`{key}` is defined twice"),
+        _ => message,
+    };
+    let hint = hint_for(&message, key.as_deref());
+    let mut diagnostic = Diagnostic::error(path, message).at_line(line);
     if let Some(key) = key {
         diagnostic = diagnostic.at_key(key);
     }
-    if let Some(hint) = hint_for(&message) {
+    if let Some(hint) = hint {
         diagnostic = diagnostic.with_hint(hint);
     }
     diagnostic
 }
 
 /// serde names the unknown field and the expected ones; turn that into "did you mean".
-fn hint_for(message: &str) -> Option<String> {
+fn hint_for(message: &str, key: Option<&str>) -> Option<String> {
     if let Some(rest) = message.strip_prefix("unknown field `") {
         let (typo, rest) = rest.split_once('`')?;
         let expected: Vec<&str> = rest.split('`').skip(1).step_by(2).collect();
@@ -141,6 +146,18 @@ fn hint_for(message: &str) -> Option<String> {
     }
     if message.starts_with("missing field `") {
         return Some("add it; see docs/config.md for every key".to_owned());
+    }
+    if message.ends_with("is defined twice") {
+        return Some("keep one definition and merge the keys of both into it".to_owned());
+    }
+    if message.contains("expected u16") && key.is_some_and(|k| k.ends_with("port")) {
+        return Some("use a port between 1 and 65535".to_owned());
+    }
+    if message.contains("expected u32") {
+        return Some("write a whole number without quotes, e.g. 2".to_owned());
+    }
+    if message.starts_with("invalid type:") && message.contains("expected a string") {
+        return Some("quote the value, e.g. \"value\"".to_owned());
     }
     None
 }

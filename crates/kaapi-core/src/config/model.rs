@@ -304,3 +304,50 @@ impl Config {
         }
     }
 }
+
+/// Which kind of store holds an environment's secret values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SecretStore {
+    Ssm,
+    SecretsManager,
+    EnvFile,
+}
+
+/// Where one secret's value lives: an SSM parameter name, a Secrets Manager secret name, or
+/// a variable of a local env file (`reference` is then the file's path as written).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SecretReference {
+    pub store: SecretStore,
+    pub reference: String,
+}
+
+impl SecretSource {
+    /// The reference of secret `name` in this source (`/kaapi/staging/` + `SECRET_KEY` →
+    /// `/kaapi/staging/SECRET_KEY`). `None` when the source names no store.
+    pub fn reference(&self, name: &str) -> Option<SecretReference> {
+        let join = |prefix: &str, separator: char| {
+            if prefix.is_empty() || prefix.ends_with(separator) {
+                format!("{prefix}{name}")
+            } else {
+                format!("{prefix}{separator}{name}")
+            }
+        };
+        if let Some(path) = &self.ssm {
+            return Some(SecretReference {
+                store: SecretStore::Ssm,
+                reference: join(path, '/'),
+            });
+        }
+        if let Some(prefix) = &self.secrets_manager {
+            return Some(SecretReference {
+                store: SecretStore::SecretsManager,
+                reference: join(prefix, '/'),
+            });
+        }
+        self.env_file.as_ref().map(|file| SecretReference {
+            store: SecretStore::EnvFile,
+            reference: file.clone(),
+        })
+    }
+}

@@ -47,29 +47,95 @@ impl<'a> SourceMap<'a> {
         found.map(|span| self.line_of(span.start))
     }
 
-    /// The dotted path of the deepest key whose entry contains `offset`. Header tables
-    /// (`[services.backend]`) span only their header, so every branch is searched.
+    /// The dotted path of the deepest key whose entry contains `offset`. Tables written as
+    /// `[a.b]` headers only span their header, so every table is searched, not only the ones
+    /// whose span contains the offset. Falls back to reading the text around the offset when
+    /// the document does not parse (e.g. a duplicate key).
     pub fn key_at(&self, offset: usize) -> Option<String> {
-        let root = self.root.as_ref()?;
-        let mut path = Vec::new();
-        find_key(root.get_ref(), offset, &mut path).then(|| path.join("."))
+        match self.root.as_ref() {
+            Some(root) => {
+                let mut path = Vec::new();
+                let mut best = None;
+                deepest_key(root.get_ref(), offset, &mut path, &mut best);
+                best.map(|(_, p)| p.join("."))
+            }
+            None => self.key_at_lexically(offset),
+        }
+    }
+
+    /// The key of the line holding `offset`, prefixed with the nearest `[table]` header above
+    /// it; for a header line, the header itself.
+    fn key_at_lexically(&self, offset: usize) -> Option<String> {
+        let mut end = offset.min(self.text.len());
+        while !self.text.is_char_boundary(end) {
+            end -= 1;
+        }
+        let line_start = self.text[..end].rfind('\n').map_or(0, |i| i + 1);
+        let line_end = self.text[end..]
+            .find('\n')
+            .map_or(self.text.len(), |i| end + i);
+        let line = self.text[line_start..line_end].trim();
+        if let Some(header) = table_header(line) {
+            return Some(header);
+        }
+        let key = line.split_once('=').map(|(k, _)| clean_key(k))?;
+        if key.is_empty() {
+            return None;
+        }
+        let table = self.text[..line_start]
+            .lines()
+            .rev()
+            .find_map(|l| table_header(l.trim()));
+        Some(match table {
+            Some(table) => format!("{table}.{key}"),
+            None => key,
+        })
     }
 }
 
-fn find_key(table: &DeTable<'_>, offset: usize, path: &mut Vec<String>) -> bool {
+fn table_header(line: &str) -> Option<String> {
+    let inner = line.strip_prefix('[')?;
+    let inner = inner.strip_prefix('[').unwrap_or(inner);
+    let (inner, _) = inner.split_once(']')?;
+    Some(clean_key(inner))
+}
+
+/// `services . "backend"` → `services.backend`.
+fn clean_key(raw: &str) -> String {
+    raw.split('.')
+        .map(|part| part.trim().trim_matches(|c| c == '"' || c == '\''))
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+type Best = Option<(usize, Vec<String>)>;
+
+/// Records the narrowest key or value span holding `offset`, with the path that leads to it.
+fn deepest_key(table: &DeTable<'_>, offset: usize, path: &mut Vec<String>, best: &mut Best) {
     for (key, value) in table.iter() {
         path.push(key.get_ref().to_string());
-        if let DeValue::Table(inner) = value.get_ref() {
-            if find_key(inner, offset, path) {
-                return true;
+        for span in [key.span(), value.span()] {
+            let holds = span.contains(&offset) || (span.is_empty() && span.start == offset);
+            let narrower = best.as_ref().is_none_or(|(width, p)| {
+                span.len() < *width || (span.len() == *width && path.len() > p.len())
+            });
+            if holds && narrower {
+                *best = Some((span.len(), path.clone()));
             }
         }
-        if key.span().contains(&offset) || value.span().contains(&offset) {
-            return true;
+        match value.get_ref() {
+            DeValue::Table(inner) => deepest_key(inner, offset, path, best),
+            DeValue::Array(items) => {
+                for item in items.iter() {
+                    if let DeValue::Table(inner) = item.get_ref() {
+                        deepest_key(inner, offset, path, best);
+                    }
+                }
+            }
+            _ => {}
         }
         path.pop();
     }
-    false
 }
 
 #[cfg(test)]
@@ -93,5 +159,17 @@ mod tests {
         let map = SourceMap::new(TEXT);
         let offset = TEXT.find("8000").unwrap_or_default();
         assert_eq!(map.key_at(offset).as_deref(), Some("services.backend.port"));
+        let header = TEXT.find("[services").unwrap_or_default();
+        assert_eq!(map.key_at(header).as_deref(), Some("services.backend"));
+    }
+
+    #[test]
+    fn finds_key_of_an_offset_in_a_document_that_does_not_parse() {
+        let text = "app = 'k'\n[services.backend]\nport = 1\n[services.backend]\nport = 2\n";
+        let map = SourceMap::new(text);
+        let second = text.rfind("backend").unwrap_or_default();
+        assert_eq!(map.key_at(second).as_deref(), Some("services.backend"));
+        let port = text.rfind("port").unwrap_or_default();
+        assert_eq!(map.key_at(port).as_deref(), Some("services.backend.port"));
     }
 }

@@ -1,11 +1,14 @@
 //! One module per command. Engine-independent commands drive `kaapi_core::pipeline` over the
 //! engine `engines::connect` builds.
 
+pub mod check;
 pub mod deploy;
+pub mod init;
 pub mod logs;
 pub mod releases;
 pub mod rollback;
 pub mod run;
+pub mod secrets;
 pub mod status;
 pub mod unlock;
 
