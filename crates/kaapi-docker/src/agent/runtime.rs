@@ -2,7 +2,7 @@
 //! events and rollouts.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use chrono::Utc;
@@ -40,6 +40,8 @@ pub struct Environment {
     /// Held by whoever changes the replica set (reconcile, rollout switch, removal).
     pub current: tokio::sync::Mutex<Current>,
     ingress: Mutex<Option<Ingress>>,
+    /// Whether the event "cannot open the ingress" was recorded since the last open.
+    ingress_failure_reported: AtomicBool,
     events: Mutex<VecDeque<AgentEvent>>,
     rollouts: Mutex<VecDeque<RolloutState>>,
     active_rollout: Mutex<Option<String>>,
@@ -188,6 +190,7 @@ impl Environment {
             name: name.to_owned(),
             current: tokio::sync::Mutex::new(Current::default()),
             ingress: Mutex::new(None),
+            ingress_failure_reported: AtomicBool::new(false),
             events: Mutex::new(VecDeque::new()),
             rollouts: Mutex::new(VecDeque::new()),
             active_rollout: Mutex::new(None),
@@ -215,8 +218,14 @@ impl Environment {
 
     /// Replaces the ingress (the old one, if any, closes).
     pub fn set_ingress(&self, ingress: Option<Ingress>) {
+        self.ingress_failure_reported.store(false, Ordering::SeqCst);
         let old = std::mem::replace(&mut *lock(&self.ingress), ingress);
         drop(old);
+    }
+
+    /// `true` when the failure was already reported; marks it reported otherwise.
+    pub fn ingress_failure_reported(&self) -> bool {
+        self.ingress_failure_reported.swap(true, Ordering::SeqCst)
     }
 
     /// Points the ingress at the current web replicas.
@@ -277,6 +286,10 @@ impl Environment {
         lock(&self.active_rollout).is_some()
     }
 
+    pub fn active_rollout(&self) -> Option<String> {
+        lock(&self.active_rollout).clone()
+    }
+
     pub fn rollout(&self, id: &str) -> Option<RolloutState> {
         lock(&self.rollouts).iter().find(|r| r.id == id).cloned()
     }
@@ -310,6 +323,7 @@ impl Environment {
                 .map(|r| r.to_state())
                 .collect(),
             events: lock(&self.events).iter().cloned().collect(),
+            active_rollout: self.active_rollout(),
         })
     }
 }
