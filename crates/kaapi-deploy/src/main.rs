@@ -56,11 +56,11 @@ async fn dispatch(cli: Cli) -> CliResult<ExitCode> {
         Command::Init(args) => commands::init::run(args)?,
         Command::Check(args) => commands::check::run(config, args).await?,
         Command::Secrets(command) => commands::secrets::run(command)?,
+        Command::Agent(command) => commands::agent::run(config, command).await?,
         Command::Migrate(_)
         | Command::Ci(_)
         | Command::Promote(_)
-        | Command::Infra(_)
-        | Command::Agent(_) => {
+        | Command::Infra(_) => {
             return Err(CliError::Usage(
                 "this command is not available in this build yet".to_owned(),
             ))
