@@ -3,6 +3,7 @@
 
 pub mod deploy;
 pub mod logs;
+pub mod migrate;
 pub mod releases;
 pub mod rollback;
 pub mod run;
