@@ -54,13 +54,13 @@ async fn dispatch(cli: Cli) -> CliResult<ExitCode> {
         }
         Command::Unlock(args) => commands::unlock::run(config, args).await?,
         Command::Migrate(args) => commands::migrate::run(config, args).await?,
+        Command::Agent(command) => commands::agent::run(config, command).await?,
         Command::Init(_)
         | Command::Check(_)
         | Command::Secrets(_)
         | Command::Ci(_)
         | Command::Promote(_)
-        | Command::Infra(_)
-        | Command::Agent(_) => {
+        | Command::Infra(_) => {
             return Err(CliError::Usage(
                 "this command is not available in this build yet".to_owned(),
             ))

@@ -1,6 +1,7 @@
 //! One module per command. Engine-independent commands drive `kaapi_core::pipeline` over the
 //! engine `engines::connect` builds.
 
+pub mod agent;
 pub mod deploy;
 pub mod logs;
 pub mod migrate;
