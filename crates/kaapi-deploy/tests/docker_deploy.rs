@@ -22,13 +22,23 @@ fn deploy_redeploy_and_roll_back_without_dropping_a_request() {
 
     // First deploy: the URL serves the new /version and the release is recorded.
     let stdout = project.deploy();
-    assert!(stdout.contains(&format!("http://127.0.0.1:{}", project.port)), "{stdout}");
+    assert!(
+        stdout.contains(&format!("http://127.0.0.1:{}", project.port)),
+        "{stdout}"
+    );
     assert_eq!(project.serving_version().as_deref(), Some("1.0.0"));
     let releases = project.releases();
     assert_eq!(releases.len(), 1);
     assert_eq!(outcome_of(&releases, 1), "succeeded");
-    assert!(releases[0]["image"]["digest"].as_str().is_some_and(|d| d.starts_with("sha256:")));
-    assert_eq!(project.containers(&[(LABEL_ROLE, "replica"), (LABEL_RELEASE, "1")]).len(), 3);
+    assert!(releases[0]["image"]["digest"]
+        .as_str()
+        .is_some_and(|d| d.starts_with("sha256:")));
+    assert_eq!(
+        project
+            .containers(&[(LABEL_ROLE, "replica"), (LABEL_RELEASE, "1")])
+            .len(),
+        3
+    );
 
     // A new version while a loopback client keeps asking: nothing fails, both versions seen.
     project.configure("2.0.0", "");
@@ -37,9 +47,19 @@ fn deploy_redeploy_and_roll_back_without_dropping_a_request() {
     project.deploy();
     std::thread::sleep(Duration::from_millis(300));
     let result = load.finish();
-    assert_eq!(result.failed, 0, "failed requests during the redeploy: {:?}", result.failures);
-    assert!(result.ok > 20, "the client made too few requests: {result:?}");
-    assert_eq!(result.versions, vec!["1.0.0".to_owned(), "2.0.0".to_owned()]);
+    assert_eq!(
+        result.failed, 0,
+        "failed requests during the redeploy: {:?}",
+        result.failures
+    );
+    assert!(
+        result.ok > 20,
+        "the client made too few requests: {result:?}"
+    );
+    assert_eq!(
+        result.versions,
+        vec!["1.0.0".to_owned(), "2.0.0".to_owned()]
+    );
     assert_eq!(project.serving_version().as_deref(), Some("2.0.0"));
     // The old release's replicas are gone once the switch is done.
     assert!(eventually(Duration::from_secs(20), || project
@@ -50,7 +70,11 @@ fn deploy_redeploy_and_roll_back_without_dropping_a_request() {
     let load = project.load();
     project.ok(&["rollback", "local"]);
     let result = load.finish();
-    assert_eq!(result.failed, 0, "failed requests during the rollback: {:?}", result.failures);
+    assert_eq!(
+        result.failed, 0,
+        "failed requests during the rollback: {:?}",
+        result.failures
+    );
     assert_eq!(project.serving_version().as_deref(), Some("1.0.0"));
     let releases = project.releases();
     assert_eq!(outcome_of(&releases, 3), "succeeded");
@@ -60,7 +84,11 @@ fn deploy_redeploy_and_roll_back_without_dropping_a_request() {
     let load = project.load();
     project.ok(&["rollback", "local", "--to", "2"]);
     let result = load.finish();
-    assert_eq!(result.failed, 0, "failed requests during rollback --to: {:?}", result.failures);
+    assert_eq!(
+        result.failed, 0,
+        "failed requests during rollback --to: {:?}",
+        result.failures
+    );
     assert_eq!(project.serving_version().as_deref(), Some("2.0.0"));
     assert_eq!(project.releases()[0]["rollback_of"], 2);
 
@@ -70,11 +98,18 @@ fn deploy_redeploy_and_roll_back_without_dropping_a_request() {
         .args(["run", "local", "--", "/app", "exit", "3"])
         .assert()
         .code(3);
-    assert!(project.containers(&[(LABEL_ROLE, "task")]).is_empty(), "task container left");
+    assert!(
+        project.containers(&[(LABEL_ROLE, "task")]).is_empty(),
+        "task container left"
+    );
 
     // Logs merge the replicas, each line prefixed with service/replica.
     let logs = project.ok(&["logs", "local", "backend"]);
-    assert!(logs.lines().any(|l| l.contains("backend/") && l.contains("listening")), "{logs}");
+    assert!(
+        logs.lines()
+            .any(|l| l.contains("backend/") && l.contains("listening")),
+        "{logs}"
+    );
     assert!(!logs.contains("worker/"), "{logs}");
 
     // Status shows every service with its replicas and the ingress URL.
@@ -86,5 +121,10 @@ fn deploy_redeploy_and_roll_back_without_dropping_a_request() {
     assert_eq!(backend["desired"], 2);
     assert_eq!(backend["healthy"], 2);
     assert_eq!(backend["current_release"], 4);
-    assert!(backend["replicas"][0]["memory_bytes"].as_u64().is_some_and(|m| m > 0), "{backend}");
+    assert!(
+        backend["replicas"][0]["memory_bytes"]
+            .as_u64()
+            .is_some_and(|m| m > 0),
+        "{backend}"
+    );
 }

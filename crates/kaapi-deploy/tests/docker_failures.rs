@@ -6,7 +6,10 @@ mod docker_support;
 use docker_support::{docker, Project, LABEL_APP, LABEL_RELEASE, LABEL_ROLE};
 
 fn outcome_of(releases: &[serde_json::Value], number: u64) -> (String, String) {
-    let release = releases.iter().find(|r| r["number"] == number).expect("release listed");
+    let release = releases
+        .iter()
+        .find(|r| r["number"] == number)
+        .expect("release listed");
     (
         release["outcome"].as_str().unwrap_or_default().to_owned(),
         release["detail"].as_str().unwrap_or_default().to_owned(),
@@ -21,7 +24,11 @@ fn a_release_failing_its_health_check_is_rolled_back_and_the_old_one_serves_thro
 
     project.configure("2.0.0", "health");
     let load = project.load();
-    let output = project.cli().args(["deploy", "local"]).output().expect("run");
+    let output = project
+        .cli()
+        .args(["deploy", "local"])
+        .output()
+        .expect("run");
     let result = load.finish();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
@@ -30,8 +37,23 @@ fn a_release_failing_its_health_check_is_rolled_back_and_the_old_one_serves_thro
     assert!(stderr.contains("health"), "{stderr}");
     assert!(stderr.contains("release 1 serves"), "{stderr}");
     assert_eq!(result.failed, 0, "failed requests: {:?}", result.failures);
-    assert_eq!(result.versions, vec!["1.0.0".to_owned()], "only the old version answered");
+    assert_eq!(
+        result.versions,
+        vec!["1.0.0".to_owned()],
+        "only the old version answered"
+    );
     assert_eq!(project.serving_version().as_deref(), Some("1.0.0"));
+    // The agent kept release 1 running, so going back to it restarted nothing.
+    assert!(stderr.contains("release 1 still serves"), "{stderr}");
+    assert_eq!(
+        project
+            .containers(&[(LABEL_ROLE, "replica"), (LABEL_RELEASE, "1")])
+            .len(),
+        3
+    );
+    assert!(project
+        .containers(&[(LABEL_ROLE, "replica"), (LABEL_RELEASE, "2")])
+        .is_empty());
     let (outcome, detail) = outcome_of(&project.releases(), 2);
     assert_eq!(outcome, "rolled_back", "{detail}");
     assert!(detail.contains("release 1 serves"), "{detail}");
@@ -51,7 +73,11 @@ fn a_failing_migration_aborts_before_any_replica_of_the_release_exists() {
 
     project.configure("2.0.0", "migration");
     let load = project.load();
-    let output = project.cli().args(["deploy", "local"]).output().expect("run");
+    let output = project
+        .cli()
+        .args(["deploy", "local"])
+        .output()
+        .expect("run");
     let result = load.finish();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
@@ -80,7 +106,11 @@ fn a_failing_migration_aborts_before_any_replica_of_the_release_exists() {
         "{{index .Actor.Attributes \"dev.kaapi.role\"}}",
     ]);
     let roles: Vec<&str> = created.lines().collect();
-    assert_eq!(roles, vec!["task"], "only the migration task of release 2 was created");
+    assert_eq!(
+        roles,
+        vec!["task"],
+        "only the migration task of release 2 was created"
+    );
     let mut now = project.containers(&[(LABEL_ROLE, "replica")]);
     now.sort();
     assert_eq!(now, old_replicas);

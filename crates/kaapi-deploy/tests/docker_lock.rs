@@ -26,7 +26,10 @@ fn of_two_concurrent_deploys_exactly_one_proceeds_and_the_other_names_the_holder
         (output, started.elapsed())
     });
     let winners: Vec<_> = outputs.iter().filter(|(o, _)| o.status.success()).collect();
-    let losers: Vec<_> = outputs.iter().filter(|(o, _)| !o.status.success()).collect();
+    let losers: Vec<_> = outputs
+        .iter()
+        .filter(|(o, _)| !o.status.success())
+        .collect();
     assert_eq!(winners.len(), 1, "exactly one deploy succeeds: {outputs:?}");
     assert_eq!(losers.len(), 1);
     let (loser, _) = losers[0];
@@ -68,7 +71,11 @@ fn a_deploy_killed_mid_rollout_leaves_nothing_that_stops_the_next_one() {
     child.wait().expect("reap");
 
     project.configure("3.0.0", "");
-    let output = project.cli().args(["deploy", "local"]).output().expect("run");
+    let output = project
+        .cli()
+        .args(["deploy", "local"])
+        .output()
+        .expect("run");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
     assert!(stderr.contains("taking over the deploy lock"), "{stderr}");

@@ -8,21 +8,41 @@ use predicates::prelude::*;
 #[test]
 fn migrate_runs_the_migrations_once_in_a_one_off_container_and_records_nothing() {
     let project = Project::new("mig");
-    let output = project.cli().args(["migrate", "local"]).output().expect("run");
+    let output = project
+        .cli()
+        .args(["migrate", "local"])
+        .output()
+        .expect("run");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
-    assert!(stderr.contains("pre-build ran"), "pre-build output streamed: {stderr}");
-    assert!(stderr.contains("database is at version 2"), "task output streamed: {stderr}");
-    assert!(!stderr.contains("test-secret-value-not-printed"), "a secret was printed");
+    assert!(
+        stderr.contains("pre-build ran"),
+        "pre-build output streamed: {stderr}"
+    );
+    assert!(
+        stderr.contains("database is at version 2"),
+        "task output streamed: {stderr}"
+    );
+    assert!(
+        !stderr.contains("test-secret-value-not-printed"),
+        "a secret was printed"
+    );
     // The one-off container is gone, no replica was started, and nothing was recorded.
     assert!(project.containers(&[(LABEL_ROLE, "task")]).is_empty());
     assert!(project.containers(&[(LABEL_ROLE, "replica")]).is_empty());
     assert!(project.releases().is_empty());
     // The migrations ran against the environment's volume.
     let volume = format!("{}-local-data", project.app);
-    assert!(docker(&["volume", "ls", "-q"]).lines().any(|v| v == volume), "volume {volume}");
+    assert!(
+        docker(&["volume", "ls", "-q"]).lines().any(|v| v == volume),
+        "volume {volume}"
+    );
     // A second run finds the schema current.
-    let again = project.cli().args(["migrate", "local"]).output().expect("run");
+    let again = project
+        .cli()
+        .args(["migrate", "local"])
+        .output()
+        .expect("run");
     assert!(again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("database is at version 2"));
 }
@@ -36,7 +56,10 @@ fn a_failing_migration_exits_1_with_its_output() {
         .args(["migrate", "local"])
         .assert()
         .code(1)
-        .stderr(predicate::str::contains("migrations failed").and(predicate::str::contains("exited with code 1")));
+        .stderr(
+            predicate::str::contains("migrations failed")
+                .and(predicate::str::contains("exited with code 1")),
+        );
     assert!(project.containers(&[(LABEL_ROLE, "task")]).is_empty());
 }
 

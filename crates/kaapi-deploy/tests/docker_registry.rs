@@ -40,7 +40,8 @@ impl Registry {
             .spawn()
             .expect("docker-registry is installed (apt-get install docker-registry)");
         assert!(
-            eventually(Duration::from_secs(15), || http_get(port, "/v2/").is_ok_and(|(s, _)| s == 200)),
+            eventually(Duration::from_secs(15), || http_get(port, "/v2/")
+                .is_ok_and(|(s, _)| s == 200)),
             "the registry did not answer on 127.0.0.1:{port}"
         );
         Registry {
@@ -73,7 +74,10 @@ fn a_release_pushed_to_a_registry_runs_by_the_registry_digest() {
     let digest = image["digest"].as_str().expect("digest");
     let repository = format!("127.0.0.1:{}/{}-local-repo", registry.port, project.app);
     assert_eq!(reference, format!("{repository}@{digest}"));
-    assert!(digest.starts_with("sha256:") && digest.len() == 71, "{digest}");
+    assert!(
+        digest.starts_with("sha256:") && digest.len() == 71,
+        "{digest}"
+    );
 
     // The registry itself serves that manifest under that digest.
     let output = Command::new("curl")

@@ -27,7 +27,11 @@ fn a_replica_killed_from_outside_is_replaced_and_status_shows_it() {
         let backend = &status["services"][0];
         let ids: Vec<String> = backend["replicas"]
             .as_array()
-            .map(|r| r.iter().filter_map(|x| x["id"].as_str().map(str::to_owned)).collect())
+            .map(|r| {
+                r.iter()
+                    .filter_map(|x| x["id"].as_str().map(str::to_owned))
+                    .collect()
+            })
             .unwrap_or_default();
         backend["healthy"] == 2 && !ids.iter().any(|id| id.ends_with(&victim[..12]))
     });
@@ -36,7 +40,11 @@ fn a_replica_killed_from_outside_is_replaced_and_status_shows_it() {
     assert!(replaced, "the killed replica was not replaced: {status:#}");
     let events: Vec<String> = status["services"][0]["events"]
         .as_array()
-        .map(|e| e.iter().filter_map(|x| x["message"].as_str().map(str::to_owned)).collect())
+        .map(|e| {
+            e.iter()
+                .filter_map(|x| x["message"].as_str().map(str::to_owned))
+                .collect()
+        })
         .unwrap_or_default();
     assert!(
         events.iter().any(|e| e.contains("replaced by")),

@@ -47,7 +47,10 @@ impl AgentLink {
         let ticket = loop {
             match self.client.rollout(spec).await {
                 Ok(ticket) => break ticket,
-                Err(AgentError::Api { status: 409, message }) if asked.elapsed() < BUSY_WAIT => {
+                Err(AgentError::Api {
+                    status: 409,
+                    message,
+                }) if asked.elapsed() < BUSY_WAIT => {
                     if !said_busy {
                         on_message(&format!(
                             "waiting for the rollout already running in `{}` to end ({message})",
@@ -72,7 +75,10 @@ pub async fn environment_if_running(
     state_dir: &Path,
     environment: &str,
 ) -> EngineResult<Option<EnvironmentState>> {
-    let Some(client) = AgentClient::connect(state_dir).await.map_err(engine_error)? else {
+    let Some(client) = AgentClient::connect(state_dir)
+        .await
+        .map_err(engine_error)?
+    else {
         return Ok(None);
     };
     client.environment(environment).await.map_err(engine_error)

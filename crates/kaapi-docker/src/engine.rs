@@ -214,6 +214,28 @@ impl DockerEngine {
         agent_link::environment_if_running(&self.state_dir, &self.environment).await
     }
 
+    /// Whether the agent already runs exactly this release at full strength: after a failed
+    /// rollout the agent keeps the previous release, so rolling back to it needs no restart.
+    async fn still_serves(&self, spec: &EnvironmentSpec) -> EngineResult<bool> {
+        let Some(state) = self.agent_state().await? else {
+            return Ok(false);
+        };
+        if state.release != Some(spec.release) {
+            return Ok(false);
+        }
+        Ok(spec.services.iter().all(|service| {
+            let replicas: Vec<_> = state
+                .replicas
+                .iter()
+                .filter(|r| r.service == service.name && r.state == "running")
+                .collect();
+            replicas.len() == service.replicas as usize
+                && replicas
+                    .iter()
+                    .all(|r| r.release == spec.release && r.healthy != Some(false))
+        }))
+    }
+
     /// The ingress health URL the deploy is verified through.
     fn health_url(&self) -> Option<String> {
         let (_, web) = self.loaded.config.web_service()?;
@@ -368,6 +390,13 @@ impl Engine for DockerEngine {
         progress: &dyn Progress,
     ) -> EngineResult<RolloutOutcome> {
         let spec = self.environment_spec(release)?;
+        if self.still_serves(&spec).await? {
+            progress.info(format!(
+                "release {} still serves with every replica healthy; nothing to restart",
+                release.number
+            ));
+            return Ok(RolloutOutcome::Completed);
+        }
         let agent = AgentLink::connect(&self.state_dir, &self.program).await?;
         let on_message = |message: &str| progress.info(message.to_owned());
         let state = agent.roll_out(&spec, &on_message).await?;

@@ -77,8 +77,11 @@ impl Project {
         let backend = dir.path().join("backend");
         std::fs::create_dir_all(backend.join("dist")).expect("mkdir backend/dist");
         for file in ["Dockerfile", ".dockerignore"] {
-            std::fs::copy(repo_root().join("examples/backend").join(file), backend.join(file))
-                .expect("copy example backend file");
+            std::fs::copy(
+                repo_root().join("examples/backend").join(file),
+                backend.join(file),
+            )
+            .expect("copy example backend file");
         }
         std::fs::copy(backend_binary(), backend.join("dist/kaapi-example-backend"))
             .expect("copy backend binary");
@@ -127,7 +130,7 @@ replicas = 2
 command = "/app serve"
 stop_timeout = "10s"
 volumes = ["data:/data"]
-health = {{ path = "/api/v1/utils/health/", interval = "500ms", timeout = "400ms", retries = 2, start_period = "10s" }}
+health = {{ path = "/api/v1/utils/health/", interval = "500ms", timeout = "400ms", retries = 2, start_period = "3s" }}
 
 [services.worker]
 command = "/app worker"
@@ -250,7 +253,13 @@ impl Drop for Project {
             args.extend(ids.iter().map(String::as_str));
             docker(&args);
         }
-        let volumes = docker(&["volume", "ls", "-q", "--filter", &format!("label={LABEL_APP}={}", self.app)]);
+        let volumes = docker(&[
+            "volume",
+            "ls",
+            "-q",
+            "--filter",
+            &format!("label={LABEL_APP}={}", self.app),
+        ]);
         for volume in volumes.lines() {
             docker(&["volume", "rm", "-f", volume]);
         }
@@ -266,7 +275,8 @@ impl Drop for Project {
 
 /// `GET path` on 127.0.0.1:port over a fresh connection.
 pub fn http_get(port: u16, path: &str) -> Result<(u16, String), String> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("connect: {e}"))?;
+    let mut stream =
+        TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("connect: {e}"))?;
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .map_err(|e| e.to_string())?;
@@ -330,7 +340,9 @@ impl Load {
                 );
                 std::thread::spawn(move || {
                     let started = Instant::now();
-                    while !stop.load(Ordering::SeqCst) && started.elapsed() < Duration::from_secs(300) {
+                    while !stop.load(Ordering::SeqCst)
+                        && started.elapsed() < Duration::from_secs(300)
+                    {
                         match http_get(port, "/version") {
                             Ok((200, body)) => {
                                 ok.fetch_add(1, Ordering::SeqCst);
@@ -345,7 +357,10 @@ impl Load {
                             }
                             other => {
                                 failed.fetch_add(1, Ordering::SeqCst);
-                                failures.lock().expect("failures").push(format!("{other:?}"));
+                                failures
+                                    .lock()
+                                    .expect("failures")
+                                    .push(format!("{other:?}"));
                             }
                         }
                         std::thread::sleep(Duration::from_millis(5));
