@@ -3,6 +3,8 @@
 
 mod docker_support;
 
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
 use std::time::Duration;
 
 use docker_support::{eventually, Project, LABEL_RELEASE, LABEL_ROLE};
@@ -111,6 +113,35 @@ fn deploy_redeploy_and_roll_back_without_dropping_a_request() {
         "{logs}"
     );
     assert!(!logs.contains("worker/"), "{logs}");
+    let recent = project.ok(&["logs", "local", "--since", "1h"]);
+    assert!(
+        recent.contains("backend/") && recent.contains("worker/"),
+        "{recent}"
+    );
+
+    // `--follow` keeps streaming new lines (the worker's heartbeats).
+    let mut follow = project
+        .std_cli(&["logs", "local", "worker", "--follow"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn logs --follow");
+    let stdout = follow.stdout.take().expect("stdout");
+    let reader = std::thread::spawn(move || {
+        BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .filter(|l| l.contains("worker/") && l.contains("heartbeat"))
+            .take(3)
+            .count()
+    });
+    let started = std::time::Instant::now();
+    while !reader.is_finished() && started.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    follow.kill().expect("stop logs --follow");
+    follow.wait().expect("reap");
+    assert_eq!(reader.join().expect("reader"), 3, "heartbeats followed");
 
     // Status shows every service with its replicas and the ingress URL.
     let status: serde_json::Value =
