@@ -57,8 +57,8 @@ async fn dispatch(cli: Cli) -> CliResult<ExitCode> {
         Command::Check(args) => commands::check::run(config, args).await?,
         Command::Secrets(command) => commands::secrets::run(command)?,
         Command::Agent(command) => commands::agent::run(config, command).await?,
-        Command::Migrate(_)
-        | Command::Ci(_)
+        Command::Migrate(args) => commands::migrate::run(config, args).await?,
+        Command::Ci(_)
         | Command::Promote(_)
         | Command::Infra(_) => {
             return Err(CliError::Usage(

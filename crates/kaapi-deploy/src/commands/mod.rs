@@ -6,6 +6,7 @@ pub mod check;
 pub mod deploy;
 pub mod init;
 pub mod logs;
+pub mod migrate;
 pub mod releases;
 pub mod rollback;
 pub mod run;
