@@ -1,7 +1,9 @@
 //! Builds the engine an environment names. The only place that knows every engine crate.
 
+use std::sync::Arc;
+
 use kaapi_core::config::{EngineKind, LoadedConfig};
-use kaapi_core::engine::Engine;
+use kaapi_core::engine::{Engine, ImageBuilder};
 
 use crate::context;
 use crate::exit::{CliError, CliResult};
@@ -23,8 +25,28 @@ pub async fn connect(loaded: &LoadedConfig, environment: &str) -> CliResult<Box<
             .await?;
             Ok(Box::new(engine))
         }
-        EngineKind::Ecs => Err(CliError::Failed(format!(
-            "environment `{environment}`: the ecs engine is not built into this binary yet"
-        ))),
+        EngineKind::Ecs => {
+            let engine = kaapi_ecs::EcsEngine::connect(
+                loaded,
+                environment,
+                ecs_image_builder(loaded, environment).await,
+            )
+            .await?;
+            Ok(Box::new(engine))
+        }
     }
+}
+
+/// The shared build step the ECS engine pushes with: the config's image built on the local
+/// Docker Engine. `None` when no Docker Engine answers, so `deploy ENV --image REF` still works
+/// where Docker is absent (the engine says a build needs Docker).
+async fn ecs_image_builder(
+    loaded: &LoadedConfig,
+    environment: &str,
+) -> Option<Arc<dyn ImageBuilder>> {
+    let docker = kaapi_docker::docker::connect().await.ok()?;
+    let spec = kaapi_docker::BuildSpec::from_config(loaded, environment);
+    Some(Arc::new(kaapi_docker::DockerImageBuilder::new(
+        docker, spec,
+    )))
 }
