@@ -53,12 +53,12 @@ async fn dispatch(cli: Cli) -> CliResult<ExitCode> {
             return Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)));
         }
         Command::Unlock(args) => commands::unlock::run(config, args).await?,
+        Command::Ci(args) => commands::ci::run(config, args).await?,
+        Command::Promote(args) => commands::promote::run(config, args).await?,
         Command::Init(_)
         | Command::Check(_)
         | Command::Secrets(_)
         | Command::Migrate(_)
-        | Command::Ci(_)
-        | Command::Promote(_)
         | Command::Infra(_)
         | Command::Agent(_) => {
             return Err(CliError::Usage(

@@ -210,7 +210,7 @@ impl Engine for FakeEngine {
 
     async fn releases(&self) -> EngineResult<Vec<Release>> {
         let mut releases = self.releases.lock().expect("releases").clone();
-        releases.sort_by(|a, b| b.number.cmp(&a.number));
+        releases.sort_by_key(|r| std::cmp::Reverse(r.number));
         Ok(releases)
     }
 

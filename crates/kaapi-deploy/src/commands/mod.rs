@@ -1,8 +1,12 @@
 //! One module per command. Engine-independent commands drive `kaapi_core::pipeline` over the
 //! engine `engines::connect` builds.
 
+pub mod ci;
 pub mod deploy;
+#[allow(dead_code)] // called by `init --github` (init.rs)
+pub mod init_github;
 pub mod logs;
+pub mod promote;
 pub mod releases;
 pub mod rollback;
 pub mod run;
