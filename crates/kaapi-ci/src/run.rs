@@ -8,6 +8,7 @@ use kaapi_core::engine::Engine;
 use kaapi_core::pipeline::{self, DeployPlan, DeployReport, PhaseTiming};
 use kaapi_core::progress::{Event, Phase, Progress};
 
+use crate::decide::CiDecision;
 use crate::github::{self, GithubContext};
 use crate::summary::{self, Ended, SummaryInput};
 
@@ -176,4 +177,36 @@ pub async fn run_ci(
         annotations,
         summary: markdown,
     }
+}
+
+/// Tells GitHub about a ref that deploys nothing: `outcome=skipped` (or `refused`) in the
+/// outputs, a short summary, and for a refused ref an `::error` annotation. Returns the exit
+/// code (0 or 2) and the annotations for the CLI to print.
+pub fn report_no_deploy(ctx: &GithubContext, decision: &CiDecision) -> (u8, Vec<String>) {
+    let (outcome, headline, reason) = match decision {
+        CiDecision::Deploy { .. } => return (0, Vec::new()),
+        CiDecision::Nothing { reason } => ("skipped", "## ⏭️ Nothing to deploy", reason),
+        CiDecision::Refused { reason } => ("refused", "## ❌ Cannot deploy this ref", reason),
+    };
+    let mut annotations = Vec::new();
+    if matches!(decision, CiDecision::Refused { .. }) {
+        annotations.push(github::error_annotation(
+            &format!("Cannot deploy {}", ctx.git_ref),
+            reason,
+        ));
+    }
+    if let Err(e) = github::write_outputs(ctx, &[("environment", ""), ("outcome", outcome)]) {
+        annotations.push(github::error_annotation(
+            "Cannot write step outputs",
+            &e.to_string(),
+        ));
+    }
+    let summary = format!("{headline}\n\n`{}`: {reason}\n", ctx.git_ref);
+    if let Err(e) = github::write_summary(ctx, &summary) {
+        annotations.push(github::error_annotation(
+            "Cannot write the summary",
+            &e.to_string(),
+        ));
+    }
+    (decision.exit_code().unwrap_or(0), annotations)
 }

@@ -511,3 +511,49 @@ async fn a_held_lock_fails_with_an_annotation_and_no_release_output() {
     );
     assert_eq!(engine.calls(), vec!["acquire_lock github-actions run 77"]);
 }
+
+#[test]
+fn refs_that_deploy_nothing_still_leave_outputs_and_a_summary() {
+    let config = config();
+    let files = github("refs/heads/feature/x");
+    let (code, annotations) =
+        kaapi_ci::run::report_no_deploy(&files.ctx, &decide(&config, &files.ctx.git_ref));
+    assert_eq!((code, annotations.len()), (0, 0));
+    assert_lines(
+        &read(&files.ctx.output_file),
+        &["environment=", "outcome=skipped"],
+    );
+    assert_lines(
+        &read(&files.ctx.summary_file),
+        &[
+            "## ⏭️ Nothing to deploy",
+            "",
+            "`refs/heads/feature/x`: branch `feature/x` does not trigger any environment",
+        ],
+    );
+
+    let files = github("refs/tags/v1.2");
+    let (code, annotations) =
+        kaapi_ci::run::report_no_deploy(&files.ctx, &decide(&config, &files.ctx.git_ref));
+    let reason =
+        "tag `v1.2` is not a semantic version; tag releases as vMAJOR.MINOR.PATCH, e.g. v1.2.3";
+    assert_eq!(code, 2);
+    assert_eq!(
+        annotations,
+        [format!(
+            "::error title=Cannot deploy refs/tags/v1.2::{reason}"
+        )]
+    );
+    assert_lines(
+        &read(&files.ctx.output_file),
+        &["environment=", "outcome=refused"],
+    );
+    assert_lines(
+        &read(&files.ctx.summary_file),
+        &[
+            "## ❌ Cannot deploy this ref",
+            "",
+            format!("`refs/tags/v1.2`: {reason}").as_str(),
+        ],
+    );
+}

@@ -7,7 +7,7 @@ use std::path::Path;
 use kaapi_ci::decide::{decide, CiDecision};
 use kaapi_ci::github::{self, GithubContext, Vars};
 use kaapi_ci::promote;
-use kaapi_ci::run::{run_ci, CiPlan};
+use kaapi_ci::run::{report_no_deploy, run_ci, CiPlan};
 use kaapi_core::config::LoadedConfig;
 use kaapi_core::engine::{Engine, ImageSource, LockOwner};
 use kaapi_core::pipeline::DeployPlan;
@@ -24,22 +24,23 @@ pub async fn run(config: Option<&Path>, args: &CiArgs) -> CliResult {
     let vars = github::process_vars();
     let ctx = GithubContext::from_vars(&vars).map_err(|e| CliError::Usage(e.to_string()))?;
     let loaded = context::load_config(config)?;
-    let (environment, version) = match decide(&loaded.config, &ctx.git_ref) {
-        CiDecision::Nothing { reason } => {
-            println!("nothing to deploy: {reason}");
-            return Ok(());
-        }
-        CiDecision::Refused { reason } => {
-            println!(
-                "{}",
-                github::error_annotation(&format!("Cannot deploy {}", ctx.git_ref), &reason)
-            );
-            return Err(CliError::Usage(reason));
-        }
+    let decision = decide(&loaded.config, &ctx.git_ref);
+    let (environment, version) = match decision {
         CiDecision::Deploy {
             environment,
             version,
         } => (environment, version),
+        CiDecision::Nothing { ref reason } | CiDecision::Refused { ref reason } => {
+            let (code, annotations) = report_no_deploy(&ctx, &decision);
+            for annotation in annotations {
+                println!("{annotation}");
+            }
+            if code == 0 {
+                println!("nothing to deploy: {reason}");
+                return Ok(());
+            }
+            return Err(CliError::Usage(reason.clone()));
+        }
     };
     eprintln!(
         "{} deploying `{environment}` for {} ({})",
