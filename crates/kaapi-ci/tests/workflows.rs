@@ -6,7 +6,7 @@ mod support;
 use std::path::Path;
 use std::process::Command;
 
-use kaapi_ci::workflows::{self, WorkflowError, WorkflowOptions};
+use kaapi_ci::workflows::{self, Install, WorkflowError, WorkflowOptions};
 use kaapi_core::config::{parse, Config};
 use support::services::venv_tool;
 
@@ -86,6 +86,44 @@ fn generated_workflows_pass_the_schema_and_actionlint() {
         &written,
     );
     lint("actionlint", &["-no-color"], &written);
+}
+
+#[test]
+fn workflows_with_a_git_install_and_a_nested_config_pass_the_linters_too() {
+    let repo = tempfile::tempdir().expect("repo dir");
+    let options = WorkflowOptions {
+        github_environment: "Production gate".to_owned(),
+        install: Install::Git {
+            url: "https://github.com/acme/kaapi-deploy".to_owned(),
+            rev: "0123456789abcdef0123456789abcdef01234567".to_owned(),
+        },
+        config_path: Some("deploy/deploy.toml".to_owned()),
+    };
+    let written = workflows::write(repo.path(), &config(), &options, false).expect("write");
+    lint(
+        "check-jsonschema",
+        &["--builtin-schema", "vendor.github-workflows"],
+        &written,
+    );
+    lint("actionlint", &["-no-color"], &written);
+    let w = yaml(&written[0]);
+    let runs: Vec<&str> = w["jobs"]["deploy"]["steps"]
+        .as_sequence()
+        .expect("steps")
+        .iter()
+        .filter_map(|s| s["run"].as_str())
+        .collect();
+    assert_eq!(
+        runs,
+        [
+            "cargo install --locked --git https://github.com/acme/kaapi-deploy --rev 0123456789abcdef0123456789abcdef01234567 kaapi-deploy",
+            "kaapi-deploy --config \"deploy/deploy.toml\" ci"
+        ]
+    );
+    assert_eq!(
+        w["jobs"]["deploy"]["environment"].as_str(),
+        Some("Production gate")
+    );
 }
 
 fn yaml(path: &Path) -> serde_yaml::Value {
