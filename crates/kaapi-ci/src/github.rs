@@ -165,6 +165,29 @@ pub fn error_annotation(title: &str, message: &str) -> String {
     )
 }
 
+/// `::warning title=…::message`.
+pub fn warning_annotation(title: &str, message: &str) -> String {
+    format!(
+        "::warning title={}::{}",
+        escape_property(title),
+        escape_data(message)
+    )
+}
+
+/// The workflows pass the repository variable `AWS_RESOURCE_PREFIX`; resources are named from
+/// deploy.toml's `app`, so a different value means the two disagree: say so (a warning).
+pub fn resource_prefix_warning(vars: &Vars, app: &str) -> Option<String> {
+    let prefix = non_empty(vars, "AWS_RESOURCE_PREFIX")?;
+    (prefix != app).then(|| {
+        warning_annotation(
+            "AWS_RESOURCE_PREFIX differs from deploy.toml",
+            &format!(
+                "the repository variable AWS_RESOURCE_PREFIX is `{prefix}` but deploy.toml has app = \"{app}\"; resources are named from deploy.toml (e.g. {app}-cluster): make them agree"
+            ),
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -208,6 +231,20 @@ mod tests {
             err.to_string().starts_with("GITHUB_REF is not set"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_differing_resource_prefix_is_a_warning() {
+        let differing = vars(&[("AWS_RESOURCE_PREFIX", "acme")]);
+        assert_eq!(
+            resource_prefix_warning(&differing, "kaapi").as_deref(),
+            Some("::warning title=AWS_RESOURCE_PREFIX differs from deploy.toml::the repository variable AWS_RESOURCE_PREFIX is `acme` but deploy.toml has app = \"kaapi\"; resources are named from deploy.toml (e.g. kaapi-cluster): make them agree")
+        );
+        assert_eq!(
+            resource_prefix_warning(&vars(&[("AWS_RESOURCE_PREFIX", "kaapi")]), "kaapi"),
+            None
+        );
+        assert_eq!(resource_prefix_warning(&vars(&[]), "kaapi"), None);
     }
 
     #[test]

@@ -24,6 +24,9 @@ pub async fn run(config: Option<&Path>, args: &CiArgs) -> CliResult {
     let vars = github::process_vars();
     let ctx = GithubContext::from_vars(&vars).map_err(|e| CliError::Usage(e.to_string()))?;
     let loaded = context::load_config(config)?;
+    if let Some(warning) = github::resource_prefix_warning(&vars, &loaded.config.app) {
+        println!("{warning}");
+    }
     let decision = decide(&loaded.config, &ctx.git_ref);
     let (environment, version) = match decision {
         CiDecision::Deploy {
