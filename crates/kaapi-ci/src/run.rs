@@ -100,16 +100,15 @@ pub async fn run_ci(
         engine.current_release().await.ok().flatten()
     };
     let (phases, failed_phase) = recorder.phases();
-    let error_text = result.as_ref().err().map(ToString::to_string);
-    let ended = match (&result, &error_text) {
-        (Ok(report), _) => Ended::Report(report),
-        (Err(_), Some(message)) => Ended::Error {
-            message,
-            failed_phase,
-            phases: &phases,
-        },
-        (Err(_), None) => Ended::Error {
-            message: "the deploy failed",
+    let error_text = result
+        .as_ref()
+        .err()
+        .map(ToString::to_string)
+        .unwrap_or_default();
+    let ended = match &result {
+        Ok(report) => Ended::Report(report),
+        Err(_) => Ended::Error {
+            message: &error_text,
             failed_phase,
             phases: &phases,
         },
