@@ -21,11 +21,14 @@ pub fn run(
         .unwrap_or_else(|| dir.join(kaapi_core::config::CONFIG_FILE_NAME));
     let loaded = context::load_config(Some(&config_path))?;
     // The workflows run from the repository root: name the config only when it lives elsewhere.
-    let relative = config_path
-        .strip_prefix(dir)
-        .ok()
-        .map(|p| p.to_string_lossy().into_owned())
-        .filter(|p| p != kaapi_core::config::CONFIG_FILE_NAME);
+    let relative = match config_path.strip_prefix(dir) {
+        Ok(inside) => Some(inside.to_path_buf()),
+        // `--config deploy/deploy.toml` with the default `--dir .`
+        Err(_) if config_path.is_relative() && dir == Path::new(".") => Some(config_path.clone()),
+        Err(_) => None,
+    }
+    .map(|p| p.to_string_lossy().into_owned())
+    .filter(|p| p != kaapi_core::config::CONFIG_FILE_NAME);
     let options = WorkflowOptions {
         github_environment: github_environment
             .unwrap_or(DEFAULT_GITHUB_ENVIRONMENT)
