@@ -412,12 +412,15 @@ impl RegistryClient {
         }
         // Mounting only makes sense within one registry.
         let location = if from.host == to.host {
-            match self.mount(from, to, digest).await? {
-                Ok(()) => {
+            match self.mount(from, to, digest).await {
+                Ok(Ok(())) => {
                     report.mounted += 1;
                     return Ok(());
                 }
-                Err(location) => location,
+                Ok(Err(location)) => location,
+                // Some registries reject the mount request itself: upload instead.
+                Err(RegistryError::Status { .. }) => self.start_upload(to).await?,
+                Err(e) => return Err(e),
             }
         } else {
             self.start_upload(to).await?
