@@ -209,3 +209,29 @@ pub fn report_no_deploy(ctx: &GithubContext, decision: &CiDecision) -> (u8, Vec<
     }
     (decision.exit_code().unwrap_or(0), annotations)
 }
+
+/// Tells GitHub about a deploy that could not start (engine unreachable, no image to
+/// promote, …): `outcome=error`, a short summary and an `::error` annotation (returned).
+pub fn report_setup_failure(ctx: &GithubContext, environment: &str, message: &str) -> Vec<String> {
+    let mut annotations = vec![github::error_annotation(
+        &format!("Deploy to {environment} failed"),
+        message,
+    )];
+    if let Err(e) =
+        github::write_outputs(ctx, &[("environment", environment), ("outcome", "error")])
+    {
+        annotations.push(github::error_annotation(
+            "Cannot write step outputs",
+            &e.to_string(),
+        ));
+    }
+    let quoted: String = message.lines().map(|l| format!("> {l}\n")).collect();
+    let summary = format!("## ❌ `{environment}`: the deploy could not start\n\n{quoted}");
+    if let Err(e) = github::write_summary(ctx, &summary) {
+        annotations.push(github::error_annotation(
+            "Cannot write the summary",
+            &e.to_string(),
+        ));
+    }
+    annotations
+}

@@ -557,3 +557,28 @@ fn refs_that_deploy_nothing_still_leave_outputs_and_a_summary() {
         ],
     );
 }
+
+#[test]
+fn a_deploy_that_cannot_start_leaves_an_error_output_summary_and_annotation() {
+    let files = github("refs/tags/v1.2.3");
+    let message =
+        "`staging` has no successful release of commit 0123456789ab to promote;\ndeploy it first";
+    let annotations = kaapi_ci::run::report_setup_failure(&files.ctx, "production", message);
+    assert_eq!(
+        annotations,
+        ["::error title=Deploy to production failed::`staging` has no successful release of commit 0123456789ab to promote;%0Adeploy it first"]
+    );
+    assert_lines(
+        &read(&files.ctx.output_file),
+        &["environment=production", "outcome=error"],
+    );
+    assert_lines(
+        &read(&files.ctx.summary_file),
+        &[
+            "## ❌ `production`: the deploy could not start",
+            "",
+            "> `staging` has no successful release of commit 0123456789ab to promote;",
+            "> deploy it first",
+        ],
+    );
+}

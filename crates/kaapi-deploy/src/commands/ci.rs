@@ -7,7 +7,7 @@ use std::path::Path;
 use kaapi_ci::decide::{decide, CiDecision};
 use kaapi_ci::github::{self, GithubContext, Vars};
 use kaapi_ci::promote;
-use kaapi_ci::run::{report_no_deploy, run_ci, CiPlan};
+use kaapi_ci::run::{report_no_deploy, report_setup_failure, run_ci, CiPlan};
 use kaapi_core::config::LoadedConfig;
 use kaapi_core::engine::{Engine, ImageSource, LockOwner};
 use kaapi_core::pipeline::DeployPlan;
@@ -55,13 +55,9 @@ pub async fn run(config: Option<&Path>, args: &CiArgs) -> CliResult {
     let (engine, plan) = match prepare(&loaded, &environment, version, args, &ctx, &vars).await {
         Ok(prepared) => prepared,
         Err(e) => {
-            println!(
-                "{}",
-                github::error_annotation(
-                    &format!("Deploy to {environment} failed"),
-                    &e.to_string()
-                )
-            );
+            for annotation in report_setup_failure(&ctx, &environment, &e.to_string()) {
+                println!("{annotation}");
+            }
             return Err(e);
         }
     };
