@@ -58,7 +58,9 @@ async fn dispatch(cli: Cli) -> CliResult<ExitCode> {
         Command::Secrets(command) => commands::secrets::run(command)?,
         Command::Agent(command) => commands::agent::run(config, command).await?,
         Command::Migrate(args) => commands::migrate::run(config, args).await?,
-        Command::Ci(_) | Command::Promote(_) | Command::Infra(_) => {
+        Command::Ci(args) => commands::ci::run(config, args).await?,
+        Command::Promote(args) => commands::promote::run(config, args).await?,
+        Command::Infra(_) => {
             return Err(CliError::Usage(
                 "this command is not available in this build yet".to_owned(),
             ))

@@ -3,10 +3,14 @@
 
 pub mod agent;
 pub mod check;
+pub mod ci;
 pub mod deploy;
 pub mod init;
+#[allow(dead_code)] // called by `init --github` (init.rs)
+pub mod init_github;
 pub mod logs;
 pub mod migrate;
+pub mod promote;
 pub mod releases;
 pub mod rollback;
 pub mod run;

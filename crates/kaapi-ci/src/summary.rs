@@ -1,0 +1,240 @@
+//! The markdown release summary written to `$GITHUB_STEP_SUMMARY`: what was deployed, how each
+//! step went, phase timings, and on failure what failed and what serves now.
+
+use std::fmt::Write;
+
+use kaapi_core::pipeline::{DeployPlan, DeployReport, PhaseTiming};
+use kaapi_core::progress::Phase;
+use kaapi_core::release::{Outcome, Release};
+
+use crate::github::GithubContext;
+
+/// How the run ended, as far as the summary needs to know.
+#[derive(Debug, Clone, Copy)]
+pub enum Ended<'a> {
+    /// The pipeline ran to the end (successfully or not).
+    Report(&'a DeployReport),
+    /// The pipeline stopped with an error before it could report (lock held, build failed, …).
+    Error {
+        message: &'a str,
+        /// The phase that failed, when one had started.
+        failed_phase: Option<Phase>,
+        phases: &'a [PhaseTiming],
+    },
+}
+
+/// Everything the summary shows.
+#[derive(Debug, Clone, Copy)]
+pub struct SummaryInput<'a> {
+    pub ctx: &'a GithubContext,
+    pub plan: &'a DeployPlan,
+    /// Where the image came from, for people (`built from this commit`, `promoted from …`).
+    pub image_origin: &'a str,
+    pub ended: Ended<'a>,
+    /// The release serving after the run, as the engine reports it (failures only).
+    pub serving_now: Option<&'a Release>,
+}
+
+fn code(text: &str) -> String {
+    format!("`{}`", text.replace('`', "'"))
+}
+
+fn link(text: &str, url: Option<String>) -> String {
+    match url {
+        Some(url) => format!("[{text}]({url})"),
+        None => text.to_owned(),
+    }
+}
+
+fn has_phase(phases: &[PhaseTiming], phase: Phase) -> bool {
+    phases.iter().any(|p| p.phase == phase)
+}
+
+fn headline(input: &SummaryInput<'_>) -> String {
+    let env = &input.plan.environment;
+    match input.ended {
+        Ended::Report(report) => match report.outcome {
+            Outcome::Succeeded => format!(
+                "## ✅ `{env}`: release {} is live",
+                report.release.unwrap_or_default()
+            ),
+            Outcome::FailedMigration => {
+                format!("## ❌ `{env}`: deploy failed in the migrations")
+            }
+            Outcome::RolledBack => format!(
+                "## ↩️ `{env}`: deploy failed and was rolled back to release {}",
+                report.serving.unwrap_or_default()
+            ),
+            other => format!("## ❌ `{env}`: deploy {other}"),
+        },
+        Ended::Error { failed_phase, .. } => match failed_phase {
+            Some(phase) => format!("## ❌ `{env}`: deploy failed in {}", phase.as_str()),
+            None => format!("## ❌ `{env}`: deploy failed"),
+        },
+    }
+}
+
+fn deployed_table(input: &SummaryInput<'_>, out: &mut String) {
+    let ctx = input.ctx;
+    let meta = &input.plan.meta;
+    let (release, image) = match input.ended {
+        Ended::Report(report) => (report.release.map(|n| n.to_string()), report.image.as_ref()),
+        Ended::Error { .. } => (None, None),
+    };
+    let rows = [
+        ("Environment", code(&input.plan.environment)),
+        ("Release", release.unwrap_or_else(|| "—".to_owned())),
+        (
+            "Image digest",
+            image
+                .map(|i| code(&i.digest))
+                .unwrap_or_else(|| "—".to_owned()),
+        ),
+        (
+            "Image",
+            image
+                .map(|i| code(&i.reference))
+                .unwrap_or_else(|| "—".to_owned()),
+        ),
+        ("Image source", input.image_origin.to_owned()),
+        ("Commit", link(&code(&meta.commit), ctx.commit_url())),
+        (
+            "Version",
+            meta.version
+                .as_deref()
+                .map(code)
+                .unwrap_or_else(|| "—".to_owned()),
+        ),
+        ("Actor", format!("@{}", ctx.actor)),
+        (
+            "Run",
+            link(
+                if ctx.run_id.is_empty() {
+                    "—"
+                } else {
+                    ctx.run_id.as_str()
+                },
+                ctx.run_url(),
+            ),
+        ),
+    ];
+    out.push_str("| | |\n| --- | --- |\n");
+    for (name, value) in rows {
+        let _ = writeln!(out, "| {name} | {value} |");
+    }
+}
+
+fn migrations_result(input: &SummaryInput<'_>, phases: &[PhaseTiming]) -> String {
+    if input.plan.migrations.is_none() {
+        return "none configured".to_owned();
+    }
+    let migration = match input.ended {
+        Ended::Report(report) => report.migration.as_ref(),
+        Ended::Error { .. } => None,
+    };
+    match migration {
+        Some(exit) if exit.exit_code == 0 => "passed (exit 0)".to_owned(),
+        Some(exit) => match &exit.reason {
+            Some(reason) => format!("**failed** (exit {}: {reason})", exit.exit_code),
+            None => format!("**failed** (exit {})", exit.exit_code),
+        },
+        None if has_phase(phases, Phase::Migrate) => "**could not run**".to_owned(),
+        None => "not reached".to_owned(),
+    }
+}
+
+fn steps_table(input: &SummaryInput<'_>, phases: &[PhaseTiming], out: &mut String) {
+    let outcome = match input.ended {
+        Ended::Report(report) => Some(report.outcome),
+        Ended::Error { .. } => None,
+    };
+    // A verify phase only starts after a completed rollout, so the phases say how far it got.
+    let verified = has_phase(phases, Phase::Verify);
+    let rollout = if verified {
+        "completed"
+    } else if has_phase(phases, Phase::Rollout) {
+        "**failed**"
+    } else {
+        "not started"
+    };
+    let verification = match (verified, outcome) {
+        (false, _) => "not run",
+        (true, Some(Outcome::Succeeded)) => "passed",
+        (true, Some(_)) => "**failed**",
+        (true, None) => "unknown",
+    };
+    let rollback = match (has_phase(phases, Phase::Rollback), input.ended) {
+        (false, _) => "not needed".to_owned(),
+        (true, Ended::Report(r)) if r.outcome == Outcome::RolledBack => format!(
+            "rolled back to release {}",
+            r.serving.map(|n| n.to_string()).unwrap_or_default()
+        ),
+        (true, _) => "**failed**".to_owned(),
+    };
+    out.push_str("| Step | Result |\n| --- | --- |\n");
+    let _ = writeln!(out, "| Migrations | {} |", migrations_result(input, phases));
+    let _ = writeln!(out, "| Rollout | {rollout} |");
+    let _ = writeln!(out, "| Verification | {verification} |");
+    let _ = writeln!(out, "| Rollback | {rollback} |");
+}
+
+fn timings_table(phases: &[PhaseTiming], total: Option<f64>, out: &mut String) {
+    out.push_str("| Phase | Seconds |\n| --- | ---: |\n");
+    for timing in phases {
+        let _ = writeln!(out, "| {} | {:.1} |", timing.phase.as_str(), timing.seconds);
+    }
+    if let Some(total) = total {
+        let _ = writeln!(out, "| **total** | **{total:.1}** |");
+    }
+}
+
+fn serving_line(input: &SummaryInput<'_>) -> String {
+    let reported = match input.ended {
+        Ended::Report(report) => Some(report.serving),
+        Ended::Error { .. } => None,
+    };
+    let describe = |release: &Release| {
+        format!(
+            "release {} ({}, commit {})",
+            release.number,
+            code(&release.image.digest),
+            code(&release.meta.commit)
+        )
+    };
+    match (reported, input.serving_now) {
+        (Some(None), _) => "**Serving now:** nothing (no release serves)".to_owned(),
+        (Some(Some(n)), Some(r)) if r.number == n => format!("**Serving now:** {}", describe(r)),
+        (Some(Some(n)), _) => format!("**Serving now:** release {n}"),
+        (None, Some(r)) => format!("**Serving now:** {}", describe(r)),
+        (None, None) => "**Serving now:** nothing recorded as live".to_owned(),
+    }
+}
+
+/// The whole summary, ending with a newline.
+pub fn render(input: &SummaryInput<'_>) -> String {
+    let (phases, total, failure): (&[PhaseTiming], Option<f64>, Option<&str>) = match input.ended {
+        Ended::Report(report) => (
+            &report.phases,
+            Some(report.total_seconds),
+            (!report.succeeded()).then_some(report.message.as_str()),
+        ),
+        Ended::Error {
+            message, phases, ..
+        } => (phases, None, Some(message)),
+    };
+    let mut out = String::new();
+    let _ = writeln!(out, "{}\n", headline(input));
+    deployed_table(input, &mut out);
+    out.push_str("\n### Steps\n\n");
+    steps_table(input, phases, &mut out);
+    out.push_str("\n### Timings\n\n");
+    timings_table(phases, total, &mut out);
+    if let Some(failure) = failure {
+        out.push_str("\n### What failed\n\n");
+        for line in failure.lines() {
+            let _ = writeln!(out, "> {line}");
+        }
+        let _ = writeln!(out, "\n{}", serving_line(input));
+    }
+    out
+}

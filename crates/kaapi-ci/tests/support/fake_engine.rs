@@ -1,0 +1,224 @@
+//! A scripted engine for tests: it keeps releases in memory like a real engine would, records
+//! every call, and answers the steps (image, migrations, rollouts, verification) from a script.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use kaapi_core::engine::{
+    Engine, EngineError, EngineResult, ImageSource, LockOwner, LockToken, LogLine, LogQuery,
+    RolloutOutcome, StatusReport, TaskExit,
+};
+use kaapi_core::progress::Progress;
+use kaapi_core::release::{ImageRef, Outcome, Release, ReleaseMeta, ServiceRevision};
+
+#[derive(Debug, Default)]
+pub struct Script {
+    /// `Err(message)` makes prepare_image fail.
+    pub image: Option<Result<ImageRef, String>>,
+    pub migration_exit: Option<TaskExit>,
+    /// Outcomes of successive roll_out calls (deploy, then rollback).
+    pub rollouts: VecDeque<RolloutOutcome>,
+    pub verify: Option<Result<(), String>>,
+    /// When set, acquire_lock fails as if someone held the lock.
+    pub locked_by: Option<String>,
+}
+
+pub struct FakeEngine {
+    pub environment: String,
+    pub script: Mutex<Script>,
+    pub releases: Mutex<Vec<Release>>,
+    pub calls: Mutex<Vec<String>>,
+}
+
+impl FakeEngine {
+    pub fn new(environment: &str, script: Script) -> Self {
+        Self {
+            environment: environment.to_owned(),
+            script: Mutex::new(script),
+            releases: Mutex::new(Vec::new()),
+            calls: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Adds a release that already served (history before the test's deploy).
+    pub fn with_release(self, number: u64, digest: &str, commit: &str, outcome: Outcome) -> Self {
+        let release = Release {
+            number,
+            environment: self.environment.clone(),
+            image: image(digest),
+            meta: ReleaseMeta {
+                commit: commit.to_owned(),
+                version: None,
+                author: "earlier".to_owned(),
+                created_at: chrono::Utc::now(),
+            },
+            revisions: vec![],
+            outcome,
+            detail: None,
+            rollback_of: None,
+        };
+        self.releases.lock().expect("releases").push(release);
+        self
+    }
+
+    pub fn calls(&self) -> Vec<String> {
+        self.calls.lock().expect("calls").clone()
+    }
+
+    fn call(&self, what: String) {
+        self.calls.lock().expect("calls").push(what);
+    }
+}
+
+pub fn image(digest: &str) -> ImageRef {
+    ImageRef {
+        reference: format!("127.0.0.1:5000/kaapi-repo@{digest}"),
+        digest: digest.to_owned(),
+        tags: vec![],
+    }
+}
+
+#[async_trait]
+impl Engine for FakeEngine {
+    fn name(&self) -> &'static str {
+        "fake"
+    }
+
+    async fn acquire_lock(&self, owner: &LockOwner, _: &dyn Progress) -> EngineResult<LockToken> {
+        self.call(format!("acquire_lock {}", owner.holder));
+        if let Some(holder) = self.script.lock().expect("script").locked_by.clone() {
+            return Err(EngineError::Locked {
+                environment: self.environment.clone(),
+                holder,
+                since: chrono::Utc::now(),
+            });
+        }
+        Ok(LockToken {
+            environment: self.environment.clone(),
+            id: "lock-1".to_owned(),
+        })
+    }
+
+    async fn release_lock(&self, token: &LockToken) -> EngineResult<()> {
+        self.call(format!("release_lock {}", token.id));
+        Ok(())
+    }
+
+    async fn force_unlock(&self) -> EngineResult<()> {
+        self.call("force_unlock".to_owned());
+        Ok(())
+    }
+
+    async fn prepare_image(
+        &self,
+        source: &ImageSource,
+        meta: &ReleaseMeta,
+        _: &dyn Progress,
+    ) -> EngineResult<ImageRef> {
+        self.call(format!("prepare_image {source:?} {}", meta.commit));
+        match self.script.lock().expect("script").image.clone() {
+            Some(Ok(image)) => Ok(image),
+            Some(Err(message)) => Err(EngineError::failed(message)),
+            None => Err(EngineError::failed("the script has no image")),
+        }
+    }
+
+    async fn register_release(
+        &self,
+        image: &ImageRef,
+        meta: &ReleaseMeta,
+        rollback_of: Option<u64>,
+        _: &dyn Progress,
+    ) -> EngineResult<Release> {
+        let mut releases = self.releases.lock().expect("releases");
+        let number = releases.iter().map(|r| r.number).max().unwrap_or(0) + 1;
+        self.call(format!("register_release {number} {}", image.digest));
+        let release = Release {
+            number,
+            environment: self.environment.clone(),
+            image: image.clone(),
+            meta: meta.clone(),
+            revisions: vec![ServiceRevision {
+                service: "backend".to_owned(),
+                revision: format!("backend:{number}"),
+            }],
+            outcome: Outcome::InProgress,
+            detail: None,
+            rollback_of,
+        };
+        releases.push(release.clone());
+        Ok(release)
+    }
+
+    async fn run_task(
+        &self,
+        release: &Release,
+        service: &str,
+        command: &[String],
+        _: &dyn Progress,
+    ) -> EngineResult<TaskExit> {
+        self.call(format!(
+            "run_task {} {service} {}",
+            release.number,
+            command.join(" ")
+        ));
+        self.script
+            .lock()
+            .expect("script")
+            .migration_exit
+            .clone()
+            .ok_or_else(|| EngineError::failed("the script has no migration exit"))
+    }
+
+    async fn roll_out(&self, release: &Release, _: &dyn Progress) -> EngineResult<RolloutOutcome> {
+        self.call(format!("roll_out {}", release.number));
+        self.script
+            .lock()
+            .expect("script")
+            .rollouts
+            .pop_front()
+            .ok_or_else(|| EngineError::failed("the script has no more rollouts"))
+    }
+
+    async fn verify(&self, _: &dyn Progress) -> EngineResult<Result<(), String>> {
+        self.call("verify".to_owned());
+        self.script
+            .lock()
+            .expect("script")
+            .verify
+            .clone()
+            .ok_or_else(|| EngineError::failed("the script has no verification"))
+    }
+
+    async fn record(
+        &self,
+        number: u64,
+        outcome: Outcome,
+        detail: Option<&str>,
+    ) -> EngineResult<()> {
+        self.call(format!("record {number} {outcome}"));
+        let mut releases = self.releases.lock().expect("releases");
+        let release = releases
+            .iter_mut()
+            .find(|r| r.number == number)
+            .ok_or_else(|| EngineError::not_found(format!("no release {number}")))?;
+        release.outcome = outcome;
+        release.detail = detail.map(str::to_owned);
+        Ok(())
+    }
+
+    async fn releases(&self) -> EngineResult<Vec<Release>> {
+        let mut releases = self.releases.lock().expect("releases").clone();
+        releases.sort_by_key(|r| std::cmp::Reverse(r.number));
+        Ok(releases)
+    }
+
+    async fn status(&self) -> EngineResult<StatusReport> {
+        Err(EngineError::failed("status is not scripted"))
+    }
+
+    async fn logs(&self, _: &LogQuery, _: &(dyn Fn(LogLine) + Send + Sync)) -> EngineResult<()> {
+        Err(EngineError::failed("logs are not scripted"))
+    }
+}

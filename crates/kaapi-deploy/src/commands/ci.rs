@@ -1,0 +1,173 @@
+//! `kaapi-deploy ci`: deploy from GitHub Actions. The git ref picks the environment (`main` →
+//! staging, `vX.Y.Z` → production); a version tag promotes the image the source environment
+//! built for the same commit unless `--rebuild`; outputs, summary and annotations go to GitHub.
+
+use std::path::Path;
+
+use kaapi_ci::decide::{decide, CiDecision};
+use kaapi_ci::github::{self, GithubContext, Vars};
+use kaapi_ci::promote;
+use kaapi_ci::run::{report_no_deploy, report_setup_failure, run_ci, CiPlan};
+use kaapi_core::config::LoadedConfig;
+use kaapi_core::engine::{Engine, ImageSource, LockOwner};
+use kaapi_core::pipeline::DeployPlan;
+use kaapi_core::release::ReleaseMeta;
+
+use super::ctrl_c;
+use super::deploy::migrations_of;
+use crate::cli::CiArgs;
+use crate::exit::{CliError, CliResult};
+use crate::output::{green, red, ProgressPrinter};
+use crate::{context, engines};
+
+pub async fn run(config: Option<&Path>, args: &CiArgs) -> CliResult {
+    let vars = github::process_vars();
+    let ctx = GithubContext::from_vars(&vars).map_err(|e| CliError::Usage(e.to_string()))?;
+    let loaded = context::load_config(config)?;
+    if let Some(warning) = github::resource_prefix_warning(&vars, &loaded.config.app) {
+        println!("{warning}");
+    }
+    let decision = decide(&loaded.config, &ctx.git_ref);
+    let (environment, version) = match decision {
+        CiDecision::Deploy {
+            environment,
+            version,
+        } => (environment, version),
+        CiDecision::Nothing { ref reason } | CiDecision::Refused { ref reason } => {
+            let (code, annotations) = report_no_deploy(&ctx, &decision);
+            for annotation in annotations {
+                println!("{annotation}");
+            }
+            if code == 0 {
+                println!("nothing to deploy: {reason}");
+                return Ok(());
+            }
+            return Err(CliError::Usage(reason.clone()));
+        }
+    };
+    eprintln!(
+        "{} deploying `{environment}` for {} ({})",
+        green("ci:"),
+        ctx.git_ref,
+        ctx.short_sha()
+    );
+    // Failures before the pipeline starts get an annotation too, so the run page says why.
+    let (engine, plan) = match prepare(&loaded, &environment, version, args, &ctx, &vars).await {
+        Ok(prepared) => prepared,
+        Err(e) => {
+            for annotation in report_setup_failure(&ctx, &environment, &e.to_string()) {
+                println!("{annotation}");
+            }
+            return Err(e);
+        }
+    };
+    let outcome = run_ci(
+        engine.as_ref(),
+        &plan,
+        &ctx,
+        &ProgressPrinter::new(),
+        ctrl_c(),
+    )
+    .await;
+    for annotation in &outcome.annotations {
+        println!("{annotation}");
+    }
+    match (&outcome.report, &outcome.error) {
+        (Some(report), _) if outcome.exit_code == 0 => {
+            println!("{} {}", green("deployed:"), report.message);
+            if let Some(url) = engine.url() {
+                println!("{url}");
+            }
+            Ok(())
+        }
+        (Some(report), _) => {
+            eprintln!("{} {}", red("deploy failed:"), report.message);
+            Err(CliError::Failed(String::new()))
+        }
+        (None, Some(error)) => Err(CliError::Failed(error.clone())),
+        (None, None) => Err(CliError::Failed("the deploy failed".to_owned())),
+    }
+}
+
+/// The engine of `environment` and the CI plan for this run.
+async fn prepare(
+    loaded: &LoadedConfig,
+    environment: &str,
+    version: Option<String>,
+    args: &CiArgs,
+    ctx: &GithubContext,
+    vars: &Vars,
+) -> CliResult<(Box<dyn Engine>, CiPlan)> {
+    let (image, image_origin) =
+        image_source(loaded, environment, version.is_some(), args, ctx, vars).await?;
+    let engine = engines::connect(loaded, environment).await?;
+    let plan = CiPlan {
+        plan: DeployPlan {
+            environment: environment.to_owned(),
+            image,
+            meta: ReleaseMeta {
+                commit: ctx.short_sha(),
+                version,
+                author: ctx.actor.clone(),
+                created_at: chrono::Utc::now(),
+            },
+            owner: LockOwner {
+                holder: format!("{} via GitHub Actions run {}", ctx.actor, ctx.run_id),
+                url: ctx.run_url(),
+            },
+            migrations: migrations_of(&loaded.config),
+        },
+        image_origin,
+    };
+    Ok((engine, plan))
+}
+
+/// Build, or (a version tag of an environment that promotes) the source environment's image
+/// of the same commit, copied by digest.
+async fn image_source(
+    loaded: &LoadedConfig,
+    environment: &str,
+    is_version: bool,
+    args: &CiArgs,
+    ctx: &GithubContext,
+    vars: &Vars,
+) -> CliResult<(ImageSource, String)> {
+    let env = context::environment(loaded, environment)?;
+    let from = match (&env.promote_from, is_version, args.rebuild) {
+        (Some(from), true, false) => from.clone(),
+        (Some(_), true, true) => {
+            return Ok((
+                ImageSource::Build,
+                "rebuilt from this commit (--rebuild)".to_owned(),
+            ))
+        }
+        _ => return Ok((ImageSource::Build, "built from this commit".to_owned())),
+    };
+    let source_engine = engines::connect(loaded, &from).await?;
+    let release = promote::release_for_commit(source_engine.as_ref(), &ctx.sha)
+        .await?
+        .ok_or_else(|| {
+            CliError::Failed(
+                promote::PromoteError::NoReleaseForCommit {
+                    from: from.clone(),
+                    commit: ctx.short_sha(),
+                }
+                .to_string(),
+            )
+        })?;
+    let promoted = promote::promote_release_to(&loaded.config, environment, &release, vars)
+        .await
+        .map_err(|e| CliError::Failed(e.to_string()))?;
+    eprintln!(
+        "{} promoting `{from}` release {} ({}) as {}",
+        green("ci:"),
+        release.number,
+        promoted.digest,
+        promoted.reference
+    );
+    let origin = format!(
+        "promoted from `{from}` release {} (same commit, same digest)",
+        release.number
+    );
+    Ok((ImageSource::Existing(promoted.reference), origin))
+}
