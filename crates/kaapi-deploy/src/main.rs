@@ -53,13 +53,16 @@ async fn dispatch(cli: Cli) -> CliResult<ExitCode> {
             return Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)));
         }
         Command::Unlock(args) => commands::unlock::run(config, args).await?,
+        Command::Infra(command) => commands::infra::run(config, command).await?,
+        Command::Secrets(cli::SecretsCommand::Push { environment, from }) => {
+            commands::secrets_push::run(config, environment, from).await?
+        }
         Command::Init(_)
         | Command::Check(_)
         | Command::Secrets(_)
         | Command::Migrate(_)
         | Command::Ci(_)
         | Command::Promote(_)
-        | Command::Infra(_)
         | Command::Agent(_) => {
             return Err(CliError::Usage(
                 "this command is not available in this build yet".to_owned(),

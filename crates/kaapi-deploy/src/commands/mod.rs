@@ -2,10 +2,12 @@
 //! engine `engines::connect` builds.
 
 pub mod deploy;
+pub mod infra;
 pub mod logs;
 pub mod releases;
 pub mod rollback;
 pub mod run;
+pub mod secrets_push;
 pub mod status;
 pub mod unlock;
 
