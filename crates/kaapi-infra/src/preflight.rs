@@ -206,6 +206,52 @@ fn cannot_check(name: &str, error: &str) -> CheckItem {
     )
 }
 
+/// The item of one ECS service, from what DescribeServices said about it (None: absent).
+fn service_item(
+    service: &str,
+    cluster: &str,
+    found: Option<&aws_sdk_ecs::types::Service>,
+    template_fix: &str,
+    region_flag: &str,
+) -> CheckItem {
+    let name = format!("service {service}");
+    let Some(svc) = found else {
+        return CheckItem::missing(
+            name,
+            format!("does not exist in cluster {cluster}"),
+            template_fix,
+        );
+    };
+    if svc.status() != Some("ACTIVE") {
+        return CheckItem::missing(
+            name,
+            format!("status {} (not ACTIVE)", svc.status().unwrap_or("unknown")),
+            template_fix,
+        );
+    }
+    let breaker = svc
+        .deployment_configuration()
+        .and_then(|d| d.deployment_circuit_breaker());
+    let breaker_fix = format!(
+        "aws ecs update-service --cluster {cluster} --service {service} --deployment-configuration 'deploymentCircuitBreaker={{enable=true,rollback=true}}'{region_flag}"
+    );
+    match breaker {
+        Some(b) if b.enable() && b.rollback() => {
+            CheckItem::ok(name, "ACTIVE, circuit breaker with rollback")
+        }
+        Some(b) if b.enable() => CheckItem::warning(
+            name,
+            "ACTIVE, circuit breaker on without rollback",
+            breaker_fix,
+        ),
+        _ => CheckItem::warning(
+            name,
+            "ACTIVE, but the deployment circuit breaker is off (a failing rollout never stops)",
+            breaker_fix,
+        ),
+    }
+}
+
 impl Checker {
     fn region_flag(&self) -> String {
         self.names
@@ -340,7 +386,11 @@ impl Checker {
                 .await;
             items.push(match result {
                 Ok(out) => match out.task_definition() {
-                    Some(td) => CheckItem::ok(name, format!("revision {}", td.revision())),
+                    // Some implementations answer with the latest revision even when inactive.
+                    Some(td) if td.status().is_none_or(|s| s.as_str() == "ACTIVE") => {
+                        CheckItem::ok(name, format!("revision {}", td.revision()))
+                    }
+                    Some(_) => CheckItem::missing(name, "no active revision", fix),
                     None => CheckItem::missing(name, "no active revision", fix),
                 },
                 // ECS answers ClientException for an unknown family.
@@ -382,50 +432,16 @@ impl Checker {
                 items.push(cannot_check(&name, e));
                 continue;
             }
-            let fix = self.template_fix();
-            let Some(svc) = found
+            let svc = found
                 .iter()
-                .find(|s| s.service_name() == Some(service) && s.status() != Some("INACTIVE"))
-            else {
-                items.push(CheckItem::missing(
-                    name,
-                    format!("does not exist in cluster {cluster}"),
-                    fix,
-                ));
-                continue;
-            };
-            if svc.status() != Some("ACTIVE") {
-                items.push(CheckItem::missing(
-                    name,
-                    format!("status {} (not ACTIVE)", svc.status().unwrap_or("unknown")),
-                    fix,
-                ));
-                continue;
-            }
-            let breaker = svc
-                .deployment_configuration()
-                .and_then(|d| d.deployment_circuit_breaker());
-            let enabled = breaker.is_some_and(|b| b.enable());
-            let rollback = breaker.is_some_and(|b| b.rollback());
-            let region = self.region_flag();
-            let breaker_fix = format!(
-                "aws ecs update-service --cluster {cluster} --service {service} --deployment-configuration 'deploymentCircuitBreaker={{enable=true,rollback=true}}'{region}"
-            );
-            items.push(if !enabled {
-                CheckItem::warning(
-                    name,
-                    "ACTIVE, but the deployment circuit breaker is off (a failing rollout never stops)",
-                    breaker_fix,
-                )
-            } else if !rollback {
-                CheckItem::warning(
-                    name,
-                    "ACTIVE, circuit breaker on without rollback",
-                    breaker_fix,
-                )
-            } else {
-                CheckItem::ok(name, "ACTIVE, circuit breaker with rollback")
-            });
+                .find(|s| s.service_name() == Some(service) && s.status() != Some("INACTIVE"));
+            items.push(service_item(
+                service,
+                cluster,
+                svc,
+                &self.template_fix(),
+                &self.region_flag(),
+            ));
         }
         items
     }
@@ -853,5 +869,79 @@ impl Checker {
             });
         }
         items
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_ecs::types::{DeploymentCircuitBreaker, DeploymentConfiguration, Service};
+
+    fn service(status: &str, breaker: Option<(bool, bool)>) -> Service {
+        let mut config = DeploymentConfiguration::builder();
+        if let Some((enable, rollback)) = breaker {
+            config = config.deployment_circuit_breaker(
+                DeploymentCircuitBreaker::builder()
+                    .enable(enable)
+                    .rollback(rollback)
+                    .build(),
+            );
+        }
+        Service::builder()
+            .service_name("s")
+            .status(status)
+            .deployment_configuration(config.build())
+            .build()
+    }
+
+    fn status_of(found: Option<&Service>) -> Status {
+        service_item("s", "c", found, "template", "").status
+    }
+
+    #[test]
+    fn services_need_active_status_and_a_circuit_breaker_with_rollback() {
+        assert_eq!(status_of(None), Status::Missing);
+        assert_eq!(
+            status_of(Some(&service("DRAINING", Some((true, true))))),
+            Status::Missing
+        );
+        assert_eq!(
+            status_of(Some(&service("ACTIVE", Some((true, true))))),
+            Status::Ok
+        );
+        assert_eq!(
+            status_of(Some(&service("ACTIVE", Some((true, false))))),
+            Status::Warning
+        );
+        assert_eq!(
+            status_of(Some(&service("ACTIVE", Some((false, false))))),
+            Status::Warning
+        );
+        assert_eq!(status_of(Some(&service("ACTIVE", None))), Status::Warning);
+        let item = service_item("s", "c", Some(&service("ACTIVE", None)), "t", " --region r");
+        assert!(item.fix.as_deref().is_some_and(|f| f
+            .contains("deploymentCircuitBreaker={enable=true,rollback=true}")
+            && f.ends_with("--region r")));
+    }
+
+    #[test]
+    fn rendering_and_exit_code() {
+        let items = vec![
+            CheckItem::ok("a", "fine"),
+            CheckItem::warning("b", "meh", "do x"),
+        ];
+        assert_eq!(exit_code(&items), 0);
+        let text = render(&items);
+        assert!(
+            text.contains("ok       a: fine\n")
+                && text.contains("warning  b: meh\n         fix: do x\n"),
+            "{text}"
+        );
+        let mut items = items;
+        items.push(CheckItem::missing("c", "gone", "make it"));
+        assert_eq!(exit_code(&items), 1);
+        let json = serde_json::to_value(&items).expect("json");
+        assert_eq!(json[2]["status"], "missing");
+        assert_eq!(json[2]["fix"], "make it");
     }
 }

@@ -18,12 +18,39 @@ async fn check(
     preflight::check_prerequisites_with(loaded, ENVIRONMENT, aws, &options).await
 }
 
+/// moto's ECS drops `deploymentConfiguration` (see `moto_forgets_circuit_breakers`), so against
+/// moto an existing service is at best "circuit breaker is off"; that warning counts as ok
+/// here, and the unit tests of `preflight` cover the breaker itself.
+fn is_moto_breaker_warning(item: &CheckItem) -> bool {
+    item.status == Status::Warning
+        && item.name.starts_with("service ")
+        && item.detail.contains("circuit breaker is off")
+}
+
 fn not_ok(items: &[CheckItem]) -> Vec<(String, Status)> {
     items
         .iter()
-        .filter(|i| i.status != Status::Ok)
+        .filter(|i| i.status != Status::Ok && !is_moto_breaker_warning(i))
         .map(|i| (i.name.clone(), i.status))
         .collect()
+}
+
+/// Proves the moto limitation `not_ok` works around, so the workaround goes when moto improves.
+async fn moto_forgets_circuit_breakers(aws: &aws_config::SdkConfig, names: &InfraNames) {
+    let out = aws_sdk_ecs::Client::new(aws)
+        .describe_services()
+        .cluster(&names.cluster)
+        .services(&names.services["web"].service)
+        .send()
+        .await
+        .expect("describe services");
+    let breaker = out.services()[0]
+        .deployment_configuration()
+        .and_then(|d| d.deployment_circuit_breaker());
+    assert!(
+        breaker.is_none(),
+        "moto now keeps the circuit breaker: drop is_moto_breaker_warning"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -39,6 +66,7 @@ async fn complete_account_is_ok_and_each_missing_part_is_reported_alone() {
     };
 
     account.create(None).await;
+    moto_forgets_circuit_breakers(&aws, &names).await;
     let items = check(&loaded, &aws).await;
     assert!(
         not_ok(&items).is_empty(),
@@ -126,21 +154,6 @@ async fn misconfigured_resources_are_warnings() {
         preflight::exit_code(&items),
         0,
         "warnings alone do not fail"
-    );
-
-    // A service without the circuit breaker.
-    moto.reset();
-    account.create(Some(Part::Service("worker"))).await;
-    account.create_service("worker", false).await;
-    let items = check(&loaded, &aws).await;
-    assert_eq!(
-        not_ok(&items),
-        vec![(
-            account::item_name(&names, Part::Service("worker")),
-            Status::Warning
-        )],
-        "{}",
-        preflight::render(&items)
     );
 
     // A deploy role any repository of the organisation can assume.

@@ -92,32 +92,59 @@ fn generated_policies_pass_parliament_without_findings() {
             .expect("trust policy");
 
         let deploy_file = dir.path().join(format!("{index}-deploy-policy.json"));
-        std::fs::write(&deploy_file, serde_json::to_string_pretty(&deploy).expect("json"))
-            .expect("write policy");
+        std::fs::write(
+            &deploy_file,
+            serde_json::to_string_pretty(&deploy).expect("json"),
+        )
+        .expect("write policy");
         let (ok, output) = run("parliament", &["--files", &deploy_file.to_string_lossy()]);
-        assert!(ok && output.trim().is_empty(), "parliament findings on deploy policy {index}:\n{output}\n{deploy:#}");
+        assert!(
+            ok && output.trim().is_empty(),
+            "parliament findings on deploy policy {index}:\n{output}\n{deploy:#}"
+        );
 
         let trust_file = dir.path().join(format!("{index}-deploy-trust.json"));
-        std::fs::write(&trust_file, serde_json::to_string_pretty(&trust).expect("json"))
-            .expect("write trust");
+        std::fs::write(
+            &trust_file,
+            serde_json::to_string_pretty(&trust).expect("json"),
+        )
+        .expect("write trust");
         let trust_path = trust_file.to_string_lossy().into_owned();
-        let (ok, output) = run("parliament", &["--config", &trust_config(), "--files", &trust_path]);
-        assert!(ok && output.trim().is_empty(), "parliament findings on trust policy {index}:\n{output}\n{trust:#}");
+        let (ok, output) = run(
+            "parliament",
+            &["--config", &trust_config(), "--files", &trust_path],
+        );
+        assert!(
+            ok && output.trim().is_empty(),
+            "parliament findings on trust policy {index}:\n{output}\n{trust:#}"
+        );
         // Unmuted, the only findings are the two that every OIDC trust policy gets.
         let (_, raw) = run("parliament", &["--json", "--files", &trust_path]);
         let mut issues: Vec<(String, String)> = raw
             .lines()
             .map(|line| {
-                let finding: serde_json::Value = serde_json::from_str(line).expect("parliament --json line");
-                (finding["issue"].as_str().unwrap_or_default().to_owned(), finding["detail"].to_string())
+                let finding: serde_json::Value =
+                    serde_json::from_str(line).expect("parliament --json line");
+                (
+                    finding["issue"].as_str().unwrap_or_default().to_owned(),
+                    finding["detail"].to_string(),
+                )
             })
             .collect();
         issues.sort();
         assert_eq!(issues.len(), 2, "{raw}");
         assert_eq!(issues[0].0, "MALFORMED", "{raw}");
-        assert!(issues[0].1.contains("neither Resource nor NotResource"), "{raw}");
+        assert!(
+            issues[0].1.contains("neither Resource nor NotResource"),
+            "{raw}"
+        );
         assert_eq!(issues[1].0, "UNKNOWN_FEDERATION_SOURCE", "{raw}");
-        assert!(issues[1].1.contains("oidc-provider/token.actions.githubusercontent.com"), "{raw}");
+        assert!(
+            issues[1]
+                .1
+                .contains("oidc-provider/token.actions.githubusercontent.com"),
+            "{raw}"
+        );
     }
 }
 
@@ -131,7 +158,10 @@ fn parliament_does_catch_a_bad_policy() {
     )
     .expect("write");
     let (_, output) = run("parliament", &["--files", &file.to_string_lossy()]);
-    assert!(output.contains("Unknown action ecs:UpdateServce"), "{output}");
+    assert!(
+        output.contains("Unknown action ecs:UpdateServce"),
+        "{output}"
+    );
 }
 
 #[test]
