@@ -60,7 +60,10 @@ fn kaapi(dir: &Path, moto: &Moto) -> Command {
 
 fn assert_no_secret(what: &str, text: &str, secrets: &[String]) {
     for secret in secrets {
-        assert!(!text.contains(secret.as_str()), "{what} contains a secret value:\n{text}");
+        assert!(
+            !text.contains(secret.as_str()),
+            "{what} contains a secret value:\n{text}"
+        );
     }
 }
 
@@ -83,7 +86,10 @@ fn no_command_reveals_a_secret_value_and_push_stores_them_encrypted() {
 
     let mut outputs = Vec::new();
     let mut run = |args: &[&str], expect_success: bool| {
-        let output = kaapi(dir.path(), &moto).args(args).output().expect("run kaapi-deploy");
+        let output = kaapi(dir.path(), &moto)
+            .args(args)
+            .output()
+            .expect("run kaapi-deploy");
         let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
         let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
         assert_eq!(
@@ -95,21 +101,67 @@ fn no_command_reveals_a_secret_value_and_push_stores_them_encrypted() {
         (stdout, stderr)
     };
 
-    let (stdout, stderr) = run(&["secrets", "push", "staging", "--from", ".env.staging"], true);
-    assert!(stdout.contains("pushed /kaapi/staging/SECRET_KEY"), "{stdout}");
-    assert!(stdout.contains("pushed /kaapi/staging/FIRST_SUPERUSER_PASSWORD"), "{stdout}");
-    assert!(stderr.contains("UNDECLARED_TOKEN is not declared"), "{stderr}");
+    let (stdout, stderr) = run(
+        &["secrets", "push", "staging", "--from", ".env.staging"],
+        true,
+    );
+    assert!(
+        stdout.contains("pushed /kaapi/staging/SECRET_KEY"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("pushed /kaapi/staging/FIRST_SUPERUSER_PASSWORD"),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains("UNDECLARED_TOKEN is not declared"),
+        "{stderr}"
+    );
 
     let template = out_dir.join("staging.yaml");
-    run(&["infra", "template", "staging", "--repository", "o/r", "-o", &template.to_string_lossy()], true);
-    run(&["infra", "template", "staging", "--repository", "o/r"], true);
-    run(&["infra", "policy", "staging", "--repository", "o/r", "--out", &out_dir.to_string_lossy()], true);
+    run(
+        &[
+            "infra",
+            "template",
+            "staging",
+            "--repository",
+            "o/r",
+            "-o",
+            &template.to_string_lossy(),
+        ],
+        true,
+    );
+    run(
+        &["infra", "template", "staging", "--repository", "o/r"],
+        true,
+    );
+    run(
+        &[
+            "infra",
+            "policy",
+            "staging",
+            "--repository",
+            "o/r",
+            "--out",
+            &out_dir.to_string_lossy(),
+        ],
+        true,
+    );
     let (stdout, _) = run(&["infra", "policy", "staging", "--repository", "o/r"], true);
     // Without --account the account comes from STS (moto's).
-    assert!(stdout.contains(&format!("arn:aws:ecr:{REGION}:{ACCOUNT}:repository/kaapi-staging-repo")), "{stdout}");
+    assert!(
+        stdout.contains(&format!(
+            "arn:aws:ecr:{REGION}:{ACCOUNT}:repository/kaapi-staging-repo"
+        )),
+        "{stdout}"
+    );
 
     // A placeholder is refused before anything is written.
-    std::fs::write(dir.path().join(".env.placeholder"), "SECRET_KEY=changethis\n").expect("write");
+    std::fs::write(
+        dir.path().join(".env.placeholder"),
+        "SECRET_KEY=changethis\n",
+    )
+    .expect("write");
     let output = kaapi(dir.path(), &moto)
         .args(["secrets", "push", "staging", "--from", ".env.placeholder"])
         .output()
@@ -135,14 +187,33 @@ fn no_command_reveals_a_secret_value_and_push_stores_them_encrypted() {
         let loaded = kaapi_core::config::load(&dir.path().join("deploy.toml")).expect("config");
         let aws = moto.sdk_config().await;
         let items = kaapi_infra::preflight::check_prerequisites(&loaded, "staging", &aws).await;
-        let secret_items: Vec<_> = items.iter().filter(|i| i.name.starts_with("secret ")).collect();
+        let secret_items: Vec<_> = items
+            .iter()
+            .filter(|i| i.name.starts_with("secret "))
+            .collect();
         assert_eq!(secret_items.len(), 2);
-        assert!(secret_items.iter().all(|i| i.status == kaapi_infra::preflight::Status::Ok), "{items:?}");
-        assert_no_secret("check output", &kaapi_infra::preflight::render(&items), &secrets);
-        assert_no_secret("check JSON", &serde_json::to_string(&items).expect("json"), &secrets);
+        assert!(
+            secret_items
+                .iter()
+                .all(|i| i.status == kaapi_infra::preflight::Status::Ok),
+            "{items:?}"
+        );
+        assert_no_secret(
+            "check output",
+            &kaapi_infra::preflight::render(&items),
+            &secrets,
+        );
+        assert_no_secret(
+            "check JSON",
+            &serde_json::to_string(&items).expect("json"),
+            &secrets,
+        );
 
         let ssm = aws_sdk_ssm::Client::new(&aws);
-        for (name, value) in [("SECRET_KEY", &secrets[0]), ("FIRST_SUPERUSER_PASSWORD", &secrets[1])] {
+        for (name, value) in [
+            ("SECRET_KEY", &secrets[0]),
+            ("FIRST_SUPERUSER_PASSWORD", &secrets[1]),
+        ] {
             let parameter = ssm
                 .get_parameter()
                 .name(format!("/kaapi/staging/{name}"))
@@ -160,6 +231,9 @@ fn no_command_reveals_a_secret_value_and_push_stores_them_encrypted() {
             .send()
             .await
             .expect("get parameters");
-        assert!(undeclared.parameters().is_empty(), "undeclared variables are not pushed");
+        assert!(
+            undeclared.parameters().is_empty(),
+            "undeclared variables are not pushed"
+        );
     });
 }

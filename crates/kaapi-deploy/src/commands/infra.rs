@@ -16,7 +16,12 @@ pub async fn run(config: Option<&Path>, command: &InfraCommand) -> CliResult {
             environment,
             repository,
             output,
-        } => run_template(config, environment, repository.as_deref(), output.as_deref()),
+        } => run_template(
+            config,
+            environment,
+            repository.as_deref(),
+            output.as_deref(),
+        ),
         InfraCommand::Policy {
             environment,
             account,
@@ -133,11 +138,13 @@ async fn run_policy(
     };
     match out {
         Some(dir) => {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                CliError::Failed(format!("cannot create {}: {e}", dir.display()))
-            })?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| CliError::Failed(format!("cannot create {}: {e}", dir.display())))?;
             let files: [(PathBuf, &serde_json::Value); 2] = [
-                (dir.join(format!("{environment}-deploy-policy.json")), &deploy),
+                (
+                    dir.join(format!("{environment}-deploy-policy.json")),
+                    &deploy,
+                ),
                 (dir.join(format!("{environment}-deploy-trust.json")), &trust),
             ];
             for (path, value) in files {
