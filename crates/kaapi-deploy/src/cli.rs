@@ -165,9 +165,28 @@ pub struct PromoteArgs {
 #[derive(Debug, Subcommand)]
 pub enum InfraCommand {
     /// Print a CloudFormation template for an environment.
-    Template { environment: String },
+    Template {
+        environment: String,
+        /// GitHub repository (OWNER/REPO) the deploy role trusts (default: the git remote).
+        #[arg(long)]
+        repository: Option<String>,
+        /// Write the template to this file instead of stdout.
+        #[arg(long, short = 'o')]
+        output: Option<PathBuf>,
+    },
     /// Print the deploy role's IAM policy and OIDC trust policy.
-    Policy { environment: String },
+    Policy {
+        environment: String,
+        /// AWS account ID the ARNs name (default: the caller's account, from STS).
+        #[arg(long)]
+        account: Option<String>,
+        /// GitHub repository (OWNER/REPO) the trust policy names (default: the git remote).
+        #[arg(long)]
+        repository: Option<String>,
+        /// Write ENV-deploy-policy.json and ENV-deploy-trust.json into this directory.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Args)]

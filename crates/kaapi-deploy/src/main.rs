@@ -55,16 +55,15 @@ async fn dispatch(cli: Cli) -> CliResult<ExitCode> {
         Command::Unlock(args) => commands::unlock::run(config, args).await?,
         Command::Init(args) => commands::init::run(args)?,
         Command::Check(args) => commands::check::run(config, args).await?,
+        Command::Secrets(cli::SecretsCommand::Push { environment, from }) => {
+            commands::secrets_push::run(config, environment, from).await?
+        }
         Command::Secrets(command) => commands::secrets::run(command)?,
         Command::Agent(command) => commands::agent::run(config, command).await?,
         Command::Migrate(args) => commands::migrate::run(config, args).await?,
         Command::Ci(args) => commands::ci::run(config, args).await?,
         Command::Promote(args) => commands::promote::run(config, args).await?,
-        Command::Infra(_) => {
-            return Err(CliError::Usage(
-                "this command is not available in this build yet".to_owned(),
-            ))
-        }
+        Command::Infra(command) => commands::infra::run(config, command).await?,
     }
     Ok(ExitCode::SUCCESS)
 }

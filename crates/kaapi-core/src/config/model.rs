@@ -258,6 +258,12 @@ pub struct NameOverrides {
     /// Per service: the task-definition family.
     #[serde(default)]
     pub families: IndexMap<String, String>,
+    /// ECS task execution role (pulls the image, reads secrets); default `{stem}-execution-role`.
+    #[serde(default)]
+    pub execution_role: Option<String>,
+    /// ECS task role (the application's own AWS permissions); default `{stem}-task-role`.
+    #[serde(default)]
+    pub task_role: Option<String>,
 }
 
 impl Config {

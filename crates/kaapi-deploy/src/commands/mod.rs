@@ -5,6 +5,7 @@ pub mod agent;
 pub mod check;
 pub mod ci;
 pub mod deploy;
+pub mod infra;
 pub mod init;
 #[allow(dead_code)] // called by `init --github` (init.rs)
 pub mod init_github;
@@ -15,6 +16,7 @@ pub mod releases;
 pub mod rollback;
 pub mod run;
 pub mod secrets;
+pub mod secrets_push;
 pub mod status;
 pub mod unlock;
 

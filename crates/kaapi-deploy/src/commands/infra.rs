@@ -1,0 +1,161 @@
+//! `kaapi-deploy infra template ENV` and `kaapi-deploy infra policy ENV`.
+
+use std::path::{Path, PathBuf};
+
+use kaapi_core::config::{EngineKind, LoadedConfig};
+use kaapi_infra::policy::{self, Scope};
+use kaapi_infra::template::{self, TemplateOptions};
+
+use crate::cli::InfraCommand;
+use crate::context;
+use crate::exit::{CliError, CliResult};
+
+pub async fn run(config: Option<&Path>, command: &InfraCommand) -> CliResult {
+    match command {
+        InfraCommand::Template {
+            environment,
+            repository,
+            output,
+        } => run_template(
+            config,
+            environment,
+            repository.as_deref(),
+            output.as_deref(),
+        ),
+        InfraCommand::Policy {
+            environment,
+            account,
+            repository,
+            out,
+        } => {
+            run_policy(
+                config,
+                environment,
+                account.as_deref(),
+                repository.as_deref(),
+                out.as_deref(),
+            )
+            .await
+        }
+    }
+}
+
+/// The config and the environment, which must run on ECS.
+fn load_ecs(config: Option<&Path>, environment: &str) -> CliResult<LoadedConfig> {
+    let loaded = context::load_config(config)?;
+    let env = context::environment(&loaded, environment)?;
+    if env.engine != EngineKind::Ecs {
+        return Err(CliError::Usage(format!(
+            "{}: environment `{environment}` uses the {} engine; AWS infrastructure is only for engine = \"ecs\"",
+            loaded.path.display(),
+            env.engine
+        )));
+    }
+    Ok(loaded)
+}
+
+/// `--repository`, else GITHUB_REPOSITORY or the git remote.
+fn repository(loaded: &LoadedConfig, flag: Option<&str>) -> CliResult<Option<String>> {
+    match flag {
+        Some(repo) if kaapi_infra::repository::is_owner_repo(repo) => Ok(Some(repo.to_owned())),
+        Some(repo) => Err(CliError::Usage(format!(
+            "--repository `{repo}` is not OWNER/REPO"
+        ))),
+        None => Ok(kaapi_infra::repository::detect(&loaded.dir)),
+    }
+}
+
+fn write_file(path: &Path, text: &str) -> CliResult {
+    std::fs::write(path, text)
+        .map_err(|e| CliError::Failed(format!("cannot write {}: {e}", path.display())))
+}
+
+fn run_template(
+    config: Option<&Path>,
+    environment: &str,
+    repository_flag: Option<&str>,
+    output: Option<&Path>,
+) -> CliResult {
+    let loaded = load_ecs(config, environment)?;
+    let options = TemplateOptions {
+        repository: repository(&loaded, repository_flag)?,
+    };
+    let yaml = template::render(&loaded, environment, &options)
+        .map_err(|e| CliError::Failed(e.to_string()))?;
+    match output {
+        Some(path) => {
+            write_file(path, &yaml)?;
+            eprintln!("wrote {}", path.display());
+        }
+        None => print!("{yaml}"),
+    }
+    Ok(())
+}
+
+async fn run_policy(
+    config: Option<&Path>,
+    environment: &str,
+    account_flag: Option<&str>,
+    repository_flag: Option<&str>,
+    out: Option<&Path>,
+) -> CliResult {
+    let loaded = load_ecs(config, environment)?;
+    let region = loaded
+        .config
+        .environment(environment)
+        .and_then(|e| e.region.clone())
+        .ok_or_else(|| {
+            CliError::Usage(format!(
+                "{}: environment `{environment}` has no region; set environments.{environment}.region",
+                loaded.path.display()
+            ))
+        })?;
+    let account = match account_flag {
+        Some(account) => account.to_owned(),
+        None => {
+            let aws = kaapi_infra::aws::load(Some(&region)).await;
+            kaapi_infra::aws::account_id(&aws).await.map_err(|e| {
+                CliError::Failed(format!(
+                    "cannot find the AWS account from the credentials ({e}); pass --account ID"
+                ))
+            })?
+        }
+    };
+    policy::validate_account(&account).map_err(|e| CliError::Usage(e.to_string()))?;
+    let repository = repository(&loaded, repository_flag)?.ok_or_else(|| {
+        CliError::Usage(
+            "cannot tell this repository from GITHUB_REPOSITORY or the git remote `origin`; pass --repository OWNER/REPO"
+                .to_owned(),
+        )
+    })?;
+    let scope = Scope::new(&region, &account);
+    let deploy = policy::deploy_policy(&loaded, environment, &scope);
+    let trust = policy::trust_policy(&loaded.config, environment, &repository, &scope)
+        .map_err(|e| CliError::Usage(e.to_string()))?;
+    let render = |value: &serde_json::Value| {
+        serde_json::to_string_pretty(value)
+            .map_err(|e| CliError::Failed(format!("cannot render JSON: {e}")))
+    };
+    match out {
+        Some(dir) => {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| CliError::Failed(format!("cannot create {}: {e}", dir.display())))?;
+            let files: [(PathBuf, &serde_json::Value); 2] = [
+                (
+                    dir.join(format!("{environment}-deploy-policy.json")),
+                    &deploy,
+                ),
+                (dir.join(format!("{environment}-deploy-trust.json")), &trust),
+            ];
+            for (path, value) in files {
+                write_file(&path, &(render(value)? + "\n"))?;
+                println!("{}", path.display());
+            }
+        }
+        None => {
+            let both = serde_json::json!({"deploy_policy": deploy, "trust_policy": trust});
+            println!("{}", render(&both)?);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,12 @@
+//! Infrastructure for kaapi-deploy on AWS: the preflight check of every prerequisite, the
+//! CloudFormation template that creates them, the deploy role's least-privilege IAM policies,
+//! and pushing secret values to SSM Parameter Store or Secrets Manager.
+
+pub mod aws;
+pub mod names;
+pub mod policy;
+pub mod preflight;
+pub mod repository;
+pub mod secrets_push;
+pub mod template;
+pub mod trust;

@@ -1,0 +1,407 @@
+//! The deploy role's least-privilege IAM policy and its GitHub OIDC trust policy. Every
+//! resource is scoped to the environment's names, region and account; the same builder feeds
+//! the CloudFormation template with `${AWS::…}` pseudo parameters in place of the scope.
+
+use kaapi_core::config::{Config, LoadedConfig};
+use serde_json::{json, Value};
+
+use crate::names::{InfraNames, SecretStore, GITHUB_OIDC_HOST};
+use crate::preflight::{ECS_TASKS_SERVICE, OIDC_AUDIENCE};
+
+/// Where ARNs point: partition, region and account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scope {
+    pub partition: String,
+    pub region: String,
+    pub account: String,
+}
+
+impl Scope {
+    /// A real scope; the partition follows the region (`cn-…` → `aws-cn`, `us-gov-…` → `aws-us-gov`).
+    pub fn new(region: &str, account: &str) -> Self {
+        let partition = if region.starts_with("cn-") {
+            "aws-cn"
+        } else if region.starts_with("us-gov-") {
+            "aws-us-gov"
+        } else {
+            "aws"
+        };
+        Self {
+            partition: partition.to_owned(),
+            region: region.to_owned(),
+            account: account.to_owned(),
+        }
+    }
+
+    /// CloudFormation pseudo parameters, for documents wrapped in `Fn::Sub`.
+    pub fn cloudformation() -> Self {
+        Self {
+            partition: "${AWS::Partition}".to_owned(),
+            region: "${AWS::Region}".to_owned(),
+            account: "${AWS::AccountId}".to_owned(),
+        }
+    }
+
+    fn arn(&self, service: &str, resource: &str) -> String {
+        format!(
+            "arn:{}:{service}:{}:{}:{resource}",
+            self.partition, self.region, self.account
+        )
+    }
+
+    /// IAM ARNs are global: no region.
+    fn iam_arn(&self, resource: &str) -> String {
+        format!("arn:{}:iam::{}:{resource}", self.partition, self.account)
+    }
+
+    pub fn role_arn(&self, role: &str) -> String {
+        self.iam_arn(&format!("role/{role}"))
+    }
+
+    pub fn oidc_provider_arn(&self) -> String {
+        self.iam_arn(&format!("oidc-provider/{GITHUB_OIDC_HOST}"))
+    }
+
+    /// SSM parameter ARNs drop the name's leading slash.
+    pub fn parameter_arn(&self, name: &str) -> String {
+        self.arn(
+            "ssm",
+            &format!("parameter/{}", name.trim_start_matches('/')),
+        )
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    #[error("`{0}` is not an AWS account ID (12 digits); pass --account ID")]
+    InvalidAccount(String),
+    #[error("`{0}` is not a GitHub repository; pass --repository OWNER/REPO")]
+    InvalidRepository(String),
+}
+
+pub fn validate_account(account: &str) -> Result<(), PolicyError> {
+    if account.len() == 12 && account.chars().all(|c| c.is_ascii_digit()) {
+        Ok(())
+    } else {
+        Err(PolicyError::InvalidAccount(account.to_owned()))
+    }
+}
+
+fn statement(sid: &str, actions: &[&str], resources: Vec<String>) -> Value {
+    json!({
+        "Sid": sid,
+        "Effect": "Allow",
+        "Action": actions,
+        "Resource": resources,
+    })
+}
+
+fn repository_arns(scope: &Scope, repository: &str) -> Vec<String> {
+    vec![scope.arn("ecr", &format!("repository/{repository}"))]
+}
+
+/// The permissions `kaapi-deploy` needs to deploy, roll back, inspect and check `environment`.
+pub fn deploy_policy(loaded: &LoadedConfig, environment: &str, scope: &Scope) -> Value {
+    let names = InfraNames::new(loaded, environment);
+    let cluster_arn = scope.arn("ecs", &format!("cluster/{}", names.cluster));
+    let families: Vec<String> = names
+        .services
+        .values()
+        .map(|s| scope.arn("ecs", &format!("task-definition/{}:*", s.family)))
+        .collect();
+    let services: Vec<String> = names
+        .services
+        .values()
+        .map(|s| scope.arn("ecs", &format!("service/{}/{}", names.cluster, s.service)))
+        .collect();
+    let tasks = vec![scope.arn("ecs", &format!("task/{}/*", names.cluster))];
+    let log_groups: Vec<String> = names
+        .services
+        .values()
+        .map(|s| scope.arn("logs", &format!("log-group:{}:*", s.log_group)))
+        .collect();
+    let log_streams: Vec<String> = names
+        .services
+        .values()
+        .map(|s| scope.arn("logs", &format!("log-group:{}:log-stream:*", s.log_group)))
+        .collect();
+    let cluster_condition = json!({"ArnEquals": {"ecs:cluster": cluster_arn}});
+
+    let mut statements = vec![
+        statement(
+            "EcrLogin",
+            &["ecr:GetAuthorizationToken"],
+            vec!["*".to_owned()],
+        ),
+        statement(
+            "EcrPushPull",
+            &[
+                "ecr:BatchCheckLayerAvailability",
+                "ecr:BatchGetImage",
+                "ecr:CompleteLayerUpload",
+                "ecr:DescribeImages",
+                "ecr:DescribeRepositories",
+                "ecr:GetDownloadUrlForLayer",
+                "ecr:InitiateLayerUpload",
+                "ecr:PutImage",
+                "ecr:UploadLayerPart",
+            ],
+            repository_arns(scope, &names.repository),
+        ),
+    ];
+    // Promotion copies the image the source environment runs: pull only.
+    if let Some(source) = promotion_source(&loaded.config, environment) {
+        let source_names = InfraNames::new(loaded, &source);
+        if source_names.repository != names.repository {
+            statements.push(statement(
+                "EcrPullPromotionSource",
+                &[
+                    "ecr:BatchCheckLayerAvailability",
+                    "ecr:BatchGetImage",
+                    "ecr:DescribeImages",
+                    "ecr:GetDownloadUrlForLayer",
+                ],
+                repository_arns(scope, &source_names.repository),
+            ));
+        }
+    }
+    statements.extend([
+        statement(
+            "EcsTaskDefinitions",
+            &["ecs:RegisterTaskDefinition"],
+            families.clone(),
+        ),
+        statement(
+            "EcsReadTaskDefinitions",
+            &["ecs:DescribeTaskDefinition", "ecs:ListTaskDefinitions"],
+            vec!["*".to_owned()],
+        ),
+        json!({
+            "Sid": "EcsTagOnCreate",
+            "Effect": "Allow",
+            "Action": ["ecs:TagResource"],
+            "Resource": families.iter().cloned().chain(tasks.iter().cloned()).collect::<Vec<_>>(),
+            "Condition": {"StringEquals": {"ecs:CreateAction": ["RegisterTaskDefinition", "RunTask"]}},
+        }),
+        statement(
+            "EcsServices",
+            &["ecs:DescribeServices", "ecs:UpdateService"],
+            services,
+        ),
+        statement("EcsCluster", &["ecs:DescribeClusters"], vec![cluster_arn.clone()]),
+        json!({
+            "Sid": "EcsOneOffTasks",
+            "Effect": "Allow",
+            "Action": ["ecs:RunTask"],
+            "Resource": families,
+            "Condition": cluster_condition,
+        }),
+        json!({
+            "Sid": "EcsTasks",
+            "Effect": "Allow",
+            "Action": ["ecs:DescribeTasks", "ecs:StopTask"],
+            "Resource": tasks,
+            "Condition": cluster_condition,
+        }),
+        json!({
+            "Sid": "EcsListTasks",
+            "Effect": "Allow",
+            "Action": ["ecs:ListTasks"],
+            "Resource": [scope.arn("ecs", &format!("container-instance/{}/*", names.cluster))],
+            "Condition": cluster_condition,
+        }),
+        statement(
+            "LogsRead",
+            &["logs:DescribeLogStreams", "logs:FilterLogEvents", "logs:StartLiveTail"],
+            log_groups,
+        ),
+        statement("LogsReadStreams", &["logs:GetLogEvents"], log_streams),
+        statement(
+            "ReadOnlyListings",
+            &[
+                "cloudwatch:GetMetricData",
+                "iam:ListOpenIDConnectProviders",
+                "logs:DescribeLogGroups",
+                "mq:ListBrokers",
+            ],
+            vec!["*".to_owned()],
+        ),
+        statement(
+            "DeployLock",
+            &["ssm:DeleteParameter", "ssm:GetParameter", "ssm:PutParameter"],
+            vec![scope.parameter_arn(&names.lock_parameter)],
+        ),
+        json!({
+            "Sid": "PassTaskRoles",
+            "Effect": "Allow",
+            "Action": ["iam:PassRole"],
+            "Resource": [scope.role_arn(&names.execution_role), scope.role_arn(&names.task_role)],
+            "Condition": {"StringEquals": {"iam:PassedToService": ECS_TASKS_SERVICE}},
+        }),
+    ]);
+    let mut check_roles = vec![
+        scope.role_arn(&names.execution_role),
+        scope.role_arn(&names.task_role),
+    ];
+    if let Some(role) = &names.deploy_role {
+        check_roles.push(scope.role_arn(role));
+    }
+    statements.push(statement("CheckRoles", &["iam:GetRole"], check_roles));
+    statements.push(statement(
+        "CheckOidcProvider",
+        &["iam:GetOpenIDConnectProvider"],
+        vec![scope.oidc_provider_arn()],
+    ));
+    match &names.secret_store {
+        Some(SecretStore::Ssm { path }) if !names.secrets.is_empty() => {
+            // Names and types only: the check reads without decryption, and no kms:Decrypt is granted.
+            statements.push(statement(
+                "CheckSecretNames",
+                &["ssm:GetParameters"],
+                vec![scope.parameter_arn(&format!("{path}*"))],
+            ));
+        }
+        Some(SecretStore::SecretsManager { prefix }) if !names.secrets.is_empty() => {
+            statements.push(statement(
+                "CheckSecretNames",
+                &["secretsmanager:DescribeSecret"],
+                vec![scope.arn("secretsmanager", &format!("secret:{prefix}*"))],
+            ));
+        }
+        _ => {}
+    }
+    if let Some(db) = &names.database {
+        statements.push(statement(
+            "CheckDatabase",
+            &["rds:DescribeDBInstances"],
+            vec![scope.arn("rds", &format!("db:{db}"))],
+        ));
+    }
+    if let Some(cache) = &names.cache {
+        statements.push(statement(
+            "CheckCacheCluster",
+            &["elasticache:DescribeCacheClusters"],
+            vec![scope.arn("elasticache", &format!("cluster:{cache}*"))],
+        ));
+        statements.push(statement(
+            "CheckCacheReplicationGroup",
+            &["elasticache:DescribeReplicationGroups"],
+            vec![scope.arn("elasticache", &format!("replicationgroup:{cache}"))],
+        ));
+    }
+    json!({"Version": "2012-10-17", "Statement": statements})
+}
+
+fn promotion_source(config: &Config, environment: &str) -> Option<String> {
+    config
+        .environment(environment)
+        .and_then(|e| e.promote_from.clone())
+        .filter(|s| config.environment(s).is_some())
+}
+
+/// The `sub` claims allowed to assume the deploy role: the triggers of every environment that
+/// shares this environment's role (one role often serves staging and production); without
+/// triggers, the `main` branch and `v*` tags.
+pub fn trusted_subjects(config: &Config, environment: &str, repository: &str) -> Vec<String> {
+    let role = config
+        .environment(environment)
+        .and_then(|e| e.role_arn.clone());
+    let mut refs = Vec::new();
+    for (name, env) in &config.environments {
+        let shares_role = name == environment || (role.is_some() && env.role_arn == role);
+        if !shares_role {
+            continue;
+        }
+        if let Some(trigger) = &env.trigger {
+            if let Some(branch) = &trigger.branch {
+                refs.push(format!("refs/heads/{branch}"));
+            }
+            if let Some(tags) = &trigger.tags {
+                refs.push(format!("refs/tags/{tags}"));
+            }
+        }
+    }
+    if refs.is_empty() {
+        refs = vec!["refs/heads/main".to_owned(), "refs/tags/v*".to_owned()];
+    }
+    let mut subjects: Vec<String> = refs
+        .into_iter()
+        .map(|r| format!("repo:{repository}:ref:{r}"))
+        .collect();
+    subjects.dedup();
+    subjects
+}
+
+/// The deploy role's trust policy: GitHub's OIDC provider, audience `sts.amazonaws.com`,
+/// `sub` limited to this repository's deploying refs.
+pub fn trust_policy(
+    config: &Config,
+    environment: &str,
+    repository: &str,
+    scope: &Scope,
+) -> Result<Value, PolicyError> {
+    if !crate::repository::is_owner_repo(repository) {
+        return Err(PolicyError::InvalidRepository(repository.to_owned()));
+    }
+    Ok(trust_document(config, environment, repository, scope))
+}
+
+/// [`trust_policy`] without checking `repository` (the template passes `${GitHubRepository}`).
+pub fn trust_document(
+    config: &Config,
+    environment: &str,
+    repository: &str,
+    scope: &Scope,
+) -> Value {
+    let subjects = trusted_subjects(config, environment, repository);
+    let operator = if subjects.iter().any(|s| s.contains('*')) {
+        "StringLike"
+    } else {
+        "StringEquals"
+    };
+    let mut condition = json!({
+        "StringEquals": {format!("{GITHUB_OIDC_HOST}:aud"): OIDC_AUDIENCE},
+    });
+    condition[operator][format!("{GITHUB_OIDC_HOST}:sub")] = json!(subjects);
+    json!({
+        "Version": "2012-10-17",
+        "Statement": [{
+            "Sid": "GitHubActionsDeploy",
+            "Effect": "Allow",
+            "Principal": {"Federated": scope.oidc_provider_arn()},
+            "Action": "sts:AssumeRoleWithWebIdentity",
+            "Condition": condition,
+        }],
+    })
+}
+
+/// The trust policy of the task execution role and the task role.
+pub fn ecs_tasks_trust_policy() -> Value {
+    json!({
+        "Version": "2012-10-17",
+        "Statement": [{
+            "Effect": "Allow",
+            "Principal": {"Service": ECS_TASKS_SERVICE},
+            "Action": "sts:AssumeRole",
+        }],
+    })
+}
+
+/// What the execution role needs beyond AWS's managed `AmazonECSTaskExecutionRolePolicy`:
+/// reading the environment's secrets when tasks start.
+pub fn execution_secrets_policy(names: &InfraNames, scope: &Scope) -> Option<Value> {
+    let statement = match &names.secret_store {
+        Some(SecretStore::Ssm { path }) => statement(
+            "ReadSecrets",
+            &["ssm:GetParameters"],
+            vec![scope.parameter_arn(&format!("{path}*"))],
+        ),
+        Some(SecretStore::SecretsManager { prefix }) => statement(
+            "ReadSecrets",
+            &["secretsmanager:GetSecretValue"],
+            vec![scope.arn("secretsmanager", &format!("secret:{prefix}*"))],
+        ),
+        None => return None,
+    };
+    Some(json!({"Version": "2012-10-17", "Statement": [statement]}))
+}
