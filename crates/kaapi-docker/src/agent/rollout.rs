@@ -296,6 +296,7 @@ impl Rollout<'_> {
         if let Some(ingress) = new_ingress {
             self.environment.set_ingress(Some(ingress));
         }
+        self.environment.reset_backoff();
         self.environment.publish(&current);
         drop(current);
         self.environment.record_event(
