@@ -220,7 +220,7 @@ impl DockerEngine {
         let Some(state) = self.agent_state().await? else {
             return Ok(false);
         };
-        if state.release != Some(spec.release) {
+        if state.release != Some(spec.release) || state.active_rollout.is_some() {
             return Ok(false);
         }
         Ok(spec.services.iter().all(|service| {
