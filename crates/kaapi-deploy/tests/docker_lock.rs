@@ -59,13 +59,17 @@ fn a_deploy_killed_mid_rollout_leaves_nothing_that_stops_the_next_one() {
     let mut seen = Vec::new();
     for line in BufReader::new(stderr).lines() {
         let line = line.expect("line");
-        let rollout = line.contains("==> rollout");
+        // The agent's own progress: its rollout of release 2 has started replicas.
+        let mid_rollout = line.contains("backend: started");
         seen.push(line);
-        if rollout {
+        if mid_rollout {
             break;
         }
     }
-    assert!(seen.iter().any(|l| l.contains("==> rollout")), "{seen:?}");
+    assert!(
+        seen.iter().any(|l| l.contains("backend: started")),
+        "{seen:?}"
+    );
     // SIGKILL: no handler runs, the lock row and the release stay behind.
     child.kill().expect("SIGKILL the deploy");
     child.wait().expect("reap");

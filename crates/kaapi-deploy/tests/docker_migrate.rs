@@ -92,3 +92,25 @@ fn an_unreachable_docker_engine_says_how_to_start_it() {
                 .and(predicate::str::contains("DOCKER_HOST")),
         );
 }
+
+#[test]
+fn a_web_service_without_an_ingress_port_is_refused_before_anything_runs() {
+    let project = Project::new("noport");
+    let text = std::fs::read_to_string(&project.config).expect("read deploy.toml");
+    let without: String = text
+        .lines()
+        .filter(|l| !l.starts_with("ingress_port"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&project.config, without).expect("write deploy.toml");
+    project
+        .cli()
+        .args(["deploy", "local"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains(
+            "environments.local.ingress_port is not set",
+        ))
+        .stderr(predicate::str::contains("running `/app migrate`").not());
+    assert!(project.releases().is_empty());
+}

@@ -58,7 +58,7 @@ impl AgentLink {
                         ));
                         said_busy = true;
                     }
-                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    self.wait_for_active(&spec.environment).await;
                 }
                 Err(e) => return Err(engine_error(e)),
             }
@@ -67,6 +67,21 @@ impl AgentLink {
             .wait_rollout(&spec.environment, &ticket.id, on_message)
             .await
             .map_err(engine_error)
+    }
+
+    /// Waits for the environment's running rollout (started by a deploy that was killed, say)
+    /// to end; pauses briefly when none is known.
+    async fn wait_for_active(&self, environment: &str) {
+        let active = match self.client.environment(environment).await {
+            Ok(Some(state)) => state.active_rollout,
+            _ => None,
+        };
+        match active {
+            Some(id) => {
+                let _ = self.client.wait_rollout(environment, &id, |_| {}).await;
+            }
+            None => tokio::time::sleep(Duration::from_millis(500)).await,
+        }
     }
 }
 

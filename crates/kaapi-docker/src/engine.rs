@@ -200,14 +200,29 @@ impl DockerEngine {
             .iter()
             .find(|s| s.port.is_some())
             .map(|s| s.name.clone());
+        let ingress_port = self.ingress_port()?;
         Ok(EnvironmentSpec {
             app: self.app().to_owned(),
             environment: self.environment.clone(),
             release: release.number,
-            ingress_port: self.env_config()?.ingress_port,
+            ingress_port,
             web_service,
             services,
         })
+    }
+
+    /// The environment's ingress port; required when there is a web service, since without a
+    /// stable port there is no URL to verify the deploy through or to print.
+    fn ingress_port(&self) -> EngineResult<Option<u16>> {
+        let port = self.env_config()?.ingress_port;
+        match (self.loaded.config.web_service(), port) {
+            (Some((web, _)), None) => Err(EngineError::failed(format!(
+                "{}: environments.{}.ingress_port is not set, so the web service `{web}` would have no stable address; add e.g. ingress_port = 8080",
+                self.loaded.path.display(),
+                self.environment
+            ))),
+            _ => Ok(port),
+        }
     }
 
     async fn agent_state(&self) -> EngineResult<Option<EnvironmentState>> {
@@ -220,7 +235,7 @@ impl DockerEngine {
         let Some(state) = self.agent_state().await? else {
             return Ok(false);
         };
-        if state.release != Some(spec.release) {
+        if state.release != Some(spec.release) || state.active_rollout.is_some() {
             return Ok(false);
         }
         Ok(spec.services.iter().all(|service| {
@@ -323,6 +338,7 @@ impl Engine for DockerEngine {
         rollback_of: Option<u64>,
         progress: &dyn Progress,
     ) -> EngineResult<Release> {
+        self.ingress_port()?;
         let image_id = self.local_image_id(&image.reference).await?;
         let revisions = match rollback_of {
             Some(number) => Revisions::CopyOf(number),

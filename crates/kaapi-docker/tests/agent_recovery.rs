@@ -179,7 +179,16 @@ async fn restarted_agent_adopts_its_replicas_removes_orphans_and_keeps_the_port(
     agent.abort();
     let _ = agent.await;
     // Its port is taken meanwhile: the replicas come back at once, the ingress when it frees.
-    let squatter = std::net::TcpListener::bind(("127.0.0.1", port)).expect("port is free again");
+    // (The aborted agent's listener closes asynchronously, so try for a moment.)
+    let mut squatter = None;
+    for _ in 0..50 {
+        if let Ok(listener) = tokio::net::TcpListener::bind(("127.0.0.1", port)).await {
+            squatter = Some(listener);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let squatter = squatter.expect("the aborted agent released its ingress port");
     let (_agent, client) = start_agent(fixture.state_dir.path()).await;
     let state = client
         .environment(&fixture.environment)

@@ -130,7 +130,7 @@ replicas = 2
 command = "/app serve"
 stop_timeout = "10s"
 volumes = ["data:/data"]
-health = {{ path = "/api/v1/utils/health/", interval = "500ms", timeout = "400ms", retries = 2, start_period = "3s" }}
+health = {{ path = "/api/v1/utils/health/", interval = "1s", timeout = "900ms", retries = 3, start_period = "3s" }}
 
 [services.worker]
 command = "/app worker"

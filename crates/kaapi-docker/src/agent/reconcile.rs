@@ -146,27 +146,36 @@ pub async fn reconcile(agent: &Agent, environment: &Environment) {
         let (failed, healthy): (Vec<_>, Vec<_>) =
             replicas.drain(..).partition(|r| r.failure().is_some());
         replicas = healthy;
+        changed |= !failed.is_empty();
+        let backoff = environment.note_failures(&service.name, &failed);
         for bad in failed {
-            changed = true;
             let reason = bad.failure().unwrap_or_default();
-            let replacement = agent.start_replica(environment, &spec, service).await;
-            let message = match &replacement {
-                Ok(new) => format!(
-                    "{} replica {} {reason}; replaced by {}",
-                    service.name, bad.name, new.name
-                ),
-                Err(e) => format!(
-                    "{} replica {} {reason}; cannot start a replacement: {e}",
-                    service.name, bad.name
-                ),
-            };
-            environment.record_event(Some(&service.name), message);
-            if let Ok(new) = replacement {
-                replicas.push(new);
+            let who = format!("{} replica {} {reason}", service.name, bad.name);
+            if let Some(wait) = backoff {
+                environment.record_event(
+                    Some(&service.name),
+                    format!(
+                        "{who}; it keeps failing soon after start, next try in {} s",
+                        wait.as_secs().max(1)
+                    ),
+                );
+            } else {
+                let replacement = agent.start_replica(environment, &spec, service).await;
+                let message = match &replacement {
+                    Ok(new) => format!("{who}; replaced by {}", new.name),
+                    Err(e) => format!("{who}; cannot start a replacement: {e}"),
+                };
+                environment.record_event(Some(&service.name), message);
+                if let Ok(new) = replacement {
+                    replicas.push(new);
+                }
             }
             agent.discard(&[bad]).await;
         }
-        while replicas.len() < service.replicas as usize {
+        while backoff.is_none()
+            && environment.backoff_remaining(&service.name).is_none()
+            && replicas.len() < service.replicas as usize
+        {
             changed = true;
             match agent.start_replica(environment, &spec, service).await {
                 Ok(new) => {
