@@ -223,3 +223,75 @@ async fn restarted_agent_adopts_its_replicas_removes_orphans_and_keeps_the_port(
     assert!(containers_of(&fixture.environment, &[]).is_empty());
     client.shutdown().await.expect("shutdown");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replica_that_stops_answering_its_health_check_is_replaced() {
+    let images = images();
+    let fixture = Fixture::new("hang");
+    fixture.migrate(&images.v1);
+    let (_agent, client) = start_agent(fixture.state_dir.path()).await;
+    let rollout = roll_out(&client, &fixture.spec(1, &images.v1, 2, 0)).await;
+    assert_eq!(rollout.phase, RolloutPhase::Completed, "{rollout:?}");
+    let url = ingress_url(&client, &fixture.environment).await;
+    let state = client
+        .environment(&fixture.environment)
+        .await
+        .expect("state")
+        .expect("known");
+    let victim = state.replicas[0].clone();
+
+    // Paused, it still runs for Docker but answers nothing: only the health check can tell.
+    docker(&["pause", &victim.container_id]);
+    let environment = fixture.environment.clone();
+    eventually(
+        Duration::from_secs(15),
+        "the unanswering replica is replaced",
+        || {
+            let client = client.clone();
+            let environment = environment.clone();
+            let victim = victim.container_id.clone();
+            async move {
+                let Ok(Some(state)) = client.environment(&environment).await else {
+                    return false;
+                };
+                state.replicas.len() == 2
+                    && state
+                        .replicas
+                        .iter()
+                        .all(|r| r.container_id != victim && r.healthy == Some(true))
+            }
+        },
+    )
+    .await;
+    let state = client
+        .environment(&fixture.environment)
+        .await
+        .expect("state")
+        .expect("known");
+    let event = state
+        .events
+        .iter()
+        .find(|e| e.message.contains(&victim.container_name))
+        .unwrap_or_else(|| {
+            panic!(
+                "no event about {}: {:?}",
+                victim.container_name, state.events
+            )
+        });
+    assert!(
+        event.message.contains(
+            "failed its health check: GET /api/v1/utils/health/ → no answer within 1000 ms"
+        ),
+        "{}",
+        event.message
+    );
+    assert!(
+        !containers_of(&fixture.environment, &[]).contains(&victim.container_id),
+        "the paused replica was not removed"
+    );
+    let load = Load::start(&url, 2, 200);
+    let report = load.finish_after(Duration::from_secs(1)).await;
+    assert_eq!(report.failed, 0, "failed requests: {:?}", report.failures);
+    assert!(report.succeeded > 0);
+    client.shutdown().await.expect("shutdown");
+}

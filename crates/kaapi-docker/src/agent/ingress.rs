@@ -26,6 +26,8 @@ use super::error::AgentError;
 use super::replica::Replica;
 
 const MAX_REQUEST_BODY: usize = 16 * 1024 * 1024;
+/// Like a load balancer's idle timeout: a replica that hangs does not hold a client forever.
+const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(60);
 
 type ProxyBody = BoxBody<Bytes, hyper::Error>;
 type UpstreamClient = Client<HttpConnector, Full<Bytes>>;
@@ -240,7 +242,18 @@ impl Proxy {
                 Ok(upstream) => upstream,
                 Err(message) => return local(StatusCode::BAD_REQUEST, &message),
             };
-            match self.client.request(upstream).await {
+            let answer = tokio::time::timeout(UPSTREAM_TIMEOUT, self.client.request(upstream));
+            let Ok(answer) = answer.await else {
+                return local(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    &format!(
+                        "replica {} did not answer within {} s",
+                        in_flight.0.name,
+                        UPSTREAM_TIMEOUT.as_secs()
+                    ),
+                );
+            };
+            match answer {
                 Ok(response) => {
                     let (mut head, incoming) = response.into_parts();
                     strip_hop_by_hop(&mut head.headers);

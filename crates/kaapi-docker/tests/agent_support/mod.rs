@@ -354,6 +354,12 @@ impl Load {
         self.report.lock().expect("report lock").succeeded
     }
 
+    /// Lets it run for `duration`, then stops it.
+    pub async fn finish_after(self, duration: Duration) -> LoadReport {
+        tokio::time::sleep(duration).await;
+        self.finish().await
+    }
+
     pub async fn finish(self) -> LoadReport {
         self.stop.store(true, Ordering::SeqCst);
         for task in self.tasks {
