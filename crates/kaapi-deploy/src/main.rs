@@ -14,7 +14,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use cli::{Cli, Command};
-use exit::{CliError, CliResult};
+use exit::CliResult;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
