@@ -168,7 +168,8 @@ pub fn deploy_policy(loaded: &LoadedConfig, environment: &str, scope: &Scope) ->
     statements.extend([
         statement(
             "EcsTaskDefinitions",
-            &["ecs:RegisterTaskDefinition"],
+            // Releases are recorded as tags on the revisions.
+            &["ecs:ListTagsForResource", "ecs:RegisterTaskDefinition"],
             families.clone(),
         ),
         statement(

@@ -20,6 +20,15 @@ const GITHUB_THUMBPRINTS: [&str; 2] = [
     "1c58a3a8518e8759bf075b76b750d4f2df264fcd",
 ];
 
+const SECTIONS: [&str; 6] = [
+    "AWSTemplateFormatVersion",
+    "Description",
+    "Parameters",
+    "Conditions",
+    "Resources",
+    "Outputs",
+];
+
 #[derive(Debug, thiserror::Error)]
 pub enum TemplateError {
     #[error("cannot render the template as YAML: {0}")]
@@ -40,7 +49,17 @@ pub fn render(
     options: &TemplateOptions,
 ) -> Result<String, TemplateError> {
     let template = build(loaded, environment, options);
-    let yaml = serde_yaml::to_string(&template)?;
+    // Sections in the order people read them (a JSON object would sort them).
+    let mut ordered: IndexMap<&str, &Value> = IndexMap::new();
+    for section in SECTIONS {
+        if let Some(value) = template.get(section) {
+            ordered.insert(section, value);
+        }
+    }
+    // YAML 1.1 readers (PyYAML, hence moto and many tools) take a bare 2012-10-17 for a date.
+    let yaml = serde_yaml::to_string(&ordered)?
+        .replace("Version: 2012-10-17\n", "Version: '2012-10-17'\n")
+        .replace("Version: 2010-09-09\n", "Version: '2010-09-09'\n");
     Ok(format!("{}{yaml}", header(environment)))
 }
 
@@ -140,7 +159,7 @@ pub fn build(loaded: &LoadedConfig, environment: &str, options: &TemplateOptions
     );
     parameters.insert(
         "CreateDeployRole".into(),
-        boolean_parameter("Create the role GitHub Actions assumes to deploy", true),
+        boolean_parameter("Create the role GitHub Actions assumes to deploy (false when another environment's stack created it; this stack still attaches its policy to it)", true),
     );
     let mut repository_parameter = json!({
         "Type": "String",
@@ -359,10 +378,19 @@ pub fn build(loaded: &LoadedConfig, environment: &str, options: &TemplateOptions
             "Properties": {
                 "RoleName": deploy_role_name,
                 "AssumeRolePolicyDocument": trust,
-                "Policies": [{
-                    "PolicyName": "kaapi-deploy",
-                    "PolicyDocument": substitute(policy::deploy_policy(loaded, environment, &cfn)),
-                }],
+            },
+        }),
+    );
+    // A separate policy, so that when environments share one deploy role (created by one
+    // stack, `CreateDeployRole=false` in the others) each stack still grants its own.
+    resources.insert(
+        "DeployRolePolicy".into(),
+        json!({
+            "Type": "AWS::IAM::Policy",
+            "Properties": {
+                "PolicyName": format!("kaapi-deploy-{environment}"),
+                "PolicyDocument": substitute(policy::deploy_policy(loaded, environment, &cfn)),
+                "Roles": [{"Fn::If": ["CreateDeployRoleCondition", {"Ref": "DeployRole"}, deploy_role_name]}],
             },
         }),
     );
@@ -414,20 +442,14 @@ pub fn build(loaded: &LoadedConfig, environment: &str, options: &TemplateOptions
                "Description": "Set as role_arn of this environment in deploy.toml"}),
     );
 
-    let mut template: IndexMap<&str, Value> = IndexMap::new();
-    template.insert("AWSTemplateFormatVersion", json!("2010-09-09"));
-    template.insert(
-        "Description",
-        json!(format!(
-            "kaapi-deploy: infrastructure of {} ({environment})",
-            config.app
-        )),
-    );
-    template.insert("Parameters", Value::Object(parameters));
-    template.insert("Conditions", Value::Object(conditions));
-    template.insert("Resources", Value::Object(resources));
-    template.insert("Outputs", Value::Object(outputs));
-    json!(template)
+    json!({
+        "AWSTemplateFormatVersion": "2010-09-09",
+        "Description": format!("kaapi-deploy: infrastructure of {} ({environment})", config.app),
+        "Parameters": parameters,
+        "Conditions": conditions,
+        "Resources": resources,
+        "Outputs": outputs,
+    })
 }
 
 /// The smallest valid Fargate size holding the configured CPU units and memory (MiB).

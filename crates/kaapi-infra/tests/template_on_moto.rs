@@ -130,6 +130,14 @@ async fn stack_from_the_template_satisfies_the_check() {
         };
         assert_eq!(item.status, expected, "{}", preflight::render(&items));
     }
+    // The deploy role carries this environment's least-privilege policy.
+    let attached = aws_sdk_iam::Client::new(&aws)
+        .list_role_policies()
+        .role_name(names.deploy_role.as_deref().expect("deploy role"))
+        .send()
+        .await
+        .expect("list role policies");
+    assert_eq!(attached.policy_names(), ["kaapi-deploy-staging"]);
     let template: serde_json::Value = serde_yaml::from_str(&yaml).expect("template YAML");
     assert_eq!(
         template["Resources"]["Repository"]["Properties"]["ImageScanningConfiguration"],

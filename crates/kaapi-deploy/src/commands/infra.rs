@@ -65,6 +65,21 @@ fn repository(loaded: &LoadedConfig, flag: Option<&str>) -> CliResult<Option<Str
     }
 }
 
+/// Writes to stdout; a reader that went away (`| head`) is not an error.
+fn print_stdout(text: &str) -> CliResult {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(CliError::Failed(format!("cannot write to stdout: {e}")))
+        }
+        _ => Ok(()),
+    }
+}
+
 fn write_file(path: &Path, text: &str) -> CliResult {
     std::fs::write(path, text)
         .map_err(|e| CliError::Failed(format!("cannot write {}: {e}", path.display())))
@@ -87,7 +102,7 @@ fn run_template(
             write_file(path, &yaml)?;
             eprintln!("wrote {}", path.display());
         }
-        None => print!("{yaml}"),
+        None => print_stdout(&yaml)?,
     }
     Ok(())
 }
@@ -149,12 +164,12 @@ async fn run_policy(
             ];
             for (path, value) in files {
                 write_file(&path, &(render(value)? + "\n"))?;
-                println!("{}", path.display());
+                print_stdout(&format!("{}\n", path.display()))?;
             }
         }
         None => {
             let both = serde_json::json!({"deploy_policy": deploy, "trust_policy": trust});
-            println!("{}", render(&both)?);
+            print_stdout(&(render(&both)? + "\n"))?;
         }
     }
     Ok(())
