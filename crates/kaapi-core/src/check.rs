@@ -510,3 +510,61 @@ fn missing(environment: &str, var: &str, file: &Path, line: Option<usize>) -> Di
         "set it under [environments.{environment}.env] (or [env] for every environment), add it to `secrets` if it is secret, or list it in variables.optional"
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::SecretSource;
+
+    fn env(engine: &str) -> EnvironmentConfig {
+        let text = format!("engine = \"{engine}\"");
+        toml::from_str(&text).expect("environment table")
+    }
+
+    #[test]
+    fn staging_production_and_every_ecs_environment_refuse_placeholders() {
+        assert!(!refuses_placeholders("local", &env("docker")));
+        assert!(!refuses_placeholders("preview", &env("docker")));
+        assert!(refuses_placeholders("staging", &env("docker")));
+        assert!(refuses_placeholders("production", &env("docker")));
+        assert!(refuses_placeholders("qa", &env("ecs")));
+    }
+
+    #[test]
+    fn secret_references_join_prefix_and_name() {
+        let source = |ssm: Option<&str>, sm: Option<&str>, file: Option<&str>| SecretSource {
+            ssm: ssm.map(str::to_owned),
+            secrets_manager: sm.map(str::to_owned),
+            env_file: file.map(str::to_owned),
+        };
+        let r = |s: SecretSource| s.reference("SECRET_KEY").map(|r| (r.store, r.reference));
+        assert_eq!(
+            r(source(Some("/kaapi/staging/"), None, None)),
+            Some((SecretStore::Ssm, "/kaapi/staging/SECRET_KEY".to_owned()))
+        );
+        assert_eq!(
+            r(source(Some("/kaapi/staging"), None, None)),
+            Some((SecretStore::Ssm, "/kaapi/staging/SECRET_KEY".to_owned()))
+        );
+        assert_eq!(
+            r(source(None, Some("kaapi/prod"), None)),
+            Some((
+                SecretStore::SecretsManager,
+                "kaapi/prod/SECRET_KEY".to_owned()
+            ))
+        );
+        assert_eq!(
+            r(source(None, None, Some(".env"))),
+            Some((SecretStore::EnvFile, ".env".to_owned()))
+        );
+        assert_eq!(r(source(None, None, None)), None);
+    }
+
+    #[test]
+    fn empty_values_are_unset_only_when_required() {
+        assert!(is_unset("", false));
+        assert!(!is_unset("", true));
+        assert!(is_unset("changethis", true));
+        assert!(!is_unset("real", false));
+    }
+}

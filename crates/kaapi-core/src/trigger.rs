@@ -63,10 +63,19 @@ pub fn pattern_matches(pattern: &str, name: &str) -> bool {
     true
 }
 
-/// A release version tag: `v` followed by MAJOR.MINOR.PATCH (semver).
-fn parse_version(tag: &str) -> Option<semver::Version> {
-    tag.strip_prefix('v')
-        .and_then(|v| semver::Version::parse(v).ok())
+/// The semantic version a release tag carries: `v1.2.3`, `1.2.3`, or what follows a custom
+/// pattern's literal prefix (`release-1.2.3` for `release-*`, `api/v1.2.3` for `api/v*`).
+fn parse_version(tag: &str, pattern: &str) -> Option<semver::Version> {
+    let prefix = pattern.split('*').next().unwrap_or_default();
+    let after_prefix = tag.strip_prefix(prefix).filter(|_| pattern.contains('*'));
+    let last_segment = tag.rsplit('/').next();
+    [Some(tag), after_prefix, last_segment]
+        .into_iter()
+        .flatten()
+        .find_map(|candidate| {
+            let text = candidate.strip_prefix('v').unwrap_or(candidate);
+            semver::Version::parse(text).ok()
+        })
 }
 
 pub fn resolve(config: &Config, git_ref: &str) -> Resolution {
@@ -93,14 +102,19 @@ pub fn resolve(config: &Config, git_ref: &str) -> Resolution {
                 .and_then(|t| t.tags.as_deref())
                 .is_some_and(|p| pattern_matches(p, tag))
         });
-        let Some((name, _)) = target else {
+        let Some((name, env)) = target else {
             return Resolution::Refused {
                 reason: format!(
                     "tag `{tag}` matches no environment's tag trigger; release tags look like v1.2.3"
                 ),
             };
         };
-        return match parse_version(tag) {
+        let pattern = env
+            .trigger
+            .as_ref()
+            .and_then(|t| t.tags.as_deref())
+            .unwrap_or_default();
+        return match parse_version(tag, pattern) {
             Some(version) if !version.pre.is_empty() => Resolution::Nothing {
                 reason: format!(
                     "tag `{tag}` is a pre-release; `{name}` deploys release versions (vX.Y.Z) only"

@@ -27,32 +27,90 @@ impl std::fmt::Display for CommandLine {
     }
 }
 
+const EXPECTED: &str = "a command: a string (\"celery -A app worker\") or an array of strings";
+
 impl<'de> Deserialize<'de> for CommandLine {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Line(String),
-            Argv(Vec<String>),
+        // A visitor rather than an untagged enum, so that serde's own errors (a missing
+        // `command`, a wrong type) reach the user unchanged.
+        struct Visitor;
+
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = CommandLine;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(EXPECTED)
+            }
+
+            fn visit_str<E: serde::de::Error>(self, line: &str) -> Result<CommandLine, E> {
+                shlex::split(line).map(CommandLine).ok_or_else(|| {
+                    E::custom(format!("cannot split command `{line}`: unbalanced quotes"))
+                })
+            }
+
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<CommandLine, A::Error> {
+                let mut argv = Vec::new();
+                while let Some(arg) = seq.next_element::<String>().map_err(|_| {
+                    <A::Error as serde::de::Error>::custom(
+                        "every element of a command array must be a string",
+                    )
+                })? {
+                    argv.push(arg);
+                }
+                Ok(CommandLine(argv))
+            }
         }
-        let raw = Raw::deserialize(deserializer).map_err(|_| {
-            serde::de::Error::custom(
-                "a command must be a string (\"celery -A app worker\") or an array of strings",
-            )
-        })?;
-        match raw {
-            Raw::Argv(argv) => Ok(Self(argv)),
-            Raw::Line(line) => shlex::split(&line).map(Self).ok_or_else(|| {
-                serde::de::Error::custom(format!(
-                    "cannot split command `{line}`: unbalanced quotes"
-                ))
-            }),
-        }
+
+        deserializer.deserialize_any(Visitor)
     }
 }
 
 impl Serialize for CommandLine {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         self.0.serialize(serializer)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Deserialize)]
+    struct Holder {
+        command: CommandLine,
+    }
+
+    fn read(text: &str) -> Result<Vec<String>, String> {
+        toml::from_str::<Holder>(text)
+            .map(|h| h.command.argv().to_vec())
+            .map_err(|e| e.message().to_owned())
+    }
+
+    #[test]
+    fn reads_strings_and_arrays() {
+        assert_eq!(
+            read("command = \"celery -A 'my app' worker\""),
+            Ok(vec![
+                "celery".into(),
+                "-A".into(),
+                "my app".into(),
+                "worker".into()
+            ])
+        );
+        assert_eq!(
+            read("command = [\"a b\", \"c\"]"),
+            Ok(vec!["a b".into(), "c".into()])
+        );
+    }
+
+    #[test]
+    fn says_what_is_wrong() {
+        assert_eq!(read(""), Err("missing field `command`".to_owned()));
+        assert!(read("command = 5").is_err_and(|e| e.contains("a string")));
+        assert!(read("command = [1]").is_err_and(|e| e.contains("must be a string")));
+        assert!(read("command = \"a 'b\"").is_err_and(|e| e.contains("unbalanced quotes")));
     }
 }

@@ -108,9 +108,19 @@ pub fn parse(path: &Path, text: &str) -> Result<(Config, Vec<Diagnostic>), Confi
 
 fn from_toml_error(path: &Path, map: &SourceMap<'_>, error: &toml::de::Error) -> Diagnostic {
     let message = error.message().trim().to_owned();
-    let span = error.span();
+    let missing = message
+        .strip_prefix("missing field `")
+        .and_then(|rest| rest.split_once('`'))
+        .map(|(field, _)| field);
+    // A missing key with an empty span is missing from the document itself: no line to show.
+    let span = error.span().filter(|s| missing.is_none() || !s.is_empty());
     let line = span.as_ref().map(|s| map.line_of(s.start));
-    let key = span.as_ref().and_then(|s| map.key_at(s.start));
+    let table = span.as_ref().and_then(|s| map.key_at(s.start));
+    let key = match (missing, table) {
+        (Some(field), Some(table)) => Some(format!("{table}.{field}")),
+        (Some(field), None) => Some(field.to_owned()),
+        (None, table) => table,
+    };
     let message = match (&key, message.as_str()) {
         (Some(key), "duplicate key") => format!("`{key}` is defined twice"),
         _ => message,

@@ -17,6 +17,7 @@ pub fn validate(config: &Config) -> Vec<Diagnostic> {
     for (name, env) in &config.environments {
         validate_environment(config, name, env, &mut out);
     }
+    validate_triggers_are_distinct(config, &mut out);
     if config.environments.is_empty() {
         out.push(
             err("environments", "no environment is defined")
@@ -24,6 +25,33 @@ pub fn validate(config: &Config) -> Vec<Diagnostic> {
         );
     }
     out
+}
+
+/// Two environments with the same trigger would make a ref deploy to whichever comes first.
+fn validate_triggers_are_distinct(config: &Config, out: &mut Vec<Diagnostic>) {
+    let mut seen: Vec<(&str, &str, &str)> = Vec::new();
+    for (name, env) in &config.environments {
+        let Some(trigger) = &env.trigger else {
+            continue;
+        };
+        for (field, pattern) in [("branch", &trigger.branch), ("tags", &trigger.tags)] {
+            let Some(pattern) = pattern.as_deref() else {
+                continue;
+            };
+            if let Some((other, _, _)) = seen.iter().find(|(_, f, p)| *f == field && *p == pattern)
+            {
+                out.push(
+                    err(
+                        format!("environments.{name}.trigger.{field}"),
+                        format!("{field} `{pattern}` already triggers environment `{other}`"),
+                    )
+                    .with_hint("give each environment its own branch or tag pattern"),
+                );
+            } else {
+                seen.push((name, field, pattern));
+            }
+        }
+    }
 }
 
 fn err(key: impl Into<String>, message: impl Into<String>) -> Diagnostic {
@@ -180,6 +208,31 @@ fn validate_services(config: &Config, out: &mut Vec<Diagnostic>) {
             }
         }
         check_variable_names(&format!("{key}.env"), service.env.keys(), out);
+        for secret in &config.secrets {
+            if service.env.contains_key(secret) {
+                out.push(
+                    err(
+                        format!("{key}.env.{secret}"),
+                        format!("`{secret}` is a secret; its value must not be written in env"),
+                    )
+                    .with_hint("remove it; each environment's secrets_from provides it"),
+                );
+            }
+        }
+        for (index, volume) in service.volumes.iter().enumerate() {
+            let valid = volume
+                .split_once(':')
+                .is_some_and(|(name, path)| is_valid_name(name) && path.starts_with('/'));
+            if !valid {
+                out.push(
+                    err(
+                        format!("{key}.volumes.{index}"),
+                        format!("volume `{volume}` is not NAME:/path"),
+                    )
+                    .with_hint("e.g. \"data:/app/data\" (a lowercase name, then an absolute path)"),
+                );
+            }
+        }
     }
 }
 
@@ -324,7 +377,20 @@ fn validate_environment(
                 format!("{key}.promote_from"),
                 "an environment cannot promote from itself",
             ));
-        } else if !config.environments.contains_key(source) {
+        } else if let Some(source_env) = config.environments.get(source) {
+            if source_env.engine != env.engine {
+                out.push(
+                    err(
+                        format!("{key}.promote_from"),
+                        format!(
+                            "`{name}` ({}) cannot promote from `{source}` ({}): the image lives in the other engine's registry",
+                            env.engine, source_env.engine
+                        ),
+                    )
+                    .with_hint("promote between environments of the same engine, or remove promote_from to rebuild"),
+                );
+            }
+        } else {
             let hint = nearest(source, config.environments.keys().map(String::as_str))
                 .map(|b| format!("did you mean `{b}`?"))
                 .unwrap_or_else(|| "name another environment of this file".to_owned());
@@ -370,10 +436,49 @@ fn validate_environment(
             );
         }
     }
-    for service in env.names.services.keys().chain(env.names.families.keys()) {
-        if !config.services.contains_key(service) {
-            out.push(unknown_service(&format!("{key}.names"), service, config));
+    for (field, map) in [
+        ("services", &env.names.services),
+        ("families", &env.names.families),
+    ] {
+        for (service, value) in map {
+            let at = format!("{key}.names.{field}.{service}");
+            if !config.services.contains_key(service) {
+                out.push(unknown_service(&at, service, config));
+            }
+            if !is_valid_resource_name(value) {
+                out.push(invalid_resource_name(&at, value));
+            }
         }
+    }
+    for (field, value) in [
+        ("cluster", &env.names.cluster),
+        ("repository", &env.names.repository),
+    ] {
+        if let Some(value) = value {
+            if !is_valid_resource_name(value) {
+                out.push(invalid_resource_name(
+                    &format!("{key}.names.{field}"),
+                    value,
+                ));
+            }
+        }
+    }
+    let names = crate::naming::names(config, name);
+    let mut taken: Vec<(&str, &str)> = Vec::new();
+    for (service, names) in &names.services {
+        if let Some((other, _)) = taken.iter().find(|(_, s)| *s == names.service) {
+            out.push(
+                err(
+                    format!("{key}.names.services"),
+                    format!(
+                        "services `{other}` and `{service}` would both be named `{}`",
+                        names.service
+                    ),
+                )
+                .with_hint("give each service its own name"),
+            );
+        }
+        taken.push((service, &names.service));
     }
     check_variable_names(&format!("{key}.env"), env.env.keys(), out);
     for secret in &config.secrets {
@@ -387,6 +492,20 @@ fn validate_environment(
             );
         }
     }
+}
+
+/// ECS and ECR names: letters, digits, `-`, `_`, `/` (repositories), `.`, at most 255.
+fn is_valid_resource_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 255
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '/' | '.'))
+}
+
+fn invalid_resource_name(key: &str, value: &str) -> Diagnostic {
+    err(key, format!("`{value}` is not a valid resource name"))
+        .with_hint("use letters, digits, hyphens and underscores (at most 255)")
 }
 
 fn validate_secret_source(
