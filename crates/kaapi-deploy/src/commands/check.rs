@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use kaapi_core::check::{self, CheckReport, Provision};
 use kaapi_core::config::{self, ConfigError, EngineKind, EnvironmentConfig, LoadedConfig};
+use kaapi_core::diagnostics::Diagnostic;
 use serde::Serialize;
 
 use crate::cli::CheckArgs;
@@ -32,8 +33,8 @@ pub async fn run(config: Option<&Path>, args: &CheckArgs) -> CliResult {
         context::environment(&loaded, name)?;
     }
     let mut report = check::check(&loaded, args.environment.as_deref());
-    for (name, env) in &loaded.config.environments {
-        if args.environment.as_ref().is_none_or(|only| only == name) {
+    if let Some(name) = args.environment.as_deref() {
+        if let Some(env) = loaded.config.environment(name) {
             check_engine_prerequisites(&loaded, name, env, &mut report).await?;
         }
     }
@@ -56,18 +57,35 @@ pub async fn run(config: Option<&Path>, args: &CheckArgs) -> CliResult {
 }
 
 /// Prerequisites of one environment that only its engine can check, added to the report.
-/// The ECS engine plugs its checks in here (cluster, repository, services, deploy role, and
-/// that every secret in `report.remote_secret_references(name)` exists in its store).
-/// The docker engine needs nothing beyond what `check::check` already verified.
+/// On ECS: cluster, repository, task definitions, services, log groups, roles, the GitHub OIDC
+/// provider and deploy role, backing services and every referenced secret (names only). They
+/// need AWS, so they run only when the environment is named (`check staging`), not for a
+/// plain offline `check`. The docker engine needs nothing beyond `check::check`.
 async fn check_engine_prerequisites(
-    _loaded: &LoadedConfig,
-    _name: &str,
+    loaded: &LoadedConfig,
+    name: &str,
     env: &EnvironmentConfig,
-    _report: &mut CheckReport,
+    report: &mut CheckReport,
 ) -> CliResult {
-    match env.engine {
-        EngineKind::Docker | EngineKind::Ecs => Ok(()),
+    if env.engine == EngineKind::Docker {
+        return Ok(());
     }
+    let aws = kaapi_infra::aws::load(env.region.as_deref()).await;
+    let items = kaapi_infra::preflight::check_prerequisites(loaded, name, &aws).await;
+    for item in items {
+        let message = format!("{}: {}", item.name, item.detail);
+        let diagnostic = match item.status {
+            kaapi_infra::preflight::Status::Ok => continue,
+            kaapi_infra::preflight::Status::Missing => Diagnostic::error(&loaded.path, message),
+            kaapi_infra::preflight::Status::Warning => Diagnostic::warning(&loaded.path, message),
+        };
+        let diagnostic = match item.fix {
+            Some(fix) => diagnostic.with_hint(fix),
+            None => diagnostic,
+        };
+        report.push(Some(name), diagnostic);
+    }
+    Ok(())
 }
 
 fn config_path(explicit: Option<&Path>) -> CliResult<PathBuf> {

@@ -35,10 +35,10 @@ pub fn run(args: &InitArgs) -> CliResult {
         .map_err(|e| CliError::Failed(format!("the generated config does not load: {e}")))?;
     std::fs::write(&target, &text)
         .map_err(|e| CliError::Failed(format!("cannot write {}: {e}", target.display())))?;
-    if args.github {
-        // The GitHub Actions workflows are written by the CI issue's code, not yet here.
-    }
     print_summary(&target, &shape);
+    if args.github {
+        super::init_github::run(dir, None, args.force, None)?;
+    }
     Ok(())
 }
 

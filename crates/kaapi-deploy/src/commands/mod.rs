@@ -7,7 +7,6 @@ pub mod ci;
 pub mod deploy;
 pub mod infra;
 pub mod init;
-#[allow(dead_code)] // called by `init --github` (init.rs)
 pub mod init_github;
 pub mod logs;
 pub mod migrate;
