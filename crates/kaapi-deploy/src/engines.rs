@@ -45,7 +45,7 @@ async fn ecs_image_builder(
     environment: &str,
 ) -> Option<Arc<dyn ImageBuilder>> {
     let docker = kaapi_docker::docker::connect().await.ok()?;
-    let spec = kaapi_docker::BuildSpec::from_config(loaded, environment);
+    let spec = kaapi_docker::BuildSpec::from_config(loaded, environment).ok()?;
     Some(Arc::new(kaapi_docker::DockerImageBuilder::new(
         docker, spec,
     )))

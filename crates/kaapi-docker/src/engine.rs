@@ -88,11 +88,11 @@ impl DockerEngine {
         format!("{}-{}", self.app(), self.environment)
     }
 
-    fn builder(&self) -> DockerImageBuilder {
-        DockerImageBuilder::new(
+    fn builder(&self) -> EngineResult<DockerImageBuilder> {
+        Ok(DockerImageBuilder::new(
             self.docker.clone(),
-            BuildSpec::from_config(&self.loaded, &self.environment),
-        )
+            BuildSpec::from_config(&self.loaded, &self.environment)?,
+        ))
     }
 
     /// The local image ID (`sha256:…`) of a reference, refusing images this engine lacks.
@@ -295,7 +295,7 @@ impl Engine for DockerEngine {
         let (image_id, mut tags) = match source {
             ImageSource::Build => {
                 let built = self
-                    .builder()
+                    .builder()?
                     .build(&docker_tag(&meta.commit), progress)
                     .await?;
                 (built.id, built.tags)
@@ -320,7 +320,7 @@ impl Engine for DockerEngine {
             push_tags.push(docker_tag(version));
         }
         let digest = self
-            .builder()
+            .builder()?
             .push(&image_id, &repository, &push_tags, None, progress)
             .await?;
         tags.extend(push_tags.iter().map(|t| format!("{repository}:{t}")));

@@ -15,6 +15,7 @@ use bollard::Docker;
 use futures_util::StreamExt;
 use kaapi_core::config::LoadedConfig;
 use kaapi_core::engine::{BuiltImage, EngineError, EngineResult, ImageBuilder, RegistryAuth};
+use kaapi_core::interpolate::interpolate;
 use kaapi_core::progress::Progress;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 
@@ -35,21 +36,32 @@ pub struct BuildSpec {
 }
 
 impl BuildSpec {
-    /// The build of `environment`: tags go on `{app}-{environment}`.
-    pub fn from_config(loaded: &LoadedConfig, environment: &str) -> Self {
+    /// The build of `environment`: tags go on `{app}-{environment}`. Build arguments may use
+    /// `${VAR}` / `${VAR:-default}` from the deployer's environment.
+    pub fn from_config(loaded: &LoadedConfig, environment: &str) -> EngineResult<Self> {
         let image = &loaded.config.image;
-        Self {
+        let build_args = image
+            .build_args
+            .iter()
+            .map(|(key, value)| {
+                interpolate(value, |name| std::env::var(name).ok())
+                    .map(|expanded| (key.clone(), expanded))
+                    .map_err(|e| {
+                        EngineError::failed(format!(
+                            "{}: `image.build_args.{key}`: {e}",
+                            loaded.path.display()
+                        ))
+                    })
+            })
+            .collect::<EngineResult<HashMap<_, _>>>()?;
+        Ok(Self {
             config_dir: loaded.dir.clone(),
             context: loaded.resolve(&image.context),
             dockerfile: image.dockerfile.clone(),
-            build_args: image
-                .build_args
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
+            build_args,
             pre_build: image.pre_build.clone(),
             repository: format!("{}-{environment}", loaded.config.app),
-        }
+        })
     }
 }
 
