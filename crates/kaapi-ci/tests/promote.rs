@@ -8,9 +8,20 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use kaapi_ci::promote::{promote_image, promote_release_to, release_for_commit};
+use std::collections::VecDeque;
+
+use kaapi_ci::decide::{decide, CiDecision};
+use kaapi_ci::github::{GithubContext, Vars};
+use kaapi_ci::promote::{
+    build_choice, promote_image, promote_release_to, promoted_choice, promotion_source,
+    release_for_commit,
+};
 use kaapi_ci::registry::{RegistryClient, Repository, MANIFEST_TYPES};
+use kaapi_ci::run::{run_ci, CiPlan};
 use kaapi_core::config::parse;
+use kaapi_core::engine::{ImageSource, LockOwner, RolloutOutcome};
+use kaapi_core::pipeline::DeployPlan;
+use kaapi_core::progress::Silent;
 use kaapi_core::release::{ImageRef, Outcome, Release, ReleaseMeta};
 use support::fake_engine::{FakeEngine, Script};
 use support::services::{registry, Service};
@@ -258,4 +269,189 @@ async fn promoting_a_digest_the_registry_lacks_fails_clearly() {
     let message = error.to_string();
     assert!(message.contains("404"), "{message}");
     assert!(message.contains(&missing), "{message}");
+}
+
+fn two_registry_config(staging: &Service, production: &Service) -> kaapi_core::config::Config {
+    let text = format!(
+        r#"
+app = "kaapi"
+[image]
+context = "."
+[services.backend]
+port = 8000
+[environments.staging]
+engine = "docker"
+registry = "{}"
+trigger = {{ branch = "main" }}
+[environments.production]
+engine = "docker"
+registry = "{}"
+trigger = {{ tags = "v*" }}
+promote_from = "staging"
+"#,
+        staging.host(),
+        production.host()
+    );
+    parse(Path::new("deploy.toml"), &text)
+        .expect("valid config")
+        .0
+}
+
+#[tokio::test]
+async fn a_version_tag_deploys_the_image_staging_built_for_the_same_commit() {
+    let staging = registry();
+    let production = registry();
+    let mut cleanup = LocalImages(Vec::new());
+    let digest = push_image(&staging, "kaapi-staging-repo", "0123456789ab", &mut cleanup);
+    let config = two_registry_config(&staging, &production);
+    let staging_engine = FakeEngine::new("staging", Script::default());
+    staging_engine
+        .releases
+        .lock()
+        .expect("releases")
+        .push(staging_release(&staging, &digest));
+    let out = tempfile::tempdir().expect("outputs dir");
+    let vars: Vars = [
+        ("GITHUB_REF", "refs/tags/v1.2.3".to_owned()),
+        (
+            "GITHUB_SHA",
+            "0123456789abcdef0123456789abcdef01234567".to_owned(),
+        ),
+        ("GITHUB_ACTOR", "alice".to_owned()),
+        (
+            "GITHUB_OUTPUT",
+            out.path().join("output").display().to_string(),
+        ),
+        (
+            "GITHUB_STEP_SUMMARY",
+            out.path().join("summary.md").display().to_string(),
+        ),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    let ctx = GithubContext::from_vars(&vars).expect("context");
+
+    let CiDecision::Deploy {
+        environment,
+        version,
+    } = decide(&config, &ctx.git_ref)
+    else {
+        panic!("a release tag deploys");
+    };
+    assert_eq!(
+        (environment.as_str(), version.as_deref()),
+        ("production", Some("v1.2.3"))
+    );
+    let from = promotion_source(&config, &environment, true, false).expect("production promotes");
+    assert_eq!(from, "staging");
+    let (choice, _) = promoted_choice(
+        &config,
+        &environment,
+        &from,
+        &staging_engine,
+        &ctx.sha,
+        &vars,
+    )
+    .await
+    .expect("promote staging's image");
+    let production_engine = FakeEngine::new(
+        "production",
+        Script {
+            rollouts: VecDeque::from([RolloutOutcome::Completed]),
+            verify: Some(Ok(())),
+            ..Script::default()
+        },
+    );
+    let plan = CiPlan {
+        plan: DeployPlan {
+            environment: environment.clone(),
+            image: choice.source.clone(),
+            meta: ReleaseMeta {
+                commit: ctx.short_sha(),
+                version,
+                author: ctx.actor.clone(),
+                created_at: chrono::Utc::now(),
+            },
+            owner: LockOwner {
+                holder: "ci".to_owned(),
+                url: None,
+            },
+            migrations: None,
+        },
+        image_origin: choice.origin.clone(),
+    };
+
+    let outcome = run_ci(
+        &production_engine,
+        &plan,
+        &ctx,
+        &Silent,
+        std::future::pending(),
+    )
+    .await;
+
+    assert_eq!(outcome.exit_code, 0, "{outcome:?}");
+    let production_reference = format!("{}/kaapi-repo@{digest}", production.host());
+    assert_eq!(
+        production_engine.calls()[1],
+        format!("prepare_image Existing({production_reference:?}) 0123456789ab"),
+        "no build: the promoted reference is deployed"
+    );
+    assert_eq!(
+        head_digest(&production, "kaapi-repo", "v1.2.3")
+            .await
+            .as_deref(),
+        Some(digest.as_str()),
+        "the production tag resolves to exactly the staging digest"
+    );
+    let outputs = std::fs::read_to_string(out.path().join("output")).expect("outputs");
+    assert!(
+        outputs.lines().any(|l| l == format!("image={digest}")),
+        "{outputs}"
+    );
+    let summary = std::fs::read_to_string(out.path().join("summary.md")).expect("summary");
+    assert!(
+        summary.contains(
+            "| Image source | promoted from `staging` release 4 (same commit, same digest) |"
+        ),
+        "{summary}"
+    );
+
+    // --rebuild builds instead, and says so.
+    assert_eq!(promotion_source(&config, "production", true, true), None);
+    let rebuilt = build_choice(&config, "production", true, true);
+    assert_eq!(rebuilt.source, ImageSource::Build);
+    assert_eq!(rebuilt.origin, "rebuilt from this commit (--rebuild)");
+}
+
+#[tokio::test]
+async fn a_tag_of_a_commit_staging_never_deployed_is_not_promoted() {
+    let staging = registry();
+    let production = registry();
+    let config = two_registry_config(&staging, &production);
+    let staging_engine = FakeEngine::new("staging", Script::default());
+    staging_engine
+        .releases
+        .lock()
+        .expect("releases")
+        .push(staging_release(
+            &staging,
+            &format!("sha256:{}", "a".repeat(64)),
+        ));
+
+    let error = promoted_choice(
+        &config,
+        "production",
+        "staging",
+        &staging_engine,
+        "fedcba9876543210fedcba9876543210fedcba98",
+        &Vars::new(),
+    )
+    .await
+    .expect_err("staging never deployed that commit");
+
+    let message = error.to_string();
+    assert!(message.contains("fedcba987654"), "{message}");
+    assert!(message.contains("--rebuild"), "{message}");
 }

@@ -117,6 +117,16 @@ impl Engine for FakeEngine {
         _: &dyn Progress,
     ) -> EngineResult<ImageRef> {
         self.call(format!("prepare_image {source:?} {}", meta.commit));
+        // An existing image pinned by digest is used as is, as a real engine would.
+        if let ImageSource::Existing(reference) = source {
+            if let Some((_, digest)) = reference.split_once('@') {
+                return Ok(ImageRef {
+                    reference: reference.clone(),
+                    digest: digest.to_owned(),
+                    tags: vec![],
+                });
+            }
+        }
         match self.script.lock().expect("script").image.clone() {
             Some(Ok(image)) => Ok(image),
             Some(Err(message)) => Err(EngineError::failed(message)),

@@ -132,42 +132,29 @@ async fn image_source(
     ctx: &GithubContext,
     vars: &Vars,
 ) -> CliResult<(ImageSource, String)> {
-    let env = context::environment(loaded, environment)?;
-    let from = match (&env.promote_from, is_version, args.rebuild) {
-        (Some(from), true, false) => from.clone(),
-        (Some(_), true, true) => {
-            return Ok((
-                ImageSource::Build,
-                "rebuilt from this commit (--rebuild)".to_owned(),
-            ))
-        }
-        _ => return Ok((ImageSource::Build, "built from this commit".to_owned())),
+    let config = &loaded.config;
+    let Some(from) = promote::promotion_source(config, environment, is_version, args.rebuild)
+    else {
+        let choice = promote::build_choice(config, environment, is_version, args.rebuild);
+        return Ok((choice.source, choice.origin));
     };
     let source_engine = engines::connect(loaded, &from).await?;
-    let release = promote::release_for_commit(source_engine.as_ref(), &ctx.sha)
-        .await?
-        .ok_or_else(|| {
-            CliError::Failed(
-                promote::PromoteError::NoReleaseForCommit {
-                    from: from.clone(),
-                    commit: ctx.short_sha(),
-                }
-                .to_string(),
-            )
-        })?;
-    let promoted = promote::promote_release_to(&loaded.config, environment, &release, vars)
-        .await
-        .map_err(|e| CliError::Failed(e.to_string()))?;
+    let (choice, promoted) = promote::promoted_choice(
+        config,
+        environment,
+        &from,
+        source_engine.as_ref(),
+        &ctx.sha,
+        vars,
+    )
+    .await
+    .map_err(|e| CliError::Failed(e.to_string()))?;
     eprintln!(
-        "{} promoting `{from}` release {} ({}) as {}",
+        "{} {} ({}) as {}",
         green("ci:"),
-        release.number,
+        choice.origin,
         promoted.digest,
         promoted.reference
     );
-    let origin = format!(
-        "promoted from `{from}` release {} (same commit, same digest)",
-        release.number
-    );
-    Ok((ImageSource::Existing(promoted.reference), origin))
+    Ok((choice.source, choice.origin))
 }
