@@ -66,6 +66,9 @@ pub struct InitArgs {
     /// Also write the GitHub Actions workflows.
     #[arg(long)]
     pub github: bool,
+    /// GitHub environment the workflows deploy in (protection rules, variables).
+    #[arg(long, requires = "github")]
+    pub github_environment: Option<String>,
     /// Directory of the repository (default: current directory).
     #[arg(long, default_value = ".")]
     pub dir: PathBuf,

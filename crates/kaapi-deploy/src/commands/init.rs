@@ -37,7 +37,7 @@ pub fn run(args: &InitArgs) -> CliResult {
         .map_err(|e| CliError::Failed(format!("cannot write {}: {e}", target.display())))?;
     print_summary(&target, &shape);
     if args.github {
-        super::init_github::run(dir, None, args.force, None)?;
+        super::init_github::run(dir, None, args.force, args.github_environment.as_deref())?;
     }
     Ok(())
 }
