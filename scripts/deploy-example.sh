@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job in one command: makes sure Docker runs, then deploys the example backend to the
-# local Docker Engine and prints its URL. Run it again after changing APP_VERSION in
-# examples/deploy.toml to see a zero-downtime update; `rollback local` goes back.
+# local Docker Engine and prints its URL. `APP_VERSION=1.1.0 scripts/deploy-example.sh` ships a
+# new version with zero downtime; `BREAK=health scripts/deploy-example.sh` shows the automatic
+# rollback; `rollback local` goes back.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
