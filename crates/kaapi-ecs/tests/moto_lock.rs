@@ -43,9 +43,10 @@ async fn one_deploy_holds_the_lock_and_expired_locks_are_taken_over() {
         .expect("engine");
     let progress = Recorder::default();
 
+    let (alice_owner, bob_owner) = (owner("alice"), owner("bob"));
     let (a, b) = tokio::join!(
-        alice.acquire_lock(&owner("alice"), &progress),
-        bob.acquire_lock(&owner("bob"), &progress)
+        alice.acquire_lock(&alice_owner, &progress),
+        bob.acquire_lock(&bob_owner, &progress)
     );
     let (winner, token, loser_error, winner_name) = match (a, b) {
         (Ok(token), Err(e)) => (&alice, token, e, "alice"),
@@ -54,7 +55,10 @@ async fn one_deploy_holds_the_lock_and_expired_locks_are_taken_over() {
     };
     match &loser_error {
         EngineError::Locked { holder, .. } => {
-            assert!(holder.contains(&format!("{winner_name}@laptop")), "{holder}");
+            assert!(
+                holder.contains(&format!("{winner_name}@laptop")),
+                "{holder}"
+            );
             assert!(holder.contains("https://ci.example.org/runs/"), "{holder}");
         }
         other => panic!("expected Locked, got {other}"),
@@ -62,7 +66,10 @@ async fn one_deploy_holds_the_lock_and_expired_locks_are_taken_over() {
     assert!(loser_error.to_string().contains("unlock staging --force"));
     assert!(parameter_exists(&clients).await);
     winner.release_lock(&token).await.expect("release");
-    assert!(!parameter_exists(&clients).await, "release removes the lock");
+    assert!(
+        !parameter_exists(&clients).await,
+        "release removes the lock"
+    );
 
     // A lock whose owner vanished: it expires at once here.
     let short_lived = EcsEngine::with_clients(
@@ -87,7 +94,8 @@ async fn one_deploy_holds_the_lock_and_expired_locks_are_taken_over() {
         progress
             .lines()
             .iter()
-            .any(|l| l.starts_with("warning: taking over the deploy lock of `staging`: crashed@laptop")),
+            .any(|l| l
+                .starts_with("warning: taking over the deploy lock of `staging`: crashed@laptop")),
         "{:?}",
         progress.lines()
     );
@@ -95,10 +103,16 @@ async fn one_deploy_holds_the_lock_and_expired_locks_are_taken_over() {
     short_lived.release_lock(&stale).await.expect("release");
     assert!(parameter_exists(&clients).await, "alice still holds it");
     let blocked = bob.acquire_lock(&owner("bob"), &progress).await;
-    assert!(matches!(blocked, Err(EngineError::Locked { .. })), "{blocked:?}");
+    assert!(
+        matches!(blocked, Err(EngineError::Locked { .. })),
+        "{blocked:?}"
+    );
 
     bob.force_unlock().await.expect("force unlock");
     assert!(!parameter_exists(&clients).await);
-    alice.release_lock(&taken).await.expect("releasing a removed lock is fine");
+    alice
+        .release_lock(&taken)
+        .await
+        .expect("releasing a removed lock is fine");
     drop(moto);
 }

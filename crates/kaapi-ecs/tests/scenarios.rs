@@ -35,6 +35,7 @@ fn fast_tuning() -> Tuning {
 
 struct Setup {
     fake: FakeAws,
+    target: Target,
     engine: EcsEngine,
     builder: Arc<ScriptedBuilder>,
     _dir: tempfile::TempDir,
@@ -46,9 +47,15 @@ fn setup(tuning: Tuning, extra: &str) -> Setup {
     let fake = FakeAws::kaapi_staging();
     let builder = Arc::new(ScriptedBuilder::new(DIGEST));
     let target = Target::new(&loaded, "staging").expect("staging exists");
-    let engine = EcsEngine::with_clients(target, fake.clients(), tuning, Some(builder.clone()));
+    let engine = EcsEngine::with_clients(
+        target.clone(),
+        fake.clients(),
+        tuning,
+        Some(builder.clone()),
+    );
     Setup {
         fake,
+        target,
         engine,
         builder,
         _dir: dir,
@@ -410,7 +417,14 @@ async fn call_count_and_completion_latency_of_a_standard_deploy() {
     for (svc, after) in completions {
         s.fake.plan(svc, Plan::Complete(after));
     }
-    let report = deploy(&s.engine, "std0001", &Recorder::default()).await;
+    // A fresh engine, like a new `kaapi-deploy deploy` process: nothing cached.
+    let engine = EcsEngine::with_clients(
+        s.target.clone(),
+        s.fake.clients(),
+        Tuning::default(),
+        Some(s.builder.clone()),
+    );
+    let report = deploy(&engine, "std0001", &Recorder::default()).await;
     let finished = tokio::time::Instant::now();
     assert_eq!(report.outcome, Outcome::Succeeded, "{}", report.message);
     let calls = s.fake.calls();
@@ -436,7 +450,7 @@ async fn call_count_and_completion_latency_of_a_standard_deploy() {
         "standard deploy: {total} AWS calls ({polls} DescribeServices polls during the rollout); completion noticed {noticed_after:.1}s after ECS reported it (services-stable waiter: {waiter_noticed_after:.0}s, {waiter_polls} polls)\n{calls:#?}"
     );
     assert!(
-        noticed_after >= 0.0 && noticed_after <= 10.0,
+        (0.0..=10.0).contains(&noticed_after),
         "{noticed_after}"
     );
     assert!(total <= 60, "{total} calls: {calls:#?}");
