@@ -286,8 +286,14 @@ async fn engine_calls_are_accepted_by_moto() {
     // UpdateService/DescribeServices: moto accepts and stores our request, but it never makes
     // a deployment of the new revision progress (its deployment list keeps the first one), so
     // the rollout can only end as a failure here; the outcome itself is the scenario tests'.
-    let outcome = engine.roll_out(&release, &progress).await.expect("rollout ran");
-    assert!(matches!(outcome, RolloutOutcome::Failed { .. }), "{outcome:?}");
+    let outcome = engine
+        .roll_out(&release, &progress)
+        .await
+        .expect("rollout ran");
+    assert!(
+        matches!(outcome, RolloutOutcome::Failed { .. }),
+        "{outcome:?}"
+    );
     assert!(progress.contains("backend: rolling out kaapi-staging-backend:2"));
     let names: Vec<String> = SERVICES.iter().map(|(_, s, _)| (*s).to_owned()).collect();
     let live = clients

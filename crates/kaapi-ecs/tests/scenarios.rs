@@ -449,10 +449,7 @@ async fn call_count_and_completion_latency_of_a_standard_deploy() {
     eprintln!(
         "standard deploy: {total} AWS calls ({polls} DescribeServices polls during the rollout); completion noticed {noticed_after:.1}s after ECS reported it (services-stable waiter: {waiter_noticed_after:.0}s, {waiter_polls} polls)\n{calls:#?}"
     );
-    assert!(
-        (0.0..=10.0).contains(&noticed_after),
-        "{noticed_after}"
-    );
+    assert!((0.0..=10.0).contains(&noticed_after), "{noticed_after}");
     assert!(total <= 60, "{total} calls: {calls:#?}");
     assert_eq!(s.fake.count("ecs:UpdateService"), 3);
     assert_eq!(s.fake.count("ecs:RegisterTaskDefinition"), 3);
