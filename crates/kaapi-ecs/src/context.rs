@@ -76,6 +76,17 @@ impl Ctx {
         if let Some(hit) = self.cached_task_definition(reference) {
             return Ok(Some(hit));
         }
+        self.describe_task_definition_fresh(reference, progress)
+            .await
+    }
+
+    /// Like [`Self::describe_task_definition`] but always asks AWS: tags (a release's outcome)
+    /// can change under us, e.g. by another deploy.
+    pub async fn describe_task_definition_fresh(
+        &self,
+        reference: &str,
+        progress: &dyn Progress,
+    ) -> EngineResult<Option<Described>> {
         let result = retry_throttled(&self.tuning, "ecs:DescribeTaskDefinition", progress, || {
             self.clients
                 .ecs

@@ -35,6 +35,15 @@ where
     R: std::fmt::Debug,
 {
     let code = error_code(&error).map(str::to_owned);
+    // A service error says `Code: message`; the raw response is noise for people.
+    let said = match &error {
+        SdkError::ServiceError(service) => format!(
+            "{}: {}",
+            service.err().code().unwrap_or("error"),
+            service.err().message().unwrap_or("no message")
+        ),
+        _ => DisplayErrorContext(&error).to_string(),
+    };
     match (&error, code.as_deref()) {
         (SdkError::DispatchFailure(_), _) | (SdkError::TimeoutError(_), _) => {
             EngineError::unavailable(format!(
@@ -52,13 +61,16 @@ where
                 | "InvalidSignatureException",
             ),
         ) => EngineError::unavailable(format!(
-            "{what}: the AWS credentials were refused ({}); log in again (aws sso login, or check AWS_PROFILE / the role)",
-            DisplayErrorContext(&error)
+            "{what}: the AWS credentials were refused ({said}); log in again (aws sso login, or check AWS_PROFILE / the role)"
         )),
         (_, Some("AccessDeniedException" | "AccessDenied")) => EngineError::failed(format!(
-            "{what}: access denied ({}); docs/ecs.md lists the IAM permissions the deploy role needs",
-            DisplayErrorContext(&error)
+            "{what}: access denied ({said}); docs/ecs.md lists the IAM permissions the deploy role needs"
         )),
-        _ => EngineError::failed(format!("{what}: {}", DisplayErrorContext(&error))),
+        (_, Some("ClusterNotFoundException" | "ServiceNotFoundException" | "ServiceNotActiveException")) => {
+            EngineError::not_found(format!(
+                "{what}: {said}; create it (the infrastructure templates do, `kaapi-deploy check` lists what is missing) or set its name under [environments.ENV.names]"
+            ))
+        }
+        _ => EngineError::failed(format!("{what}: {said}")),
     }
 }

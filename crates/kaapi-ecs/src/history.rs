@@ -169,7 +169,7 @@ pub async fn walk(
     };
     let mut releases = Vec::new();
     for arn in revision_arns(ctx, MAX_REVISIONS, progress).await? {
-        let Some(described) = ctx.describe_task_definition(&arn, progress).await? else {
+        let Some(described) = ctx.describe_task_definition_fresh(&arn, progress).await? else {
             continue;
         };
         if let Some(release) = release_of(&described, &ctx.target.environment, &history) {

@@ -1,0 +1,845 @@
+//! A scripted AWS for scenario tests, made of aws-smithy-mocks rules (`mock!` +
+//! `mock_client!`) whose responses are computed from one shared state: task-definition
+//! revisions, services with deployments that progress on a script (complete after a while, fail
+//! and get rolled back by the circuit breaker, or stay stuck), one-off tasks with scripted exits,
+//! SSM parameters, and a log of every call made.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use aws_sdk_ecs::error::ErrorMetadata;
+use aws_sdk_ecs::types::{
+    AwsVpcConfiguration, Container, Deployment, DeploymentRolloutState, LaunchType,
+    NetworkConfiguration, Service, ServiceEvent, Tag, Task, TaskDefinition, TaskStopCode,
+};
+use aws_smithy_mocks::{mock, mock_client, MockResponse, Rule, RuleMode};
+use base64::Engine as _;
+use kaapi_ecs::AwsClients;
+use tokio::time::Instant;
+
+pub const ACCOUNT: &str = "123456789012";
+pub const REGION: &str = "eu-west-1";
+pub const CLUSTER: &str = "kaapi-staging-cluster";
+
+/// How ECS treats the next deployment of a service.
+#[derive(Debug, Clone)]
+pub enum Plan {
+    /// `COMPLETED` this long after UpdateService.
+    Complete(Duration),
+    /// Tasks keep failing; this long after UpdateService the circuit breaker marks it FAILED and
+    /// starts a rollback deployment of the previous revision.
+    CircuitBreaker(Duration),
+    /// Never finishes.
+    Stuck,
+}
+
+/// How the next one-off task ends.
+#[derive(Debug, Clone)]
+pub enum TaskScript {
+    Exit(i32),
+    FailedToStart(&'static str),
+}
+
+#[derive(Debug, Clone)]
+struct Dep {
+    id: String,
+    task_definition: String,
+    primary: bool,
+    state: DeploymentRolloutState,
+    reason: Option<String>,
+    started: Instant,
+    plan: Plan,
+    desired: i32,
+}
+
+#[derive(Debug, Clone)]
+struct Svc {
+    name: String,
+    deployments: Vec<Dep>,
+    events: Vec<ServiceEvent>,
+}
+
+#[derive(Debug)]
+struct RunningTask {
+    arn: String,
+    script: TaskScript,
+    polls: u32,
+}
+
+#[derive(Default)]
+pub struct State {
+    /// Every call, e.g. `ecs:UpdateService kaapi-staging-worker-service`.
+    pub calls: Vec<String>,
+    definitions: Vec<(TaskDefinition, Vec<Tag>)>,
+    services: Vec<Svc>,
+    plans: HashMap<String, VecDeque<Plan>>,
+    tasks_script: VecDeque<TaskScript>,
+    tasks: Vec<RunningTask>,
+    pub throttle_describe_services: usize,
+    params: HashMap<String, String>,
+    pub image_digest: String,
+    /// When ECS marked each deployment COMPLETED (simulated clock), by deployment id.
+    pub completed_at: HashMap<String, Instant>,
+    counter: u64,
+}
+
+impl State {
+    fn next_id(&mut self) -> u64 {
+        self.counter += 1;
+        self.counter
+    }
+
+    fn register(&mut self, mut definition: TaskDefinition, tags: Vec<Tag>) -> TaskDefinition {
+        let family = definition.family().unwrap_or_default().to_owned();
+        let revision = self
+            .definitions
+            .iter()
+            .filter(|(d, _)| d.family() == Some(family.as_str()))
+            .count() as i32
+            + 1;
+        definition.revision = revision;
+        definition.task_definition_arn = Some(format!(
+            "arn:aws:ecs:{REGION}:{ACCOUNT}:task-definition/{family}:{revision}"
+        ));
+        self.definitions.push((definition.clone(), tags));
+        definition
+    }
+
+    fn find_definition(&self, reference: &str) -> Option<&(TaskDefinition, Vec<Tag>)> {
+        if reference.starts_with("arn:") {
+            return self
+                .definitions
+                .iter()
+                .find(|(d, _)| d.task_definition_arn() == Some(reference));
+        }
+        match reference.split_once(':') {
+            Some((family, rev)) => self
+                .definitions
+                .iter()
+                .find(|(d, _)| d.family() == Some(family) && d.revision().to_string() == rev),
+            None => self
+                .definitions
+                .iter()
+                .filter(|(d, _)| d.family() == Some(reference))
+                .max_by_key(|(d, _)| d.revision()),
+        }
+    }
+
+    /// Moves deployments along their plans (what ECS does between two DescribeServices).
+    fn progress(&mut self) {
+        let now = Instant::now();
+        let mut completions = Vec::new();
+        for svc in &mut self.services {
+            let mut rollback: Option<(String, String)> = None;
+            for dep in svc.deployments.iter_mut() {
+                if dep.state != DeploymentRolloutState::InProgress || !dep.primary {
+                    continue;
+                }
+                let elapsed = now.duration_since(dep.started);
+                match dep.plan.clone() {
+                    Plan::Complete(after) if elapsed >= after => {
+                        dep.state = DeploymentRolloutState::Completed;
+                        completions.push((dep.id.clone(), dep.started + after));
+                        svc.events.insert(
+                            0,
+                            event(&format!(
+                                "(service {}) has reached a steady state.",
+                                svc.name
+                            )),
+                        );
+                    }
+                    Plan::CircuitBreaker(after) if elapsed >= after => {
+                        dep.state = DeploymentRolloutState::Failed;
+                        dep.primary = false;
+                        dep.reason = Some(
+                            "ECS deployment circuit breaker: tasks failed to start.".to_owned(),
+                        );
+                        rollback = Some((dep.id.clone(), dep.task_definition.clone()));
+                    }
+                    _ => {}
+                }
+            }
+            if let Some((failed_id, failed_td)) = rollback {
+                let previous = svc
+                    .deployments
+                    .iter()
+                    .find(|d| d.id != failed_id && d.task_definition != failed_td)
+                    .map(|d| (d.task_definition.clone(), d.desired));
+                if let Some((td, desired)) = previous {
+                    svc.deployments.retain(|d| d.id == failed_id);
+                    svc.deployments.insert(
+                        0,
+                        Dep {
+                            id: format!("ecs-svc/rollback-{failed_id}"),
+                            task_definition: td.clone(),
+                            primary: true,
+                            state: DeploymentRolloutState::InProgress,
+                            reason: None,
+                            started: now,
+                            plan: Plan::Complete(Duration::from_secs(30)),
+                            desired,
+                        },
+                    );
+                    svc.events.insert(
+                        0,
+                        event(&format!(
+                            "(service {}) rolling back to deployment with task definition {td}.",
+                            svc.name
+                        )),
+                    );
+                }
+            }
+            // Completed deployments drain the older ones.
+            if let Some(done) = svc
+                .deployments
+                .iter()
+                .position(|d| d.primary && d.state == DeploymentRolloutState::Completed)
+            {
+                let keep = svc.deployments[done].id.clone();
+                svc.deployments
+                    .retain(|d| d.id == keep || d.state == DeploymentRolloutState::Failed);
+            }
+        }
+        for (id, at) in completions {
+            self.completed_at.insert(id, at);
+        }
+    }
+
+    fn service_out(&self, svc: &Svc) -> Service {
+        let primary = svc.deployments.iter().find(|d| d.primary);
+        Service::builder()
+            .service_name(&svc.name)
+            .service_arn(format!(
+                "arn:aws:ecs:{REGION}:{ACCOUNT}:service/{CLUSTER}/{}",
+                svc.name
+            ))
+            .status("ACTIVE")
+            .set_task_definition(primary.map(|d| d.task_definition.clone()))
+            .desired_count(primary.map(|d| d.desired).unwrap_or(1))
+            .running_count(primary.map(|d| d.desired).unwrap_or(1))
+            .launch_type(LaunchType::Fargate)
+            .network_configuration(
+                NetworkConfiguration::builder()
+                    .awsvpc_configuration(
+                        AwsVpcConfiguration::builder()
+                            .subnets("subnet-1")
+                            .security_groups("sg-1")
+                            .build()
+                            .expect("vpc configuration"),
+                    )
+                    .build(),
+            )
+            .set_deployments(Some(
+                svc.deployments
+                    .iter()
+                    .map(|d| {
+                        Deployment::builder()
+                            .id(&d.id)
+                            .status(if d.primary { "PRIMARY" } else { "ACTIVE" })
+                            .task_definition(&d.task_definition)
+                            .rollout_state(d.state.clone())
+                            .set_rollout_state_reason(d.reason.clone())
+                            .desired_count(d.desired)
+                            .running_count(if d.state == DeploymentRolloutState::Completed {
+                                d.desired
+                            } else {
+                                0
+                            })
+                            .pending_count(0)
+                            .build()
+                    })
+                    .collect(),
+            ))
+            .set_events(Some(svc.events.clone()))
+            .build()
+    }
+}
+
+fn event(message: &str) -> ServiceEvent {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    ServiceEvent::builder()
+        .id(format!("event-{n}"))
+        .created_at(aws_sdk_ecs::primitives::DateTime::from(
+            std::time::SystemTime::now(),
+        ))
+        .message(message)
+        .build()
+}
+
+fn meta(code: &str, message: &str) -> ErrorMetadata {
+    ErrorMetadata::builder().code(code).message(message).build()
+}
+
+/// The scripted AWS; clone the handle into tests to script and inspect.
+#[derive(Clone, Default)]
+pub struct FakeAws {
+    state: Arc<Mutex<State>>,
+}
+
+impl FakeAws {
+    pub fn new(image_digest: &str) -> Self {
+        let fake = Self::default();
+        fake.state().image_digest = image_digest.to_owned();
+        fake
+    }
+
+    pub fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().expect("fake state lock")
+    }
+
+    /// A service that exists with a hand-made revision 1 (no kaapi tags), as before Kaapi.
+    pub fn add_service(&self, ecs_name: &str, family: &str, container: &str) {
+        let mut state = self.state();
+        let definition = TaskDefinition::builder()
+            .family(family)
+            .network_mode(aws_sdk_ecs::types::NetworkMode::Awsvpc)
+            .requires_compatibilities(aws_sdk_ecs::types::Compatibility::Fargate)
+            .execution_role_arn(format!("arn:aws:iam::{ACCOUNT}:role/kaapi-execution"))
+            .cpu("256")
+            .memory("512")
+            .container_definitions(
+                aws_sdk_ecs::types::ContainerDefinition::builder()
+                    .name(container)
+                    .image(format!(
+                        "{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/kaapi-staging-repo:latest"
+                    ))
+                    .essential(true)
+                    .memory(512)
+                    .build(),
+            )
+            .build();
+        let registered = state.register(definition, Vec::new());
+        let id = format!("ecs-svc/{}", state.next_id());
+        state.services.push(Svc {
+            name: ecs_name.to_owned(),
+            deployments: vec![Dep {
+                id,
+                task_definition: registered
+                    .task_definition_arn()
+                    .unwrap_or_default()
+                    .to_owned(),
+                primary: true,
+                state: DeploymentRolloutState::Completed,
+                reason: None,
+                started: Instant::now(),
+                plan: Plan::Complete(Duration::ZERO),
+                desired: 1,
+            }],
+            events: Vec::new(),
+        });
+    }
+
+    /// The three services of the test config.
+    pub fn kaapi_staging() -> Self {
+        let fake = Self::new(DIGEST);
+        fake.add_service("kaapi-staging-service", "kaapi-staging-backend", "backend");
+        fake.add_service(
+            "kaapi-staging-worker-service",
+            "kaapi-staging-worker",
+            "worker",
+        );
+        fake.add_service(
+            "kaapi-staging-flower-service",
+            "kaapi-staging-flower",
+            "flower",
+        );
+        fake
+    }
+
+    pub fn plan(&self, ecs_name: &str, plan: Plan) {
+        self.state()
+            .plans
+            .entry(ecs_name.to_owned())
+            .or_default()
+            .push_back(plan);
+    }
+
+    pub fn script_task(&self, script: TaskScript) {
+        self.state().tasks_script.push_back(script);
+    }
+
+    pub fn calls(&self) -> Vec<String> {
+        self.state().calls.clone()
+    }
+
+    pub fn count(&self, prefix: &str) -> usize {
+        self.state()
+            .calls
+            .iter()
+            .filter(|c| c.starts_with(prefix))
+            .count()
+    }
+
+    pub fn clear_calls(&self) {
+        self.state().calls.clear();
+    }
+
+    /// The task definition a service runs now.
+    pub fn live_revision(&self, ecs_name: &str) -> Option<String> {
+        self.state()
+            .services
+            .iter()
+            .find(|s| s.name == ecs_name)
+            .and_then(|s| s.deployments.iter().find(|d| d.primary))
+            .map(|d| d.task_definition.clone())
+    }
+
+    pub fn definition(&self, reference: &str) -> Option<(TaskDefinition, Vec<Tag>)> {
+        self.state().find_definition(reference).cloned()
+    }
+
+    pub fn tag(&self, reference: &str, key: &str) -> Option<String> {
+        self.definition(reference).and_then(|(_, tags)| {
+            tags.iter()
+                .find(|t| t.key() == Some(key))
+                .and_then(|t| t.value().map(str::to_owned))
+        })
+    }
+
+    fn log(&self, call: String) {
+        self.state().calls.push(call);
+    }
+
+    pub fn clients(&self) -> AwsClients {
+        use aws_sdk_ecs::config::retry::RetryConfig;
+        let ecs_rules = self.ecs_rules();
+        let ecr_rules = self.ecr_rules();
+        let ssm_rules = self.ssm_rules();
+        let logs_rules = self.logs_rules();
+        let ecs_refs: Vec<&Rule> = ecs_rules.iter().collect();
+        let ecr_refs: Vec<&Rule> = ecr_rules.iter().collect();
+        let ssm_refs: Vec<&Rule> = ssm_rules.iter().collect();
+        let logs_refs: Vec<&Rule> = logs_rules.iter().collect();
+        // The SDK's own retries are off so that the engine's handling of throttling is what the
+        // tests see.
+        AwsClients {
+            region: REGION.to_owned(),
+            ecs: mock_client!(aws_sdk_ecs, RuleMode::MatchAny, &ecs_refs, |b| b
+                .retry_config(RetryConfig::disabled())),
+            ecr: mock_client!(aws_sdk_ecr, RuleMode::MatchAny, &ecr_refs),
+            logs: mock_client!(aws_sdk_cloudwatchlogs, RuleMode::MatchAny, &logs_refs),
+            cloudwatch: mock_client!(aws_sdk_cloudwatch, RuleMode::MatchAny, &[]),
+            ssm: mock_client!(aws_sdk_ssm, RuleMode::MatchAny, &ssm_refs),
+            sts: mock_client!(aws_sdk_sts, RuleMode::MatchAny, &[]),
+        }
+    }
+
+    fn ecs_rules(&self) -> Vec<Rule> {
+        use aws_sdk_ecs::operation as op;
+        use aws_sdk_ecs::Client;
+        let mut rules = Vec::new();
+
+        let f = self.clone();
+        rules.push(
+            mock!(Client::describe_services).then_compute_response(move |input| {
+                f.log(format!(
+                    "ecs:DescribeServices {}",
+                    input.services().join(",")
+                ));
+                let mut state = f.state();
+                if state.throttle_describe_services > 0 {
+                    state.throttle_describe_services -= 1;
+                    return MockResponse::Error(
+                        op::describe_services::DescribeServicesError::generic(meta(
+                            "ThrottlingException",
+                            "Rate exceeded",
+                        )),
+                    );
+                }
+                state.progress();
+                let wanted = input.services();
+                let services = state
+                    .services
+                    .iter()
+                    .filter(|s| wanted.contains(&s.name))
+                    .map(|s| state.service_out(s))
+                    .collect();
+                MockResponse::Output(
+                    op::describe_services::DescribeServicesOutput::builder()
+                        .set_services(Some(services))
+                        .build(),
+                )
+            }),
+        );
+
+        let f = self.clone();
+        rules.push(
+            mock!(Client::describe_task_definition).then_compute_response(move |input| {
+                let reference = input.task_definition().unwrap_or_default().to_owned();
+                f.log(format!("ecs:DescribeTaskDefinition {reference}"));
+                match f.state().find_definition(&reference).cloned() {
+                    Some((definition, tags)) => MockResponse::Output(
+                        op::describe_task_definition::DescribeTaskDefinitionOutput::builder()
+                            .task_definition(definition)
+                            .set_tags(Some(tags))
+                            .build(),
+                    ),
+                    None => MockResponse::Error(
+                        op::describe_task_definition::DescribeTaskDefinitionError::generic(meta(
+                            "ClientException",
+                            "Unable to describe task definition.",
+                        )),
+                    ),
+                }
+            }),
+        );
+
+        let f = self.clone();
+        rules.push(
+            mock!(Client::register_task_definition).then_compute_response(move |input| {
+                let family = input.family().unwrap_or_default().to_owned();
+                f.log(format!("ecs:RegisterTaskDefinition {family}"));
+                let definition = TaskDefinition::builder()
+                    .family(&family)
+                    .set_container_definitions(input.container_definitions.clone())
+                    .set_network_mode(input.network_mode.clone())
+                    .set_requires_compatibilities(input.requires_compatibilities.clone())
+                    .set_cpu(input.cpu.clone())
+                    .set_memory(input.memory.clone())
+                    .set_execution_role_arn(input.execution_role_arn.clone())
+                    .build();
+                let tags = input.tags.clone().unwrap_or_default();
+                let registered = f.state().register(definition, tags.clone());
+                MockResponse::Output(
+                    op::register_task_definition::RegisterTaskDefinitionOutput::builder()
+                        .task_definition(registered)
+                        .set_tags(Some(tags))
+                        .build(),
+                )
+            }),
+        );
+
+        let f = self.clone();
+        rules.push(
+            mock!(Client::list_task_definitions).then_compute_response(move |input| {
+                let prefix = input.family_prefix().unwrap_or_default().to_owned();
+                f.log(format!("ecs:ListTaskDefinitions {prefix}"));
+                let state = f.state();
+                let mut found: Vec<&TaskDefinition> = state
+                    .definitions
+                    .iter()
+                    .map(|(d, _)| d)
+                    .filter(|d| d.family().unwrap_or_default().starts_with(&prefix))
+                    .collect();
+                found.sort_by_key(|d| std::cmp::Reverse(d.revision()));
+                MockResponse::Output(
+                    op::list_task_definitions::ListTaskDefinitionsOutput::builder()
+                        .set_task_definition_arns(Some(
+                            found
+                                .iter()
+                                .filter_map(|d| d.task_definition_arn().map(str::to_owned))
+                                .collect(),
+                        ))
+                        .build(),
+                )
+            }),
+        );
+
+        let f = self.clone();
+        rules.push(
+            mock!(Client::tag_resource).then_compute_response(move |input| {
+                let arn = input.resource_arn().unwrap_or_default().to_owned();
+                f.log(format!("ecs:TagResource {arn}"));
+                let mut state = f.state();
+                if let Some((_, tags)) = state
+                    .definitions
+                    .iter_mut()
+                    .find(|(d, _)| d.task_definition_arn() == Some(arn.as_str()))
+                {
+                    for tag in input.tags() {
+                        tags.retain(|t| t.key() != tag.key());
+                        tags.push(tag.clone());
+                    }
+                }
+                MockResponse::Output(op::tag_resource::TagResourceOutput::builder().build())
+            }),
+        );
+
+        let f = self.clone();
+        rules.push(
+            mock!(Client::update_service).then_compute_response(move |input| {
+                let name = input.service().unwrap_or_default().to_owned();
+                let td = input.task_definition().unwrap_or_default().to_owned();
+                f.log(format!("ecs:UpdateService {name}"));
+                let mut state = f.state();
+                state.progress();
+                let plan = state
+                    .plans
+                    .get_mut(&name)
+                    .and_then(|p| p.pop_front())
+                    .unwrap_or(Plan::Complete(Duration::from_millis(50)));
+                let id = format!("ecs-svc/{}", state.next_id());
+                let desired = input.desired_count().unwrap_or(1);
+                let Some(svc) = state.services.iter_mut().find(|s| s.name == name) else {
+                    return MockResponse::Error(op::update_service::UpdateServiceError::generic(
+                        meta("ServiceNotFoundException", "Service not found."),
+                    ));
+                };
+                let breaker = input
+                    .deployment_configuration()
+                    .and_then(|c| c.deployment_circuit_breaker())
+                    .is_some_and(|b| b.enable() && b.rollback());
+                assert!(breaker, "UpdateService must enable the circuit breaker");
+                let same = svc.deployments.iter().any(|d| {
+                    d.primary
+                        && d.task_definition == td
+                        && d.state == DeploymentRolloutState::Completed
+                });
+                if !same {
+                    for d in svc.deployments.iter_mut() {
+                        d.primary = false;
+                    }
+                    svc.deployments.insert(
+                        0,
+                        Dep {
+                            id,
+                            task_definition: td,
+                            primary: true,
+                            state: DeploymentRolloutState::InProgress,
+                            reason: None,
+                            started: Instant::now(),
+                            plan,
+                            desired,
+                        },
+                    );
+                }
+                let svc = svc.clone();
+                MockResponse::Output(
+                    op::update_service::UpdateServiceOutput::builder()
+                        .service(state.service_out(&svc))
+                        .build(),
+                )
+            }),
+        );
+
+        let f = self.clone();
+        rules.push(mock!(Client::run_task).then_compute_response(move |input| {
+            f.log(format!(
+                "ecs:RunTask {}",
+                input.task_definition().unwrap_or_default()
+            ));
+            assert!(
+                input.network_configuration().is_some(),
+                "RunTask must copy the service's network configuration"
+            );
+            let mut state = f.state();
+            let script = state
+                .tasks_script
+                .pop_front()
+                .unwrap_or(TaskScript::Exit(0));
+            let arn = format!(
+                "arn:aws:ecs:{REGION}:{ACCOUNT}:task/{CLUSTER}/task{:08}",
+                state.next_id()
+            );
+            state.tasks.push(RunningTask {
+                arn: arn.clone(),
+                script,
+                polls: 0,
+            });
+            MockResponse::Output(
+                op::run_task::RunTaskOutput::builder()
+                    .tasks(
+                        Task::builder()
+                            .task_arn(arn)
+                            .last_status("PROVISIONING")
+                            .build(),
+                    )
+                    .build(),
+            )
+        }));
+
+        let f = self.clone();
+        rules.push(
+            mock!(Client::describe_tasks).then_compute_response(move |input| {
+                f.log("ecs:DescribeTasks".to_owned());
+                let mut state = f.state();
+                let mut tasks = Vec::new();
+                for arn in input.tasks() {
+                    let Some(task) = state.tasks.iter_mut().find(|t| &t.arn == arn) else {
+                        continue;
+                    };
+                    task.polls += 1;
+                    let out = if task.polls < 2 {
+                        Task::builder().task_arn(arn).last_status("RUNNING").build()
+                    } else {
+                        match &task.script {
+                            TaskScript::Exit(code) => Task::builder()
+                                .task_arn(arn)
+                                .last_status("STOPPED")
+                                .stop_code(TaskStopCode::EssentialContainerExited)
+                                .stopped_reason("Essential container in task exited")
+                                .containers(
+                                    Container::builder()
+                                        .name("backend")
+                                        .exit_code(*code)
+                                        .build(),
+                                )
+                                .build(),
+                            TaskScript::FailedToStart(reason) => Task::builder()
+                                .task_arn(arn)
+                                .last_status("STOPPED")
+                                .stop_code(TaskStopCode::TaskFailedToStart)
+                                .stopped_reason(*reason)
+                                .containers(Container::builder().name("backend").build())
+                                .build(),
+                        }
+                    };
+                    tasks.push(out);
+                }
+                MockResponse::Output(
+                    op::describe_tasks::DescribeTasksOutput::builder()
+                        .set_tasks(Some(tasks))
+                        .build(),
+                )
+            }),
+        );
+
+        let f = self.clone();
+        rules.push(mock!(Client::stop_task).then_compute_response(move |_| {
+            f.log("ecs:StopTask".to_owned());
+            MockResponse::Output(op::stop_task::StopTaskOutput::builder().build())
+        }));
+        rules
+    }
+
+    fn ecr_rules(&self) -> Vec<Rule> {
+        use aws_sdk_ecr::operation as op;
+        use aws_sdk_ecr::types::{AuthorizationData, ImageDetail};
+        use aws_sdk_ecr::Client;
+        let mut rules = Vec::new();
+        let f = self.clone();
+        rules.push(
+            mock!(Client::get_authorization_token).then_compute_response(move |_| {
+                f.log("ecr:GetAuthorizationToken".to_owned());
+                MockResponse::Output(
+                    op::get_authorization_token::GetAuthorizationTokenOutput::builder()
+                        .authorization_data(
+                            AuthorizationData::builder()
+                                .authorization_token(
+                                    base64::engine::general_purpose::STANDARD
+                                        .encode("AWS:ecr-password"),
+                                )
+                                .proxy_endpoint(format!(
+                                    "https://{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com"
+                                ))
+                                .build(),
+                        )
+                        .build(),
+                )
+            }),
+        );
+        let f = self.clone();
+        rules.push(
+            mock!(Client::describe_images).then_compute_response(move |input| {
+                f.log("ecr:DescribeImages".to_owned());
+                let digest = f.state().image_digest.clone();
+                let matches = input.image_ids().iter().any(|id| {
+                    id.image_digest() == Some(digest.as_str()) || id.image_tag() == Some("abc1234")
+                });
+                if matches {
+                    MockResponse::Output(
+                        op::describe_images::DescribeImagesOutput::builder()
+                            .image_details(ImageDetail::builder().image_digest(digest).build())
+                            .build(),
+                    )
+                } else {
+                    MockResponse::Error(op::describe_images::DescribeImagesError::generic(meta(
+                        "ImageNotFoundException",
+                        "The image does not exist",
+                    )))
+                }
+            }),
+        );
+        rules
+    }
+
+    fn ssm_rules(&self) -> Vec<Rule> {
+        use aws_sdk_ssm::operation as op;
+        use aws_sdk_ssm::types::Parameter;
+        use aws_sdk_ssm::Client;
+        let mut rules = Vec::new();
+        let f = self.clone();
+        rules.push(
+            mock!(Client::put_parameter).then_compute_response(move |input| {
+                f.log("ssm:PutParameter".to_owned());
+                let name = input.name().unwrap_or_default().to_owned();
+                let mut state = f.state();
+                if state.params.contains_key(&name) && input.overwrite() != Some(true) {
+                    return MockResponse::Error(op::put_parameter::PutParameterError::generic(
+                        meta("ParameterAlreadyExists", "exists"),
+                    ));
+                }
+                state
+                    .params
+                    .insert(name, input.value().unwrap_or_default().to_owned());
+                MockResponse::Output(op::put_parameter::PutParameterOutput::builder().build())
+            }),
+        );
+        let f = self.clone();
+        rules.push(
+            mock!(Client::get_parameter).then_compute_response(move |input| {
+                f.log("ssm:GetParameter".to_owned());
+                let name = input.name().unwrap_or_default().to_owned();
+                match f.state().params.get(&name) {
+                    Some(value) => MockResponse::Output(
+                        op::get_parameter::GetParameterOutput::builder()
+                            .parameter(Parameter::builder().name(name).value(value).build())
+                            .build(),
+                    ),
+                    None => MockResponse::Error(op::get_parameter::GetParameterError::generic(
+                        meta("ParameterNotFound", "not found"),
+                    )),
+                }
+            }),
+        );
+        let f = self.clone();
+        rules.push(
+            mock!(Client::delete_parameter).then_compute_response(move |input| {
+                f.log("ssm:DeleteParameter".to_owned());
+                f.state().params.remove(input.name().unwrap_or_default());
+                MockResponse::Output(op::delete_parameter::DeleteParameterOutput::builder().build())
+            }),
+        );
+        rules
+    }
+
+    pub fn lock_held(&self) -> bool {
+        !self.state().params.is_empty()
+    }
+
+    fn logs_rules(&self) -> Vec<Rule> {
+        use aws_sdk_cloudwatchlogs::operation as op;
+        use aws_sdk_cloudwatchlogs::types::FilteredLogEvent;
+        use aws_sdk_cloudwatchlogs::Client;
+        let f = self.clone();
+        vec![
+            mock!(Client::filter_log_events).then_compute_response(move |input| {
+                f.log(format!(
+                    "logs:FilterLogEvents {}",
+                    input.log_group_name().unwrap_or_default()
+                ));
+                let stream = input
+                    .log_stream_names()
+                    .first()
+                    .cloned()
+                    .unwrap_or_default();
+                MockResponse::Output(
+                    op::filter_log_events::FilterLogEventsOutput::builder()
+                        .events(
+                            FilteredLogEvent::builder()
+                                .event_id("e1")
+                                .log_stream_name(&stream)
+                                .timestamp(1_700_000_000_000)
+                                .message("INFO  [alembic] Running upgrade -> 0002_add_description")
+                                .build(),
+                        )
+                        .build(),
+                )
+            }),
+        ]
+    }
+}
+
+pub const DIGEST: &str = "sha256:2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae";
