@@ -22,7 +22,11 @@ impl AwsClients {
         if let Some(region) = region {
             loader = loader.region(Region::new(region.to_owned()));
         }
-        let shared = loader.load().await;
+        Self::from_sdk_config(loader.load().await)
+    }
+
+    /// Clients over an already loaded SDK config (e.g. credentials from GitHub's OIDC token).
+    pub fn from_sdk_config(shared: aws_config::SdkConfig) -> Self {
         let region = shared
             .region()
             .map(|r| r.as_ref().to_owned())

@@ -41,6 +41,19 @@ impl EcsEngine {
         Ok(Self::with_clients(target, clients, tuning, builder))
     }
 
+    /// Like [`Self::connect`], with credentials and region from `shared` (CI's OIDC role).
+    pub fn connect_with_config(
+        loaded: &LoadedConfig,
+        environment: &str,
+        builder: Option<Arc<dyn ImageBuilder>>,
+        shared: aws_config::SdkConfig,
+    ) -> EngineResult<Self> {
+        let target = Target::new(loaded, environment)?;
+        let clients = AwsClients::from_sdk_config(shared);
+        let tuning = tuning_for(&target);
+        Ok(Self::with_clients(target, clients, tuning, builder))
+    }
+
     pub fn with_clients(
         target: Target,
         clients: AwsClients,

@@ -5,8 +5,9 @@ use indexmap::IndexMap;
 use kaapi_core::config::{Config, LoadedConfig};
 use kaapi_core::naming::{self, ServiceNames};
 
-/// The SSM parameter the ECS engine's deploy lock lives in is `{LOCK_PREFIX}{stem}/lock`.
-pub const LOCK_PREFIX: &str = "/kaapi-deploy/";
+/// The SSM parameter the ECS engine's deploy lock lives in is `{LOCK_PREFIX}{app}/{env}`
+/// (kaapi-ecs `lock.rs`); the deploy policy grants exactly that parameter.
+pub const LOCK_PREFIX: &str = "/kaapi-deploy/locks/";
 
 /// The GitHub Actions OIDC issuer (host part, as IAM names the provider).
 pub const GITHUB_OIDC_HOST: &str = "token.actions.githubusercontent.com";
@@ -103,7 +104,7 @@ impl InfraNames {
                 .unwrap_or_else(|| format!("{stem}-task-role")),
             deploy_role,
             deploy_role_arn,
-            lock_parameter: format!("{LOCK_PREFIX}{stem}/lock"),
+            lock_parameter: format!("{LOCK_PREFIX}{}/{environment}", config.app),
             secret_store,
             secrets: config.secrets.clone(),
             database: backing(POSTGRES_VARIABLE, "db", rds_identifier),

@@ -194,7 +194,7 @@ fn deploy_policy_is_scoped_to_the_environment() {
     );
     assert_eq!(
         by_sid("DeployLock")["Resource"][0],
-        format!("arn:aws:ssm:{REGION}:{ACCOUNT}:parameter/kaapi-deploy/kaapi-staging/lock")
+        format!("arn:aws:ssm:{REGION}:{ACCOUNT}:parameter/kaapi-deploy/locks/kaapi/staging")
     );
     assert_eq!(
         by_sid("EcsOneOffTasks")["Condition"]["ArnEquals"]["ecs:cluster"],
