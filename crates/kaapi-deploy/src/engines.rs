@@ -1,7 +1,9 @@
 //! Builds the engine an environment names. The only place that knows every engine crate.
 
+use std::sync::Arc;
+
 use kaapi_core::config::{EngineKind, LoadedConfig};
-use kaapi_core::engine::Engine;
+use kaapi_core::engine::{Engine, ImageBuilder};
 
 use crate::context;
 use crate::exit::{CliError, CliResult};
@@ -12,8 +14,21 @@ pub async fn connect(loaded: &LoadedConfig, environment: &str) -> CliResult<Box<
         EngineKind::Docker => Err(CliError::Failed(format!(
             "environment `{environment}`: the docker engine is not built into this binary yet"
         ))),
-        EngineKind::Ecs => Err(CliError::Failed(format!(
-            "environment `{environment}`: the ecs engine is not built into this binary yet"
-        ))),
+        EngineKind::Ecs => {
+            let engine =
+                kaapi_ecs::EcsEngine::connect(loaded, environment, ecs_image_builder(loaded))
+                    .await?;
+            Ok(Box::new(engine))
+        }
     }
+}
+
+/// The shared build step the ECS engine pushes with.
+///
+/// LEAD: wire `kaapi_docker`'s `DockerImageBuilder` here (it builds the config's image on the
+/// local Docker Engine and pushes it with the ECR credentials the engine passes in), e.g.
+/// `Some(Arc::new(kaapi_docker::DockerImageBuilder::new(loaded)?))`. Until then `deploy ENV`
+/// on ECS says no builder is available, and `deploy ENV --image REF` works.
+fn ecs_image_builder(_loaded: &LoadedConfig) -> Option<Arc<dyn ImageBuilder>> {
+    None
 }

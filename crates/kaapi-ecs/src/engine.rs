@@ -1,0 +1,223 @@
+//! [`EcsEngine`]: the `Engine` of an ECS environment, delegating each verb to its module.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use kaapi_core::config::LoadedConfig;
+use kaapi_core::engine::{
+    Engine, EngineError, EngineResult, ImageBuilder, ImageSource, LockOwner, LockToken, LogLine,
+    LogQuery, RolloutOutcome, StatusReport, TaskExit,
+};
+use kaapi_core::progress::{Progress, Silent};
+use kaapi_core::release::{ImageRef, Outcome, Release, ReleaseMeta};
+
+use crate::aws::AwsClients;
+use crate::context::Ctx;
+use crate::target::Target;
+use crate::tuning::Tuning;
+use crate::{history, image, lock, logs, migrate, rollout, status, taskdef, verify};
+
+pub struct EcsEngine {
+    ctx: Ctx,
+    builder: Option<Arc<dyn ImageBuilder>>,
+    /// Releases this engine has registered or read, by number (for `record`).
+    known: Mutex<HashMap<u64, Release>>,
+    /// Newest release number seen while holding the lock (saves a listing when registering).
+    newest: Mutex<Option<u64>>,
+}
+
+impl EcsEngine {
+    /// The engine of `environment`, with AWS clients from the standard chain. `builder` is the
+    /// shared image build step (the Docker engine's); without it only `--image` deploys work.
+    pub async fn connect(
+        loaded: &LoadedConfig,
+        environment: &str,
+        builder: Option<Arc<dyn ImageBuilder>>,
+    ) -> EngineResult<Self> {
+        let target = Target::new(loaded, environment)?;
+        let clients = AwsClients::from_environment(target.env().region.as_deref()).await;
+        let tuning = tuning_for(&target);
+        Ok(Self::with_clients(target, clients, tuning, builder))
+    }
+
+    pub fn with_clients(
+        target: Target,
+        clients: AwsClients,
+        tuning: Tuning,
+        builder: Option<Arc<dyn ImageBuilder>>,
+    ) -> Self {
+        Self {
+            ctx: Ctx::new(clients, target, tuning),
+            builder,
+            known: Mutex::new(HashMap::new()),
+            newest: Mutex::new(None),
+        }
+    }
+
+    fn remember(&self, release: &Release) {
+        if let Ok(mut known) = self.known.lock() {
+            known.insert(release.number, release.clone());
+        }
+        if let Ok(mut newest) = self.newest.lock() {
+            if newest.is_none_or(|n| n < release.number) {
+                *newest = Some(release.number);
+            }
+        }
+    }
+
+    async fn find_release(&self, number: u64) -> EngineResult<Release> {
+        if let Some(hit) = self.known.lock().ok().and_then(|k| k.get(&number).cloned()) {
+            return Ok(hit);
+        }
+        let found = history::walk(&self.ctx, &Silent, |r| r.number == number).await?;
+        found
+            .into_iter()
+            .find(|r| r.number == number)
+            .ok_or_else(|| EngineError::not_found(format!("there is no release {number}")))
+    }
+}
+
+/// Timings from the config: `rollout_timeout` of the environment, `migrations.timeout`.
+pub fn tuning_for(target: &Target) -> Tuning {
+    let mut tuning = Tuning::default();
+    if let Some(timeout) = target.env().rollout_timeout {
+        tuning.rollout_timeout = timeout.into();
+    }
+    if let Some(timeout) = target.config.migrations.as_ref().and_then(|m| m.timeout) {
+        tuning.task_timeout = timeout.into();
+    }
+    tuning
+}
+
+#[async_trait]
+impl Engine for EcsEngine {
+    fn name(&self) -> &'static str {
+        "ecs"
+    }
+
+    fn url(&self) -> Option<String> {
+        self.ctx.target.env().url.clone()
+    }
+
+    async fn acquire_lock(
+        &self,
+        owner: &LockOwner,
+        progress: &dyn Progress,
+    ) -> EngineResult<LockToken> {
+        lock::acquire(&self.ctx, owner, progress).await
+    }
+
+    async fn release_lock(&self, token: &LockToken) -> EngineResult<()> {
+        lock::release(&self.ctx, token, &Silent).await
+    }
+
+    async fn force_unlock(&self) -> EngineResult<()> {
+        lock::force_unlock(&self.ctx).await
+    }
+
+    async fn prepare_image(
+        &self,
+        source: &ImageSource,
+        meta: &ReleaseMeta,
+        progress: &dyn Progress,
+    ) -> EngineResult<ImageRef> {
+        image::prepare(
+            &self.ctx.clients,
+            &self.ctx.target,
+            self.builder.as_ref(),
+            source,
+            meta,
+            progress,
+        )
+        .await
+    }
+
+    async fn register_release(
+        &self,
+        image: &ImageRef,
+        meta: &ReleaseMeta,
+        rollback_of: Option<u64>,
+        progress: &dyn Progress,
+    ) -> EngineResult<Release> {
+        let newest = self.newest.lock().ok().and_then(|n| *n);
+        let number = match newest {
+            Some(n) => n + 1,
+            None => history::next_number(&self.ctx, progress).await?,
+        };
+        let revisions =
+            taskdef::register_all(&self.ctx, image, meta, number, rollback_of, progress).await?;
+        let release = Release {
+            number,
+            environment: self.ctx.target.environment.clone(),
+            image: image.clone(),
+            meta: meta.clone(),
+            revisions,
+            outcome: Outcome::InProgress,
+            detail: None,
+            rollback_of,
+        };
+        self.remember(&release);
+        Ok(release)
+    }
+
+    async fn run_task(
+        &self,
+        release: &Release,
+        service: &str,
+        command: &[String],
+        progress: &dyn Progress,
+    ) -> EngineResult<TaskExit> {
+        migrate::run_task(&self.ctx, release, service, command, progress).await
+    }
+
+    async fn roll_out(
+        &self,
+        release: &Release,
+        progress: &dyn Progress,
+    ) -> EngineResult<RolloutOutcome> {
+        rollout::roll_out(&self.ctx, release, progress).await
+    }
+
+    async fn verify(&self, progress: &dyn Progress) -> EngineResult<Result<(), String>> {
+        Ok(verify::verify(&self.ctx, progress).await)
+    }
+
+    async fn record(
+        &self,
+        number: u64,
+        outcome: Outcome,
+        detail: Option<&str>,
+    ) -> EngineResult<()> {
+        let mut release = self.find_release(number).await?;
+        history::record(&self.ctx, &release, outcome, detail, &Silent).await?;
+        release.outcome = outcome;
+        release.detail = detail.map(str::to_owned);
+        self.remember(&release);
+        Ok(())
+    }
+
+    async fn releases(&self) -> EngineResult<Vec<Release>> {
+        let releases = history::walk(&self.ctx, &Silent, |_| false).await?;
+        releases.iter().for_each(|r| self.remember(r));
+        Ok(releases)
+    }
+
+    async fn current_release(&self) -> EngineResult<Option<Release>> {
+        let walked = history::walk(&self.ctx, &Silent, |r| r.outcome == Outcome::Succeeded).await?;
+        walked.iter().for_each(|r| self.remember(r));
+        Ok(walked.into_iter().find(|r| r.outcome == Outcome::Succeeded))
+    }
+
+    async fn status(&self) -> EngineResult<StatusReport> {
+        status::status(&self.ctx, &Silent).await
+    }
+
+    async fn logs(
+        &self,
+        query: &LogQuery,
+        sink: &(dyn Fn(LogLine) + Send + Sync),
+    ) -> EngineResult<()> {
+        logs::logs(&self.ctx, query, sink, &Silent).await
+    }
+}

@@ -1,0 +1,25 @@
+//! The `ecs` engine of kaapi-deploy: the deploy pipeline on AWS ECS and ECR through the
+//! official AWS SDK for Rust. See docs/ecs.md.
+
+pub mod aws;
+mod backoff;
+pub mod context;
+mod engine;
+pub mod error;
+pub mod history;
+pub mod image;
+pub mod lock;
+pub mod logs;
+pub mod migrate;
+mod retry;
+pub mod rollout;
+pub mod status;
+pub mod target;
+pub mod taskdef;
+pub mod tuning;
+pub mod verify;
+
+pub use aws::AwsClients;
+pub use engine::{tuning_for, EcsEngine};
+pub use target::Target;
+pub use tuning::Tuning;

@@ -1,0 +1,242 @@
+//! One-off tasks (migrations, `run`): `RunTask` of a service's revision with a command
+//! override, on the service's network and launch type or capacity providers; wait for
+//! `STOPPED` with backoff; read the exit code and stop reason; show the task's log lines.
+
+use tokio::time::Instant;
+
+use aws_sdk_ecs::types::{
+    ContainerOverride, LaunchType, NetworkConfiguration, PropagateTags, Task, TaskOverride,
+    TaskStopCode,
+};
+use kaapi_core::engine::{EngineError, EngineResult, TaskExit};
+use kaapi_core::progress::Progress;
+use kaapi_core::release::Release;
+
+use crate::backoff::Backoff;
+use crate::context::Ctx;
+use crate::error::aws_error;
+use crate::logs;
+use crate::retry::retry_throttled;
+use crate::taskdef::{main_container_index, short_revision};
+
+/// How a task launch is placed, copied from the service.
+#[derive(Debug, Clone, Default)]
+struct Placement {
+    network: Option<NetworkConfiguration>,
+    launch_type: Option<LaunchType>,
+    capacity_providers: Vec<aws_sdk_ecs::types::CapacityProviderStrategyItem>,
+    platform_version: Option<String>,
+}
+
+/// The exit of a stopped task, from its main container.
+pub fn exit_of(task: &Task, container: &str) -> TaskExit {
+    let main = task
+        .containers()
+        .iter()
+        .find(|c| c.name() == Some(container))
+        .or_else(|| task.containers().first());
+    let exit_code = main.and_then(|c| c.exit_code());
+    let stop_code = task.stop_code();
+    let stopped_reason = task.stopped_reason().unwrap_or_default();
+    let container_reason = main.and_then(|c| c.reason()).unwrap_or_default();
+    match exit_code {
+        Some(code) if stop_code != Some(&TaskStopCode::TaskFailedToStart) => TaskExit {
+            exit_code: i64::from(code),
+            reason: (code != 0 && !container_reason.is_empty())
+                .then(|| container_reason.to_owned()),
+        },
+        _ => {
+            let code = stop_code.map(|c| c.as_str()).unwrap_or("stopped");
+            let mut reason = format!("{code}: {stopped_reason}");
+            if !container_reason.is_empty() {
+                reason.push_str(&format!(" ({container_reason})"));
+            }
+            // No exit code: the command never ran; report failure without inventing a code.
+            TaskExit {
+                exit_code: 1,
+                reason: Some(reason.trim_end_matches(": ").to_owned()),
+            }
+        }
+    }
+}
+
+pub async fn run_task(
+    ctx: &Ctx,
+    release: &Release,
+    service: &str,
+    command: &[String],
+    progress: &dyn Progress,
+) -> EngineResult<TaskExit> {
+    let revision = release.revision_of(service).ok_or_else(|| {
+        EngineError::not_found(format!(
+            "release {} has no revision of service `{service}`",
+            release.number
+        ))
+    })?;
+    let definition = ctx
+        .describe_task_definition(&revision.revision, progress)
+        .await?
+        .ok_or_else(|| {
+            EngineError::not_found(format!(
+                "task definition {} no longer exists",
+                revision.revision
+            ))
+        })?;
+    let index = main_container_index(&definition.definition, &[service])
+        .ok_or_else(|| EngineError::failed(format!("{} has no container", revision.revision)))?;
+    let container = definition.definition.container_definitions()[index].clone();
+    let container_name = container.name().unwrap_or(service).to_owned();
+
+    let live = ctx.live_service(service).await?;
+    let placement = match &live {
+        Some(s) => Placement {
+            network: s.network_configuration().cloned(),
+            launch_type: s.launch_type().cloned(),
+            capacity_providers: s.capacity_provider_strategy().to_vec(),
+            platform_version: s.platform_version().map(str::to_owned),
+        },
+        None => Placement::default(),
+    };
+    let overrides = TaskOverride::builder()
+        .container_overrides(
+            ContainerOverride::builder()
+                .name(&container_name)
+                .set_command(Some(command.to_vec()))
+                .build(),
+        )
+        .build();
+    let launch_type = if placement.capacity_providers.is_empty() {
+        placement.launch_type.clone()
+    } else {
+        None
+    };
+    let out = retry_throttled(&ctx.tuning, "ecs:RunTask", progress, || {
+        ctx.clients
+            .ecs
+            .run_task()
+            .cluster(ctx.cluster())
+            .task_definition(&revision.revision)
+            .overrides(overrides.clone())
+            .set_network_configuration(placement.network.clone())
+            .set_launch_type(launch_type.clone())
+            .set_capacity_provider_strategy(
+                (!placement.capacity_providers.is_empty())
+                    .then(|| placement.capacity_providers.clone()),
+            )
+            .set_platform_version(placement.platform_version.clone())
+            .propagate_tags(PropagateTags::TaskDefinition)
+            .started_by("kaapi-deploy")
+            .count(1)
+            .send()
+    })
+    .await
+    .map_err(|e| aws_error(&format!("ecs:RunTask of {}", revision.revision), e))?;
+    if let Some(failure) = out.failures().first() {
+        return Ok(TaskExit {
+            exit_code: 1,
+            reason: Some(
+                format!(
+                    "ECS could not start the task: {} {}",
+                    failure.reason().unwrap_or_default(),
+                    failure.detail().unwrap_or_default()
+                )
+                .trim_end()
+                .to_owned(),
+            ),
+        });
+    }
+    let task_arn = out
+        .tasks()
+        .first()
+        .and_then(|t| t.task_arn())
+        .map(str::to_owned)
+        .ok_or_else(|| EngineError::failed("ecs:RunTask started no task and gave no reason"))?;
+    let task_id = task_arn.rsplit('/').next().unwrap_or(&task_arn).to_owned();
+    progress.info(format!(
+        "{service}: task {task_id} of {} runs `{}`",
+        short_revision(&revision.revision),
+        command.join(" ")
+    ));
+
+    let stopped = wait_stopped(ctx, &task_arn, progress).await;
+    let stopped = match stopped {
+        Ok(task) => task,
+        Err(e) => {
+            // Don't leave a migration running behind a deploy that gave up on it.
+            let _ = ctx
+                .clients
+                .ecs
+                .stop_task()
+                .cluster(ctx.cluster())
+                .task(&task_arn)
+                .reason("kaapi-deploy: gave up waiting")
+                .send()
+                .await;
+            return Err(e);
+        }
+    };
+    if let Some(options) = container.log_configuration().and_then(|l| l.options()) {
+        if let (Some(group), Some(prefix)) = (
+            options.get("awslogs-group"),
+            options.get("awslogs-stream-prefix"),
+        ) {
+            let stream = format!("{prefix}/{container_name}/{task_id}");
+            match logs::stream_lines(ctx, group, &stream, progress).await {
+                Ok(lines) => {
+                    for line in lines {
+                        progress.output(&format!("{service}/{task_id}"), &line.line);
+                    }
+                }
+                Err(e) => progress.warning(format!("could not read the task's logs: {e}")),
+            }
+        }
+    }
+    let exit = exit_of(&stopped, &container_name);
+    progress.info(format!(
+        "{service}: task {task_id} exited with code {}{}",
+        exit.exit_code,
+        exit.reason
+            .as_deref()
+            .map(|r| format!(" ({r})"))
+            .unwrap_or_default()
+    ));
+    Ok(exit)
+}
+
+async fn wait_stopped(ctx: &Ctx, task_arn: &str, progress: &dyn Progress) -> EngineResult<Task> {
+    let started = Instant::now();
+    let mut backoff = Backoff::new(ctx.tuning.poll_initial, ctx.tuning.poll_max);
+    let mut last_status = String::new();
+    loop {
+        if started.elapsed() >= ctx.tuning.task_timeout {
+            return Err(EngineError::failed(format!(
+                "task {task_arn} did not stop within {}; it was stopped",
+                humantime::format_duration(ctx.tuning.task_timeout)
+            )));
+        }
+        backoff.wait().await;
+        let out = retry_throttled(&ctx.tuning, "ecs:DescribeTasks", progress, || {
+            ctx.clients
+                .ecs
+                .describe_tasks()
+                .cluster(ctx.cluster())
+                .tasks(task_arn)
+                .send()
+        })
+        .await
+        .map_err(|e| aws_error("ecs:DescribeTasks", e))?;
+        let Some(task) = out.tasks().first() else {
+            return Err(EngineError::failed(format!(
+                "ECS no longer knows task {task_arn}"
+            )));
+        };
+        let status = task.last_status().unwrap_or("UNKNOWN").to_owned();
+        if status != last_status {
+            progress.info(format!("task is {status}"));
+            last_status = status.clone();
+        }
+        if status == "STOPPED" {
+            return Ok(task.clone());
+        }
+    }
+}

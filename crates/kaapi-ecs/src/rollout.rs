@@ -1,0 +1,291 @@
+//! Rollouts: `UpdateService` for every service with the circuit breaker on (rollback enabled),
+//! then follow *our* deployment of each, by its ID and task definition, with one
+//! `DescribeServices` call per poll for all services. `COMPLETED` is success; `FAILED`, a
+//! circuit-breaker rollback or another deployment becoming primary is failure, reported with
+//! what ECS rolled back to; the timeout hands over to the pipeline's own rollback.
+
+use std::collections::{HashMap, HashSet};
+use tokio::time::Instant;
+
+use aws_sdk_ecs::types::{
+    DeploymentCircuitBreaker, DeploymentConfiguration, DeploymentRolloutState, Service,
+};
+use kaapi_core::engine::{EngineError, EngineResult, RolloutOutcome};
+use kaapi_core::progress::Progress;
+use kaapi_core::release::Release;
+
+use crate::backoff::Backoff;
+use crate::context::Ctx;
+use crate::error::aws_error;
+use crate::history::tags;
+use crate::retry::retry_throttled;
+use crate::taskdef::short_revision;
+
+/// The deployment we started on one service.
+#[derive(Debug, Clone)]
+pub struct Tracked {
+    pub service: String,
+    pub ecs_name: String,
+    pub task_definition: String,
+    pub deployment_id: Option<String>,
+}
+
+/// What one poll says about one service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Pending(String),
+    Completed,
+    Failed {
+        reason: String,
+        rolled_back_to: Option<String>,
+    },
+}
+
+/// Judges our deployment on `service` from a DescribeServices answer.
+pub fn judge(service: &Service, tracked: &Tracked) -> Verdict {
+    let deployments = service.deployments();
+    let ours = deployments.iter().find(|d| match &tracked.deployment_id {
+        Some(id) => d.id() == Some(id.as_str()),
+        None => d.task_definition() == Some(tracked.task_definition.as_str()),
+    });
+    let primary = deployments.iter().find(|d| d.status() == Some("PRIMARY"));
+    let other_primary = primary.filter(|p| match &tracked.deployment_id {
+        Some(id) => p.id() != Some(id.as_str()),
+        None => p.task_definition() != Some(tracked.task_definition.as_str()),
+    });
+    let rolled_back_to = other_primary
+        .and_then(|p| p.task_definition())
+        .map(str::to_owned);
+    let Some(ours) = ours else {
+        return Verdict::Failed {
+            reason: format!(
+                "our deployment of {} is gone from service {}",
+                short_revision(&tracked.task_definition),
+                tracked.ecs_name
+            ),
+            rolled_back_to,
+        };
+    };
+    match ours.rollout_state() {
+        Some(DeploymentRolloutState::Completed) => return Verdict::Completed,
+        Some(DeploymentRolloutState::Failed) => {
+            return Verdict::Failed {
+                reason: ours
+                    .rollout_state_reason()
+                    .unwrap_or("ECS marked the deployment FAILED")
+                    .to_owned(),
+                rolled_back_to,
+            }
+        }
+        _ => {}
+    }
+    if other_primary.is_some() {
+        return Verdict::Failed {
+            reason: format!(
+                "another deployment became primary on service {}",
+                tracked.ecs_name
+            ),
+            rolled_back_to,
+        };
+    }
+    // Services not driven by the ECS deployment controller report no rollout state: done once
+    // ours is the only deployment and every task runs.
+    if ours.rollout_state().is_none()
+        && deployments.len() == 1
+        && ours.running_count() >= ours.desired_count()
+    {
+        return Verdict::Completed;
+    }
+    Verdict::Pending(format!(
+        "{}: {}/{} running, {} pending{}",
+        tracked.service,
+        ours.running_count(),
+        ours.desired_count(),
+        ours.pending_count(),
+        if ours.failed_tasks() > 0 {
+            format!(", {} failed", ours.failed_tasks())
+        } else {
+            String::new()
+        }
+    ))
+}
+
+/// Starts the deployment of one service and says which deployment to follow.
+async fn update_service(
+    ctx: &Ctx,
+    service: &str,
+    task_definition: &str,
+    progress: &dyn Progress,
+) -> EngineResult<Tracked> {
+    let ecs_name = ctx.target.ecs_service_name(service)?.to_owned();
+    let live = ctx.live_service(service).await?.ok_or_else(|| {
+        EngineError::not_found(format!(
+            "ECS service `{ecs_name}` does not exist in cluster {}; create it (the infrastructure templates do) or set `names.services.{service}`",
+            ctx.cluster()
+        ))
+    })?;
+    let live_config = live.deployment_configuration();
+    let breaker = DeploymentCircuitBreaker::builder()
+        .enable(true)
+        .rollback(true)
+        .build();
+    // Passing deploymentConfiguration replaces it whole, so carry the live percentages over.
+    let configuration = DeploymentConfiguration::builder()
+        .deployment_circuit_breaker(breaker)
+        .set_maximum_percent(live_config.and_then(|c| c.maximum_percent()))
+        .set_minimum_healthy_percent(live_config.and_then(|c| c.minimum_healthy_percent()))
+        .set_alarms(live_config.and_then(|c| c.alarms()).cloned())
+        .build();
+    let desired = ctx.target.config.replicas(&ctx.target.environment, service) as i32;
+    let out = retry_throttled(&ctx.tuning, "ecs:UpdateService", progress, || {
+        ctx.clients
+            .ecs
+            .update_service()
+            .cluster(ctx.cluster())
+            .service(&ecs_name)
+            .task_definition(task_definition)
+            .desired_count(desired)
+            .deployment_configuration(configuration.clone())
+            .send()
+    })
+    .await
+    .map_err(|e| aws_error(&format!("ecs:UpdateService {ecs_name}"), e))?;
+    let deployment_id = out.service().and_then(|s| {
+        s.deployments()
+            .iter()
+            .find(|d| d.status() == Some("PRIMARY") && d.task_definition() == Some(task_definition))
+            .and_then(|d| d.id())
+            .map(str::to_owned)
+    });
+    progress.info(format!(
+        "{service}: rolling out {}{}",
+        short_revision(task_definition),
+        deployment_id
+            .as_deref()
+            .map(|id| format!(" (deployment {id})"))
+            .unwrap_or_default()
+    ));
+    Ok(Tracked {
+        service: service.to_owned(),
+        ecs_name,
+        task_definition: task_definition.to_owned(),
+        deployment_id,
+    })
+}
+
+/// "release 3 (kaapi-web:6)" when we know the revision's release, else "kaapi-web:6".
+async fn describe_revision(ctx: &Ctx, arn: &str, progress: &dyn Progress) -> String {
+    let release = match ctx.describe_task_definition(arn, progress).await {
+        Ok(Some(d)) => d.tag(tags::RELEASE).map(str::to_owned),
+        _ => None,
+    };
+    match release {
+        Some(n) => format!("release {n} ({})", short_revision(arn)),
+        None => short_revision(arn).to_owned(),
+    }
+}
+
+/// Rolls every service of `release` and waits for all of them.
+pub async fn roll_out(
+    ctx: &Ctx,
+    release: &Release,
+    progress: &dyn Progress,
+) -> EngineResult<RolloutOutcome> {
+    let started = Instant::now();
+    let since = chrono::Utc::now() - chrono::Duration::seconds(5);
+    let mut pending = Vec::new();
+    for revision in &release.revisions {
+        pending.push(update_service(ctx, &revision.service, &revision.revision, progress).await?);
+    }
+    let mut seen_events: HashSet<String> = HashSet::new();
+    let mut last_state: HashMap<String, String> = HashMap::new();
+    let mut backoff = Backoff::new(ctx.tuning.poll_initial, ctx.tuning.poll_max);
+    while !pending.is_empty() {
+        if started.elapsed() >= ctx.tuning.rollout_timeout {
+            let names: Vec<&str> = pending.iter().map(|t| t.service.as_str()).collect();
+            return Ok(RolloutOutcome::Failed {
+                reason: format!(
+                    "{} did not finish rolling out within {} (rollout_timeout)",
+                    names.join(", "),
+                    humantime::format_duration(ctx.tuning.rollout_timeout)
+                ),
+                engine_rolled_back_to: None,
+            });
+        }
+        backoff.wait().await;
+        let names: Vec<String> = pending.iter().map(|t| t.ecs_name.clone()).collect();
+        let services = ctx.describe_services(&names, progress).await?;
+        let mut still = Vec::new();
+        for tracked in pending {
+            let Some(service) = services
+                .iter()
+                .find(|s| s.service_name() == Some(tracked.ecs_name.as_str()))
+            else {
+                return Err(EngineError::failed(format!(
+                    "ECS service `{}` disappeared during the rollout",
+                    tracked.ecs_name
+                )));
+            };
+            print_new_events(service, &tracked.service, since, &mut seen_events, progress);
+            match judge(service, &tracked) {
+                Verdict::Completed => {
+                    progress.info(format!(
+                        "{}: {} is rolled out",
+                        tracked.service,
+                        short_revision(&tracked.task_definition)
+                    ));
+                }
+                Verdict::Failed {
+                    reason,
+                    rolled_back_to,
+                } => {
+                    let to = match rolled_back_to {
+                        Some(arn) => Some(describe_revision(ctx, &arn, progress).await),
+                        None => None,
+                    };
+                    return Ok(RolloutOutcome::Failed {
+                        reason: format!("{}: {reason}", tracked.service),
+                        engine_rolled_back_to: to,
+                    });
+                }
+                Verdict::Pending(state) => {
+                    if last_state.get(&tracked.service) != Some(&state) {
+                        progress.info(state.clone());
+                        last_state.insert(tracked.service.clone(), state);
+                    }
+                    still.push(tracked);
+                }
+            }
+        }
+        pending = still;
+    }
+    Ok(RolloutOutcome::Completed)
+}
+
+/// Prints service events newer than the rollout's start that we have not shown yet, oldest
+/// first (ECS lists them newest first).
+fn print_new_events(
+    service: &Service,
+    label: &str,
+    since: chrono::DateTime<chrono::Utc>,
+    seen: &mut HashSet<String>,
+    progress: &dyn Progress,
+) {
+    let mut fresh: Vec<_> = service
+        .events()
+        .iter()
+        .filter(|e| {
+            e.created_at()
+                .and_then(|t| chrono::DateTime::from_timestamp(t.secs(), t.subsec_nanos()))
+                .is_none_or(|t| t >= since)
+        })
+        .filter(|e| e.id().is_some_and(|id| !seen.contains(id)))
+        .collect();
+    fresh.reverse();
+    for event in fresh {
+        if let Some(id) = event.id() {
+            seen.insert(id.to_owned());
+        }
+        progress.output(label, event.message().unwrap_or_default());
+    }
+}

@@ -1,0 +1,447 @@
+//! Task-definition revisions: each service's new revision is derived from the live one (or the
+//! family's latest, or the config when there is none), with the image pinned by digest, the
+//! config's command, environment and secret references, resources, health-check timings and
+//! `awslogs` logging; tagged with the release's metadata.
+
+use std::collections::HashMap;
+
+use aws_sdk_ecs::types::{
+    Compatibility, ContainerDefinition, HealthCheck, KeyValuePair, LogConfiguration, LogDriver,
+    NetworkMode, PortMapping, Secret, Tag, TaskDefinition, TransportProtocol,
+};
+use kaapi_core::config::{Config, SecretSource, ServiceConfig};
+use kaapi_core::engine::{EngineError, EngineResult};
+use kaapi_core::progress::Progress;
+use kaapi_core::release::{ImageRef, ReleaseMeta, ServiceRevision};
+
+use crate::context::{Ctx, Described};
+use crate::error::aws_error;
+use crate::history::tags as tag_keys;
+use crate::retry::retry_throttled;
+
+/// The account ID of an ARN (`arn:aws:ecs:REGION:ACCOUNT:…`).
+pub fn account_of_arn(arn: &str) -> Option<&str> {
+    arn.split(':').nth(4).filter(|a| !a.is_empty())
+}
+
+/// `valueFrom` of a secret: an SSM parameter ARN or a Secrets Manager ARN.
+pub fn secret_value_from(
+    source: &SecretSource,
+    region: &str,
+    account: &str,
+    name: &str,
+) -> Option<String> {
+    if let Some(path) = &source.ssm {
+        let path = if path.starts_with('/') {
+            path.clone()
+        } else {
+            format!("/{path}")
+        };
+        return Some(format!(
+            "arn:aws:ssm:{region}:{account}:parameter{path}{name}"
+        ));
+    }
+    source
+        .secrets_manager
+        .as_ref()
+        .map(|prefix| format!("arn:aws:secretsmanager:{region}:{account}:secret:{prefix}{name}"))
+}
+
+/// A tag value ECS accepts: letters, digits, spaces and `+ - = . _ : / @`, at most 256 chars.
+pub fn tag_value(value: &str) -> String {
+    value
+        .chars()
+        .map(|c| {
+            if c.is_alphanumeric() || " +-=._:/@".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(256)
+        .collect()
+}
+
+pub fn tag(key: &str, value: &str) -> Tag {
+    Tag::builder().key(key).value(tag_value(value)).build()
+}
+
+/// Everything a new revision needs besides the base definition.
+pub struct RevisionSpec<'a> {
+    pub config: &'a Config,
+    pub environment: &'a str,
+    pub service: &'a str,
+    pub family: &'a str,
+    pub log_group: &'a str,
+    pub region: &'a str,
+    pub account: &'a str,
+    pub image: &'a ImageRef,
+}
+
+fn settings<'a>(spec: &RevisionSpec<'a>) -> EngineResult<&'a ServiceConfig> {
+    spec.config.services.get(spec.service).ok_or_else(|| {
+        EngineError::not_found(format!("no service `{}` in the config", spec.service))
+    })
+}
+
+/// The container of a definition that runs the service: the one named after it, else the first
+/// essential one.
+pub fn main_container_index(definition: &TaskDefinition, names: &[&str]) -> Option<usize> {
+    let containers = definition.container_definitions();
+    containers
+        .iter()
+        .position(|c| c.name().is_some_and(|n| names.contains(&n)))
+        .or_else(|| containers.iter().position(|c| c.essential() != Some(false)))
+        .or(if containers.is_empty() { None } else { Some(0) })
+}
+
+/// A base definition for a service that has none in AWS yet (Fargate, awsvpc).
+pub fn definition_from_config(spec: &RevisionSpec<'_>) -> EngineResult<TaskDefinition> {
+    let service = settings(spec)?;
+    let mut container = ContainerDefinition::builder()
+        .name(spec.service)
+        .essential(true)
+        .memory(service.memory.unwrap_or(512) as i32);
+    if let Some(port) = service.port {
+        container = container.port_mappings(
+            PortMapping::builder()
+                .container_port(i32::from(port))
+                .protocol(TransportProtocol::Tcp)
+                .build(),
+        );
+    }
+    Ok(TaskDefinition::builder()
+        .family(spec.family)
+        .network_mode(NetworkMode::Awsvpc)
+        .requires_compatibilities(Compatibility::Fargate)
+        .cpu(service.cpu.unwrap_or(256).to_string())
+        .memory(service.memory.unwrap_or(512).to_string())
+        .container_definitions(container.build())
+        .build())
+}
+
+/// The new revision: `base` with the service's container rewritten from the config.
+pub fn derive(base: &TaskDefinition, spec: &RevisionSpec<'_>) -> EngineResult<TaskDefinition> {
+    let service = settings(spec)?;
+    let mut definition = base.clone();
+    definition.family = Some(spec.family.to_owned());
+    if let Some(cpu) = service.cpu {
+        definition.cpu = Some(cpu.to_string());
+    }
+    if let Some(memory) = service.memory {
+        definition.memory = Some(memory.to_string());
+    }
+    let index = main_container_index(&definition, &[spec.service]).ok_or_else(|| {
+        EngineError::failed(format!(
+            "task definition family `{}` has no container to run the image in",
+            spec.family
+        ))
+    })?;
+    let mut containers = definition.container_definitions.take().unwrap_or_default();
+    let container = &mut containers[index];
+    container.image = Some(spec.image.reference.clone());
+    container.command = service.command.as_ref().map(|c| c.argv().to_vec());
+    container.environment = Some(
+        spec.config
+            .plain_env(spec.environment, spec.service)
+            .into_iter()
+            .map(|(k, v)| KeyValuePair::builder().name(k).value(v).build())
+            .collect(),
+    );
+    if let Some(source) = spec
+        .config
+        .environment(spec.environment)
+        .and_then(|e| e.secrets_from.as_ref())
+        .filter(|s| s.ssm.is_some() || s.secrets_manager.is_some())
+    {
+        let mut secrets = Vec::new();
+        for name in &spec.config.secrets {
+            let Some(value_from) = secret_value_from(source, spec.region, spec.account, name)
+            else {
+                continue;
+            };
+            secrets.push(
+                Secret::builder()
+                    .name(name)
+                    .value_from(value_from)
+                    .build()
+                    .map_err(|e| EngineError::failed(format!("secret `{name}`: {e}")))?,
+            );
+        }
+        container.secrets = Some(secrets);
+    }
+    if let Some(memory) = service.memory {
+        container.memory = Some(memory as i32);
+    }
+    if let Some(cpu) = service.cpu {
+        container.cpu = cpu as i32;
+    }
+    if service.stop_timeout.is_some() {
+        // Fargate accepts at most 120 seconds.
+        container.stop_timeout = Some(service.stop_timeout().as_secs().min(120) as i32);
+    }
+    if let (Some(live), Some(health)) = (container.health_check.as_ref(), service.health.as_ref()) {
+        // The command stays the live one: images FROM scratch have no curl, so only the team
+        // knows what to run; the timings follow the config.
+        container.health_check = Some(
+            HealthCheck::builder()
+                .set_command(Some(live.command().to_vec()))
+                .interval(health.interval().as_secs().clamp(5, 300) as i32)
+                .timeout(health.timeout().as_secs().clamp(2, 60) as i32)
+                .retries(health.retries().clamp(1, 10) as i32)
+                .start_period(health.start_period().as_secs().min(300) as i32)
+                .build()
+                .map_err(|e| EngineError::failed(format!("health check: {e}")))?,
+        );
+    }
+    let mut options = HashMap::new();
+    options.insert("awslogs-group".to_owned(), spec.log_group.to_owned());
+    options.insert("awslogs-region".to_owned(), spec.region.to_owned());
+    options.insert("awslogs-stream-prefix".to_owned(), spec.service.to_owned());
+    container.log_configuration = Some(
+        LogConfiguration::builder()
+            .log_driver(LogDriver::Awslogs)
+            .set_options(Some(options))
+            .build()
+            .map_err(|e| EngineError::failed(format!("log configuration: {e}")))?,
+    );
+    definition.container_definitions = Some(containers);
+    Ok(definition)
+}
+
+/// Registers `definition` with `tags`; returns the new revision.
+pub async fn register(
+    ctx: &Ctx,
+    definition: &TaskDefinition,
+    tags: Vec<Tag>,
+    progress: &dyn Progress,
+) -> EngineResult<Described> {
+    let d = definition;
+    let out = retry_throttled(&ctx.tuning, "ecs:RegisterTaskDefinition", progress, || {
+        ctx.clients
+            .ecs
+            .register_task_definition()
+            .set_family(d.family.clone())
+            .set_task_role_arn(d.task_role_arn.clone())
+            .set_execution_role_arn(d.execution_role_arn.clone())
+            .set_network_mode(d.network_mode.clone())
+            .set_container_definitions(d.container_definitions.clone())
+            .set_volumes(d.volumes.clone())
+            .set_placement_constraints(d.placement_constraints.clone())
+            .set_requires_compatibilities(d.requires_compatibilities.clone())
+            .set_cpu(d.cpu.clone())
+            .set_memory(d.memory.clone())
+            .set_pid_mode(d.pid_mode.clone())
+            .set_ipc_mode(d.ipc_mode.clone())
+            .set_proxy_configuration(d.proxy_configuration.clone())
+            .set_ephemeral_storage(d.ephemeral_storage.clone())
+            .set_runtime_platform(d.runtime_platform.clone())
+            .set_enable_fault_injection(d.enable_fault_injection)
+            .set_tags(Some(tags.clone()))
+            .send()
+    })
+    .await
+    .map_err(|e| {
+        aws_error(
+            &format!(
+                "ecs:RegisterTaskDefinition for family {}",
+                d.family().unwrap_or_default()
+            ),
+            e,
+        )
+    })?;
+    let definition = out.task_definition().cloned().ok_or_else(|| {
+        EngineError::failed("ecs:RegisterTaskDefinition returned no task definition")
+    })?;
+    let described = Described {
+        definition,
+        tags: if out.tags().is_empty() {
+            tags
+        } else {
+            out.tags().to_vec()
+        },
+    };
+    ctx.remember_task_definition(&described);
+    Ok(described)
+}
+
+/// The revision a service builds on: the live service's, else the family's latest.
+pub async fn base_definition(
+    ctx: &Ctx,
+    service: &str,
+    progress: &dyn Progress,
+) -> EngineResult<Option<Described>> {
+    if let Some(live) = ctx.live_service(service).await? {
+        if let Some(arn) = live.task_definition() {
+            if let Some(described) = ctx.describe_task_definition(arn, progress).await? {
+                return Ok(Some(described));
+            }
+        }
+    }
+    let family = ctx.target.family(service)?.to_owned();
+    ctx.describe_task_definition(&family, progress).await
+}
+
+/// The account ID for secret ARNs: read off a known ARN, else asked of STS.
+pub async fn account_id(ctx: &Ctx, known_arns: &[&str]) -> EngineResult<String> {
+    if let Some(account) = known_arns.iter().find_map(|a| account_of_arn(a)) {
+        return Ok(account.to_owned());
+    }
+    let out = ctx
+        .clients
+        .sts
+        .get_caller_identity()
+        .send()
+        .await
+        .map_err(|e| aws_error("sts:GetCallerIdentity", e))?;
+    out.account()
+        .map(str::to_owned)
+        .ok_or_else(|| EngineError::failed("sts:GetCallerIdentity returned no account"))
+}
+
+/// Release tags every revision of a release carries.
+pub fn release_tags(
+    number: u64,
+    service: &str,
+    image: &ImageRef,
+    meta: &ReleaseMeta,
+    rollback_of: Option<u64>,
+) -> Vec<Tag> {
+    let mut tags = vec![
+        tag(tag_keys::RELEASE, &number.to_string()),
+        tag(tag_keys::SERVICE, service),
+        tag(tag_keys::COMMIT, &meta.commit),
+        tag(tag_keys::DEPLOYER, &meta.author),
+        tag(tag_keys::TIME, &meta.created_at.to_rfc3339()),
+        tag(tag_keys::IMAGE, &image.digest),
+        tag(tag_keys::OUTCOME, "in_progress"),
+    ];
+    if let Some(version) = &meta.version {
+        tags.push(tag(tag_keys::VERSION, version));
+    }
+    if !image.tags.is_empty() {
+        tags.push(tag(tag_keys::IMAGE_TAGS, &image.tags.join(" ")));
+    }
+    if let Some(of) = rollback_of {
+        tags.push(tag(tag_keys::ROLLBACK_OF, &of.to_string()));
+    }
+    tags
+}
+
+/// `family:revision` of an ARN.
+pub fn short_revision(arn: &str) -> &str {
+    arn.rsplit('/').next().unwrap_or(arn)
+}
+
+/// Registers one revision per service; the history service's revision is registered last and
+/// names the others, so a release is whole once its history revision exists.
+pub async fn register_all(
+    ctx: &Ctx,
+    image: &ImageRef,
+    meta: &ReleaseMeta,
+    number: u64,
+    rollback_of: Option<u64>,
+    progress: &dyn Progress,
+) -> EngineResult<Vec<ServiceRevision>> {
+    let target = &ctx.target;
+    let services: Vec<String> = target.services().map(str::to_owned).collect();
+    let ecs_names = services
+        .iter()
+        .map(|s| target.ecs_service_name(s).map(str::to_owned))
+        .collect::<EngineResult<Vec<_>>>()?;
+    ctx.describe_services(&ecs_names, progress).await?;
+
+    let mut bases = Vec::new();
+    for service in &services {
+        bases.push(base_definition(ctx, service, progress).await?);
+    }
+    let known: Vec<&str> = bases.iter().flatten().map(Described::arn).collect();
+    let account = account_id(ctx, &known).await?;
+
+    let history = target.history_service().unwrap_or_default().to_owned();
+    let mut order: Vec<usize> = (0..services.len()).collect();
+    order.sort_by_key(|i| services[*i] == history);
+    let mut registered: Vec<Option<String>> = vec![None; services.len()];
+    let mut others = Vec::new();
+    for i in order {
+        let service = &services[i];
+        let spec = RevisionSpec {
+            config: &target.config,
+            environment: &target.environment,
+            service,
+            family: target.family(service)?,
+            log_group: target.log_group(service)?,
+            region: ctx.region(),
+            account: &account,
+            image,
+        };
+        let base = match &bases[i] {
+            Some(base) => base.definition.clone(),
+            None => {
+                progress.info(format!(
+                    "{service}: no task definition `{}` in AWS yet; creating it from the config",
+                    spec.family
+                ));
+                definition_from_config(&spec)?
+            }
+        };
+        let definition = derive(&base, &spec)?;
+        let mut tags = release_tags(number, service, image, meta, rollback_of);
+        if *service == history {
+            tags.extend(others.iter().map(|(s, r): &(String, String)| {
+                tag(&format!("{}{s}", tag_keys::REVISION_PREFIX), r)
+            }));
+        }
+        let described = register(ctx, &definition, tags, progress).await?;
+        let arn = described.arn().to_owned();
+        progress.info(format!("{service}: registered {}", short_revision(&arn)));
+        others.push((service.clone(), short_revision(&arn).to_owned()));
+        registered[i] = Some(arn);
+    }
+    Ok(services
+        .into_iter()
+        .zip(registered)
+        .filter_map(|(service, arn)| arn.map(|revision| ServiceRevision { service, revision }))
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_arns_follow_each_store() {
+        let ssm = SecretSource {
+            ssm: Some("/kaapi/staging/".to_owned()),
+            secrets_manager: None,
+            env_file: None,
+        };
+        assert_eq!(
+            secret_value_from(&ssm, "eu-west-1", "123456789012", "SECRET_KEY").as_deref(),
+            Some("arn:aws:ssm:eu-west-1:123456789012:parameter/kaapi/staging/SECRET_KEY")
+        );
+        let sm = SecretSource {
+            ssm: None,
+            secrets_manager: Some("kaapi/staging/".to_owned()),
+            env_file: None,
+        };
+        assert_eq!(
+            secret_value_from(&sm, "eu-west-1", "123456789012", "SECRET_KEY").as_deref(),
+            Some("arn:aws:secretsmanager:eu-west-1:123456789012:secret:kaapi/staging/SECRET_KEY")
+        );
+    }
+
+    #[test]
+    fn tag_values_drop_characters_ecs_refuses() {
+        assert_eq!(tag_value("Alice <a@b.c>, (x)"), "Alice _a@b.c__ _x_");
+        assert_eq!(tag_value(&"x".repeat(300)).len(), 256);
+        assert_eq!(
+            account_of_arn("arn:aws:ecs:eu-west-1:123456789012:task-definition/f:3"),
+            Some("123456789012")
+        );
+        assert_eq!(
+            short_revision("arn:aws:ecs:r:1:task-definition/kaapi-web:7"),
+            "kaapi-web:7"
+        );
+    }
+}

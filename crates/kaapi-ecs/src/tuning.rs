@@ -1,0 +1,40 @@
+//! Timings of the engine. Defaults suit AWS; tests shrink them.
+
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub struct Tuning {
+    /// First poll interval of rollouts and one-off tasks.
+    pub poll_initial: Duration,
+    /// Poll interval cap.
+    pub poll_max: Duration,
+    /// How long a rollout may take before we roll back ourselves (env `rollout_timeout`).
+    pub rollout_timeout: Duration,
+    /// How long migrations may run (config `migrations.timeout`).
+    pub task_timeout: Duration,
+    /// Attempts of one call that AWS keeps throttling.
+    pub throttle_attempts: u32,
+    /// Health-check attempts of `verify`, and the pause between them.
+    pub verify_attempts: u32,
+    pub verify_interval: Duration,
+    /// How long a deploy lock lives when its owner vanished without releasing it.
+    pub lock_ttl: Duration,
+    /// Pause between `logs --follow` polls.
+    pub follow_interval: Duration,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Self {
+            poll_initial: Duration::from_secs(1),
+            poll_max: Duration::from_secs(10),
+            rollout_timeout: Duration::from_secs(15 * 60),
+            task_timeout: Duration::from_secs(30 * 60),
+            throttle_attempts: 8,
+            verify_attempts: 5,
+            verify_interval: Duration::from_secs(3),
+            lock_ttl: Duration::from_secs(60 * 60),
+            follow_interval: Duration::from_secs(2),
+        }
+    }
+}
