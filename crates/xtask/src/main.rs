@@ -4,6 +4,7 @@
 
 mod bench;
 mod cmd;
+mod ecs;
 mod irreducible;
 mod load;
 mod ours;
