@@ -53,14 +53,14 @@ async fn dispatch(cli: Cli) -> CliResult<ExitCode> {
             return Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)));
         }
         Command::Unlock(args) => commands::unlock::run(config, args).await?,
+        Command::Migrate(args) => commands::migrate::run(config, args).await?,
+        Command::Agent(command) => commands::agent::run(config, command).await?,
         Command::Init(_)
         | Command::Check(_)
         | Command::Secrets(_)
-        | Command::Migrate(_)
         | Command::Ci(_)
         | Command::Promote(_)
-        | Command::Infra(_)
-        | Command::Agent(_) => {
+        | Command::Infra(_) => {
             return Err(CliError::Usage(
                 "this command is not available in this build yet".to_owned(),
             ))

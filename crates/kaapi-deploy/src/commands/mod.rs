@@ -1,8 +1,10 @@
 //! One module per command. Engine-independent commands drive `kaapi_core::pipeline` over the
 //! engine `engines::connect` builds.
 
+pub mod agent;
 pub mod deploy;
 pub mod logs;
+pub mod migrate;
 pub mod releases;
 pub mod rollback;
 pub mod run;

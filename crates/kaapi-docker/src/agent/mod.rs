@@ -1,3 +1,21 @@
 //! The long-running agent: keeps replicas alive, health-checks them, and serves the ingress.
+//!
+//! The engine talks to it through [`AgentClient`]; the CLI runs [`serve`] as
+//! `kaapi-deploy agent run --state-dir D`.
 
 pub mod api;
+mod client;
+mod docker;
+mod error;
+mod health;
+mod ingress;
+mod reconcile;
+mod replica;
+mod rollout;
+mod runtime;
+mod server;
+mod store;
+
+pub use client::AgentClient;
+pub use error::AgentError;
+pub use server::serve;

@@ -1,0 +1,58 @@
+//! `kaapi-deploy agent run|stop|status`: the local engine's long-running agent.
+
+use std::path::Path;
+
+use kaapi_docker::agent::{serve, AgentClient};
+
+use crate::cli::AgentCommand;
+use crate::context;
+use crate::exit::{CliError, CliResult};
+
+pub async fn run(config: Option<&Path>, command: &AgentCommand) -> CliResult {
+    match command {
+        AgentCommand::Run { state_dir } => serve(state_dir)
+            .await
+            .map_err(|e| CliError::Failed(format!("agent: {e}"))),
+        AgentCommand::Stop => {
+            let state_dir = context::state_dir(&context::load_config(config)?);
+            match connect(&state_dir).await? {
+                Some(client) => {
+                    let pid = client.endpoint().pid;
+                    client
+                        .shutdown()
+                        .await
+                        .map_err(|e| CliError::Failed(format!("cannot stop the agent: {e}")))?;
+                    println!("agent stopped (pid {pid}); its containers keep running");
+                }
+                None => println!("no agent runs for {}", state_dir.display()),
+            }
+            Ok(())
+        }
+        AgentCommand::Status => {
+            let state_dir = context::state_dir(&context::load_config(config)?);
+            match connect(&state_dir).await? {
+                Some(client) => {
+                    let endpoint = client.endpoint();
+                    println!(
+                        "agent runs: pid {}, API on 127.0.0.1:{}, version {}, state in {}",
+                        endpoint.pid,
+                        endpoint.port,
+                        endpoint.version,
+                        state_dir.display()
+                    );
+                }
+                None => println!(
+                    "no agent runs for {} (a deploy starts one)",
+                    state_dir.display()
+                ),
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn connect(state_dir: &Path) -> CliResult<Option<AgentClient>> {
+    AgentClient::connect(state_dir)
+        .await
+        .map_err(|e| CliError::Failed(format!("cannot reach the agent: {e}")))
+}

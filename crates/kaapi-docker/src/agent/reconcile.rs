@@ -1,0 +1,193 @@
+//! Keeps every environment at its desired state: restores it after an agent restart (adopting
+//! containers by label, removing orphans) and replaces replicas that exit, vanish or turn
+//! unhealthy.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use super::api::EnvironmentSpec;
+use super::error::AgentError;
+use super::ingress::Ingress;
+use super::replica::{Health, Replica};
+use super::runtime::{highest_index, Agent, Environment};
+use super::store::EnvironmentRecord;
+
+const TICK: Duration = Duration::from_secs(1);
+
+/// Brings back every persisted environment: adopts its running replicas of the current release,
+/// removes every other replica container of it, and reopens its ingress on the same port.
+/// Missing replicas are started by the first reconcile pass.
+pub async fn restore(agent: &Agent) {
+    for (name, record) in agent.store.records() {
+        if let Err(e) = restore_environment(agent, &name, record).await {
+            eprintln!("agent: cannot restore environment `{name}`: {e}");
+        }
+    }
+}
+
+async fn restore_environment(
+    agent: &Agent,
+    name: &str,
+    record: EnvironmentRecord,
+) -> Result<(), AgentError> {
+    let spec = record.spec;
+    let environment = agent.environment_or_create(name);
+    environment.set_app(&spec.app);
+    let listed = agent
+        .containers
+        .list_replicas(&spec.app, &spec.environment)
+        .await?;
+    environment.reserve_indices_above(highest_index(listed.iter().map(|c| c.name.as_str())));
+
+    let mut current = environment.current.lock().await;
+    let mut adopted_ids = Vec::new();
+    for service in &spec.services {
+        let candidates = listed.iter().filter(|c| {
+            c.running
+                && c.service == service.name
+                && c.release == Some(spec.release)
+                && (c.image_id == service.image || c.image == service.image)
+        });
+        let mut adopted = Vec::new();
+        for container in candidates.take(service.replicas as usize) {
+            let host_port = match service.port {
+                Some(port) => match agent.containers.host_port(&container.id, port).await? {
+                    Some(host_port) => Some(host_port),
+                    None => continue,
+                },
+                None => None,
+            };
+            // It served before the restart; the first probe (right away) confirms it.
+            let replica = Arc::new(Replica::new(
+                container.id.clone(),
+                container.name.clone(),
+                service.name.clone(),
+                spec.release,
+                host_port,
+                Health::Healthy,
+            ));
+            agent.watch(&replica, &spec, service);
+            adopted_ids.push(container.id.clone());
+            adopted.push(replica);
+        }
+        if !adopted.is_empty() {
+            environment.record_event(
+                Some(&service.name),
+                format!(
+                    "agent restarted: adopted {} running replica(s) of release {}",
+                    adopted.len(),
+                    spec.release
+                ),
+            );
+        }
+        current.replicas.insert(service.name.clone(), adopted);
+    }
+    for orphan in listed.iter().filter(|c| !adopted_ids.contains(&c.id)) {
+        agent.containers.remove(&orphan.id).await;
+        environment.record_event(
+            Some(&orphan.service),
+            format!("removed orphan container {}", orphan.name),
+        );
+    }
+    if spec.web_service.is_some() {
+        let port = spec.ingress_port.unwrap_or(0);
+        environment.set_ingress(Some(Ingress::open(port).await?));
+    }
+    current.previous_release = record.previous_release;
+    current.spec = Some(spec);
+    environment.publish(&current);
+    Ok(())
+}
+
+/// Runs reconcile passes until shutdown.
+pub async fn run(agent: Arc<Agent>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        for environment in agent.environments() {
+            reconcile(&agent, &environment).await;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(TICK) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+/// One pass over one environment: replace failed replicas, top up, trim extras.
+pub async fn reconcile(agent: &Agent, environment: &Environment) {
+    let mut current = environment.current.lock().await;
+    let Some(spec) = current.spec.clone() else {
+        return;
+    };
+    let mut changed = false;
+    for service in &spec.services {
+        let mut replicas = current.replicas.remove(&service.name).unwrap_or_default();
+        let (failed, healthy): (Vec<_>, Vec<_>) =
+            replicas.drain(..).partition(|r| r.failure().is_some());
+        replicas = healthy;
+        for bad in failed {
+            changed = true;
+            let reason = bad.failure().unwrap_or_default();
+            let replacement = agent.start_replica(environment, &spec, service).await;
+            let message = match &replacement {
+                Ok(new) => format!(
+                    "{} replica {} {reason}; replaced by {}",
+                    service.name, bad.name, new.name
+                ),
+                Err(e) => format!(
+                    "{} replica {} {reason}; cannot start a replacement: {e}",
+                    service.name, bad.name
+                ),
+            };
+            environment.record_event(Some(&service.name), message);
+            if let Ok(new) = replacement {
+                replicas.push(new);
+            }
+            agent.discard(&[bad]).await;
+        }
+        while replicas.len() < service.replicas as usize {
+            changed = true;
+            match agent.start_replica(environment, &spec, service).await {
+                Ok(new) => {
+                    environment.record_event(
+                        Some(&service.name),
+                        format!(
+                            "{} has {} of {} replicas; started {}",
+                            service.name,
+                            replicas.len(),
+                            service.replicas,
+                            new.name
+                        ),
+                    );
+                    replicas.push(new);
+                }
+                Err(e) => {
+                    environment.record_event(
+                        Some(&service.name),
+                        format!("cannot start a replica of {}: {e}", service.name),
+                    );
+                    break;
+                }
+            }
+        }
+        if replicas.len() > service.replicas as usize {
+            changed = true;
+            let extra = replicas.split_off(service.replicas as usize);
+            agent.discard(&extra).await;
+        }
+        current.replicas.insert(service.name.clone(), replicas);
+    }
+    if changed {
+        environment.publish(&current);
+    }
+}
+
+/// The spec with its ingress port filled in, as persisted.
+pub fn with_ingress_port(spec: &EnvironmentSpec, port: Option<u16>) -> EnvironmentSpec {
+    let mut spec = spec.clone();
+    if spec.ingress_port.is_none() {
+        spec.ingress_port = port;
+    }
+    spec
+}

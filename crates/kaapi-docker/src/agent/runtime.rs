@@ -1,0 +1,324 @@
+//! The agent's in-memory world: every environment it manages, their current replicas, ingress,
+//! events and rollouts.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use chrono::Utc;
+
+use super::api::{AgentEvent, EnvironmentSpec, EnvironmentState, RolloutState, ServiceSpec};
+use super::docker::{Containers, ReplicaOwner};
+use super::error::AgentError;
+use super::health::{self, Check, ProbeClient};
+use super::ingress::Ingress;
+use super::replica::{Health, Replica};
+use super::store::Store;
+
+const MAX_EVENTS: usize = 100;
+const MAX_ROLLOUTS_KEPT: usize = 20;
+/// Tries with the next index when a replica name is taken (e.g. by a leftover container).
+const NAME_ATTEMPTS: u32 = 20;
+
+pub struct Agent {
+    pub containers: Containers,
+    pub probe: ProbeClient,
+    pub store: Store,
+    environments: Mutex<BTreeMap<String, Arc<Environment>>>,
+}
+
+/// What serves an environment now: the last completed rollout and its replicas.
+#[derive(Default)]
+pub struct Current {
+    pub spec: Option<EnvironmentSpec>,
+    pub previous_release: Option<u64>,
+    pub replicas: BTreeMap<String, Vec<Arc<Replica>>>,
+}
+
+pub struct Environment {
+    pub name: String,
+    /// Held by whoever changes the replica set (reconcile, rollout switch, removal).
+    pub current: tokio::sync::Mutex<Current>,
+    ingress: Mutex<Option<Ingress>>,
+    events: Mutex<VecDeque<AgentEvent>>,
+    rollouts: Mutex<VecDeque<RolloutState>>,
+    active_rollout: Mutex<Option<String>>,
+    /// The app of the last rollout asked for (to find its containers by label).
+    app: Mutex<Option<String>>,
+    next_index: AtomicU64,
+}
+
+pub fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every value behind these locks is replaced whole, so a panic cannot leave it torn.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Agent {
+    pub fn new(containers: Containers, store: Store) -> Self {
+        Agent {
+            containers,
+            probe: health::probe_client(),
+            store,
+            environments: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    pub fn environment(&self, name: &str) -> Option<Arc<Environment>> {
+        lock(&self.environments).get(name).cloned()
+    }
+
+    pub fn environment_or_create(&self, name: &str) -> Arc<Environment> {
+        Arc::clone(
+            lock(&self.environments)
+                .entry(name.to_owned())
+                .or_insert_with(|| Arc::new(Environment::new(name))),
+        )
+    }
+
+    pub fn environments(&self) -> Vec<Arc<Environment>> {
+        lock(&self.environments).values().cloned().collect()
+    }
+
+    pub fn forget(&self, name: &str) -> Option<Arc<Environment>> {
+        lock(&self.environments).remove(name)
+    }
+
+    /// Closes every ingress and stops watching replicas (the containers keep running).
+    pub fn close_all(&self) {
+        for environment in self.environments() {
+            environment.set_ingress(None);
+            if let Ok(current) = environment.current.try_lock() {
+                for replica in current.replicas.values().flatten() {
+                    replica.stop_monitor();
+                }
+            }
+        }
+    }
+
+    /// Creates and starts one replica of `service` and starts watching it.
+    pub async fn start_replica(
+        &self,
+        environment: &Environment,
+        spec: &EnvironmentSpec,
+        service: &ServiceSpec,
+    ) -> Result<Arc<Replica>, AgentError> {
+        let owner = ReplicaOwner {
+            app: &spec.app,
+            environment: &spec.environment,
+            release: spec.release,
+        };
+        for _ in 0..NAME_ATTEMPTS {
+            let index = environment.next_index.fetch_add(1, Ordering::SeqCst);
+            let name = format!(
+                "{}-{}-{}-r{}-{index}",
+                spec.app, spec.environment, service.name, spec.release
+            );
+            let Some(id) = self
+                .containers
+                .create_replica(&owner, service, &name)
+                .await?
+            else {
+                continue;
+            };
+            let host_port = match service.port {
+                Some(port) => match self.containers.host_port(&id, port).await {
+                    Ok(Some(host_port)) => Some(host_port),
+                    Ok(None) => {
+                        self.containers.remove(&id).await;
+                        return Err(AgentError::Invalid(format!(
+                            "replica {name}: Docker did not publish port {port} on 127.0.0.1"
+                        )));
+                    }
+                    Err(e) => {
+                        self.containers.remove(&id).await;
+                        return Err(e);
+                    }
+                },
+                None => None,
+            };
+            let replica = Arc::new(Replica::new(
+                id,
+                name,
+                service.name.clone(),
+                spec.release,
+                host_port,
+                Health::Starting,
+            ));
+            self.watch(&replica, spec, service);
+            return Ok(replica);
+        }
+        Err(AgentError::Invalid(format!(
+            "cannot name a new replica of service `{}`: {NAME_ATTEMPTS} names in a row are taken",
+            service.name
+        )))
+    }
+
+    pub fn watch(&self, replica: &Arc<Replica>, spec: &EnvironmentSpec, service: &ServiceSpec) {
+        health::spawn_monitor(
+            self.containers.clone(),
+            self.probe.clone(),
+            replica,
+            check_for(spec, service),
+        );
+    }
+
+    /// Stops watching and removes replicas at once (they never served, or already failed).
+    pub async fn discard(&self, replicas: &[Arc<Replica>]) {
+        let removals = replicas.iter().map(|replica| {
+            replica.stop_monitor();
+            self.containers.remove(&replica.container_id)
+        });
+        futures_util::future::join_all(removals).await;
+    }
+}
+
+/// What makes a replica of `service` healthy.
+pub fn check_for(spec: &EnvironmentSpec, service: &ServiceSpec) -> Check {
+    let is_web = service.port.is_some() && spec.web_service.as_deref() == Some(&service.name);
+    match (&service.health, service.port) {
+        (Some(health), Some(_)) => Check::Http(health.clone()),
+        (None, Some(_)) if is_web => Check::Port,
+        _ => Check::Running,
+    }
+}
+
+impl Environment {
+    pub fn new(name: &str) -> Self {
+        Environment {
+            name: name.to_owned(),
+            current: tokio::sync::Mutex::new(Current::default()),
+            ingress: Mutex::new(None),
+            events: Mutex::new(VecDeque::new()),
+            rollouts: Mutex::new(VecDeque::new()),
+            active_rollout: Mutex::new(None),
+            app: Mutex::new(None),
+            next_index: AtomicU64::new(1),
+        }
+    }
+
+    pub fn app(&self) -> Option<String> {
+        lock(&self.app).clone()
+    }
+
+    pub fn set_app(&self, app: &str) {
+        *lock(&self.app) = Some(app.to_owned());
+    }
+
+    /// Makes new replica names start above every index already used.
+    pub fn reserve_indices_above(&self, used: u64) {
+        self.next_index.fetch_max(used + 1, Ordering::SeqCst);
+    }
+
+    pub fn ingress_port(&self) -> Option<u16> {
+        lock(&self.ingress).as_ref().map(|ingress| ingress.port)
+    }
+
+    /// Replaces the ingress (the old one, if any, closes).
+    pub fn set_ingress(&self, ingress: Option<Ingress>) {
+        let old = std::mem::replace(&mut *lock(&self.ingress), ingress);
+        drop(old);
+    }
+
+    /// Points the ingress at the current web replicas.
+    pub fn publish(&self, current: &Current) {
+        let web = current
+            .spec
+            .as_ref()
+            .and_then(|spec| spec.web_service.clone());
+        if let (Some(ingress), Some(web)) = (lock(&self.ingress).as_ref(), web) {
+            ingress
+                .backends
+                .set(current.replicas.get(&web).cloned().unwrap_or_default());
+        }
+    }
+
+    pub fn record_event(&self, service: Option<&str>, message: String) {
+        eprintln!("agent: {}: {message}", self.name);
+        let mut events = lock(&self.events);
+        events.push_back(AgentEvent {
+            at: Utc::now(),
+            service: service.map(str::to_owned),
+            message,
+        });
+        while events.len() > MAX_EVENTS {
+            events.pop_front();
+        }
+    }
+
+    /// Claims the right to roll out; `false` when a rollout already runs.
+    pub fn begin_rollout(&self, state: RolloutState) -> bool {
+        let mut active = lock(&self.active_rollout);
+        if active.is_some() {
+            return false;
+        }
+        *active = Some(state.id.clone());
+        let mut rollouts = lock(&self.rollouts);
+        rollouts.push_back(state);
+        while rollouts.len() > MAX_ROLLOUTS_KEPT {
+            rollouts.pop_front();
+        }
+        true
+    }
+
+    pub fn update_rollout(&self, id: &str, change: impl FnOnce(&mut RolloutState)) {
+        if let Some(state) = lock(&self.rollouts).iter_mut().find(|r| r.id == id) {
+            change(state);
+        }
+    }
+
+    pub fn end_rollout(&self, id: &str) {
+        let mut active = lock(&self.active_rollout);
+        if active.as_deref() == Some(id) {
+            *active = None;
+        }
+    }
+
+    pub fn rollout_running(&self) -> bool {
+        lock(&self.active_rollout).is_some()
+    }
+
+    pub fn rollout(&self, id: &str) -> Option<RolloutState> {
+        lock(&self.rollouts).iter().find(|r| r.id == id).cloned()
+    }
+
+    pub async fn state(&self) -> Option<EnvironmentState> {
+        let current = self.current.lock().await;
+        let spec = current.spec.as_ref();
+        if spec.is_none() && current.replicas.is_empty() && !self.rollout_running() {
+            return None;
+        }
+        let desired: BTreeMap<String, u32> = spec
+            .map(|spec| {
+                spec.services
+                    .iter()
+                    .map(|s| (s.name.clone(), s.replicas))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Some(EnvironmentState {
+            environment: self.name.clone(),
+            release: spec.map(|s| s.release),
+            previous_release: current.previous_release,
+            ingress_url: self
+                .ingress_port()
+                .map(|port| format!("http://127.0.0.1:{port}")),
+            desired,
+            replicas: current
+                .replicas
+                .values()
+                .flatten()
+                .map(|r| r.to_state())
+                .collect(),
+            events: lock(&self.events).iter().cloned().collect(),
+        })
+    }
+}
+
+/// Highest `-N` suffix among container names, to keep new names unique.
+pub fn highest_index<'a>(names: impl IntoIterator<Item = &'a str>) -> u64 {
+    names
+        .into_iter()
+        .filter_map(|name| name.rsplit('-').next()?.parse::<u64>().ok())
+        .max()
+        .unwrap_or(0)
+}

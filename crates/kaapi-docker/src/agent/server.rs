@@ -1,0 +1,280 @@
+//! The agent process body: its JSON API on 127.0.0.1 (bearer token), the reconcile loop, and a
+//! clean exit on `POST /v1/shutdown`, SIGTERM or SIGINT (containers keep running).
+
+use std::fs::File;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::Path;
+use std::sync::Arc;
+
+use axum::extract::{Path as UrlPath, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use super::api::{AgentEndpoint, EnvironmentSpec};
+use super::error::AgentError;
+use super::reconcile;
+use super::rollout::{self, BeginError};
+use super::runtime::Agent;
+use super::store::{write_private, Store};
+
+pub const ENDPOINT_FILE: &str = "agent.json";
+const LOCK_FILE: &str = "agent.lock";
+
+struct ApiState {
+    agent: Arc<Agent>,
+    token: String,
+    shutdown: watch::Sender<bool>,
+}
+
+/// Stops everything the agent runs when `serve` returns or its future is dropped.
+struct StopGuard {
+    agent: Arc<Agent>,
+    shutdown: watch::Sender<bool>,
+}
+
+impl Drop for StopGuard {
+    fn drop(&mut self) {
+        let _ = self.shutdown.send(true);
+        self.agent.close_all();
+    }
+}
+
+/// Runs the agent until it is told to stop.
+pub async fn serve(state_dir: &Path) -> Result<(), AgentError> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(state_dir)
+        .map_err(|e| AgentError::io("cannot create the state directory", state_dir, e))?;
+    // One agent per state directory: the lock dies with the process, never goes stale.
+    let lock_path = state_dir.join(LOCK_FILE);
+    let lock =
+        File::create(&lock_path).map_err(|e| AgentError::io("cannot create", &lock_path, e))?;
+    if lock.try_lock().is_err() {
+        return Err(AgentError::Start(format!(
+            "another agent already runs for {}; stop it with `kaapi-deploy agent stop`",
+            state_dir.display()
+        )));
+    }
+
+    let containers = super::docker::Containers::connect().await?;
+    let store = Store::open(state_dir)?;
+    let agent = Arc::new(Agent::new(containers, store));
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let guard = StopGuard {
+        agent: Arc::clone(&agent),
+        shutdown: shutdown.clone(),
+    };
+    reconcile::restore(&agent).await;
+
+    let listener = TcpListener::bind(("127.0.0.1", 0))
+        .await
+        .map_err(|e| AgentError::Network(format!("cannot listen on 127.0.0.1: {e}")))?;
+    let port = listener
+        .local_addr()
+        .map_err(|e| AgentError::Network(format!("cannot read the API address: {e}")))?
+        .port();
+    let token = format!("{:032x}", rand::random::<u128>());
+    let endpoint = AgentEndpoint {
+        pid: std::process::id(),
+        port,
+        token: token.clone(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+    };
+    let endpoint_path = state_dir.join(ENDPOINT_FILE);
+    write_private(&endpoint_path, &serde_json::to_vec_pretty(&endpoint)?)?;
+    eprintln!(
+        "agent: listening on 127.0.0.1:{port} (pid {}), state in {}",
+        endpoint.pid,
+        state_dir.display()
+    );
+
+    tokio::spawn(reconcile::run(Arc::clone(&agent), shutdown_rx.clone()));
+    let api = Arc::new(ApiState {
+        agent: Arc::clone(&agent),
+        token,
+        shutdown: shutdown.clone(),
+    });
+    let result = axum::serve(listener, router(api))
+        .with_graceful_shutdown(stop_requested(shutdown_rx))
+        .await
+        .map_err(|e| AgentError::Network(format!("the agent API failed: {e}")));
+
+    drop(guard);
+    // Only remove the endpoint if it is still ours (a newer agent may have replaced it).
+    if let Ok(bytes) = std::fs::read(&endpoint_path) {
+        if serde_json::from_slice::<AgentEndpoint>(&bytes).is_ok_and(|e| e == endpoint) {
+            let _ = std::fs::remove_file(&endpoint_path);
+        }
+    }
+    eprintln!("agent: stopped (containers keep running)");
+    drop(lock);
+    result
+}
+
+async fn stop_requested(mut shutdown: watch::Receiver<bool>) {
+    let mut terminate =
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => Some(signal),
+            Err(e) => {
+                eprintln!("agent: cannot watch SIGTERM: {e}");
+                None
+            }
+        };
+    let sigterm = async {
+        match terminate.as_mut() {
+            Some(signal) => {
+                signal.recv().await;
+            }
+            None => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = shutdown.wait_for(|stop| *stop) => {}
+        _ = sigterm => eprintln!("agent: SIGTERM received"),
+    }
+}
+
+fn router(state: Arc<ApiState>) -> Router {
+    Router::new()
+        .route("/v1/health", get(health))
+        .route("/v1/environments/{env}/rollouts", put(start_rollout))
+        .route("/v1/environments/{env}/rollouts/{id}", get(rollout_state))
+        .route(
+            "/v1/environments/{env}",
+            get(environment_state).delete(remove_environment),
+        )
+        .route("/v1/shutdown", post(shutdown))
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(&state),
+            authorize,
+        ))
+        .with_state(state)
+}
+
+async fn authorize(State(state): State<Arc<ApiState>>, request: Request, next: Next) -> Response {
+    let presented = request
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match presented {
+        Some(token) if constant_time_eq(token.as_bytes(), state.token.as_bytes()) => {
+            next.run(request).await
+        }
+        _ => error(StatusCode::UNAUTHORIZED, "missing or wrong agent token"),
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn error(status: StatusCode, message: &str) -> Response {
+    (status, Json(serde_json::json!({ "error": message }))).into_response()
+}
+
+async fn health() -> Response {
+    Json(serde_json::json!({ "status": "ok" })).into_response()
+}
+
+async fn start_rollout(
+    State(state): State<Arc<ApiState>>,
+    UrlPath(env): UrlPath<String>,
+    Json(spec): Json<EnvironmentSpec>,
+) -> Response {
+    if spec.environment != env {
+        return error(
+            StatusCode::BAD_REQUEST,
+            &format!(
+                "the URL names environment `{env}` but the spec is for `{}`",
+                spec.environment
+            ),
+        );
+    }
+    let shutdown = state.shutdown.subscribe();
+    match rollout::begin(Arc::clone(&state.agent), spec, shutdown) {
+        Ok(ticket) => (StatusCode::ACCEPTED, Json(ticket)).into_response(),
+        Err(BeginError::Invalid(message)) => error(StatusCode::BAD_REQUEST, &message),
+        Err(BeginError::Busy(message)) => error(StatusCode::CONFLICT, &message),
+    }
+}
+
+async fn rollout_state(
+    State(state): State<Arc<ApiState>>,
+    UrlPath((env, id)): UrlPath<(String, String)>,
+) -> Response {
+    match state.agent.environment(&env).and_then(|e| e.rollout(&id)) {
+        Some(rollout) => Json(rollout).into_response(),
+        None => error(
+            StatusCode::NOT_FOUND,
+            &format!("no rollout `{id}` of environment `{env}`"),
+        ),
+    }
+}
+
+async fn environment_state(
+    State(state): State<Arc<ApiState>>,
+    UrlPath(env): UrlPath<String>,
+) -> Response {
+    let Some(environment) = state.agent.environment(&env) else {
+        return error(StatusCode::NOT_FOUND, &format!("no environment `{env}`"));
+    };
+    match environment.state().await {
+        Some(environment) => Json(environment).into_response(),
+        None => error(StatusCode::NOT_FOUND, &format!("no environment `{env}`")),
+    }
+}
+
+async fn remove_environment(
+    State(state): State<Arc<ApiState>>,
+    UrlPath(env): UrlPath<String>,
+) -> Response {
+    let agent = &state.agent;
+    let Some(environment) = agent.forget(&env) else {
+        return StatusCode::NO_CONTENT.into_response();
+    };
+    environment.set_ingress(None);
+    let mut current = environment.current.lock().await;
+    let replicas: Vec<_> = std::mem::take(&mut current.replicas)
+        .into_values()
+        .flatten()
+        .collect();
+    let app = current
+        .spec
+        .as_ref()
+        .map(|s| s.app.clone())
+        .or_else(|| environment.app());
+    current.spec = None;
+    drop(current);
+    agent.discard(&replicas).await;
+    // Also whatever a rollout in progress started.
+    if let Some(app) = app {
+        match agent.containers.list_replicas(&app, &env).await {
+            Ok(listed) => {
+                for container in listed {
+                    agent.containers.remove(&container.id).await;
+                }
+            }
+            Err(e) => return error(StatusCode::BAD_GATEWAY, &e.to_string()),
+        }
+    }
+    if let Err(e) = agent.store.remove(&env) {
+        return error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string());
+    }
+    StatusCode::NO_CONTENT.into_response()
+}
+
+async fn shutdown(State(state): State<Arc<ApiState>>) -> Response {
+    let _ = state.shutdown.send(true);
+    (
+        StatusCode::ACCEPTED,
+        Json(serde_json::json!({ "status": "stopping" })),
+    )
+        .into_response()
+}

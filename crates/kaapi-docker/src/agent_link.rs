@@ -1,0 +1,85 @@
+//! The engine's side of the agent: start it on demand, hand it an environment's desired
+//! state, follow the rollout, read its view of the environment. Every call to the agent's
+//! client goes through here, so its errors become engine errors in one place.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use kaapi_core::engine::{EngineError, EngineResult};
+
+use crate::agent::api::{EnvironmentSpec, EnvironmentState, RolloutState};
+use crate::agent::{AgentClient, AgentError};
+
+/// How long a rollout waits for the agent to finish one that is already running for the same
+/// environment (a deploy killed mid-rollout leaves its rollout running in the agent).
+const BUSY_WAIT: Duration = Duration::from_secs(120);
+
+pub struct AgentLink {
+    client: AgentClient,
+}
+
+fn engine_error(e: AgentError) -> EngineError {
+    match e {
+        AgentError::Start(_) | AgentError::Network(_) => EngineError::unavailable(format!(
+            "the kaapi-deploy agent: {e}; `kaapi-deploy agent status` says whether it runs"
+        )),
+        other => EngineError::failed(format!("the kaapi-deploy agent: {other}")),
+    }
+}
+
+impl AgentLink {
+    /// The running agent of `state_dir`, started from `program` when none answers.
+    pub async fn connect(state_dir: &Path, program: &Path) -> EngineResult<Self> {
+        let client = AgentClient::ensure_running(state_dir, program)
+            .await
+            .map_err(engine_error)?;
+        Ok(Self { client })
+    }
+
+    /// Starts a rollout of `spec` and follows it to its end, passing on progress messages.
+    pub async fn roll_out(
+        &self,
+        spec: &EnvironmentSpec,
+        on_message: &(dyn Fn(&str) + Send + Sync),
+    ) -> EngineResult<RolloutState> {
+        let asked = Instant::now();
+        let mut said_busy = false;
+        let ticket = loop {
+            match self.client.rollout(spec).await {
+                Ok(ticket) => break ticket,
+                Err(AgentError::Api {
+                    status: 409,
+                    message,
+                }) if asked.elapsed() < BUSY_WAIT => {
+                    if !said_busy {
+                        on_message(&format!(
+                            "waiting for the rollout already running in `{}` to end ({message})",
+                            spec.environment
+                        ));
+                        said_busy = true;
+                    }
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err(e) => return Err(engine_error(e)),
+            }
+        };
+        self.client
+            .wait_rollout(&spec.environment, &ticket.id, on_message)
+            .await
+            .map_err(engine_error)
+    }
+}
+
+/// The agent's view of an environment when it already runs; never starts it.
+pub async fn environment_if_running(
+    state_dir: &Path,
+    environment: &str,
+) -> EngineResult<Option<EnvironmentState>> {
+    let Some(client) = AgentClient::connect(state_dir)
+        .await
+        .map_err(engine_error)?
+    else {
+        return Ok(None);
+    };
+    client.environment(environment).await.map_err(engine_error)
+}

@@ -1,0 +1,580 @@
+//! `DockerEngine`: the pipeline's verbs on the local Docker Engine for one environment. Builds
+//! with [`DockerImageBuilder`], records in the embedded [`Store`], runs one-off tasks itself and
+//! hands rollouts to the agent, which keeps replicas alive and serves the ingress.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bollard::query_parameters::TagImageOptionsBuilder;
+use bollard::Docker;
+use kaapi_core::config::{EnvironmentConfig, LoadedConfig};
+use kaapi_core::engine::{
+    Engine, EngineError, EngineResult, ImageBuilder, ImageSource, LockOwner, LockToken, LogLine,
+    LogQuery, ReplicaStatus, RolloutOutcome, ServiceStatus, StatusEvent, StatusReport, TaskExit,
+};
+use kaapi_core::naming;
+use kaapi_core::progress::Progress;
+use kaapi_core::release::{ImageRef, Outcome, Release, ReleaseMeta};
+
+use crate::agent::api::{labels, EnvironmentSpec, EnvironmentState, RolloutPhase, ServiceSpec};
+use crate::agent_link::{self, AgentLink};
+use crate::containers::{self, label, source_name};
+use crate::docker::{self, failed};
+use crate::image::{BuildSpec, DockerImageBuilder};
+use crate::lock::DeployLock;
+use crate::observe;
+use crate::revisions::{self, RELEASE_VARIABLE};
+use crate::store::{Revisions, Store};
+use crate::task::{self, TaskRequest};
+
+/// How many releases' images stay tagged (`{app}-{env}:release-N`) so a rollback needs no
+/// registry; older tags are removed, which frees images no recent release uses.
+pub const KEPT_RELEASE_IMAGES: u64 = 5;
+
+pub struct DockerEngine {
+    loaded: LoadedConfig,
+    environment: String,
+    state_dir: PathBuf,
+    program: PathBuf,
+    docker: Docker,
+    store: Store,
+}
+
+impl DockerEngine {
+    /// Connects to the Docker Engine and opens `{state_dir}/releases.db`. `program` is the
+    /// kaapi-deploy executable, run as `agent run` when the agent must be started.
+    pub async fn connect(
+        loaded: LoadedConfig,
+        environment: &str,
+        state_dir: &Path,
+        program: &Path,
+    ) -> EngineResult<Self> {
+        if loaded.config.environment(environment).is_none() {
+            return Err(EngineError::not_found(format!(
+                "no environment `{environment}` in {}",
+                loaded.path.display()
+            )));
+        }
+        let docker = docker::connect().await?;
+        let store = Store::open(state_dir)?;
+        Ok(Self {
+            loaded,
+            environment: environment.to_owned(),
+            state_dir: state_dir.to_path_buf(),
+            program: program.to_path_buf(),
+            docker,
+            store,
+        })
+    }
+
+    fn app(&self) -> &str {
+        &self.loaded.config.app
+    }
+
+    fn env_config(&self) -> EngineResult<&EnvironmentConfig> {
+        self.loaded
+            .config
+            .environment(&self.environment)
+            .ok_or_else(|| EngineError::not_found(format!("no environment `{}`", self.environment)))
+    }
+
+    fn lock(&self) -> DeployLock<'_> {
+        DeployLock::new(&self.store, &self.environment)
+    }
+
+    /// Local repository of the environment's images: `{app}-{env}`.
+    fn local_repository(&self) -> String {
+        format!("{}-{}", self.app(), self.environment)
+    }
+
+    fn builder(&self) -> DockerImageBuilder {
+        DockerImageBuilder::new(
+            self.docker.clone(),
+            BuildSpec::from_config(&self.loaded, &self.environment),
+        )
+    }
+
+    /// The local image ID (`sha256:…`) of a reference, refusing images this engine lacks.
+    async fn local_image_id(&self, reference: &str) -> EngineResult<String> {
+        match self.docker.inspect_image(reference).await {
+            Ok(image) => image.id.ok_or_else(|| {
+                EngineError::failed(format!("the Docker Engine reports no ID for image {reference}"))
+            }),
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => {
+                Err(EngineError::not_found(format!(
+                    "image {reference} is not in the local Docker Engine; build it or `docker pull` it first (rollbacks need the images of recent releases, which kaapi-deploy keeps tagged {}:release-N)",
+                    self.local_repository()
+                )))
+            }
+            Err(e) => Err(failed(&format!("inspecting image {reference}"), e)),
+        }
+    }
+
+    /// Tags the image of release `number` and untags releases older than the kept window.
+    async fn keep_release_image(&self, image_id: &str, number: u64, progress: &dyn Progress) {
+        let repository = self.local_repository();
+        let options = TagImageOptionsBuilder::default()
+            .repo(&repository)
+            .tag(&format!("release-{number}"))
+            .build();
+        if let Err(e) = self.docker.tag_image(image_id, Some(options)).await {
+            progress.warning(format!(
+                "could not tag {image_id} as {repository}:release-{number}: {e}"
+            ));
+        }
+        if number > KEPT_RELEASE_IMAGES {
+            let old = format!("{repository}:release-{}", number - KEPT_RELEASE_IMAGES);
+            // Removing a tag deletes the image only when nothing else (tag, container) uses it.
+            let _ = self
+                .docker
+                .remove_image(
+                    &old,
+                    None::<bollard::query_parameters::RemoveImageOptions>,
+                    None,
+                )
+                .await;
+        }
+    }
+
+    fn task_timeout(&self) -> Option<Duration> {
+        self.loaded
+            .config
+            .migrations
+            .as_ref()
+            .and_then(|m| m.timeout)
+            .map(Duration::from)
+    }
+
+    /// The specs of a release's services, from its stored revisions.
+    fn release_specs(&self, release: &Release) -> EngineResult<Vec<ServiceSpec>> {
+        release
+            .revisions
+            .iter()
+            .map(|revision| {
+                self.store.revision(&revision.revision)?.ok_or_else(|| {
+                    EngineError::not_found(format!(
+                        "revision {} of release {} is missing from {}",
+                        revision.revision,
+                        release.number,
+                        self.store.path().display()
+                    ))
+                })
+            })
+            .collect()
+    }
+
+    /// The spec `service` runs in `release`; for a release never stored (number 0, `migrate`)
+    /// it is derived from the config and the release's image.
+    async fn task_spec(&self, release: &Release, service: &str) -> EngineResult<ServiceSpec> {
+        if release.number == 0 {
+            let image_id = self.local_image_id(&release.image.reference).await?;
+            let secrets = revisions::read_secrets(&self.loaded, &self.environment)?;
+            return revisions::service_spec(
+                &self.loaded,
+                &self.environment,
+                service,
+                &image_id,
+                &secrets,
+            );
+        }
+        let revision = release.revision_of(service).ok_or_else(|| {
+            EngineError::not_found(format!(
+                "release {} has no service `{service}`",
+                release.number
+            ))
+        })?;
+        self.store.revision(&revision.revision)?.ok_or_else(|| {
+            EngineError::not_found(format!("revision {} is missing", revision.revision))
+        })
+    }
+
+    /// The desired state the agent gets for `release`.
+    pub fn environment_spec(&self, release: &Release) -> EngineResult<EnvironmentSpec> {
+        let mut services = self.release_specs(release)?;
+        for spec in &mut services {
+            spec.env
+                .insert(RELEASE_VARIABLE.to_owned(), release.number.to_string());
+        }
+        let web_service = services
+            .iter()
+            .find(|s| s.port.is_some())
+            .map(|s| s.name.clone());
+        Ok(EnvironmentSpec {
+            app: self.app().to_owned(),
+            environment: self.environment.clone(),
+            release: release.number,
+            ingress_port: self.env_config()?.ingress_port,
+            web_service,
+            services,
+        })
+    }
+
+    async fn agent_state(&self) -> EngineResult<Option<EnvironmentState>> {
+        agent_link::environment_if_running(&self.state_dir, &self.environment).await
+    }
+
+    /// Whether the agent already runs exactly this release at full strength: after a failed
+    /// rollout the agent keeps the previous release, so rolling back to it needs no restart.
+    async fn still_serves(&self, spec: &EnvironmentSpec) -> EngineResult<bool> {
+        let Some(state) = self.agent_state().await? else {
+            return Ok(false);
+        };
+        if state.release != Some(spec.release) {
+            return Ok(false);
+        }
+        Ok(spec.services.iter().all(|service| {
+            let replicas: Vec<_> = state
+                .replicas
+                .iter()
+                .filter(|r| r.service == service.name && r.state == "running")
+                .collect();
+            replicas.len() == service.replicas as usize
+                && replicas
+                    .iter()
+                    .all(|r| r.release == spec.release && r.healthy != Some(false))
+        }))
+    }
+
+    /// The ingress health URL the deploy is verified through.
+    fn health_url(&self) -> Option<String> {
+        let (_, web) = self.loaded.config.web_service()?;
+        let path = web.health.as_ref().map(|h| h.path.as_str()).unwrap_or("/");
+        Some(format!("{}{path}", self.url()?))
+    }
+}
+
+#[async_trait]
+impl Engine for DockerEngine {
+    fn name(&self) -> &'static str {
+        "docker"
+    }
+
+    fn url(&self) -> Option<String> {
+        let port = self.env_config().ok()?.ingress_port?;
+        Some(format!("http://127.0.0.1:{port}"))
+    }
+
+    async fn acquire_lock(
+        &self,
+        owner: &LockOwner,
+        progress: &dyn Progress,
+    ) -> EngineResult<LockToken> {
+        self.lock().acquire(owner, progress)
+    }
+
+    async fn release_lock(&self, token: &LockToken) -> EngineResult<()> {
+        self.lock().release(token)
+    }
+
+    async fn force_unlock(&self) -> EngineResult<()> {
+        self.lock().force_unlock()
+    }
+
+    async fn prepare_image(
+        &self,
+        source: &ImageSource,
+        meta: &ReleaseMeta,
+        progress: &dyn Progress,
+    ) -> EngineResult<ImageRef> {
+        let (image_id, mut tags) = match source {
+            ImageSource::Build => {
+                let built = self
+                    .builder()
+                    .build(&docker_tag(&meta.commit), progress)
+                    .await?;
+                (built.id, built.tags)
+            }
+            ImageSource::Existing(reference) => {
+                let id = self.local_image_id(reference).await?;
+                progress.info(format!("using image {reference} ({id})"));
+                (id, vec![reference.clone()])
+            }
+        };
+        let Some(registry) = self.env_config()?.registry.clone() else {
+            return Ok(ImageRef {
+                reference: image_id.clone(),
+                digest: image_id,
+                tags,
+            });
+        };
+        let names = naming::names(&self.loaded.config, &self.environment);
+        let repository = format!("{}/{}", registry.trim_end_matches('/'), names.repository);
+        let mut push_tags = vec![docker_tag(&meta.commit)];
+        if let Some(version) = &meta.version {
+            push_tags.push(docker_tag(version));
+        }
+        let digest = self
+            .builder()
+            .push(&image_id, &repository, &push_tags, None, progress)
+            .await?;
+        tags.extend(push_tags.iter().map(|t| format!("{repository}:{t}")));
+        Ok(ImageRef {
+            reference: format!("{repository}@{digest}"),
+            digest,
+            tags,
+        })
+    }
+
+    async fn register_release(
+        &self,
+        image: &ImageRef,
+        meta: &ReleaseMeta,
+        rollback_of: Option<u64>,
+        progress: &dyn Progress,
+    ) -> EngineResult<Release> {
+        let image_id = self.local_image_id(&image.reference).await?;
+        let revisions = match rollback_of {
+            Some(number) => Revisions::CopyOf(number),
+            None => {
+                let secrets = revisions::read_secrets(&self.loaded, &self.environment)?;
+                Revisions::New(revisions::revisions(
+                    &self.loaded,
+                    &self.environment,
+                    &image_id,
+                    &secrets,
+                )?)
+            }
+        };
+        let release = self
+            .store
+            .insert_release(&self.environment, image, meta, &revisions)?;
+        self.keep_release_image(&image_id, release.number, progress)
+            .await;
+        let revisions: Vec<&str> = release
+            .revisions
+            .iter()
+            .map(|r| r.revision.as_str())
+            .collect();
+        progress.info(format!(
+            "release {} registered: {}",
+            release.number,
+            revisions.join(", ")
+        ));
+        Ok(release)
+    }
+
+    async fn run_task(
+        &self,
+        release: &Release,
+        service: &str,
+        command: &[String],
+        progress: &dyn Progress,
+    ) -> EngineResult<TaskExit> {
+        let spec = self.task_spec(release, service).await?;
+        let extra_env = [(RELEASE_VARIABLE.to_owned(), release.number.to_string())];
+        progress.info(format!(
+            "running `{}` as a one-off task of {service} (release {})",
+            command.join(" "),
+            release.number
+        ));
+        let source = format!("{service}/task");
+        let request = TaskRequest {
+            app: self.app(),
+            environment: &self.environment,
+            release: release.number,
+            spec: &spec,
+            command,
+            extra_env: &extra_env,
+            timeout: self.task_timeout(),
+            source: &source,
+        };
+        let exit = task::run(&self.docker, &request, progress).await?;
+        progress.info(format!("the task exited with code {}", exit.exit_code));
+        Ok(exit)
+    }
+
+    async fn roll_out(
+        &self,
+        release: &Release,
+        progress: &dyn Progress,
+    ) -> EngineResult<RolloutOutcome> {
+        let spec = self.environment_spec(release)?;
+        if self.still_serves(&spec).await? {
+            progress.info(format!(
+                "release {} still serves with every replica healthy; nothing to restart",
+                release.number
+            ));
+            return Ok(RolloutOutcome::Completed);
+        }
+        let agent = AgentLink::connect(&self.state_dir, &self.program).await?;
+        let on_message = |message: &str| progress.info(message.to_owned());
+        let state = agent.roll_out(&spec, &on_message).await?;
+        Ok(match state.phase {
+            RolloutPhase::Completed => RolloutOutcome::Completed,
+            RolloutPhase::Failed | RolloutPhase::Running => RolloutOutcome::Failed {
+                reason: state
+                    .reason
+                    .unwrap_or_else(|| format!("the rollout of release {} failed", release.number)),
+                engine_rolled_back_to: None,
+            },
+        })
+    }
+
+    async fn verify(&self, progress: &dyn Progress) -> EngineResult<Result<(), String>> {
+        let Some(url) = self.health_url() else {
+            progress.info(
+                "no web service with an ingress port; nothing to verify from outside".to_owned(),
+            );
+            return Ok(Ok(()));
+        };
+        Ok(crate::verify::check(&url, 5, Duration::from_millis(500), progress).await)
+    }
+
+    async fn record(
+        &self,
+        number: u64,
+        outcome: Outcome,
+        detail: Option<&str>,
+    ) -> EngineResult<()> {
+        Ok(self
+            .store
+            .set_outcome(&self.environment, number, outcome, detail)?)
+    }
+
+    async fn releases(&self) -> EngineResult<Vec<Release>> {
+        Ok(self.store.releases(&self.environment)?)
+    }
+
+    async fn status(&self) -> EngineResult<StatusReport> {
+        let state = self.agent_state().await?;
+        let containers =
+            containers::replicas(&self.docker, self.app(), &self.environment, None).await?;
+        let running_ids: Vec<String> = containers
+            .iter()
+            .filter(|c| c.state.map(|s| s.to_string()).as_deref() == Some("running"))
+            .filter_map(|c| c.id.clone())
+            .collect();
+        let usage = observe::usage(&self.docker, &running_ids).await;
+        let releases = self.store.releases(&self.environment)?;
+        let mut good = releases.iter().filter(|r| r.outcome == Outcome::Succeeded);
+        let (current, previous) = (good.next().map(|r| r.number), good.next().map(|r| r.number));
+        let services = self
+            .loaded
+            .config
+            .services
+            .keys()
+            .map(|service| {
+                let replicas: Vec<ReplicaStatus> = containers
+                    .iter()
+                    .filter(|c| label(c, labels::SERVICE) == Some(service.as_str()))
+                    .map(|c| {
+                        let id = c.id.clone().unwrap_or_default();
+                        let agent_view = state
+                            .as_ref()
+                            .and_then(|s| s.replicas.iter().find(|r| r.container_id == id));
+                        let used = usage.get(&id);
+                        ReplicaStatus {
+                            id: source_name(c),
+                            state: agent_view
+                                .map(|r| r.state.clone())
+                                .or_else(|| c.state.map(|s| s.to_string()))
+                                .unwrap_or_else(|| "unknown".to_owned()),
+                            healthy: agent_view.and_then(|r| r.healthy),
+                            release: label(c, labels::RELEASE).and_then(|r| r.parse().ok()),
+                            cpu_percent: used.and_then(|u| u.cpu_percent),
+                            memory_bytes: used.and_then(|u| u.memory_bytes),
+                        }
+                    })
+                    .collect();
+                let desired = state
+                    .as_ref()
+                    .and_then(|s| s.desired.get(service).copied())
+                    .unwrap_or_else(|| self.loaded.config.replicas(&self.environment, service));
+                let running = replicas.iter().filter(|r| r.state == "running").count();
+                let healthy = replicas.iter().filter(|r| r.healthy == Some(true)).count();
+                let events = state
+                    .as_ref()
+                    .map(|s| {
+                        s.events
+                            .iter()
+                            .rev()
+                            .filter(|e| e.service.as_deref().is_none_or(|name| name == service))
+                            .map(|e| StatusEvent {
+                                at: e.at,
+                                message: e.message.clone(),
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                ServiceStatus {
+                    service: service.clone(),
+                    desired,
+                    running: u32::try_from(running).unwrap_or(u32::MAX),
+                    healthy: u32::try_from(healthy).unwrap_or(u32::MAX),
+                    current_release: state.as_ref().and_then(|s| s.release).or(current),
+                    previous_release: state.as_ref().and_then(|s| s.previous_release).or(previous),
+                    rollout: state.is_none().then(|| "agent not running".to_owned()),
+                    replicas,
+                    events,
+                    requests: None,
+                    errors_5xx: None,
+                }
+            })
+            .collect();
+        Ok(StatusReport {
+            environment: self.environment.clone(),
+            engine: self.name().to_owned(),
+            url: state.and_then(|s| s.ingress_url).or_else(|| self.url()),
+            services,
+        })
+    }
+
+    async fn logs(
+        &self,
+        query: &LogQuery,
+        sink: &(dyn Fn(LogLine) + Send + Sync),
+    ) -> EngineResult<()> {
+        let containers = containers::replicas(
+            &self.docker,
+            self.app(),
+            &self.environment,
+            query.service.as_deref(),
+        )
+        .await?;
+        if containers.is_empty() {
+            return Err(EngineError::not_found(format!(
+                "no replica of {} runs in `{}`; deploy first with `kaapi-deploy deploy {}`",
+                query.service.as_deref().unwrap_or("any service"),
+                self.environment,
+                self.environment
+            )));
+        }
+        observe::logs(&self.docker, &containers, query, sink).await
+    }
+}
+
+/// A Docker tag from free text: `[A-Za-z0-9_.-]`, at most 128 characters, not starting with
+/// `.` or `-`.
+pub fn docker_tag(text: &str) -> String {
+    let cleaned: String = text
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(128)
+        .collect();
+    match cleaned.chars().next() {
+        None => "latest-build".to_owned(),
+        Some('.' | '-') => format!("v{}", &cleaned[..cleaned.len().min(127)]),
+        Some(_) => cleaned,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn docker_tags_are_sanitized() {
+        assert_eq!(docker_tag("3f2a1c0-dirty"), "3f2a1c0-dirty");
+        assert_eq!(docker_tag("feature/x y"), "feature-x-y");
+        assert_eq!(docker_tag("-x"), "v-x");
+        assert_eq!(docker_tag(""), "latest-build");
+        assert_eq!(docker_tag(&"a".repeat(200)).len(), 128);
+    }
+}

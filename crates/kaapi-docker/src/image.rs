@@ -1,0 +1,275 @@
+//! The shared build step over the Docker Engine API: pre-build command, context archive
+//! honouring `.dockerignore`, legacy builder with build args, tags, and pushes that return the
+//! registry's manifest digest. The local engine uses it, and the ECS engine can too.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::Stdio;
+
+use async_trait::async_trait;
+use bollard::auth::DockerCredentials;
+use bollard::query_parameters::{
+    BuildImageOptionsBuilder, PushImageOptionsBuilder, TagImageOptionsBuilder,
+};
+use bollard::Docker;
+use futures_util::StreamExt;
+use kaapi_core::config::LoadedConfig;
+use kaapi_core::engine::{BuiltImage, EngineError, EngineResult, ImageBuilder, RegistryAuth};
+use kaapi_core::progress::Progress;
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+
+use crate::context;
+use crate::docker::failed;
+
+/// What to build, read from the config's `[image]` table.
+#[derive(Debug, Clone)]
+pub struct BuildSpec {
+    /// Directory the pre-build command runs in (the config file's directory).
+    pub config_dir: PathBuf,
+    pub context: PathBuf,
+    pub dockerfile: String,
+    pub build_args: HashMap<String, String>,
+    pub pre_build: Option<String>,
+    /// Local repository name the tag goes on, e.g. `kaapi-staging`.
+    pub repository: String,
+}
+
+impl BuildSpec {
+    /// The build of `environment`: tags go on `{app}-{environment}`.
+    pub fn from_config(loaded: &LoadedConfig, environment: &str) -> Self {
+        let image = &loaded.config.image;
+        Self {
+            config_dir: loaded.dir.clone(),
+            context: loaded.resolve(&image.context),
+            dockerfile: image.dockerfile.clone(),
+            build_args: image
+                .build_args
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            pre_build: image.pre_build.clone(),
+            repository: format!("{}-{environment}", loaded.config.app),
+        }
+    }
+}
+
+pub struct DockerImageBuilder {
+    docker: Docker,
+    spec: BuildSpec,
+}
+
+impl DockerImageBuilder {
+    pub fn new(docker: Docker, spec: BuildSpec) -> Self {
+        Self { docker, spec }
+    }
+
+    async fn pre_build(&self, command: &str, progress: &dyn Progress) -> EngineResult<()> {
+        progress.info(format!("pre-build: {command}"));
+        let mut child = tokio::process::Command::new("sh")
+            .arg("-c")
+            .arg(command)
+            .current_dir(&self.spec.config_dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| {
+                EngineError::failed(format!(
+                    "image.pre_build `{command}` could not start in {}: {e}",
+                    self.spec.config_dir.display()
+                ))
+            })?;
+        let stdout = child.stdout.take();
+        let stderr = child.stderr.take();
+        let (status, (), ()) = tokio::join!(
+            child.wait(),
+            forward_lines(stdout, "pre-build", progress),
+            forward_lines(stderr, "pre-build", progress),
+        );
+        let status = status.map_err(|e| {
+            EngineError::failed(format!(
+                "image.pre_build `{command}` could not be awaited: {e}"
+            ))
+        })?;
+        if status.success() {
+            Ok(())
+        } else {
+            let code = status
+                .code()
+                .map(|c| format!("exit code {c}"))
+                .unwrap_or_else(|| "a signal".to_owned());
+            Err(EngineError::failed(format!(
+                "image.pre_build `{command}` failed with {code}; its output is above"
+            )))
+        }
+    }
+}
+
+async fn forward_lines<R: AsyncRead + Unpin>(
+    reader: Option<R>,
+    source: &str,
+    progress: &dyn Progress,
+) {
+    let Some(reader) = reader else { return };
+    let mut lines = BufReader::new(reader).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        progress.output(source, &line);
+    }
+}
+
+#[async_trait]
+impl ImageBuilder for DockerImageBuilder {
+    async fn build(&self, tag: &str, progress: &dyn Progress) -> EngineResult<BuiltImage> {
+        if let Some(command) = self
+            .spec
+            .pre_build
+            .as_deref()
+            .filter(|c| !c.trim().is_empty())
+        {
+            self.pre_build(command, progress).await?;
+        }
+        let context_dir = self.spec.context.clone();
+        let dockerfile = self.spec.dockerfile.clone();
+        let (archive, files) =
+            tokio::task::spawn_blocking(move || context::archive(&context_dir, &dockerfile))
+                .await
+                .map_err(|e| EngineError::failed(format!("archiving the build context: {e}")))?
+                .map_err(|e| EngineError::failed(e.to_string()))?;
+        progress.info(format!(
+            "build context {}: {files} files, {} KiB",
+            self.spec.context.display(),
+            archive.len() / 1024
+        ));
+        let full_tag = format!("{}:{tag}", self.spec.repository);
+        let options = BuildImageOptionsBuilder::default()
+            .dockerfile(&self.spec.dockerfile)
+            .t(&full_tag)
+            .buildargs(&self.spec.build_args)
+            .rm(true)
+            .forcerm(true)
+            .build();
+        let mut stream =
+            self.docker
+                .build_image(options, None, Some(bollard::body_full(archive.into())));
+        let mut image_id = None;
+        while let Some(item) = stream.next().await {
+            let info = item.map_err(|e| match e {
+                bollard::errors::Error::DockerStreamError { error } => {
+                    EngineError::failed(format!("docker build of {full_tag} failed: {error}"))
+                }
+                other => failed(&format!("building {full_tag}"), other),
+            })?;
+            if let Some(detail) = info.error_detail.and_then(|d| d.message) {
+                return Err(EngineError::failed(format!(
+                    "docker build of {full_tag} failed: {detail}"
+                )));
+            }
+            if let Some(text) = info.stream {
+                for line in text.lines().filter(|l| !l.trim().is_empty()) {
+                    progress.output("build", line);
+                }
+            }
+            if let Some(id) = info.aux.and_then(|a| a.id) {
+                image_id = Some(id);
+            }
+        }
+        // The legacy builder reports the ID in `aux`; ask for it when an older engine did not.
+        let id = match image_id {
+            Some(id) => id,
+            None => self
+                .docker
+                .inspect_image(&full_tag)
+                .await
+                .map_err(|e| failed(&format!("inspecting {full_tag}"), e))?
+                .id
+                .ok_or_else(|| EngineError::failed(format!("{full_tag} has no image ID")))?,
+        };
+        progress.info(format!("built {full_tag} ({id})"));
+        Ok(BuiltImage {
+            id,
+            tags: vec![full_tag],
+        })
+    }
+
+    async fn push(
+        &self,
+        image_id: &str,
+        repository: &str,
+        tags: &[String],
+        auth: Option<&RegistryAuth>,
+        progress: &dyn Progress,
+    ) -> EngineResult<String> {
+        let credentials = auth.map(|a| DockerCredentials {
+            username: Some(a.username.clone()),
+            password: Some(a.password.clone()),
+            serveraddress: Some(registry_host(repository).to_owned()),
+            ..Default::default()
+        });
+        let mut digest = None;
+        for tag in tags {
+            let options = TagImageOptionsBuilder::default()
+                .repo(repository)
+                .tag(tag)
+                .build();
+            self.docker
+                .tag_image(image_id, Some(options))
+                .await
+                .map_err(|e| failed(&format!("tagging {image_id} as {repository}:{tag}"), e))?;
+            progress.info(format!("pushing {repository}:{tag}"));
+            let options = PushImageOptionsBuilder::default().tag(tag).build();
+            let mut stream = self
+                .docker
+                .push_image(repository, Some(options), credentials.clone());
+            while let Some(item) = stream.next().await {
+                let info = item.map_err(|e| match e {
+                    bollard::errors::Error::DockerStreamError { error } => {
+                        EngineError::failed(format!("pushing {repository}:{tag} failed: {error}"))
+                    }
+                    other => failed(&format!("pushing {repository}:{tag}"), other),
+                })?;
+                if let Some(status) = info.status {
+                    if let Some(found) = digest_in_status(&status) {
+                        digest = Some(found.to_owned());
+                        progress.info(status);
+                    }
+                }
+            }
+        }
+        digest.ok_or_else(|| {
+            EngineError::failed(format!(
+                "the registry of {repository} accepted the push but reported no digest"
+            ))
+        })
+    }
+}
+
+/// The registry part of a repository (`127.0.0.1:5000/kaapi` → `127.0.0.1:5000`).
+pub fn registry_host(repository: &str) -> &str {
+    repository.split('/').next().unwrap_or(repository)
+}
+
+/// The push stream ends with `TAG: digest: sha256:… size: N`.
+fn digest_in_status(status: &str) -> Option<&str> {
+    let rest = &status[status.find("digest: ")? + "digest: ".len()..];
+    let digest = rest.split_whitespace().next()?;
+    digest.starts_with("sha256:").then_some(digest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_digest_in_the_final_push_status() {
+        let status = "3f2a1c0: digest: sha256:0123abcd size: 528";
+        assert_eq!(digest_in_status(status), Some("sha256:0123abcd"));
+        assert_eq!(digest_in_status("Pushed"), None);
+        assert_eq!(digest_in_status("digest: md5:x"), None);
+    }
+
+    #[test]
+    fn registry_host_is_the_first_segment() {
+        assert_eq!(registry_host("127.0.0.1:5000/kaapi/app"), "127.0.0.1:5000");
+    }
+}

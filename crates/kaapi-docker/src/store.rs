@@ -1,0 +1,643 @@
+//! The release history: an embedded SQLite database at `{state_dir}/releases.db` (mode 0600:
+//! revisions hold secret values). Releases are numbered per environment; a revision is an
+//! immutable row `{family}:{n}` holding everything a replica runs; releases refer to revisions.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use kaapi_core::engine::EngineError;
+use kaapi_core::release::{ImageRef, Outcome, Release, ReleaseMeta, ServiceRevision};
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+
+use crate::agent::api::ServiceSpec;
+
+pub const DATABASE_FILE: &str = "releases.db";
+
+/// Schema versions, applied in order; `PRAGMA user_version` says how many ran.
+const MIGRATIONS: &[&str] = &["CREATE TABLE releases (
+        environment TEXT NOT NULL,
+        number INTEGER NOT NULL,
+        image_reference TEXT NOT NULL,
+        image_digest TEXT NOT NULL,
+        image_tags TEXT NOT NULL,
+        git_commit TEXT NOT NULL,
+        version TEXT,
+        author TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        outcome TEXT NOT NULL,
+        detail TEXT,
+        rollback_of INTEGER,
+        PRIMARY KEY (environment, number)
+    );
+    CREATE TABLE revisions (
+        family TEXT NOT NULL,
+        number INTEGER NOT NULL,
+        environment TEXT NOT NULL,
+        service TEXT NOT NULL,
+        spec TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        PRIMARY KEY (family, number)
+    );
+    CREATE TABLE release_revisions (
+        environment TEXT NOT NULL,
+        release INTEGER NOT NULL,
+        position INTEGER NOT NULL,
+        service TEXT NOT NULL,
+        family TEXT NOT NULL,
+        revision INTEGER NOT NULL,
+        PRIMARY KEY (environment, release, service)
+    );
+    CREATE TABLE locks (
+        environment TEXT PRIMARY KEY,
+        token TEXT NOT NULL,
+        holder TEXT NOT NULL,
+        url TEXT,
+        pid INTEGER NOT NULL,
+        host TEXT NOT NULL,
+        since TEXT NOT NULL
+    );"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("release database {}: {source}", path.display())]
+    Sqlite {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("release database {}: {message}", path.display())]
+    Other { path: PathBuf, message: String },
+}
+
+impl From<StoreError> for EngineError {
+    fn from(e: StoreError) -> Self {
+        EngineError::failed(e.to_string())
+    }
+}
+
+/// A revision to register: the service's full spec under a task-definition-like family.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewRevision {
+    pub family: String,
+    pub spec: ServiceSpec,
+}
+
+/// What a release registers: fresh revisions, or the revisions of an earlier release.
+#[derive(Debug, Clone)]
+pub enum Revisions {
+    New(Vec<NewRevision>),
+    CopyOf(u64),
+}
+
+pub struct Store {
+    path: PathBuf,
+    connection: Mutex<Connection>,
+}
+
+impl Store {
+    /// Opens (creating when needed) `{state_dir}/releases.db`, readable by its owner only.
+    pub fn open(state_dir: &Path) -> Result<Self, StoreError> {
+        let path = state_dir.join(DATABASE_FILE);
+        let other = |message: String| StoreError::Other {
+            path: path.clone(),
+            message,
+        };
+        std::fs::create_dir_all(state_dir)
+            .map_err(|e| other(format!("cannot create {}: {e}", state_dir.display())))?;
+        create_private(&path).map_err(|e| other(format!("cannot create it: {e}")))?;
+        let sqlite = |source| StoreError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let mut connection = Connection::open(&path).map_err(sqlite)?;
+        // Concurrent deploys wait for each other's short transactions rather than failing.
+        connection
+            .busy_timeout(Duration::from_secs(10))
+            .map_err(sqlite)?;
+        connection
+            .pragma_update(None, "journal_mode", "WAL")
+            .map_err(sqlite)?;
+        migrate(&mut connection).map_err(sqlite)?;
+        Ok(Self {
+            path,
+            connection: Mutex::new(connection),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub(crate) fn connection(&self) -> Result<MutexGuard<'_, Connection>, StoreError> {
+        self.connection.lock().map_err(|_| StoreError::Other {
+            path: self.path.clone(),
+            message: "the database connection was poisoned by a panic".to_owned(),
+        })
+    }
+
+    pub(crate) fn sqlite(&self, source: rusqlite::Error) -> StoreError {
+        StoreError::Sqlite {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// Records a new release (outcome in progress) with its revisions, numbered after the last.
+    pub fn insert_release(
+        &self,
+        environment: &str,
+        image: &ImageRef,
+        meta: &ReleaseMeta,
+        revisions: &Revisions,
+    ) -> Result<Release, StoreError> {
+        let mut connection = self.connection()?;
+        let tx = connection
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| self.sqlite(e))?;
+        let number: u64 = tx
+            .query_row(
+                "SELECT COALESCE(MAX(number), 0) + 1 FROM releases WHERE environment = ?1",
+                [environment],
+                |row| row.get(0),
+            )
+            .map_err(|e| self.sqlite(e))?;
+        let (rows, rollback_of) = match revisions {
+            Revisions::New(new) => {
+                let mut rows = Vec::new();
+                for revision in new {
+                    let n: u64 = tx
+                        .query_row(
+                            "SELECT COALESCE(MAX(number), 0) + 1 FROM revisions WHERE family = ?1",
+                            [&revision.family],
+                            |row| row.get(0),
+                        )
+                        .map_err(|e| self.sqlite(e))?;
+                    let spec =
+                        serde_json::to_string(&revision.spec).map_err(|e| StoreError::Other {
+                            path: self.path.clone(),
+                            message: format!("cannot encode a revision: {e}"),
+                        })?;
+                    tx.execute(
+                        "INSERT INTO revisions (family, number, environment, service, spec, created_at)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                        params![revision.family, n, environment, revision.spec.name, spec, meta.created_at.to_rfc3339()],
+                    )
+                    .map_err(|e| self.sqlite(e))?;
+                    rows.push((revision.spec.name.clone(), revision.family.clone(), n));
+                }
+                (rows, None)
+            }
+            Revisions::CopyOf(earlier) => {
+                let mut statement = tx
+                    .prepare(
+                        "SELECT service, family, revision FROM release_revisions
+                         WHERE environment = ?1 AND release = ?2 ORDER BY position",
+                    )
+                    .map_err(|e| self.sqlite(e))?;
+                let rows = statement
+                    .query_map(params![environment, earlier], |row| {
+                        Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+                    })
+                    .and_then(Iterator::collect::<Result<Vec<(String, String, u64)>, _>>)
+                    .map_err(|e| self.sqlite(e))?;
+                if rows.is_empty() {
+                    return Err(StoreError::Other {
+                        path: self.path.clone(),
+                        message: format!("release {earlier} of `{environment}` has no revisions"),
+                    });
+                }
+                (rows, Some(*earlier))
+            }
+        };
+        let tags = serde_json::to_string(&image.tags).unwrap_or_else(|_| "[]".to_owned());
+        tx.execute(
+            "INSERT INTO releases (environment, number, image_reference, image_digest, image_tags,
+                git_commit, version, author, created_at, outcome, detail, rollback_of)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, NULL, ?11)",
+            params![
+                environment,
+                number,
+                image.reference,
+                image.digest,
+                tags,
+                meta.commit,
+                meta.version,
+                meta.author,
+                meta.created_at.to_rfc3339(),
+                Outcome::InProgress.as_str(),
+                rollback_of,
+            ],
+        )
+        .map_err(|e| self.sqlite(e))?;
+        for (position, (service, family, revision)) in rows.iter().enumerate() {
+            tx.execute(
+                "INSERT INTO release_revisions (environment, release, position, service, family, revision)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![environment, number, position as i64, service, family, revision],
+            )
+            .map_err(|e| self.sqlite(e))?;
+        }
+        tx.commit().map_err(|e| self.sqlite(e))?;
+        Ok(Release {
+            number,
+            environment: environment.to_owned(),
+            image: image.clone(),
+            meta: meta.clone(),
+            revisions: rows
+                .into_iter()
+                .map(|(service, family, n)| ServiceRevision {
+                    service,
+                    revision: format!("{family}:{n}"),
+                })
+                .collect(),
+            outcome: Outcome::InProgress,
+            detail: None,
+            rollback_of,
+        })
+    }
+
+    pub fn set_outcome(
+        &self,
+        environment: &str,
+        number: u64,
+        outcome: Outcome,
+        detail: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let connection = self.connection()?;
+        let changed = connection
+            .execute(
+                "UPDATE releases SET outcome = ?3, detail = ?4 WHERE environment = ?1 AND number = ?2",
+                params![environment, number, outcome.as_str(), detail],
+            )
+            .map_err(|e| self.sqlite(e))?;
+        if changed == 0 {
+            return Err(StoreError::Other {
+                path: self.path.clone(),
+                message: format!("there is no release {number} in `{environment}`"),
+            });
+        }
+        Ok(())
+    }
+
+    /// Marks releases still `in_progress` as interrupted: their deploy is gone (its lock was
+    /// stale), so they will never finish.
+    pub fn interrupt_unfinished(&self, environment: &str) -> Result<Vec<u64>, StoreError> {
+        let connection = self.connection()?;
+        let mut statement = connection
+            .prepare("SELECT number FROM releases WHERE environment = ?1 AND outcome = ?2")
+            .map_err(|e| self.sqlite(e))?;
+        let numbers = statement
+            .query_map(params![environment, Outcome::InProgress.as_str()], |row| {
+                row.get(0)
+            })
+            .and_then(Iterator::collect::<Result<Vec<u64>, _>>)
+            .map_err(|e| self.sqlite(e))?;
+        connection
+            .execute(
+                "UPDATE releases SET outcome = ?2, detail = 'the deploy was killed before it finished'
+                 WHERE environment = ?1 AND outcome = ?3",
+                params![environment, Outcome::Interrupted.as_str(), Outcome::InProgress.as_str()],
+            )
+            .map_err(|e| self.sqlite(e))?;
+        Ok(numbers)
+    }
+
+    /// Every release of `environment`, newest first.
+    pub fn releases(&self, environment: &str) -> Result<Vec<Release>, StoreError> {
+        let connection = self.connection()?;
+        let mut statement = connection
+            .prepare(
+                "SELECT number, image_reference, image_digest, image_tags, git_commit, version,
+                    author, created_at, outcome, detail, rollback_of
+                 FROM releases WHERE environment = ?1 ORDER BY number DESC",
+            )
+            .map_err(|e| self.sqlite(e))?;
+        let rows = statement
+            .query_map([environment], |row| {
+                Ok(RawRelease {
+                    number: row.get(0)?,
+                    reference: row.get(1)?,
+                    digest: row.get(2)?,
+                    tags: row.get(3)?,
+                    commit: row.get(4)?,
+                    version: row.get(5)?,
+                    author: row.get(6)?,
+                    created_at: row.get(7)?,
+                    outcome: row.get(8)?,
+                    detail: row.get(9)?,
+                    rollback_of: row.get(10)?,
+                })
+            })
+            .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+            .map_err(|e| self.sqlite(e))?;
+        let mut statement = connection
+            .prepare(
+                "SELECT release, service, family, revision FROM release_revisions
+                 WHERE environment = ?1 ORDER BY release, position",
+            )
+            .map_err(|e| self.sqlite(e))?;
+        let mut revisions: BTreeMap<u64, Vec<ServiceRevision>> = BTreeMap::new();
+        let links = statement
+            .query_map([environment], |row| {
+                Ok((
+                    row.get::<_, u64>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, String>(2)?,
+                    row.get::<_, u64>(3)?,
+                ))
+            })
+            .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+            .map_err(|e| self.sqlite(e))?;
+        for (release, service, family, n) in links {
+            revisions.entry(release).or_default().push(ServiceRevision {
+                service,
+                revision: format!("{family}:{n}"),
+            });
+        }
+        rows.into_iter()
+            .map(|raw| {
+                let revisions = revisions.remove(&raw.number).unwrap_or_default();
+                raw.into_release(environment, revisions)
+                    .map_err(|message| StoreError::Other {
+                        path: self.path.clone(),
+                        message,
+                    })
+            })
+            .collect()
+    }
+
+    pub fn release(&self, environment: &str, number: u64) -> Result<Option<Release>, StoreError> {
+        Ok(self
+            .releases(environment)?
+            .into_iter()
+            .find(|r| r.number == number))
+    }
+
+    /// The stored spec of a revision (`family:n`).
+    pub fn revision(&self, id: &str) -> Result<Option<ServiceSpec>, StoreError> {
+        let Some((family, n)) = id.rsplit_once(':') else {
+            return Ok(None);
+        };
+        let Ok(n) = n.parse::<u64>() else {
+            return Ok(None);
+        };
+        let connection = self.connection()?;
+        let spec: Option<String> = connection
+            .query_row(
+                "SELECT spec FROM revisions WHERE family = ?1 AND number = ?2",
+                params![family, n],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(|e| self.sqlite(e))?;
+        spec.map(|text| {
+            serde_json::from_str(&text).map_err(|e| StoreError::Other {
+                path: self.path.clone(),
+                message: format!("revision {id} is unreadable: {e}"),
+            })
+        })
+        .transpose()
+    }
+}
+
+struct RawRelease {
+    number: u64,
+    reference: String,
+    digest: String,
+    tags: String,
+    commit: String,
+    version: Option<String>,
+    author: String,
+    created_at: String,
+    outcome: String,
+    detail: Option<String>,
+    rollback_of: Option<u64>,
+}
+
+impl RawRelease {
+    fn into_release(
+        self,
+        environment: &str,
+        revisions: Vec<ServiceRevision>,
+    ) -> Result<Release, String> {
+        let created_at = DateTime::parse_from_rfc3339(&self.created_at)
+            .map_err(|e| {
+                format!(
+                    "release {}: bad time {:?}: {e}",
+                    self.number, self.created_at
+                )
+            })?
+            .with_timezone(&Utc);
+        Ok(Release {
+            number: self.number,
+            environment: environment.to_owned(),
+            image: ImageRef {
+                reference: self.reference,
+                digest: self.digest,
+                tags: serde_json::from_str(&self.tags).unwrap_or_default(),
+            },
+            meta: ReleaseMeta {
+                commit: self.commit,
+                version: self.version,
+                author: self.author,
+                created_at,
+            },
+            revisions,
+            outcome: parse_outcome(&self.outcome).ok_or_else(|| {
+                format!(
+                    "release {}: unknown outcome {:?}",
+                    self.number, self.outcome
+                )
+            })?,
+            detail: self.detail,
+            rollback_of: self.rollback_of,
+        })
+    }
+}
+
+fn parse_outcome(text: &str) -> Option<Outcome> {
+    [
+        Outcome::InProgress,
+        Outcome::Succeeded,
+        Outcome::FailedMigration,
+        Outcome::RolledBack,
+        Outcome::Failed,
+        Outcome::Interrupted,
+    ]
+    .into_iter()
+    .find(|o| o.as_str() == text)
+}
+
+fn migrate(connection: &mut Connection) -> rusqlite::Result<()> {
+    // Read and apply under one write lock: two processes opening a new database at once
+    // must not both run the first migration.
+    let tx = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let applied: i64 = tx.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+    let applied = usize::try_from(applied).unwrap_or(0);
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(applied) {
+        tx.execute_batch(sql)?;
+        tx.pragma_update(
+            None,
+            "user_version",
+            i64::try_from(index + 1).unwrap_or(i64::MAX),
+        )?;
+    }
+    tx.commit()
+}
+
+/// Creates the file mode 0600 if absent, and tightens it if it exists (it holds secrets).
+fn create_private(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(name: &str, image: &str) -> ServiceSpec {
+        ServiceSpec {
+            name: name.to_owned(),
+            image: image.to_owned(),
+            command: Some(vec!["/app".to_owned(), "serve".to_owned()]),
+            env: BTreeMap::from([("SECRET_KEY".to_owned(), "s3cr3t".to_owned())]),
+            replicas: 2,
+            port: Some(8000),
+            health: None,
+            stop_timeout_secs: 10,
+            cpu: None,
+            memory_mib: Some(256),
+            volumes: vec!["app-local-data:/data".to_owned()],
+        }
+    }
+
+    fn image(id: &str) -> ImageRef {
+        ImageRef {
+            reference: id.to_owned(),
+            digest: id.to_owned(),
+            tags: vec!["app-local:abc".to_owned()],
+        }
+    }
+
+    fn meta(commit: &str) -> ReleaseMeta {
+        ReleaseMeta {
+            commit: commit.to_owned(),
+            version: Some("v1.0.0".to_owned()),
+            author: "alice".to_owned(),
+            created_at: Utc::now(),
+        }
+    }
+
+    fn new(image_id: &str) -> Revisions {
+        Revisions::New(vec![
+            NewRevision {
+                family: "app-local-web".to_owned(),
+                spec: spec("web", image_id),
+            },
+            NewRevision {
+                family: "app-local-worker".to_owned(),
+                spec: spec("worker", image_id),
+            },
+        ])
+    }
+
+    #[test]
+    fn numbers_releases_and_revisions_and_reads_them_back() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        let first = store
+            .insert_release("local", &image("sha256:1"), &meta("c1"), &new("sha256:1"))
+            .expect("first");
+        let second = store
+            .insert_release("local", &image("sha256:2"), &meta("c2"), &new("sha256:2"))
+            .expect("second");
+        assert_eq!((first.number, second.number), (1, 2));
+        assert_eq!(
+            second.revision_of("web").map(|r| r.revision.as_str()),
+            Some("app-local-web:2")
+        );
+        store
+            .set_outcome("local", 1, Outcome::Succeeded, None)
+            .expect("outcome");
+        store
+            .set_outcome("local", 2, Outcome::RolledBack, Some("health failed"))
+            .expect("outcome");
+        let all = store.releases("local").expect("releases");
+        assert_eq!(all.iter().map(|r| r.number).collect::<Vec<_>>(), vec![2, 1]);
+        assert_eq!(all[0].outcome, Outcome::RolledBack);
+        assert_eq!(all[0].detail.as_deref(), Some("health failed"));
+        assert_eq!(all[1].meta.commit, "c1");
+        assert_eq!(all[1].revisions, first.revisions);
+        let stored = store
+            .revision("app-local-web:1")
+            .expect("read")
+            .expect("exists");
+        assert_eq!(stored, spec("web", "sha256:1"));
+        assert!(store.releases("other").expect("other env").is_empty());
+    }
+
+    #[test]
+    fn a_copy_refers_to_the_same_immutable_revisions() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        let first = store
+            .insert_release("local", &image("sha256:1"), &meta("c1"), &new("sha256:1"))
+            .expect("first");
+        store
+            .insert_release("local", &image("sha256:2"), &meta("c2"), &new("sha256:2"))
+            .expect("second");
+        let copy = store
+            .insert_release("local", &first.image, &meta("c3"), &Revisions::CopyOf(1))
+            .expect("copy");
+        assert_eq!(copy.number, 3);
+        assert_eq!(copy.rollback_of, Some(1));
+        assert_eq!(copy.revisions, first.revisions);
+        assert!(store
+            .insert_release("local", &first.image, &meta("c4"), &Revisions::CopyOf(9))
+            .is_err());
+    }
+
+    #[test]
+    fn the_database_is_private_and_survives_reopening() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let store = Store::open(dir.path()).expect("open");
+            store
+                .insert_release("local", &image("sha256:1"), &meta("c1"), &new("sha256:1"))
+                .expect("insert");
+        }
+        let mode = std::fs::metadata(dir.path().join(DATABASE_FILE))
+            .expect("metadata")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let store = Store::open(dir.path()).expect("reopen");
+        assert_eq!(store.releases("local").expect("releases").len(), 1);
+    }
+
+    #[test]
+    fn unfinished_releases_become_interrupted() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        store
+            .insert_release("local", &image("sha256:1"), &meta("c1"), &new("sha256:1"))
+            .expect("insert");
+        assert_eq!(
+            store.interrupt_unfinished("local").expect("interrupt"),
+            vec![1]
+        );
+        assert_eq!(
+            store.releases("local").expect("releases")[0].outcome,
+            Outcome::Interrupted
+        );
+    }
+}
