@@ -9,6 +9,7 @@ use agent_support::{
     containers_of, images, ingress_url, roll_out, start_agent, version, Fixture, Load,
 };
 use kaapi_docker::agent::api::RolloutPhase;
+use kaapi_docker::agent::AgentError;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn rollout_serves_the_release_then_replaces_it_with_zero_failed_requests() {
@@ -107,7 +108,32 @@ async fn release_failing_its_health_check_is_abandoned_and_the_old_one_keeps_ser
     let before = containers_of(&fixture.environment, &[]);
 
     let load = Load::start(&url, 4, 5_000);
-    let failed = roll_out(&client, &fixture.spec(2, &images.broken_health, 2, 0)).await;
+    let broken = fixture.spec(2, &images.broken_health, 2, 0);
+    let ticket = client.rollout(&broken).await.expect("start rollout");
+    let running = client
+        .environment(&fixture.environment)
+        .await
+        .expect("state")
+        .expect("known");
+    assert_eq!(running.active_rollout.as_deref(), Some(ticket.id.as_str()));
+    match client.rollout(&broken).await {
+        Err(AgentError::Api {
+            status: 409,
+            message,
+        }) => {
+            assert!(message.contains("already running"), "{message}")
+        }
+        other => panic!("a second concurrent rollout must get 409, got {other:?}"),
+    }
+    let failed = tokio::time::timeout(
+        Duration::from_secs(60),
+        client.wait_rollout(&fixture.environment, &ticket.id, |m| {
+            eprintln!("  rollout: {m}")
+        }),
+    )
+    .await
+    .expect("rollout ends")
+    .expect("poll rollout");
     let report = load.finish().await;
 
     assert_eq!(failed.phase, RolloutPhase::Failed, "{failed:?}");
@@ -140,6 +166,7 @@ async fn release_failing_its_health_check_is_abandoned_and_the_old_one_keeps_ser
         .expect("state")
         .expect("known");
     assert_eq!(state.release, Some(1));
+    assert_eq!(state.active_rollout, None);
     let stored = std::fs::read_to_string(fixture.state_dir.path().join("agent-state.json"))
         .expect("read agent state");
     assert!(stored.contains("\"release\": 1") && !stored.contains("\"release\": 2"));

@@ -1,6 +1,6 @@
 //! `kaapi-deploy agent run|stop|status`: the local engine's long-running agent.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use kaapi_docker::agent::{serve, AgentClient};
 
@@ -14,7 +14,7 @@ pub async fn run(config: Option<&Path>, command: &AgentCommand) -> CliResult {
             .await
             .map_err(|e| CliError::Failed(format!("agent: {e}"))),
         AgentCommand::Stop => {
-            let state_dir = context::state_dir(&context::load_config(config)?);
+            let state_dir = state_dir(config)?;
             match connect(&state_dir).await? {
                 Some(client) => {
                     let pid = client.endpoint().pid;
@@ -29,7 +29,7 @@ pub async fn run(config: Option<&Path>, command: &AgentCommand) -> CliResult {
             Ok(())
         }
         AgentCommand::Status => {
-            let state_dir = context::state_dir(&context::load_config(config)?);
+            let state_dir = state_dir(config)?;
             match connect(&state_dir).await? {
                 Some(client) => {
                     let endpoint = client.endpoint();
@@ -55,4 +55,13 @@ async fn connect(state_dir: &Path) -> CliResult<Option<AgentClient>> {
     AgentClient::connect(state_dir)
         .await
         .map_err(|e| CliError::Failed(format!("cannot reach the agent: {e}")))
+}
+
+/// `KAAPI_STATE_DIR` needs no config (so `agent stop` works anywhere); else `.kaapi/` beside
+/// the config, as for every other command.
+fn state_dir(config: Option<&Path>) -> CliResult<PathBuf> {
+    match std::env::var_os("KAAPI_STATE_DIR") {
+        Some(dir) => Ok(PathBuf::from(dir)),
+        None => Ok(context::state_dir(&context::load_config(config)?)),
+    }
 }

@@ -129,6 +129,10 @@ pub struct EnvironmentState {
     pub replicas: Vec<ReplicaState>,
     /// Recent events, newest last (replaced replicas, switches, failed probes).
     pub events: Vec<AgentEvent>,
+    /// The id of the rollout running now, if any (e.g. one whose CLI was killed: wait for it
+    /// with `GET …/rollouts/{id}` before starting another, which would get 409).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active_rollout: Option<String>,
 }
 
 /// Labels on every container the local engine creates; the agent adopts containers by them.

@@ -43,7 +43,7 @@ impl AgentClient {
         let Ok(endpoint) = serde_json::from_slice::<AgentEndpoint>(&bytes) else {
             return Ok(None);
         };
-        if !Path::new(&format!("/proc/{}", endpoint.pid)).exists() {
+        if !process_alive(endpoint.pid) {
             return Ok(None);
         }
         let client = AgentClient::new(endpoint);
@@ -194,12 +194,13 @@ impl AgentClient {
     }
 
     /// Asks the agent to exit (its containers keep running) and waits until it stopped
-    /// answering (at most 10 s).
+    /// answering and, when it is another process, until that process ended (at most 10 s).
     pub async fn shutdown(&self) -> Result<(), AgentError> {
         self.send(Method::POST, "/v1/shutdown", None).await?;
         let asked = Instant::now();
+        let own_process = self.endpoint.pid == std::process::id();
         while asked.elapsed() < Duration::from_secs(10) {
-            if self.health().await.is_err() {
+            if self.health().await.is_err() && (own_process || !process_alive(self.endpoint.pid)) {
                 return Ok(());
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -294,4 +295,16 @@ fn last_line(path: &Path) -> String {
                 .map(str::to_owned)
         })
         .unwrap_or_default()
+}
+
+/// Whether `pid` runs (a zombie, ended but not yet reaped by its parent, does not).
+fn process_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the parenthesised command name, which may itself hold spaces.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => false,
+    }
 }

@@ -343,3 +343,131 @@ fn local(status: StatusCode, message: &str) -> Response<ProxyBody> {
     );
     response
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent::replica::Health;
+
+    /// A loopback upstream answering every request with `name`, slowly when asked to.
+    async fn upstream(name: &'static str, delay: Duration) -> u16 {
+        let listener = TcpListener::bind(("127.0.0.1", 0)).await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |_request| async move {
+                        tokio::time::sleep(delay).await;
+                        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(name))))
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        port
+    }
+
+    /// A port nothing listens on.
+    async fn closed_port() -> u16 {
+        let listener = TcpListener::bind(("127.0.0.1", 0)).await.expect("bind");
+        listener.local_addr().expect("addr").port()
+    }
+
+    fn replica(name: &str, port: u16) -> Arc<Replica> {
+        Arc::new(Replica::new(
+            format!("id-{name}"),
+            name.to_owned(),
+            "web".to_owned(),
+            1,
+            Some(port),
+            Health::Healthy,
+        ))
+    }
+
+    async fn send(port: u16, method: Method) -> (StatusCode, String) {
+        let client: Client<HttpConnector, Full<Bytes>> =
+            Client::builder(TokioExecutor::new()).build_http();
+        let request = Request::builder()
+            .method(method)
+            .uri(format!("http://127.0.0.1:{port}/x"))
+            .body(Full::new(Bytes::new()))
+            .expect("request");
+        let response = client.request(request).await.expect("ingress answers");
+        let status = response.status();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[tokio::test]
+    async fn a_request_to_a_dead_replica_is_retried_on_another_and_the_dead_one_is_avoided() {
+        let ingress = Ingress::open(0).await.expect("open");
+        let alive = replica("alive", upstream("alive", Duration::ZERO).await);
+        let dead = replica("dead", closed_port().await);
+        ingress
+            .backends
+            .set(vec![Arc::clone(&dead), Arc::clone(&alive)]);
+        for _ in 0..6 {
+            // Even a POST: nothing reached the dead replica, so it is safe to resend.
+            assert_eq!(
+                send(ingress.port, Method::POST).await,
+                (StatusCode::OK, "alive".to_owned())
+            );
+        }
+        assert!(
+            !dead.is_serving(),
+            "a replica refusing connections is skipped"
+        );
+        assert_eq!((dead.in_flight(), alive.in_flight()), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn no_serving_replica_gives_503_and_a_switch_takes_effect_at_once() {
+        let ingress = Ingress::open(0).await.expect("open");
+        let (status, body) = send(ingress.port, Method::GET).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(body.contains("no healthy replica"), "{body}");
+
+        let old = replica("old", upstream("old", Duration::ZERO).await);
+        ingress.backends.set(vec![Arc::clone(&old)]);
+        assert_eq!(send(ingress.port, Method::GET).await.1, "old");
+        let new = replica("new", upstream("new", Duration::ZERO).await);
+        ingress.backends.set(vec![new]);
+        assert_eq!(send(ingress.port, Method::GET).await.1, "new");
+    }
+
+    #[tokio::test]
+    async fn in_flight_requests_are_counted_until_their_response_ends() {
+        let ingress = Ingress::open(0).await.expect("open");
+        let slow = replica("slow", upstream("slow", Duration::from_millis(500)).await);
+        ingress.backends.set(vec![Arc::clone(&slow)]);
+        let port = ingress.port;
+        let request = tokio::spawn(async move { send(port, Method::GET).await });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(slow.in_flight(), 1);
+        assert_eq!(request.await.expect("request task").1, "slow");
+        assert_eq!(slow.in_flight(), 0);
+    }
+
+    #[tokio::test]
+    async fn closing_the_ingress_frees_its_port() {
+        let ingress = Ingress::open(0).await.expect("open");
+        let port = ingress.port;
+        drop(ingress);
+        let mut reopened = None;
+        for _ in 0..50 {
+            if let Ok(again) = Ingress::open(port).await {
+                reopened = Some(again);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(reopened.map(|i| i.port), Some(port));
+    }
+}

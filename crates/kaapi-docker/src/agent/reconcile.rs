@@ -11,7 +11,7 @@ use super::api::EnvironmentSpec;
 use super::error::AgentError;
 use super::ingress::Ingress;
 use super::replica::{Health, Replica};
-use super::runtime::{highest_index, Agent, Environment};
+use super::runtime::{highest_index, Agent, Current, Environment};
 use super::store::EnvironmentRecord;
 
 const TICK: Duration = Duration::from_secs(1);
@@ -91,14 +91,34 @@ async fn restore_environment(
             format!("removed orphan container {}", orphan.name),
         );
     }
-    if spec.web_service.is_some() {
-        let port = spec.ingress_port.unwrap_or(0);
-        environment.set_ingress(Some(Ingress::open(port).await?));
-    }
     current.previous_release = record.previous_release;
     current.spec = Some(spec);
-    environment.publish(&current);
+    // The replicas are restored even when the port is taken; reconcile keeps trying to reopen.
+    reopen_ingress(&environment, &current).await;
     Ok(())
+}
+
+/// Opens the ingress of an environment that should have one and has none (after a restart, or
+/// when its port was busy), on its persisted port.
+async fn reopen_ingress(environment: &Environment, current: &Current) {
+    let Some(spec) = current.spec.as_ref() else {
+        return;
+    };
+    if spec.web_service.is_none() || environment.ingress_port().is_some() {
+        return;
+    }
+    let port = spec.ingress_port.unwrap_or(0);
+    match Ingress::open(port).await {
+        Ok(ingress) => {
+            environment.set_ingress(Some(ingress));
+            environment.publish(current);
+        }
+        Err(e) => {
+            if !environment.ingress_failure_reported() {
+                environment.record_event(None, format!("{e}; retrying every second"));
+            }
+        }
+    }
 }
 
 /// Runs reconcile passes until shutdown.
@@ -126,27 +146,36 @@ pub async fn reconcile(agent: &Agent, environment: &Environment) {
         let (failed, healthy): (Vec<_>, Vec<_>) =
             replicas.drain(..).partition(|r| r.failure().is_some());
         replicas = healthy;
+        changed |= !failed.is_empty();
+        let backoff = environment.note_failures(&service.name, &failed);
         for bad in failed {
-            changed = true;
             let reason = bad.failure().unwrap_or_default();
-            let replacement = agent.start_replica(environment, &spec, service).await;
-            let message = match &replacement {
-                Ok(new) => format!(
-                    "{} replica {} {reason}; replaced by {}",
-                    service.name, bad.name, new.name
-                ),
-                Err(e) => format!(
-                    "{} replica {} {reason}; cannot start a replacement: {e}",
-                    service.name, bad.name
-                ),
-            };
-            environment.record_event(Some(&service.name), message);
-            if let Ok(new) = replacement {
-                replicas.push(new);
+            let who = format!("{} replica {} {reason}", service.name, bad.name);
+            if let Some(wait) = backoff {
+                environment.record_event(
+                    Some(&service.name),
+                    format!(
+                        "{who}; it keeps failing soon after start, next try in {} s",
+                        wait.as_secs().max(1)
+                    ),
+                );
+            } else {
+                let replacement = agent.start_replica(environment, &spec, service).await;
+                let message = match &replacement {
+                    Ok(new) => format!("{who}; replaced by {}", new.name),
+                    Err(e) => format!("{who}; cannot start a replacement: {e}"),
+                };
+                environment.record_event(Some(&service.name), message);
+                if let Ok(new) = replacement {
+                    replicas.push(new);
+                }
             }
             agent.discard(&[bad]).await;
         }
-        while replicas.len() < service.replicas as usize {
+        while backoff.is_none()
+            && environment.backoff_remaining(&service.name).is_none()
+            && replicas.len() < service.replicas as usize
+        {
             changed = true;
             match agent.start_replica(environment, &spec, service).await {
                 Ok(new) => {
@@ -181,6 +210,7 @@ pub async fn reconcile(agent: &Agent, environment: &Environment) {
     if changed {
         environment.publish(&current);
     }
+    reopen_ingress(environment, &current).await;
 }
 
 /// The spec with its ingress port filled in, as persisted.

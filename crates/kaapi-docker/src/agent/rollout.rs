@@ -252,6 +252,15 @@ impl Rollout<'_> {
         started: &[(ServiceSpec, Arc<Replica>)],
     ) -> Result<Vec<Arc<Replica>>, String> {
         let mut current = self.environment.current.lock().await;
+        let still_managed = self
+            .agent
+            .environment(&self.environment.name)
+            .is_some_and(|e| std::ptr::eq(e.as_ref(), self.environment));
+        if !still_managed {
+            drop(current);
+            self.abandon(started).await;
+            return Err("the environment was removed during the rollout".to_owned());
+        }
         let mut new: BTreeMap<String, Vec<Arc<Replica>>> = self
             .spec
             .services
@@ -287,6 +296,7 @@ impl Rollout<'_> {
         if let Some(ingress) = new_ingress {
             self.environment.set_ingress(Some(ingress));
         }
+        self.environment.reset_backoff();
         self.environment.publish(&current);
         drop(current);
         self.environment.record_event(

@@ -1,9 +1,10 @@
 //! The agent's in-memory world: every environment it manages, their current replicas, ingress,
 //! events and rollouts.
 
-use std::collections::{BTreeMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 
@@ -16,6 +17,17 @@ use super::replica::{Health, Replica};
 use super::store::Store;
 
 const MAX_EVENTS: usize = 100;
+/// A replica failing sooner than this after its start counts towards a crash loop.
+const CRASH_WINDOW: Duration = Duration::from_secs(10);
+/// Crash-loop failures replaced at once before the backoff starts.
+const FREE_RETRIES: u32 = 2;
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Clone, Copy)]
+struct Backoff {
+    failures: u32,
+    until: Instant,
+}
 const MAX_ROLLOUTS_KEPT: usize = 20;
 /// Tries with the next index when a replica name is taken (e.g. by a leftover container).
 const NAME_ATTEMPTS: u32 = 20;
@@ -40,9 +52,13 @@ pub struct Environment {
     /// Held by whoever changes the replica set (reconcile, rollout switch, removal).
     pub current: tokio::sync::Mutex<Current>,
     ingress: Mutex<Option<Ingress>>,
+    /// Whether the event "cannot open the ingress" was recorded since the last open.
+    ingress_failure_reported: AtomicBool,
     events: Mutex<VecDeque<AgentEvent>>,
     rollouts: Mutex<VecDeque<RolloutState>>,
     active_rollout: Mutex<Option<String>>,
+    /// Replacement backoff per service, against replicas that crash right after they start.
+    backoff: Mutex<HashMap<String, Backoff>>,
     /// The app of the last rollout asked for (to find its containers by label).
     app: Mutex<Option<String>>,
     next_index: AtomicU64,
@@ -188,12 +204,48 @@ impl Environment {
             name: name.to_owned(),
             current: tokio::sync::Mutex::new(Current::default()),
             ingress: Mutex::new(None),
+            ingress_failure_reported: AtomicBool::new(false),
             events: Mutex::new(VecDeque::new()),
             rollouts: Mutex::new(VecDeque::new()),
             active_rollout: Mutex::new(None),
+            backoff: Mutex::new(HashMap::new()),
             app: Mutex::new(None),
             next_index: AtomicU64::new(1),
         }
+    }
+
+    /// Counts replicas that failed soon after their start; returns how long to wait before
+    /// replacing them (`None`: now). A replica that ran for a while resets the count.
+    pub fn note_failures(&self, service: &str, failed: &[Arc<Replica>]) -> Option<Duration> {
+        let mut backoff = lock(&self.backoff);
+        let entry = backoff.entry(service.to_owned()).or_insert(Backoff {
+            failures: 0,
+            until: Instant::now(),
+        });
+        if !failed.is_empty() {
+            if failed.iter().all(|r| r.started.elapsed() < CRASH_WINDOW) {
+                entry.failures = entry.failures.saturating_add(1);
+            } else {
+                entry.failures = 0;
+            }
+            if entry.failures > FREE_RETRIES {
+                let exponent = (entry.failures - FREE_RETRIES - 1).min(5);
+                let delay = Duration::from_secs(1 << exponent).min(MAX_BACKOFF);
+                entry.until = Instant::now() + delay;
+            }
+        }
+        remaining(entry.until)
+    }
+
+    pub fn backoff_remaining(&self, service: &str) -> Option<Duration> {
+        lock(&self.backoff)
+            .get(service)
+            .and_then(|b| remaining(b.until))
+    }
+
+    /// A new release starts with a clean slate.
+    pub fn reset_backoff(&self) {
+        lock(&self.backoff).clear();
     }
 
     pub fn app(&self) -> Option<String> {
@@ -215,8 +267,14 @@ impl Environment {
 
     /// Replaces the ingress (the old one, if any, closes).
     pub fn set_ingress(&self, ingress: Option<Ingress>) {
+        self.ingress_failure_reported.store(false, Ordering::SeqCst);
         let old = std::mem::replace(&mut *lock(&self.ingress), ingress);
         drop(old);
+    }
+
+    /// `true` when the failure was already reported; marks it reported otherwise.
+    pub fn ingress_failure_reported(&self) -> bool {
+        self.ingress_failure_reported.swap(true, Ordering::SeqCst)
     }
 
     /// Points the ingress at the current web replicas.
@@ -277,6 +335,10 @@ impl Environment {
         lock(&self.active_rollout).is_some()
     }
 
+    pub fn active_rollout(&self) -> Option<String> {
+        lock(&self.active_rollout).clone()
+    }
+
     pub fn rollout(&self, id: &str) -> Option<RolloutState> {
         lock(&self.rollouts).iter().find(|r| r.id == id).cloned()
     }
@@ -310,8 +372,15 @@ impl Environment {
                 .map(|r| r.to_state())
                 .collect(),
             events: lock(&self.events).iter().cloned().collect(),
+            active_rollout: self.active_rollout(),
         })
     }
+}
+
+fn remaining(until: Instant) -> Option<Duration> {
+    until
+        .checked_duration_since(Instant::now())
+        .filter(|d| !d.is_zero())
 }
 
 /// Highest `-N` suffix among container names, to keep new names unique.
@@ -321,4 +390,49 @@ pub fn highest_index<'a>(names: impl IntoIterator<Item = &'a str>) -> u64 {
         .filter_map(|name| name.rsplit('-').next()?.parse::<u64>().ok())
         .max()
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn replica(name: &str) -> Arc<Replica> {
+        Arc::new(Replica::new(
+            format!("id-{name}"),
+            name.to_owned(),
+            "backend".to_owned(),
+            1,
+            None,
+            Health::Exited(Some(1)),
+        ))
+    }
+
+    #[test]
+    fn replicas_crashing_right_after_start_are_replaced_with_growing_delays() {
+        let environment = Environment::new("test");
+        let delays: Vec<Option<Duration>> = (0..5)
+            .map(|n| environment.note_failures("backend", &[replica(&format!("r{n}"))]))
+            .collect();
+        assert_eq!(delays[0], None);
+        assert_eq!(delays[1], None);
+        let third = delays[2].expect("third crash waits");
+        let fifth = delays[4].expect("fifth crash waits");
+        assert!(third <= Duration::from_secs(1) && third > Duration::from_millis(900));
+        assert!(fifth > Duration::from_millis(3900) && fifth <= Duration::from_secs(4));
+        assert!(environment.backoff_remaining("backend").is_some());
+        assert_eq!(environment.backoff_remaining("worker"), None);
+        environment.reset_backoff();
+        assert_eq!(environment.backoff_remaining("backend"), None);
+        // Another service is counted on its own.
+        assert_eq!(environment.note_failures("worker", &[replica("w")]), None);
+    }
+
+    #[test]
+    fn new_replica_names_continue_above_the_highest_index() {
+        let names = ["app-prod-backend-r3-7", "app-prod-worker-r3-12", "stray"];
+        assert_eq!(highest_index(names), 12);
+        let environment = Environment::new("prod");
+        environment.reserve_indices_above(12);
+        assert_eq!(environment.next_index.load(Ordering::SeqCst), 13);
+    }
 }
