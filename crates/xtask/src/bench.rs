@@ -29,7 +29,9 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         peer::ensure_installed().await?;
     }
     ensure_example_binary(&root).await?;
-    let bin = if args.no_build {
+    let bin = if let Some(binary) = &args.binary {
+        binary.clone()
+    } else if args.no_build {
         release_binary(&root)
     } else {
         build_release_binary(&root).await?
@@ -37,8 +39,13 @@ pub async fn run(args: BenchArgs) -> Result<()> {
 
     let app = format!("kbench{}", std::process::id());
     let project = Project::create(&root, &app, probe::free_port()?)?;
+    // A private copy: the target dir may be shared, and another build could replace the
+    // binary in the middle of the run.
+    let private_bin = project.root().join("kaapi-deploy");
+    std::fs::copy(&bin, &private_bin)
+        .with_context(|| format!("cannot copy {} (build it first)", bin.display()))?;
     let cli = Cli {
-        bin: bin.clone(),
+        bin: private_bin,
         project: &project,
     };
     let mut table = Table::default();
@@ -46,7 +53,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     cleanup(&cli).await;
     result?;
 
-    let markdown = document(&args, &table).await;
+    let markdown = document(&args, &bin, &table).await;
     println!("{}", table.to_markdown());
     let out = root.join(&args.out);
     if let Some(dir) = out.parent() {
@@ -380,10 +387,11 @@ fn add_load(table: &mut Table, scenario: &str, load: &LoadReport) {
         _ => String::new(),
     };
     let note = format!(
-        "{previous}{}run {}: {}{outage} (max latency {} ms)",
+        "{previous}{}run {}: {}{outage} (achieved {:.0} req/s, max latency {} ms)",
         if previous.is_empty() { "" } else { "; " },
         table.samples(&failed).len(),
         load.failure_summary(),
+        load.sent as f64 / load.elapsed.as_secs_f64().max(0.001),
         load.max_latency.as_millis()
     );
     table.note(&failed, "", 0, &note);
@@ -520,15 +528,24 @@ async fn ensure_example_binary(root: &Path) -> Result<()> {
 }
 
 /// The results page: what was run, on what, and the table.
-async fn document(args: &BenchArgs, table: &Table) -> String {
+async fn document(args: &BenchArgs, bin: &Path, table: &Table) -> String {
     let machine = machine().await;
-    let command = format!(
+    let mut command = format!(
         "cargo run --release -p xtask -- bench --runs {} --requests {} --rate {} --connections {}",
         args.runs, args.requests, args.rate, args.connections
     );
+    if let Some(binary) = &args.binary {
+        command.push_str(&format!(" --binary {}", binary.display()));
+    }
+    let profile = if bin.components().any(|c| c.as_os_str() == "debug") {
+        "a **debug** build (unoptimised)"
+    } else {
+        "the release build"
+    };
     format!(
         "# Benchmarks\n\n\
-         Produced by `{command}` on {date}.\n\n\
+         Produced by `{command}` on {date}, driving {profile} of `kaapi-deploy` \
+         (`{bin}`).\n\n\
          ## Machine\n\n{machine}\n\n\
          ## Setup\n\n\
          - Local engine, the example backend (`examples/backend`, a FROM scratch image): \
@@ -543,6 +560,10 @@ async fn document(args: &BenchArgs, table: &Table) -> String {
          on 127.0.0.1, `GET /version`, 1 s timeout per request, at least {requests} requests per \
          phase (the client keeps sending after the command ends until it has sent them). A \
          request fails on a connection error, a timeout or a non-2xx answer.\n\
+         - Health checks as in `examples/deploy.toml`: interval 1 s, timeout 500 ms, 3 retries, \
+         start period 3 s. The agent probes a new replica at once and then every interval, so \
+         a replica that is not listening at the first probe is seen healthy about 1 s later; \
+         the floor polls every 20 ms.\n\
          - Phase seconds come from each command's `--json` report; \"(client)\" rows from the \
          load client's own clock (first/last answer carrying a version).\n\
          - The peer runs one container (a fixed published port cannot be shared by two) of the \
@@ -550,6 +571,7 @@ async fn document(args: &BenchArgs, table: &Table) -> String {
          --force-recreate`.\n\n\
          ## Results (median, min–max over {runs} runs)\n\n{table}",
         date = utc_now().await,
+        bin = bin.display(),
         rate = args.rate,
         connections = args.connections,
         requests = args.requests,

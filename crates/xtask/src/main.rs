@@ -63,6 +63,9 @@ pub struct BenchArgs {
     /// Use target/release/kaapi-deploy as it is instead of building it first.
     #[arg(long)]
     pub no_build: bool,
+    /// Benchmark this kaapi-deploy binary instead of building target/release/kaapi-deploy.
+    #[arg(long, value_name = "PATH")]
+    pub binary: Option<PathBuf>,
 }
 
 #[tokio::main]

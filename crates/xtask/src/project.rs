@@ -58,6 +58,11 @@ impl Project {
         Ok(project)
     }
 
+    /// The temporary directory holding the project, its state and the binary under test.
+    pub fn root(&self) -> &Path {
+        self._root.path()
+    }
+
     pub fn config_path(&self) -> PathBuf {
         self.dir.join("deploy.toml")
     }
@@ -85,7 +90,7 @@ command = ["/app", "migrate"]
 [services.backend]
 port = 8000
 replicas = 2
-health = {{ path = "{HEALTH_PATH}", interval = "1s", timeout = "500ms", retries = 2, start_period = "10s" }}
+health = {{ path = "{HEALTH_PATH}", interval = "1s", timeout = "500ms", retries = 3, start_period = "3s" }}
 stop_timeout = "10s"
 volumes = ["data:/data"]
 
