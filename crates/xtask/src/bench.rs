@@ -537,15 +537,15 @@ async fn document(args: &BenchArgs, bin: &Path, table: &Table) -> String {
     if let Some(binary) = &args.binary {
         command.push_str(&format!(" --binary {}", binary.display()));
     }
-    let profile = if bin.components().any(|c| c.as_os_str() == "debug") {
-        "a **debug** build (unoptimised)"
+    // Only the path says how the binary under test was built; xtask knows its own profile.
+    let profile = if cfg!(debug_assertions) {
+        "a **debug** build of the load client (xtask)"
     } else {
-        "the release build"
+        "the release build of the load client (xtask)"
     };
     format!(
         "# Benchmarks\n\n\
-         Produced by `{command}` on {date}, driving {profile} of `kaapi-deploy` \
-         (`{bin}`).\n\n\
+         Produced by `{command}` on {date}, with {profile}, driving `{bin}`.\n\n\
          ## Machine\n\n{machine}\n\n\
          ## Setup\n\n\
          - Local engine, the example backend (`examples/backend`, a FROM scratch image): \
