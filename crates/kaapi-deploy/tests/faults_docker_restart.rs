@@ -54,15 +54,18 @@ fn start_dockerd(cmdline: &[String]) {
         .append(true)
         .open(DOCKERD_LOG)
         .expect("open the dockerd log");
-    // setsid: the daemon must outlive this test process.
-    Command::new("setsid")
+    // `setsid --fork`: the daemon runs in its own session and outlives this test; setsid
+    // itself exits at once, so it is waited for here.
+    let status = Command::new("setsid")
+        .arg("--fork")
         .arg(program)
         .args(args)
         .stdin(Stdio::null())
         .stdout(log.try_clone().expect("log handle"))
         .stderr(log)
-        .spawn()
+        .status()
         .expect("start dockerd");
+    assert!(status.success(), "setsid --fork dockerd: {status}");
 }
 
 fn wait_for_docker(limit: Duration) -> bool {
