@@ -99,6 +99,7 @@ impl Peer {
 
     pub async fn remove(&self) {
         let _ = self.compose(&["down", "-v", "--timeout", "2"]).await;
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
