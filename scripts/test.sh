@@ -11,4 +11,4 @@ bash examples/backend/build-static.sh
 
 export KAAPI_VENV="${KAAPI_VENV:-/opt/kaapi-venv}"
 # Two cores: run test binaries with limited parallelism so Docker-heavy tests do not starve.
-cargo test --workspace --locked -- --test-threads="${KAAPI_TEST_THREADS:-2}"
+cargo test --workspace --locked --no-fail-fast -- --test-threads="${KAAPI_TEST_THREADS:-2}"

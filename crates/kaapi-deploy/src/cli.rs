@@ -79,10 +79,13 @@ pub struct InitArgs {
 
 #[derive(Debug, Args)]
 pub struct CheckArgs {
-    /// Environment to check (default: every environment).
+    /// Environment to check (default: every environment, config and variables only).
     pub environment: Option<String>,
     #[arg(long)]
     pub json: bool,
+    /// Skip the checks that need AWS (an ECS environment's prerequisite resources).
+    #[arg(long)]
+    pub offline: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -33,7 +33,7 @@ pub async fn run(config: Option<&Path>, args: &CheckArgs) -> CliResult {
         context::environment(&loaded, name)?;
     }
     let mut report = check::check(&loaded, args.environment.as_deref());
-    if let Some(name) = args.environment.as_deref() {
+    if let Some(name) = args.environment.as_deref().filter(|_| !args.offline) {
         if let Some(env) = loaded.config.environment(name) {
             check_engine_prerequisites(&loaded, name, env, &mut report).await?;
         }
