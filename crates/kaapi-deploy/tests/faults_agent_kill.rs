@@ -65,8 +65,7 @@ fn agent_killed_and_restarted_adopts_replicas_and_serves_on_the_same_port() {
         replicas_before
     );
 
-    // `agent run` brings it back (a deploy would too, below). `status` and `releases` do
-    // not start an agent.
+    // `agent run` brings it back (so do a deploy, below, and `status`: see the next test).
     let mut agent = project
         .std_cli(&["agent", "run", "--state-dir"])
         .arg(&project.state_dir)
@@ -112,5 +111,47 @@ fn agent_killed_and_restarted_adopts_replicas_and_serves_on_the_same_port() {
         }),
         "replicas after the deploy: {:?}",
         project.containers(&[(LABEL_ROLE, "replica")])
+    );
+}
+
+#[test]
+fn status_after_an_agent_crash_starts_it_again_and_the_ingress_comes_back() {
+    let project = Project::new("fas");
+    project.deploy();
+    let replicas_before = sorted(project.containers(&[(LABEL_ROLE, "replica")]));
+    let pid = agent_pid(&project).expect("agent.json names the agent's pid");
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(killed.success(), "kill -KILL {pid}");
+    assert!(
+        eventually(Duration::from_secs(10), || !alive(pid)),
+        "agent {pid} still alive"
+    );
+    assert!(
+        eventually(Duration::from_secs(10), || project
+            .serving_version()
+            .is_none()),
+        "the ingress still answers with its agent dead"
+    );
+
+    // Looking at the environment is enough to bring its agent back, like a control plane.
+    let status = project.ok(&["status", "local", "--json"]);
+    assert!(status.contains("\"environment\""), "{status}");
+    assert!(
+        eventually(Duration::from_secs(20), || {
+            project.serving_version().as_deref() == Some("1.0.0")
+        }),
+        "the ingress did not come back on 127.0.0.1:{}",
+        project.port
+    );
+    let new_pid = agent_pid(&project).expect("agent.json names the new agent");
+    assert_ne!(new_pid, pid, "a new agent runs");
+    assert!(alive(new_pid), "agent {new_pid} should run");
+    assert_eq!(
+        sorted(project.containers(&[(LABEL_ROLE, "replica")])),
+        replicas_before,
+        "the restarted agent adopts the replicas, no duplicates or orphans"
     );
 }

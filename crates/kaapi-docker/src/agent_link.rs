@@ -98,3 +98,24 @@ pub async fn environment_if_running(
     };
     client.environment(environment).await.map_err(engine_error)
 }
+
+/// The agent's view of an environment for `status`. When no agent answers but one has desired
+/// state to restore (it died or was killed), it is started again first: like ECS's control
+/// plane, the agent should not stay down just because nobody deployed since.
+pub async fn environment_reviving(
+    state_dir: &Path,
+    program: &Path,
+    environment: &str,
+) -> EngineResult<Option<EnvironmentState>> {
+    if let Some(state) = environment_if_running(state_dir, environment).await? {
+        return Ok(Some(state));
+    }
+    if !state_dir.join("agent-state.json").is_file() {
+        return Ok(None);
+    }
+    let link = AgentLink::connect(state_dir, program).await?;
+    link.client
+        .environment(environment)
+        .await
+        .map_err(engine_error)
+}

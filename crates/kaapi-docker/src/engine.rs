@@ -453,7 +453,9 @@ impl Engine for DockerEngine {
     }
 
     async fn status(&self) -> EngineResult<StatusReport> {
-        let state = self.agent_state().await?;
+        let state =
+            agent_link::environment_reviving(&self.state_dir, &self.program, &self.environment)
+                .await?;
         let containers =
             containers::replicas(&self.docker, self.app(), &self.environment, None).await?;
         let running_ids: Vec<String> = containers
