@@ -4,7 +4,7 @@
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use futures_util::future::{select, Either};
 use serde::Serialize;
@@ -434,16 +434,5 @@ async fn rollback_locked(
             finish(engine, &mut report, outcome, detail).await
         }
         None => finish(engine, &mut report, Outcome::Failed, failure).await,
-    }
-}
-
-/// How long ago, for people: `3m ago`, `2h ago`.
-pub fn ago(duration: Duration) -> String {
-    let secs = duration.as_secs();
-    match secs {
-        0..=59 => format!("{secs}s ago"),
-        60..=3599 => format!("{}m ago", secs / 60),
-        3600..=86_399 => format!("{}h ago", secs / 3600),
-        _ => format!("{}d ago", secs / 86_400),
     }
 }
