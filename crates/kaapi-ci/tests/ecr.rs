@@ -12,7 +12,7 @@ use kaapi_core::config::parse;
 
 #[tokio::test]
 async fn an_ecs_environment_promotes_into_its_ecr_repository() {
-    let moto = support::services::moto();
+    let moto = kaapi_testkit::moto();
     let sdk = aws_config::defaults(BehaviorVersion::latest())
         .region(Region::new("eu-west-1"))
         .endpoint_url(moto.url())

@@ -73,7 +73,7 @@ fn vars(token_url: &str, moto: &str) -> Vars {
 
 #[tokio::test]
 async fn the_oidc_token_is_exchanged_and_the_assumed_role_makes_the_next_calls() {
-    let moto = support::services::moto();
+    let moto = kaapi_testkit::moto();
     let (url, seen) =
         token_endpoint("200 OK", r#"{"count":1,"value":"eyJhbGciOi.fake.jwt"}"#).await;
 
@@ -118,7 +118,7 @@ async fn the_oidc_token_is_exchanged_and_the_assumed_role_makes_the_next_calls()
 
 #[tokio::test]
 async fn a_refused_token_request_fails_early_with_a_hint() {
-    let moto = support::services::moto();
+    let moto = kaapi_testkit::moto();
     let (url, seen) = token_endpoint("403 Forbidden", r#"{"message":"no"}"#).await;
 
     let error = aws_config_for(&environment(), "eu-west-1", &vars(&url, &moto.url()))
@@ -137,7 +137,7 @@ async fn a_refused_token_request_fails_early_with_a_hint() {
 
 #[tokio::test]
 async fn present_credentials_skip_the_token_endpoint() {
-    let moto = support::services::moto();
+    let moto = kaapi_testkit::moto();
     let (url, seen) = token_endpoint("200 OK", r#"{"value":"x"}"#).await;
     let mut vars = vars(&url, &moto.url());
     vars.insert("AWS_PROFILE".to_owned(), "ci".to_owned());

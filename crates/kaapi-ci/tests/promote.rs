@@ -23,8 +23,8 @@ use kaapi_core::engine::{ImageSource, LockOwner, RolloutOutcome};
 use kaapi_core::pipeline::DeployPlan;
 use kaapi_core::progress::Silent;
 use kaapi_core::release::{ImageRef, Outcome, Release, ReleaseMeta};
+use kaapi_testkit::{registry, Service};
 use support::fake_engine::{FakeEngine, Script};
-use support::services::{registry, Service};
 
 fn docker(args: &[&str]) -> String {
     let output = Command::new("docker")

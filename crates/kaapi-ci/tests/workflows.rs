@@ -8,7 +8,7 @@ use std::process::Command;
 
 use kaapi_ci::workflows::{self, Install, WorkflowError, WorkflowOptions};
 use kaapi_core::config::{parse, Config};
-use support::services::venv_tool;
+use kaapi_testkit::venv_tool;
 
 const CONFIG: &str = r#"
 app = "kaapi"

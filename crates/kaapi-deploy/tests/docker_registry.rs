@@ -3,65 +3,13 @@
 
 mod docker_support;
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::process::Command;
 
-use docker_support::{eventually, http_get, Project};
-
-struct Registry {
-    child: Child,
-    port: u16,
-    _storage: tempfile::TempDir,
-}
-
-impl Registry {
-    fn start() -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .expect("free port")
-            .local_addr()
-            .expect("addr")
-            .port();
-        let storage = tempfile::tempdir().expect("tempdir");
-        let config = storage.path().join("config.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
-                storage.path().join("data").display()
-            ),
-        )
-        .expect("write registry config");
-        let child = Command::new("docker-registry")
-            .arg("serve")
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("docker-registry is installed (apt-get install docker-registry)");
-        assert!(
-            eventually(Duration::from_secs(15), || http_get(port, "/v2/")
-                .is_ok_and(|(s, _)| s == 200)),
-            "the registry did not answer on 127.0.0.1:{port}"
-        );
-        Registry {
-            child,
-            port,
-            _storage: storage,
-        }
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use docker_support::Project;
 
 #[test]
 fn a_release_pushed_to_a_registry_runs_by_the_registry_digest() {
-    let registry = Registry::start();
+    let registry = kaapi_testkit::registry();
     let mut project = Project::new("reg");
     project.environment_extra = format!("registry = \"127.0.0.1:{}\"", registry.port);
     project.configure("1.0.0", "");

@@ -2,11 +2,9 @@
 //! pre-build command, `.dockerignore`, build args, tags, and the pushed manifest digest.
 
 use std::collections::HashMap;
-use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
 
 use kaapi_core::engine::ImageBuilder;
 use kaapi_core::progress::{Event, Progress};
@@ -178,60 +176,14 @@ async fn a_failing_pre_build_or_dockerfile_is_named() {
     );
 }
 
-/// The registry process, its port, and its storage (kept until the registry stops).
-struct Registry(Child, u16, #[allow(dead_code)] tempfile::TempDir);
-
-impl Registry {
-    fn start() -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .expect("port")
-            .local_addr()
-            .expect("addr")
-            .port();
-        let storage = tempfile::tempdir().expect("tempdir");
-        let config = storage.path().join("config.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
-                storage.path().join("data").display()
-            ),
-        )
-        .expect("config");
-        let child = Command::new("docker-registry")
-            .arg("serve")
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("docker-registry installed");
-        let started = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                started.elapsed() < Duration::from_secs(15),
-                "registry did not start"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        Registry(child, port, storage)
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::test]
 async fn push_returns_the_digest_the_registry_serves() {
-    let registry = Registry::start();
+    let registry = kaapi_testkit::registry();
     let dir = tempfile::tempdir().expect("tempdir");
     let spec = project(dir.path(), None);
     let builder = DockerImageBuilder::new(docker::connect().await.expect("docker"), spec);
     let built = builder.build("v1", &Lines::default()).await.expect("build");
-    let repository = format!("127.0.0.1:{}/kt-engine-push", registry.1);
+    let repository = format!("127.0.0.1:{}/kt-engine-push", registry.port);
     let digest = builder
         .push(
             &built.id,
@@ -254,7 +206,7 @@ async fn push_returns_the_digest_the_registry_serves() {
                 "Accept: application/vnd.docker.distribution.manifest.v2+json",
                 &format!(
                     "http://127.0.0.1:{}/v2/kt-engine-push/manifests/{tag}",
-                    registry.1
+                    registry.port
                 ),
             ])
             .output()

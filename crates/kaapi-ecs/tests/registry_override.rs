@@ -4,10 +4,6 @@
 
 mod support;
 
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
 use chrono::Utc;
 use kaapi_core::engine::{Engine, EngineError, ImageSource};
 use kaapi_core::release::ReleaseMeta;
@@ -18,55 +14,6 @@ use support::{write_config, Recorder};
 /// sha256 of the two bytes `{}`: an empty image config.
 const EMPTY_CONFIG: &str =
     "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a";
-
-struct Registry {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Registry {
-    fn start() -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        let config = dir.path().join("config.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
-                dir.path().join("data").display()
-            ),
-        )
-        .expect("registry config");
-        let child = Command::new("docker-registry")
-            .arg("serve")
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("docker-registry is installed (apt-get install docker-registry)");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "the registry did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Self {
-            child,
-            port,
-            _dir: dir,
-        }
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// Uploads an empty-config image as `repo:tag` through the distribution API; returns the
 /// digest the registry reports for the manifest.
@@ -121,7 +68,7 @@ async fn upload(base: &str, repo: &str, tag: &str) -> String {
 
 #[tokio::test]
 async fn images_are_resolved_and_refused_on_the_overriding_registry() {
-    let registry = Registry::start();
+    let registry = kaapi_testkit::registry();
     let host = format!("127.0.0.1:{}", registry.port);
     let dir = tempfile::tempdir().expect("temp dir");
     let loaded = write_config(dir.path(), &format!("registry = \"{host}\""));

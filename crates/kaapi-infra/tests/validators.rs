@@ -7,8 +7,9 @@ use std::process::Command;
 
 use kaapi_infra::policy::{self, Scope};
 use kaapi_infra::template::{self, TemplateOptions};
+use kaapi_testkit::venv_tool as venv_bin;
 use support::account::{self, ENVIRONMENT, REPOSITORY};
-use support::moto::{venv_bin, ACCOUNT, REGION};
+use support::moto::{ACCOUNT, REGION};
 
 fn run(tool: &str, args: &[&str]) -> (bool, String) {
     let output = Command::new(venv_bin(tool))

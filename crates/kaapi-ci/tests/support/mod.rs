@@ -1,3 +1,2 @@
 #![allow(dead_code)]
 pub mod fake_engine;
-pub mod services;

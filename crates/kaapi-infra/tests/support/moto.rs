@@ -1,50 +1,25 @@
 //! A moto server of our own on a free loopback port, stopped when dropped.
 
-use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::net::TcpStream;
+
+use kaapi_testkit::Service;
 
 pub const REGION: &str = "eu-west-1";
 /// moto's default account.
 pub const ACCOUNT: &str = "123456789012";
 
-pub fn venv_bin(tool: &str) -> PathBuf {
-    let venv = std::env::var("KAAPI_VENV").unwrap_or_else(|_| "/opt/kaapi-venv".to_owned());
-    PathBuf::from(venv).join("bin").join(tool)
-}
-
 pub struct Moto {
-    child: Child,
+    _server: Service,
     pub endpoint: String,
 }
 
 impl Moto {
     pub fn start() -> Moto {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .expect("bind a free port")
-            .local_addr()
-            .expect("local address")
-            .port();
-        let child = Command::new(venv_bin("moto_server"))
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start moto_server from $KAAPI_VENV (scripts/setup-python.sh installs it)");
-        let moto = Moto {
-            child,
-            endpoint: format!("http://127.0.0.1:{port}"),
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "moto_server did not answer within 30 s"
-            );
-            std::thread::sleep(Duration::from_millis(100));
+        let server = kaapi_testkit::moto();
+        Moto {
+            endpoint: server.url(),
+            _server: server,
         }
-        moto
     }
 
     /// Environment variables pointing an AWS client (the CLI) at this server.
@@ -89,12 +64,5 @@ impl Moto {
             response.starts_with("HTTP/1.1 200"),
             "moto reset failed: {response}"
         );
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }

@@ -1,5 +1,8 @@
-//! Real services the tests start on loopback: moto (AWS emulator) and Debian's docker-registry.
-//! Each is killed when its handle drops.
+//! Real services tests start on loopback: moto (the AWS emulator, from the venv
+//! `scripts/setup-python.sh` makes) and Debian's docker-registry. Each stops when its handle
+//! drops. Test-only code: it panics with a message on failure.
+
+#![allow(clippy::expect_used, clippy::unwrap_used)]
 
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
