@@ -55,10 +55,7 @@ async fn dispatch(cli: Cli) -> CliResult<ExitCode> {
         Command::Unlock(args) => commands::unlock::run(config, args).await?,
         Command::Init(args) => commands::init::run(args)?,
         Command::Check(args) => commands::check::run(config, args).await?,
-        Command::Secrets(cli::SecretsCommand::Push { environment, from }) => {
-            commands::secrets_push::run(config, environment, from).await?
-        }
-        Command::Secrets(command) => commands::secrets::run(command)?,
+        Command::Secrets(command) => commands::secrets::run(config, command).await?,
         Command::Agent(command) => commands::agent::run(config, command).await?,
         Command::Migrate(args) => commands::migrate::run(config, args).await?,
         Command::Ci(args) => commands::ci::run(config, args).await?,

@@ -1,16 +1,18 @@
-//! `kaapi-deploy secrets generate [-n N]` (and, later, `secrets push`).
+//! `kaapi-deploy secrets generate [-n N]` and `secrets push ENV --from FILE`.
+
+use std::path::Path;
 
 use kaapi_core::secrets::generate_token;
 
 use crate::cli::SecretsCommand;
 use crate::exit::{CliError, CliResult};
 
-pub fn run(command: &SecretsCommand) -> CliResult {
+pub async fn run(config: Option<&Path>, command: &SecretsCommand) -> CliResult {
     match command {
         SecretsCommand::Generate { count } => generate(*count),
-        SecretsCommand::Push { .. } => Err(CliError::Usage(
-            "`secrets push` is not available in this build".to_owned(),
-        )),
+        SecretsCommand::Push { environment, from } => {
+            super::secrets_push::run(config, environment, from).await
+        }
     }
 }
 
