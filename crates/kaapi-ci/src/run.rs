@@ -89,7 +89,7 @@ pub async fn run_ci(
         finished: Mutex::new(Vec::new()),
     };
     let result = pipeline::deploy(engine, &ci.plan, &recorder, interrupt).await;
-    let environment = ci.plan.environment.as_str();
+    let environment = engine.environment();
     let mut annotations = Vec::new();
 
     let succeeded = matches!(&result, Ok(report) if report.succeeded());
@@ -115,6 +115,7 @@ pub async fn run_ci(
     };
     let markdown = summary::render(&SummaryInput {
         ctx,
+        environment,
         plan: &ci.plan,
         image_origin: &ci.image_origin,
         ended,

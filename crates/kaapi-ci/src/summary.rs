@@ -27,6 +27,7 @@ pub enum Ended<'a> {
 #[derive(Debug, Clone, Copy)]
 pub struct SummaryInput<'a> {
     pub ctx: &'a GithubContext,
+    pub environment: &'a str,
     pub plan: &'a DeployPlan,
     /// Where the image came from, for people (`built from this commit`, `promoted from …`).
     pub image_origin: &'a str,
@@ -51,7 +52,7 @@ fn has_phase(phases: &[PhaseTiming], phase: Phase) -> bool {
 }
 
 fn headline(input: &SummaryInput<'_>) -> String {
-    let env = &input.plan.environment;
+    let env = input.environment;
     match input.ended {
         Ended::Report(report) => match report.outcome {
             Outcome::Succeeded => format!(
@@ -82,7 +83,7 @@ fn deployed_table(input: &SummaryInput<'_>, out: &mut String) {
         Ended::Error { .. } => (None, None),
     };
     let rows = [
-        ("Environment", code(&input.plan.environment)),
+        ("Environment", code(input.environment)),
         ("Release", release.unwrap_or_else(|| "—".to_owned())),
         (
             "Image digest",

@@ -76,6 +76,43 @@ pub enum ImageSource {
     Existing(String),
 }
 
+/// What a one-off task runs on.
+#[derive(Debug, Clone, Copy)]
+pub enum TaskOn<'a> {
+    /// The service's revision in a registered release (`run`, a deploy's migrations).
+    Release(&'a Release),
+    /// An image no release carries yet, with the service's revision in the release that serves
+    /// now (or the config's settings when nothing serves): `migrate ENV` before a deploy.
+    Image(&'a ImageRef),
+}
+
+/// The one-off tasks an engine started and has not seen end, by ID (container ID, task ARN), so
+/// that [`Engine::stop_tasks`] can stop them after an interrupted step.
+#[derive(Debug, Default)]
+pub struct RunningTasks(std::sync::Mutex<std::collections::HashSet<String>>);
+
+impl RunningTasks {
+    pub fn insert(&self, id: &str) {
+        if let Ok(mut ids) = self.0.lock() {
+            ids.insert(id.to_owned());
+        }
+    }
+
+    pub fn remove(&self, id: &str) {
+        if let Ok(mut ids) = self.0.lock() {
+            ids.remove(id);
+        }
+    }
+
+    /// Every registered ID, forgetting them.
+    pub fn take(&self) -> Vec<String> {
+        self.0
+            .lock()
+            .map(|mut ids| ids.drain().collect())
+            .unwrap_or_default()
+    }
+}
+
 /// How a one-off task (migrations, `run`) ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct TaskExit {
@@ -157,6 +194,9 @@ pub trait Engine: Send + Sync {
     /// Short engine name for messages: `docker`, `ecs`.
     fn name(&self) -> &'static str;
 
+    /// The environment this engine is bound to.
+    fn environment(&self) -> &str;
+
     /// Where the environment serves (local ingress URL, or the configured public URL).
     fn url(&self) -> Option<String> {
         None
@@ -192,15 +232,20 @@ pub trait Engine: Send + Sync {
         progress: &dyn Progress,
     ) -> EngineResult<Release>;
 
-    /// Runs `command` once as a one-off task of `service` in `release`, streaming its output,
-    /// and waits for its exit.
+    /// Runs `command` once as a one-off task of `service` on `on`, streaming its output, and
+    /// waits for its exit. The task never outlives the call when it returns; when the call is
+    /// dropped (interrupted), [`Engine::stop_tasks`] stops it.
     async fn run_task(
         &self,
-        release: &Release,
+        on: TaskOn<'_>,
         service: &str,
         command: &[String],
         progress: &dyn Progress,
     ) -> EngineResult<TaskExit>;
+
+    /// Stops and removes every one-off task this engine started that still runs (after an
+    /// interrupted step).
+    async fn stop_tasks(&self) -> EngineResult<()>;
 
     /// Rolls every service to its revision in `release` and waits for the rollout to finish.
     async fn roll_out(

@@ -10,20 +10,36 @@ use futures_util::future::{select, Either};
 use serde::Serialize;
 
 use crate::engine::{
-    Engine, EngineError, EngineResult, ImageSource, LockOwner, RolloutOutcome, TaskExit,
+    Engine, EngineError, EngineResult, ImageSource, LockOwner, RolloutOutcome, TaskExit, TaskOn,
 };
 use crate::progress::{Event, Phase, Progress};
 use crate::release::{ImageRef, Outcome, Release, ReleaseMeta};
 
-/// Everything a deploy needs to know besides the engine.
+/// Everything a deploy needs to know besides the engine (which is bound to the environment).
 #[derive(Debug, Clone)]
 pub struct DeployPlan {
-    pub environment: String,
     pub image: ImageSource,
     pub meta: ReleaseMeta,
     pub owner: LockOwner,
-    /// The service whose revision runs the migrations, and the command.
-    pub migrations: Option<(String, Vec<String>)>,
+    pub migrations: Option<Migrations>,
+}
+
+/// The migrations step of a config: the service whose revision runs it, and the command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Migrations {
+    pub service: String,
+    pub command: Vec<String>,
+}
+
+impl Migrations {
+    pub fn of(config: &crate::config::Config) -> Option<Self> {
+        let migrations = config.migrations.as_ref()?;
+        let service = config.migrations_service()?;
+        Some(Self {
+            service: service.to_owned(),
+            command: migrations.command.argv().to_vec(),
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -98,8 +114,34 @@ impl<'a> Timer<'a> {
     }
 }
 
-/// Runs a full deploy. `interrupt` resolves when the user asks to stop (Ctrl-C); the lock is
-/// released on every path.
+/// Runs `body` holding the environment's deploy lock: the lock is released on every path, and
+/// when `interrupt` resolves first (Ctrl-C) the body is dropped, the one-off tasks it started are
+/// stopped, the release it registered is recorded as interrupted, and the call fails saying so.
+async fn with_lock<T>(
+    engine: &dyn Engine,
+    owner: &LockOwner,
+    timer: &Timer<'_>,
+    interrupt: impl Future<Output = ()>,
+    body: impl Future<Output = EngineResult<T>>,
+) -> EngineResult<T> {
+    let progress = timer.progress;
+    let token = timer
+        .phase(Phase::Lock, engine.acquire_lock(owner, progress))
+        .await?;
+    let result = match select(Box::pin(body), Box::pin(interrupt)).await {
+        Either::Left((result, _)) => result,
+        Either::Right(((), body)) => {
+            drop(body);
+            Err(interrupted(engine, timer).await)
+        }
+    };
+    if let Err(e) = engine.release_lock(&token).await {
+        progress.warning(format!("could not release the deploy lock: {e}"));
+    }
+    result
+}
+
+/// Runs a full deploy. `interrupt` resolves when the user asks to stop (Ctrl-C).
 pub async fn deploy(
     engine: &dyn Engine,
     plan: &DeployPlan,
@@ -108,27 +150,19 @@ pub async fn deploy(
 ) -> EngineResult<DeployReport> {
     let started = Instant::now();
     let timer = Timer::new(progress);
-    let token = timer
-        .phase(Phase::Lock, engine.acquire_lock(&plan.owner, progress))
-        .await?;
-    let body = Box::pin(deploy_locked(engine, plan, &timer));
-    let result = match select(body, Box::pin(interrupt)).await {
-        Either::Left((result, _)) => result,
-        Either::Right(((), body)) => {
-            drop(body);
-            Err(interrupted(engine, &timer, &plan.environment).await)
-        }
-    };
-    if let Err(e) = engine.release_lock(&token).await {
-        progress.warning(format!("could not release the deploy lock: {e}"));
-    }
-    let mut report = result?;
+    let body = deploy_locked(engine, plan, &timer);
+    let mut report = with_lock(engine, &plan.owner, &timer, interrupt, body).await?;
     report.phases = timer.timings();
     report.total_seconds = started.elapsed().as_secs_f64();
     Ok(report)
 }
 
-async fn interrupted(engine: &dyn Engine, timer: &Timer<'_>, environment: &str) -> EngineError {
+async fn interrupted(engine: &dyn Engine, timer: &Timer<'_>) -> EngineError {
+    if let Err(e) = engine.stop_tasks().await {
+        timer
+            .progress
+            .warning(format!("could not stop the one-off task: {e}"));
+    }
     let number = timer.registered.load(Ordering::SeqCst);
     if number > 0 {
         let _ = engine
@@ -139,8 +173,9 @@ async fn interrupted(engine: &dyn Engine, timer: &Timer<'_>, environment: &str) 
             )
             .await;
     }
+    let environment = engine.environment();
     EngineError::failed(format!(
-        "deploy to `{environment}` interrupted; run `kaapi-deploy status {environment}` to see what serves"
+        "`{environment}`: interrupted; run `kaapi-deploy status {environment}` to see what serves"
     ))
 }
 
@@ -169,7 +204,7 @@ async fn deploy_locked(
         .await?;
     timer.registered.store(release.number, Ordering::SeqCst);
     let mut report = DeployReport {
-        environment: plan.environment.clone(),
+        environment: engine.environment().to_owned(),
         release: Some(release.number),
         image: Some(image),
         outcome: Outcome::InProgress,
@@ -180,11 +215,16 @@ async fn deploy_locked(
         total_seconds: 0.0,
     };
 
-    if let Some((service, command)) = &plan.migrations {
+    if let Some(migrations) = &plan.migrations {
         let exit = timer
             .phase(
                 Phase::Migrate,
-                engine.run_task(&release, service, command, progress),
+                engine.run_task(
+                    TaskOn::Release(&release),
+                    &migrations.service,
+                    &migrations.command,
+                    progress,
+                ),
             )
             .await;
         let exit = match exit {
@@ -332,34 +372,75 @@ pub fn rollback_target(releases: &[Release], to: Option<u64>) -> Result<&Release
         })
 }
 
+/// What `rollback` needs besides the engine.
+#[derive(Debug, Clone)]
+pub struct RollbackPlan {
+    /// `--to N`; the last good release before the current one when absent.
+    pub to: Option<u64>,
+    pub meta: ReleaseMeta,
+    pub owner: LockOwner,
+}
+
 /// Re-deploys an earlier release as a new one (`rollback [--to N]`), with the same zero-downtime
 /// rollout and verification; if that fails, the release that served before serves again.
 pub async fn rollback(
     engine: &dyn Engine,
-    environment: &str,
-    to: Option<u64>,
-    owner: &LockOwner,
-    meta: &ReleaseMeta,
+    plan: &RollbackPlan,
     progress: &dyn Progress,
+    interrupt: impl Future<Output = ()>,
 ) -> EngineResult<DeployReport> {
     let started = Instant::now();
     let timer = Timer::new(progress);
-    let token = timer
-        .phase(Phase::Lock, engine.acquire_lock(owner, progress))
-        .await?;
-    let result = rollback_locked(engine, environment, to, meta, &timer).await;
-    if let Err(e) = engine.release_lock(&token).await {
-        progress.warning(format!("could not release the deploy lock: {e}"));
-    }
-    let mut report = result?;
+    let body = rollback_locked(engine, plan.to, &plan.meta, &timer);
+    let mut report = with_lock(engine, &plan.owner, &timer, interrupt, body).await?;
     report.phases = timer.timings();
     report.total_seconds = started.elapsed().as_secs_f64();
     Ok(report)
 }
 
+/// What `migrate` needs besides the engine.
+#[derive(Debug, Clone)]
+pub struct MigratePlan {
+    pub meta: ReleaseMeta,
+    pub owner: LockOwner,
+    pub migrations: Migrations,
+}
+
+/// Only the migrations (`migrate ENV`): builds the image of the working tree and runs the
+/// migrations command on it as a one-off task, under the deploy lock. Nothing serving changes
+/// and no release is recorded.
+pub async fn migrate(
+    engine: &dyn Engine,
+    plan: &MigratePlan,
+    progress: &dyn Progress,
+    interrupt: impl Future<Output = ()>,
+) -> EngineResult<TaskExit> {
+    let timer = Timer::new(progress);
+    let body = async {
+        let image = timer
+            .phase(
+                Phase::Build,
+                engine.prepare_image(&ImageSource::Build, &plan.meta, progress),
+            )
+            .await?;
+        let migrations = &plan.migrations;
+        timer
+            .phase(
+                Phase::Migrate,
+                engine.run_task(
+                    TaskOn::Image(&image),
+                    &migrations.service,
+                    &migrations.command,
+                    progress,
+                ),
+            )
+            .await
+    };
+    with_lock(engine, &plan.owner, &timer, interrupt, body).await
+}
+
 async fn rollback_locked(
     engine: &dyn Engine,
-    environment: &str,
     to: Option<u64>,
     meta: &ReleaseMeta,
     timer: &Timer<'_>,
@@ -381,8 +462,9 @@ async fn rollback_locked(
             engine.register_release(&target.image, meta, Some(target.number), progress),
         )
         .await?;
+    timer.registered.store(release.number, Ordering::SeqCst);
     let mut report = DeployReport {
-        environment: environment.to_owned(),
+        environment: engine.environment().to_owned(),
         release: Some(release.number),
         image: Some(target.image.clone()),
         outcome: Outcome::InProgress,

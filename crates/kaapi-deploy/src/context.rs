@@ -2,8 +2,9 @@
 
 use std::path::{Path, PathBuf};
 
-use kaapi_core::config::{self, EnvironmentConfig, LoadedConfig};
-use kaapi_core::diagnostics::nearest;
+use std::sync::Arc;
+
+use kaapi_core::config::{self, LoadedConfig, ResolvedEnvironment};
 
 use crate::exit::{CliError, CliResult};
 
@@ -23,24 +24,18 @@ pub fn load_config(explicit: Option<&Path>) -> CliResult<LoadedConfig> {
     Ok(loaded)
 }
 
-/// The named environment, or a usage error listing the known ones.
-pub fn environment<'a>(loaded: &'a LoadedConfig, name: &str) -> CliResult<&'a EnvironmentConfig> {
-    loaded.config.environment(name).ok_or_else(|| {
-        let known: Vec<&str> = loaded
-            .config
-            .environments
-            .keys()
-            .map(String::as_str)
-            .collect();
-        let hint = match nearest(name, known.iter().copied()) {
-            Some(best) => format!("did you mean `{best}`?"),
-            None => format!("known environments: {}", known.join(", ")),
-        };
-        CliError::Usage(format!(
-            "{}: no environment `{name}`; {hint}",
-            loaded.path.display()
-        ))
-    })
+/// Loads the config and resolves the environment a command names, once: everything below takes
+/// the result and never looks the name up again.
+pub fn resolve(explicit: Option<&Path>, name: &str) -> CliResult<ResolvedEnvironment> {
+    resolve_in(load_config(explicit)?, name)
+}
+
+/// Resolves `name` in an already loaded config; an unknown name is a usage error.
+pub fn resolve_in(
+    loaded: impl Into<Arc<LoadedConfig>>,
+    name: &str,
+) -> CliResult<ResolvedEnvironment> {
+    ResolvedEnvironment::resolve(loaded, name).map_err(|e| CliError::Usage(e.to_string()))
 }
 
 /// Where the local engine keeps its state: `KAAPI_STATE_DIR`, else `.kaapi/` beside deploy.toml.

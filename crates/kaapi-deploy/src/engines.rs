@@ -2,24 +2,22 @@
 
 use std::sync::Arc;
 
-use kaapi_core::config::{EngineKind, LoadedConfig};
+use kaapi_core::config::{EngineKind, ResolvedEnvironment};
 use kaapi_core::engine::{Engine, ImageBuilder};
 
 use crate::context;
 use crate::exit::{CliError, CliResult};
 
-pub async fn connect(loaded: &LoadedConfig, environment: &str) -> CliResult<Box<dyn Engine>> {
-    let env = context::environment(loaded, environment)?;
-    match env.engine {
+pub async fn connect(target: &ResolvedEnvironment) -> CliResult<Box<dyn Engine>> {
+    match target.env().engine {
         EngineKind::Docker => {
             // The agent is this same program (`kaapi-deploy agent run`).
             let program = std::env::current_exe().map_err(|e| {
                 CliError::Failed(format!("cannot find the kaapi-deploy executable: {e}"))
             })?;
             let engine = kaapi_docker::DockerEngine::connect(
-                loaded.clone(),
-                environment,
-                &context::state_dir(loaded),
+                target.clone(),
+                &context::state_dir(target.loaded()),
                 &program,
             )
             .await?;
@@ -28,17 +26,19 @@ pub async fn connect(loaded: &LoadedConfig, environment: &str) -> CliResult<Box<
         EngineKind::Ecs => {
             // GitHub's OIDC token and the environment's role when running in Actions without
             // credentials; the SDK's standard chain otherwise.
-            let region = env.region.as_deref().unwrap_or_default();
-            let shared =
-                kaapi_ci::oidc::aws_config_for(env, region, &kaapi_ci::github::process_vars())
-                    .await
-                    .map_err(|e| CliError::Failed(format!("AWS credentials: {e}")))?;
+            let region = target.env().region.as_deref().unwrap_or_default();
+            let shared = kaapi_ci::oidc::aws_config_for(
+                target.env(),
+                region,
+                &kaapi_ci::github::process_vars(),
+            )
+            .await
+            .map_err(|e| CliError::Failed(format!("AWS credentials: {e}")))?;
             let engine = kaapi_ecs::EcsEngine::connect_with_config(
-                loaded,
-                environment,
-                ecs_image_builder(loaded, environment).await,
+                target.clone(),
+                ecs_image_builder(target).await,
                 shared,
-            )?;
+            );
             Ok(Box::new(engine))
         }
     }
@@ -47,12 +47,9 @@ pub async fn connect(loaded: &LoadedConfig, environment: &str) -> CliResult<Box<
 /// The shared build step the ECS engine pushes with: the config's image built on the local
 /// Docker Engine. `None` when no Docker Engine answers, so `deploy ENV --image REF` still works
 /// where Docker is absent (the engine says a build needs Docker).
-async fn ecs_image_builder(
-    loaded: &LoadedConfig,
-    environment: &str,
-) -> Option<Arc<dyn ImageBuilder>> {
+async fn ecs_image_builder(target: &ResolvedEnvironment) -> Option<Arc<dyn ImageBuilder>> {
     let docker = kaapi_docker::docker::connect().await.ok()?;
-    let spec = kaapi_docker::BuildSpec::from_config(loaded, environment).ok()?;
+    let spec = kaapi_docker::BuildSpec::from_config(target).ok()?;
     Some(Arc::new(kaapi_docker::DockerImageBuilder::new(
         docker, spec,
     )))

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use kaapi_core::engine::{EngineError, EngineResult};
 
-use crate::agent::api::{EnvironmentSpec, EnvironmentState, RolloutState};
-use crate::agent::{AgentClient, AgentError};
+use kaapi_agent::api::{EnvironmentSpec, EnvironmentState, RolloutState};
+use kaapi_agent::{AgentClient, AgentError};
 
 /// How long a rollout waits for the agent to finish one that is already running for the same
 /// environment (a deploy killed mid-rollout leaves its rollout running in the agent).

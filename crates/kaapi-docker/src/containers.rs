@@ -7,8 +7,8 @@ use bollard::query_parameters::ListContainersOptionsBuilder;
 use bollard::Docker;
 use kaapi_core::engine::EngineResult;
 
-use crate::agent::api::labels;
 use crate::docker::failed;
+use kaapi_agent::api::labels;
 
 /// Every container (running or not) carrying all of `wanted` labels.
 pub async fn list(docker: &Docker, wanted: &[(&str, &str)]) -> EngineResult<Vec<ContainerSummary>> {

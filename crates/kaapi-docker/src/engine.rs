@@ -8,16 +8,15 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bollard::query_parameters::TagImageOptionsBuilder;
 use bollard::Docker;
-use kaapi_core::config::{EnvironmentConfig, LoadedConfig};
+use kaapi_core::config::ResolvedEnvironment;
 use kaapi_core::engine::{
     Engine, EngineError, EngineResult, ImageBuilder, ImageSource, LockOwner, LockToken, LogLine,
-    LogQuery, ReplicaStatus, RolloutOutcome, ServiceStatus, StatusEvent, StatusReport, TaskExit,
+    LogQuery, ReplicaStatus, RolloutOutcome, RunningTasks, ServiceStatus, StatusEvent,
+    StatusReport, TaskExit, TaskOn,
 };
-use kaapi_core::naming;
 use kaapi_core::progress::Progress;
 use kaapi_core::release::{ImageRef, Outcome, Release, ReleaseMeta};
 
-use crate::agent::api::{labels, EnvironmentSpec, EnvironmentState, RolloutPhase, ServiceSpec};
 use crate::agent_link::{self, AgentLink};
 use crate::containers::{self, label, source_name};
 use crate::docker::{self, failed};
@@ -27,71 +26,58 @@ use crate::observe;
 use crate::revisions::{self, RELEASE_VARIABLE};
 use crate::store::{Revisions, Store};
 use crate::task::{self, TaskRequest};
+use kaapi_agent::api::{labels, EnvironmentSpec, EnvironmentState, RolloutPhase, ServiceSpec};
 
 /// How many releases' images stay tagged (`{app}-{env}:release-N`) so a rollback needs no
 /// registry; older tags are removed, which frees images no recent release uses.
 pub const KEPT_RELEASE_IMAGES: u64 = 5;
 
 pub struct DockerEngine {
-    loaded: LoadedConfig,
-    environment: String,
+    target: ResolvedEnvironment,
     state_dir: PathBuf,
     program: PathBuf,
     docker: Docker,
     store: Store,
+    tasks: RunningTasks,
 }
 
 impl DockerEngine {
     /// Connects to the Docker Engine and opens `{state_dir}/releases.db`. `program` is the
     /// kaapi-deploy executable, run as `agent run` when the agent must be started.
     pub async fn connect(
-        loaded: LoadedConfig,
-        environment: &str,
+        target: ResolvedEnvironment,
         state_dir: &Path,
         program: &Path,
     ) -> EngineResult<Self> {
-        if loaded.config.environment(environment).is_none() {
-            return Err(EngineError::not_found(format!(
-                "no environment `{environment}` in {}",
-                loaded.path.display()
-            )));
-        }
         let docker = docker::connect().await?;
         let store = Store::open(state_dir)?;
         Ok(Self {
-            loaded,
-            environment: environment.to_owned(),
+            target,
             state_dir: state_dir.to_path_buf(),
             program: program.to_path_buf(),
             docker,
             store,
+            tasks: RunningTasks::default(),
         })
     }
 
     fn app(&self) -> &str {
-        &self.loaded.config.app
-    }
-
-    fn env_config(&self) -> EngineResult<&EnvironmentConfig> {
-        self.loaded
-            .config
-            .environment(&self.environment)
-            .ok_or_else(|| EngineError::not_found(format!("no environment `{}`", self.environment)))
+        self.target.app()
     }
 
     fn lock(&self) -> DeployLock<'_> {
-        DeployLock::new(&self.store, &self.environment)
+        DeployLock::new(&self.store, self.target.name())
     }
 
     /// Local repository of the environment's images: `{app}-{env}`.
     fn local_repository(&self) -> String {
-        format!("{}-{}", self.app(), self.environment)
+        format!("{}-{}", self.app(), self.target.name())
     }
 
     fn builder(&self) -> EngineResult<DockerImageBuilder> {
         Ok(DockerImageBuilder::new(
             self.docker.clone(),
-            BuildSpec::from_config(&self.loaded, &self.environment)?,
+            BuildSpec::from_config(&self.target)?,
         ))
     }
 
@@ -138,8 +124,8 @@ impl DockerEngine {
     }
 
     fn task_timeout(&self) -> Option<Duration> {
-        self.loaded
-            .config
+        self.target
+            .config()
             .migrations
             .as_ref()
             .and_then(|m| m.timeout)
@@ -164,20 +150,17 @@ impl DockerEngine {
             .collect()
     }
 
-    /// The spec `service` runs in `release`; for a release never stored (number 0, `migrate`)
-    /// it is derived from the config and the release's image.
-    async fn task_spec(&self, release: &Release, service: &str) -> EngineResult<ServiceSpec> {
-        if release.number == 0 {
-            let image_id = self.local_image_id(&release.image.reference).await?;
-            let secrets = revisions::read_secrets(&self.loaded, &self.environment)?;
-            return revisions::service_spec(
-                &self.loaded,
-                &self.environment,
-                service,
-                &image_id,
-                &secrets,
-            );
-        }
+    /// The spec `service` runs as a one-off task: its revision in a release, or for an image
+    /// no release carries yet (`migrate`), derived from the config with that image.
+    async fn task_spec(&self, on: TaskOn<'_>, service: &str) -> EngineResult<ServiceSpec> {
+        let release = match on {
+            TaskOn::Release(release) => release,
+            TaskOn::Image(image) => {
+                let image_id = self.local_image_id(&image.reference).await?;
+                let secrets = revisions::read_secrets(&self.target)?;
+                return revisions::service_spec(&self.target, service, &image_id, &secrets);
+            }
+        };
         let revision = release.revision_of(service).ok_or_else(|| {
             EngineError::not_found(format!(
                 "release {} has no service `{service}`",
@@ -203,7 +186,7 @@ impl DockerEngine {
         let ingress_port = self.ingress_port()?;
         Ok(EnvironmentSpec {
             app: self.app().to_owned(),
-            environment: self.environment.clone(),
+            environment: self.target.name().to_owned(),
             release: release.number,
             ingress_port,
             web_service,
@@ -214,19 +197,19 @@ impl DockerEngine {
     /// The environment's ingress port; required when there is a web service, since without a
     /// stable port there is no URL to verify the deploy through or to print.
     fn ingress_port(&self) -> EngineResult<Option<u16>> {
-        let port = self.env_config()?.ingress_port;
-        match (self.loaded.config.web_service(), port) {
+        let port = self.target.env().ingress_port;
+        match (self.target.config().web_service(), port) {
             (Some((web, _)), None) => Err(EngineError::failed(format!(
                 "{}: environments.{}.ingress_port is not set, so the web service `{web}` would have no stable address; add e.g. ingress_port = 8080",
-                self.loaded.path.display(),
-                self.environment
+                self.target.path().display(),
+                self.target.name()
             ))),
             _ => Ok(port),
         }
     }
 
     async fn agent_state(&self) -> EngineResult<Option<EnvironmentState>> {
-        agent_link::environment_if_running(&self.state_dir, &self.environment).await
+        agent_link::environment_if_running(&self.state_dir, self.target.name()).await
     }
 
     /// Whether the agent already runs exactly this release at full strength: after a failed
@@ -253,7 +236,7 @@ impl DockerEngine {
 
     /// The ingress health URL the deploy is verified through.
     fn health_url(&self) -> Option<String> {
-        let (_, web) = self.loaded.config.web_service()?;
+        let (_, web) = self.target.config().web_service()?;
         let path = web.health.as_ref().map(|h| h.path.as_str()).unwrap_or("/");
         Some(format!("{}{path}", self.url()?))
     }
@@ -265,8 +248,12 @@ impl Engine for DockerEngine {
         "docker"
     }
 
+    fn environment(&self) -> &str {
+        self.target.name()
+    }
+
     fn url(&self) -> Option<String> {
-        let port = self.env_config().ok()?.ingress_port?;
+        let port = self.target.env().ingress_port?;
         Some(format!("http://127.0.0.1:{port}"))
     }
 
@@ -306,15 +293,18 @@ impl Engine for DockerEngine {
                 (id, vec![reference.clone()])
             }
         };
-        let Some(registry) = self.env_config()?.registry.clone() else {
+        let Some(registry) = self.target.env().registry.clone() else {
             return Ok(ImageRef {
                 reference: image_id.clone(),
                 digest: image_id,
                 tags,
             });
         };
-        let names = naming::names(&self.loaded.config, &self.environment);
-        let repository = format!("{}/{}", registry.trim_end_matches('/'), names.repository);
+        let repository = format!(
+            "{}/{}",
+            registry.trim_end_matches('/'),
+            self.target.names().repository
+        );
         let mut push_tags = vec![docker_tag(&meta.commit)];
         if let Some(version) = &meta.version {
             push_tags.push(docker_tag(version));
@@ -343,18 +333,13 @@ impl Engine for DockerEngine {
         let revisions = match rollback_of {
             Some(number) => Revisions::CopyOf(number),
             None => {
-                let secrets = revisions::read_secrets(&self.loaded, &self.environment)?;
-                Revisions::New(revisions::revisions(
-                    &self.loaded,
-                    &self.environment,
-                    &image_id,
-                    &secrets,
-                )?)
+                let secrets = revisions::read_secrets(&self.target)?;
+                Revisions::New(revisions::revisions(&self.target, &image_id, &secrets)?)
             }
         };
         let release = self
             .store
-            .insert_release(&self.environment, image, meta, &revisions)?;
+            .insert_release(self.target.name(), image, meta, &revisions)?;
         self.keep_release_image(&image_id, release.number, progress)
             .await;
         let revisions: Vec<&str> = release
@@ -372,32 +357,39 @@ impl Engine for DockerEngine {
 
     async fn run_task(
         &self,
-        release: &Release,
+        on: TaskOn<'_>,
         service: &str,
         command: &[String],
         progress: &dyn Progress,
     ) -> EngineResult<TaskExit> {
-        let spec = self.task_spec(release, service).await?;
-        let extra_env = [(RELEASE_VARIABLE.to_owned(), release.number.to_string())];
+        let spec = self.task_spec(on, service).await?;
+        let (release, of) = match on {
+            TaskOn::Release(release) => {
+                (Some(release.number), format!("release {}", release.number))
+            }
+            TaskOn::Image(image) => (None, format!("image {}", image.digest)),
+        };
         progress.info(format!(
-            "running `{}` as a one-off task of {service} (release {})",
+            "running `{}` as a one-off task of {service} ({of})",
             command.join(" "),
-            release.number
         ));
         let source = format!("{service}/task");
         let request = TaskRequest {
             app: self.app(),
-            environment: &self.environment,
-            release: release.number,
+            environment: self.target.name(),
+            release,
             spec: &spec,
             command,
-            extra_env: &extra_env,
             timeout: self.task_timeout(),
             source: &source,
         };
-        let exit = task::run(&self.docker, &request, progress).await?;
+        let exit = task::run(&self.docker, &self.tasks, &request, progress).await?;
         progress.info(format!("the task exited with code {}", exit.exit_code));
         Ok(exit)
+    }
+
+    async fn stop_tasks(&self) -> EngineResult<()> {
+        task::stop_all(&self.docker, &self.tasks).await
     }
 
     async fn roll_out(
@@ -445,31 +437,31 @@ impl Engine for DockerEngine {
     ) -> EngineResult<()> {
         Ok(self
             .store
-            .set_outcome(&self.environment, number, outcome, detail)?)
+            .set_outcome(self.target.name(), number, outcome, detail)?)
     }
 
     async fn releases(&self) -> EngineResult<Vec<Release>> {
-        Ok(self.store.releases(&self.environment)?)
+        Ok(self.store.releases(self.target.name())?)
     }
 
     async fn status(&self) -> EngineResult<StatusReport> {
         let state =
-            agent_link::environment_reviving(&self.state_dir, &self.program, &self.environment)
+            agent_link::environment_reviving(&self.state_dir, &self.program, self.target.name())
                 .await?;
         let containers =
-            containers::replicas(&self.docker, self.app(), &self.environment, None).await?;
+            containers::replicas(&self.docker, self.app(), self.target.name(), None).await?;
         let running_ids: Vec<String> = containers
             .iter()
             .filter(|c| c.state.map(|s| s.to_string()).as_deref() == Some("running"))
             .filter_map(|c| c.id.clone())
             .collect();
         let usage = observe::usage(&self.docker, &running_ids).await;
-        let releases = self.store.releases(&self.environment)?;
+        let releases = self.store.releases(self.target.name())?;
         let mut good = releases.iter().filter(|r| r.outcome == Outcome::Succeeded);
         let (current, previous) = (good.next().map(|r| r.number), good.next().map(|r| r.number));
         let services = self
-            .loaded
-            .config
+            .target
+            .config()
             .services
             .keys()
             .map(|service| {
@@ -498,7 +490,7 @@ impl Engine for DockerEngine {
                 let desired = state
                     .as_ref()
                     .and_then(|s| s.desired.get(service).copied())
-                    .unwrap_or_else(|| self.loaded.config.replicas(&self.environment, service));
+                    .unwrap_or_else(|| self.target.replicas(service));
                 let running = replicas.iter().filter(|r| r.state == "running").count();
                 let healthy = replicas.iter().filter(|r| r.healthy == Some(true)).count();
                 let events = state
@@ -531,7 +523,7 @@ impl Engine for DockerEngine {
             })
             .collect();
         Ok(StatusReport {
-            environment: self.environment.clone(),
+            environment: self.target.name().to_owned(),
             engine: self.name().to_owned(),
             url: state.and_then(|s| s.ingress_url).or_else(|| self.url()),
             services,
@@ -546,7 +538,7 @@ impl Engine for DockerEngine {
         let containers = containers::replicas(
             &self.docker,
             self.app(),
-            &self.environment,
+            self.target.name(),
             query.service.as_deref(),
         )
         .await?;
@@ -554,8 +546,8 @@ impl Engine for DockerEngine {
             return Err(EngineError::not_found(format!(
                 "no replica of {} runs in `{}`; deploy first with `kaapi-deploy deploy {}`",
                 query.service.as_deref().unwrap_or("any service"),
-                self.environment,
-                self.environment
+                self.target.name(),
+                self.target.name()
             )));
         }
         observe::logs(&self.docker, &containers, query, sink).await

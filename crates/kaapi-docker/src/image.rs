@@ -13,7 +13,7 @@ use bollard::query_parameters::{
 };
 use bollard::Docker;
 use futures_util::StreamExt;
-use kaapi_core::config::LoadedConfig;
+use kaapi_core::config::ResolvedEnvironment;
 use kaapi_core::engine::{BuiltImage, EngineError, EngineResult, ImageBuilder, RegistryAuth};
 use kaapi_core::interpolate::interpolate;
 use kaapi_core::progress::Progress;
@@ -38,7 +38,8 @@ pub struct BuildSpec {
 impl BuildSpec {
     /// The build of `environment`: tags go on `{app}-{environment}`. Build arguments may use
     /// `${VAR}` / `${VAR:-default}` from the deployer's environment.
-    pub fn from_config(loaded: &LoadedConfig, environment: &str) -> EngineResult<Self> {
+    pub fn from_config(target: &ResolvedEnvironment) -> EngineResult<Self> {
+        let loaded = target.loaded();
         let image = &loaded.config.image;
         let build_args = image
             .build_args
@@ -60,7 +61,7 @@ impl BuildSpec {
             dockerfile: image.dockerfile.clone(),
             build_args,
             pre_build: image.pre_build.clone(),
-            repository: format!("{}-{environment}", loaded.config.app),
+            repository: format!("{}-{}", target.app(), target.name()),
         })
     }
 }

@@ -1,6 +1,5 @@
 //! The local engine: the pipeline on the Docker Engine.
 
-pub mod agent;
 mod agent_link;
 pub mod containers;
 pub mod context;

@@ -5,12 +5,11 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use kaapi_core::config::LoadedConfig;
+use kaapi_core::config::ResolvedEnvironment;
 use kaapi_core::engine::{EngineError, EngineResult};
-use kaapi_core::naming;
 
-use crate::agent::api::{HealthCheckSpec, ServiceSpec};
 use crate::store::NewRevision;
+use kaapi_agent::api::{HealthCheckSpec, ServiceSpec};
 
 /// The variable that tells a process which release it belongs to (set at rollout, not stored
 /// in the revision, which a rollback re-uses under a new release number).
@@ -35,26 +34,25 @@ pub fn volume_bind(app: &str, environment: &str, volume: &str) -> EngineResult<S
 
 /// The secret values of `environment`, read from its `secrets_from.env_file`. Every name in
 /// `secrets` must be there; values are never printed.
-pub fn read_secrets(
-    loaded: &LoadedConfig,
-    environment: &str,
-) -> EngineResult<BTreeMap<String, String>> {
-    let config = &loaded.config;
+pub fn read_secrets(target: &ResolvedEnvironment) -> EngineResult<BTreeMap<String, String>> {
+    let config = target.config();
+    let environment = target.name();
     if config.secrets.is_empty() {
         return Ok(BTreeMap::new());
     }
-    let file = config
-        .environment(environment)
-        .and_then(|e| e.secrets_from.as_ref())
+    let file = target
+        .env()
+        .secrets_from
+        .as_ref()
         .and_then(|s| s.env_file.as_deref())
         .ok_or_else(|| {
             EngineError::failed(format!(
                 "{}: environments.{environment}.secrets_from.env_file is not set, but secrets are declared ({}); add secrets_from = {{ env_file = \".env\" }}",
-                loaded.path.display(),
+                target.path().display(),
                 config.secrets.join(", ")
             ))
         })?;
-    let path: PathBuf = loaded.resolve(file);
+    let path: PathBuf = target.loaded().resolve(file);
     let text = std::fs::read_to_string(&path).map_err(|e| {
         EngineError::failed(format!(
             "cannot read the secrets file {} of environment `{environment}` ({e}); create it with one NAME=value line for each of: {}",
@@ -86,24 +84,23 @@ pub fn read_secrets(
 
 /// One revision per service for `image_id`, in the config's order.
 pub fn revisions(
-    loaded: &LoadedConfig,
-    environment: &str,
+    target: &ResolvedEnvironment,
     image_id: &str,
     secrets: &BTreeMap<String, String>,
 ) -> EngineResult<Vec<NewRevision>> {
-    let config = &loaded.config;
-    let names = naming::names(config, environment);
-    config
+    target
+        .config()
         .services
         .keys()
         .map(|service| {
-            let family = names
+            let family = target
+                .names()
                 .service(service)
                 .map(|n| n.family.clone())
-                .unwrap_or_else(|| format!("{}-{environment}-{service}", config.app));
+                .unwrap_or_else(|| format!("{}-{}-{service}", target.app(), target.name()));
             Ok(NewRevision {
                 family,
-                spec: service_spec(loaded, environment, service, image_id, secrets)?,
+                spec: service_spec(target, service, image_id, secrets)?,
             })
         })
         .collect()
@@ -111,21 +108,20 @@ pub fn revisions(
 
 /// The spec of one service (also used for one-off tasks of a release that was never stored).
 pub fn service_spec(
-    loaded: &LoadedConfig,
-    environment: &str,
+    target: &ResolvedEnvironment,
     service: &str,
     image_id: &str,
     secrets: &BTreeMap<String, String>,
 ) -> EngineResult<ServiceSpec> {
-    let config = &loaded.config;
+    let config = target.config();
+    let environment = target.name();
     let settings = config.services.get(service).ok_or_else(|| {
         EngineError::not_found(format!(
             "no service `{service}` in {}",
-            loaded.path.display()
+            target.path().display()
         ))
     })?;
-    let mut env: BTreeMap<String, String> =
-        config.plain_env(environment, service).into_iter().collect();
+    let mut env: BTreeMap<String, String> = target.plain_env(service).into_iter().collect();
     env.extend(secrets.iter().map(|(k, v)| (k.clone(), v.clone())));
     let volumes = settings
         .volumes
@@ -144,7 +140,7 @@ pub fn service_spec(
         image: image_id.to_owned(),
         command: settings.command.as_ref().map(|c| c.argv().to_vec()),
         env,
-        replicas: config.replicas(environment, service),
+        replicas: target.replicas(service),
         port: settings.port,
         health,
         stop_timeout_secs: u32::try_from(settings.stop_timeout().as_secs()).unwrap_or(u32::MAX),
@@ -192,22 +188,23 @@ env = { SHARED = "local" }
 replicas = { worker = 3 }
 "#;
 
-    fn loaded(dir: &Path, secrets_file: Option<&str>) -> LoadedConfig {
+    fn loaded(dir: &Path, secrets_file: Option<&str>) -> ResolvedEnvironment {
         let path = dir.join("deploy.toml");
         std::fs::write(&path, CONFIG).expect("write config");
         if let Some(text) = secrets_file {
             std::fs::write(dir.join(".env.local"), text).expect("write secrets");
         }
-        kaapi_core::config::load(&path).expect("valid config")
+        let loaded = kaapi_core::config::load(&path).expect("valid config");
+        ResolvedEnvironment::resolve(loaded, "local").expect("environment")
     }
 
     #[test]
     fn specs_layer_variables_and_resolve_volumes_and_health() {
         let dir = tempfile::tempdir().expect("tempdir");
         let loaded = loaded(dir.path(), Some("SECRET_KEY=abc\nUNRELATED=1\n"));
-        let secrets = read_secrets(&loaded, "local").expect("secrets");
+        let secrets = read_secrets(&loaded).expect("secrets");
         assert_eq!(secrets.len(), 1);
-        let revisions = revisions(&loaded, "local", "sha256:img", &secrets).expect("revisions");
+        let revisions = revisions(&loaded, "sha256:img", &secrets).expect("revisions");
         assert_eq!(revisions.len(), 2);
         let web = &revisions[0];
         assert_eq!(web.family, "shop-local-web");
@@ -237,9 +234,7 @@ replicas = { worker = 3 }
     fn a_missing_secret_names_the_file_and_variable() {
         let dir = tempfile::tempdir().expect("tempdir");
         let loaded = loaded(dir.path(), Some("OTHER=1\n"));
-        let message = read_secrets(&loaded, "local")
-            .expect_err("missing")
-            .to_string();
+        let message = read_secrets(&loaded).expect_err("missing").to_string();
         assert!(message.contains(".env.local"), "{message}");
         assert!(message.contains("SECRET_KEY"), "{message}");
     }
@@ -248,9 +243,7 @@ replicas = { worker = 3 }
     fn a_missing_secrets_file_is_named() {
         let dir = tempfile::tempdir().expect("tempdir");
         let loaded = loaded(dir.path(), None);
-        let message = read_secrets(&loaded, "local")
-            .expect_err("no file")
-            .to_string();
+        let message = read_secrets(&loaded).expect_err("no file").to_string();
         assert!(message.contains(".env.local"), "{message}");
         assert!(message.contains("SECRET_KEY"), "{message}");
     }

@@ -12,7 +12,7 @@ use kaapi_core::engine::EngineError;
 use kaapi_core::release::{ImageRef, Outcome, Release, ReleaseMeta, ServiceRevision};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
-use crate::agent::api::ServiceSpec;
+use kaapi_agent::api::ServiceSpec;
 
 pub const DATABASE_FILE: &str = "releases.db";
 

@@ -10,22 +10,22 @@ use bollard::query_parameters::{
 };
 use bollard::Docker;
 use futures_util::StreamExt;
-use kaapi_core::engine::{EngineError, EngineResult, TaskExit};
+use kaapi_core::engine::{EngineError, EngineResult, RunningTasks, TaskExit};
 use kaapi_core::progress::Progress;
 
-use crate::agent::api::{labels, ServiceSpec};
 use crate::containers::ensure_volumes;
 use crate::docker::failed;
+use crate::revisions::RELEASE_VARIABLE;
+use kaapi_agent::api::{labels, ServiceSpec};
 
 /// Everything a one-off task needs besides the revision's spec.
 pub struct TaskRequest<'a> {
     pub app: &'a str,
     pub environment: &'a str,
-    pub release: u64,
+    /// The release whose revision runs; `None` for an image no release carries yet.
+    pub release: Option<u64>,
     pub spec: &'a ServiceSpec,
     pub command: &'a [String],
-    /// Extra variables (the release number).
-    pub extra_env: &'a [(String, String)],
     pub timeout: Option<Duration>,
     /// Prefix of output lines, e.g. `migrate` or `backend/task`.
     pub source: &'a str,
@@ -33,35 +33,41 @@ pub struct TaskRequest<'a> {
 
 pub async fn run(
     docker: &Docker,
+    running: &RunningTasks,
     request: &TaskRequest<'_>,
     progress: &dyn Progress,
 ) -> EngineResult<TaskExit> {
     let spec = request.spec;
     ensure_volumes(docker, request.app, request.environment, &spec.volumes).await?;
+    let of = request
+        .release
+        .map_or_else(|| "image".to_owned(), |n| n.to_string());
     let name = format!(
-        "{}-{}-{}-task-{}-{}",
+        "{}-{}-{}-task-{of}-{}",
         request.app,
         request.environment,
         spec.name,
-        request.release,
         unique_suffix()
     );
     let mut env: Vec<String> = spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    env.extend(request.extra_env.iter().map(|(k, v)| format!("{k}={v}")));
+    let mut container_labels = HashMap::from([
+        (labels::APP.to_owned(), request.app.to_owned()),
+        (
+            labels::ENVIRONMENT.to_owned(),
+            request.environment.to_owned(),
+        ),
+        (labels::SERVICE.to_owned(), spec.name.clone()),
+        (labels::ROLE.to_owned(), "task".to_owned()),
+    ]);
+    if let Some(release) = request.release {
+        env.push(format!("{RELEASE_VARIABLE}={release}"));
+        container_labels.insert(labels::RELEASE.to_owned(), release.to_string());
+    }
     let body = ContainerCreateBody {
         image: Some(spec.image.clone()),
         cmd: (!request.command.is_empty()).then(|| request.command.to_vec()),
         env: Some(env),
-        labels: Some(HashMap::from([
-            (labels::APP.to_owned(), request.app.to_owned()),
-            (
-                labels::ENVIRONMENT.to_owned(),
-                request.environment.to_owned(),
-            ),
-            (labels::SERVICE.to_owned(), spec.name.clone()),
-            (labels::RELEASE.to_owned(), request.release.to_string()),
-            (labels::ROLE.to_owned(), "task".to_owned()),
-        ])),
+        labels: Some(container_labels),
         host_config: Some(HostConfig {
             binds: (!spec.volumes.is_empty()).then(|| spec.volumes.clone()),
             memory: spec.memory_mib.map(|m| i64::from(m) * 1024 * 1024),
@@ -76,17 +82,33 @@ pub async fn run(
         .await
         .map_err(|e| failed(&format!("creating the one-off container {name}"), e))?;
     let id = created.id;
+    running.insert(&id);
     let outcome = run_created(docker, &id, request, progress).await;
-    let remove = RemoveContainerOptionsBuilder::default()
-        .force(true)
-        .v(false)
-        .build();
-    if let Err(e) = docker.remove_container(&id, Some(remove)).await {
+    if let Err(e) = remove(docker, &id).await {
         progress.warning(format!(
             "could not remove the one-off container {name}: {e}"
         ));
     }
+    running.remove(&id);
     outcome
+}
+
+/// Removes (stopping first) every one-off container still registered in `running`.
+pub async fn stop_all(docker: &Docker, running: &RunningTasks) -> EngineResult<()> {
+    for id in running.take() {
+        remove(docker, &id)
+            .await
+            .map_err(|e| failed(&format!("removing the one-off container {id}"), e))?;
+    }
+    Ok(())
+}
+
+async fn remove(docker: &Docker, id: &str) -> Result<(), bollard::errors::Error> {
+    let options = RemoveContainerOptionsBuilder::default()
+        .force(true)
+        .v(false)
+        .build();
+    docker.remove_container(id, Some(options)).await
 }
 
 async fn run_created(

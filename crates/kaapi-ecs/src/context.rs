@@ -55,7 +55,7 @@ impl Ctx {
     }
 
     pub fn cluster(&self) -> &str {
-        &self.target.names.cluster
+        &self.target.names().cluster
     }
 
     pub fn region(&self) -> &str {

@@ -4,10 +4,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use kaapi_core::config::LoadedConfig;
+use kaapi_core::config::ResolvedEnvironment;
 use kaapi_core::engine::{
     Engine, EngineError, EngineResult, ImageBuilder, ImageSource, LockOwner, LockToken, LogLine,
-    LogQuery, RolloutOutcome, StatusReport, TaskExit,
+    LogQuery, RolloutOutcome, RunningTasks, StatusReport, TaskExit, TaskOn,
 };
 use kaapi_core::progress::{Progress, Silent};
 use kaapi_core::release::{ImageRef, Outcome, Release, ReleaseMeta};
@@ -25,33 +25,37 @@ pub struct EcsEngine {
     known: Mutex<HashMap<u64, Release>>,
     /// Newest release number seen while holding the lock (saves a listing when registering).
     newest: Mutex<Option<u64>>,
+    tasks: RunningTasks,
 }
 
 impl EcsEngine {
-    /// The engine of `environment`, with AWS clients from the standard chain. `builder` is the
+    /// The engine of `target`, with AWS clients from the standard chain. `builder` is the
     /// shared image build step (the Docker engine's); without it only `--image` deploys work.
     pub async fn connect(
-        loaded: &LoadedConfig,
-        environment: &str,
+        target: ResolvedEnvironment,
         builder: Option<Arc<dyn ImageBuilder>>,
-    ) -> EngineResult<Self> {
-        let target = Target::new(loaded, environment)?;
+    ) -> Self {
         let clients = AwsClients::from_environment(target.env().region.as_deref()).await;
-        let tuning = tuning_for(&target);
-        Ok(Self::with_clients(target, clients, tuning, builder))
+        Self::with_target_clients(target, builder, clients)
     }
 
     /// Like [`Self::connect`], with credentials and region from `shared` (CI's OIDC role).
     pub fn connect_with_config(
-        loaded: &LoadedConfig,
-        environment: &str,
+        target: ResolvedEnvironment,
         builder: Option<Arc<dyn ImageBuilder>>,
         shared: aws_config::SdkConfig,
-    ) -> EngineResult<Self> {
-        let target = Target::new(loaded, environment)?;
-        let clients = AwsClients::from_sdk_config(shared);
+    ) -> Self {
+        Self::with_target_clients(target, builder, AwsClients::from_sdk_config(shared))
+    }
+
+    fn with_target_clients(
+        target: ResolvedEnvironment,
+        builder: Option<Arc<dyn ImageBuilder>>,
+        clients: AwsClients,
+    ) -> Self {
+        let target = Target::from(target);
         let tuning = tuning_for(&target);
-        Ok(Self::with_clients(target, clients, tuning, builder))
+        Self::with_clients(target, clients, tuning, builder)
     }
 
     pub fn with_clients(
@@ -65,6 +69,7 @@ impl EcsEngine {
             builder,
             known: Mutex::new(HashMap::new()),
             newest: Mutex::new(None),
+            tasks: RunningTasks::default(),
         }
     }
 
@@ -97,7 +102,7 @@ pub fn tuning_for(target: &Target) -> Tuning {
     if let Some(timeout) = target.env().rollout_timeout {
         tuning.rollout_timeout = timeout.into();
     }
-    if let Some(timeout) = target.config.migrations.as_ref().and_then(|m| m.timeout) {
+    if let Some(timeout) = target.config().migrations.as_ref().and_then(|m| m.timeout) {
         tuning.task_timeout = timeout.into();
     }
     tuning
@@ -107,6 +112,10 @@ pub fn tuning_for(target: &Target) -> Tuning {
 impl Engine for EcsEngine {
     fn name(&self) -> &'static str {
         "ecs"
+    }
+
+    fn environment(&self) -> &str {
+        self.ctx.target.environment()
     }
 
     fn url(&self) -> Option<String> {
@@ -162,7 +171,7 @@ impl Engine for EcsEngine {
             taskdef::register_all(&self.ctx, image, meta, number, rollback_of, progress).await?;
         let release = Release {
             number,
-            environment: self.ctx.target.environment.clone(),
+            environment: self.ctx.target.environment().to_owned(),
             image: image.clone(),
             meta: meta.clone(),
             revisions,
@@ -176,12 +185,39 @@ impl Engine for EcsEngine {
 
     async fn run_task(
         &self,
-        release: &Release,
+        on: TaskOn<'_>,
         service: &str,
         command: &[String],
         progress: &dyn Progress,
     ) -> EngineResult<TaskExit> {
-        migrate::run_task(&self.ctx, release, service, command, progress).await
+        let revision = match on {
+            TaskOn::Release(release) => release
+                .revision_of(service)
+                .map(|r| r.revision.clone())
+                .ok_or_else(|| {
+                    EngineError::not_found(format!(
+                        "release {} has no revision of service `{service}`",
+                        release.number
+                    ))
+                })?,
+            TaskOn::Image(image) => taskdef::register_for_task(&self.ctx, service, image, progress)
+                .await?
+                .arn()
+                .to_owned(),
+        };
+        migrate::run_task(
+            &self.ctx,
+            &self.tasks,
+            &revision,
+            service,
+            command,
+            progress,
+        )
+        .await
+    }
+
+    async fn stop_tasks(&self) -> EngineResult<()> {
+        migrate::stop_all(&self.ctx, &self.tasks).await
     }
 
     async fn roll_out(

@@ -172,7 +172,7 @@ pub async fn walk(
         let Some(described) = ctx.describe_task_definition_fresh(&arn, progress).await? else {
             continue;
         };
-        if let Some(release) = release_of(&described, &ctx.target.environment, &history) {
+        if let Some(release) = release_of(&described, ctx.target.environment(), &history) {
             let done = stop(&release);
             releases.push(release);
             if done {

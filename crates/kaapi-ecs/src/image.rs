@@ -135,7 +135,7 @@ pub async fn prepare(
     meta: &ReleaseMeta,
     progress: &dyn Progress,
 ) -> EngineResult<ImageRef> {
-    let repository_name = target.names.repository.clone();
+    let repository_name = target.names().repository.clone();
     let (registry, auth) = match &target.env().registry {
         Some(value) => (Registry::from_override(value), None),
         None => {

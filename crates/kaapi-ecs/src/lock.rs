@@ -32,7 +32,7 @@ fn new_id() -> String {
 }
 
 fn name(ctx: &Ctx) -> String {
-    parameter_name(ctx.target.app(), &ctx.target.environment)
+    parameter_name(ctx.target.app(), ctx.target.environment())
 }
 
 /// Creates the parameter if absent; `Ok(false)` when it already exists.
@@ -115,7 +115,7 @@ pub async fn acquire(
         expires: now + ttl,
     };
     let token = LockToken {
-        environment: ctx.target.environment.clone(),
+        environment: ctx.target.environment().to_owned(),
         id: record.id.clone(),
     };
     if create(ctx, &record).await? {
@@ -133,7 +133,7 @@ pub async fn acquire(
     }
     progress.warning(format!(
         "taking over the deploy lock of `{}`: {} took it at {} and it expired at {}",
-        ctx.target.environment,
+        ctx.target.environment(),
         holder_text(&held),
         held.since,
         held.expires
@@ -151,7 +151,7 @@ pub async fn acquire(
 
 fn locked(ctx: &Ctx, held: Option<&LockRecord>) -> EngineError {
     EngineError::Locked {
-        environment: ctx.target.environment.clone(),
+        environment: ctx.target.environment().to_owned(),
         holder: held
             .map(holder_text)
             .unwrap_or_else(|| "another deploy".to_owned()),

@@ -8,9 +8,8 @@ use aws_sdk_ecs::types::{
     ContainerOverride, LaunchType, NetworkConfiguration, PropagateTags, Task, TaskOverride,
     TaskStopCode,
 };
-use kaapi_core::engine::{EngineError, EngineResult, TaskExit};
+use kaapi_core::engine::{EngineError, EngineResult, RunningTasks, TaskExit};
 use kaapi_core::progress::Progress;
-use kaapi_core::release::Release;
 
 use crate::backoff::Backoff;
 use crate::context::Ctx;
@@ -60,30 +59,44 @@ pub fn exit_of(task: &Task, container: &str) -> TaskExit {
     }
 }
 
+/// Stops every task in `running` (after an interrupted step).
+pub async fn stop_all(ctx: &Ctx, running: &RunningTasks) -> EngineResult<()> {
+    for arn in running.take() {
+        stop(ctx, &arn, "kaapi-deploy: interrupted").await?;
+    }
+    Ok(())
+}
+
+async fn stop(ctx: &Ctx, task_arn: &str, reason: &str) -> EngineResult<()> {
+    ctx.clients
+        .ecs
+        .stop_task()
+        .cluster(ctx.cluster())
+        .task(task_arn)
+        .reason(reason)
+        .send()
+        .await
+        .map_err(|e| aws_error(&format!("ecs:StopTask of {task_arn}"), e))?;
+    Ok(())
+}
+
+/// Runs `command` as a one-off task of `revision` (a task-definition ARN) of `service`.
 pub async fn run_task(
     ctx: &Ctx,
-    release: &Release,
+    running: &RunningTasks,
+    revision: &str,
     service: &str,
     command: &[String],
     progress: &dyn Progress,
 ) -> EngineResult<TaskExit> {
-    let revision = release.revision_of(service).ok_or_else(|| {
-        EngineError::not_found(format!(
-            "release {} has no revision of service `{service}`",
-            release.number
-        ))
-    })?;
     let definition = ctx
-        .describe_task_definition(&revision.revision, progress)
+        .describe_task_definition(revision, progress)
         .await?
         .ok_or_else(|| {
-            EngineError::not_found(format!(
-                "task definition {} no longer exists",
-                revision.revision
-            ))
+            EngineError::not_found(format!("task definition {revision} no longer exists"))
         })?;
     let index = main_container_index(&definition.definition, &[service])
-        .ok_or_else(|| EngineError::failed(format!("{} has no container", revision.revision)))?;
+        .ok_or_else(|| EngineError::failed(format!("{revision} has no container")))?;
     let container = definition.definition.container_definitions()[index].clone();
     let container_name = container.name().unwrap_or(service).to_owned();
 
@@ -115,7 +128,7 @@ pub async fn run_task(
             .ecs
             .run_task()
             .cluster(ctx.cluster())
-            .task_definition(&revision.revision)
+            .task_definition(revision)
             .overrides(overrides.clone())
             .set_network_configuration(placement.network.clone())
             .set_launch_type(launch_type.clone())
@@ -130,7 +143,7 @@ pub async fn run_task(
             .send()
     })
     .await
-    .map_err(|e| aws_error(&format!("ecs:RunTask of {}", revision.revision), e))?;
+    .map_err(|e| aws_error(&format!("ecs:RunTask of {revision}"), e))?;
     if let Some(failure) = out.failures().first() {
         return Ok(TaskExit {
             exit_code: 1,
@@ -152,9 +165,10 @@ pub async fn run_task(
         .map(str::to_owned)
         .ok_or_else(|| EngineError::failed("ecs:RunTask started no task and gave no reason"))?;
     let task_id = task_arn.rsplit('/').next().unwrap_or(&task_arn).to_owned();
+    running.insert(&task_arn);
     progress.info(format!(
         "{service}: task {task_id} of {} runs `{}`",
-        short_revision(&revision.revision),
+        short_revision(revision),
         command.join(" ")
     ));
 
@@ -163,18 +177,14 @@ pub async fn run_task(
         Ok(task) => task,
         Err(e) => {
             // Don't leave a migration running behind a deploy that gave up on it.
-            let _ = ctx
-                .clients
-                .ecs
-                .stop_task()
-                .cluster(ctx.cluster())
-                .task(&task_arn)
-                .reason("kaapi-deploy: gave up waiting")
-                .send()
-                .await;
+            if let Err(stop_error) = stop(ctx, &task_arn, "kaapi-deploy: gave up waiting").await {
+                progress.warning(format!("could not stop task {task_id}: {stop_error}"));
+            }
+            running.remove(&task_arn);
             return Err(e);
         }
     };
+    running.remove(&task_arn);
     if let Some(options) = container.log_configuration().and_then(|l| l.options()) {
         if let (Some(group), Some(prefix)) = (
             options.get("awslogs-group"),

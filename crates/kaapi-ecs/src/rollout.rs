@@ -136,7 +136,7 @@ async fn update_service(
         .set_minimum_healthy_percent(live_config.and_then(|c| c.minimum_healthy_percent()))
         .set_alarms(live_config.and_then(|c| c.alarms()).cloned())
         .build();
-    let desired = ctx.target.config.replicas(&ctx.target.environment, service) as i32;
+    let desired = ctx.target.resolved().replicas(service) as i32;
     let out = retry_throttled(&ctx.tuning, "ecs:UpdateService", progress, || {
         ctx.clients
             .ecs

@@ -248,7 +248,7 @@ pub async fn status(ctx: &Ctx, progress: &dyn Progress) -> EngineResult<StatusRe
         });
     }
     Ok(StatusReport {
-        environment: target.environment.clone(),
+        environment: target.environment().to_owned(),
         engine: "ecs".to_owned(),
         url: target.env().url.clone(),
         services: report,

@@ -333,6 +333,70 @@ pub fn short_revision(arn: &str) -> &str {
     arn.rsplit('/').next().unwrap_or(arn)
 }
 
+fn revision_spec<'a>(
+    ctx: &'a Ctx,
+    service: &'a str,
+    account: &'a str,
+    image: &'a ImageRef,
+) -> EngineResult<RevisionSpec<'a>> {
+    let target = &ctx.target;
+    Ok(RevisionSpec {
+        config: target.config(),
+        environment: target.environment(),
+        service,
+        family: target.family(service)?,
+        log_group: target.log_group(service)?,
+        region: ctx.region(),
+        account,
+        image,
+    })
+}
+
+/// The new definition of a service: derived from its base, or from the config when AWS has none.
+fn derive_or_create(
+    base: Option<&Described>,
+    spec: &RevisionSpec<'_>,
+    progress: &dyn Progress,
+) -> EngineResult<TaskDefinition> {
+    let base = match base {
+        Some(base) => base.definition.clone(),
+        None => {
+            progress.info(format!(
+                "{}: no task definition `{}` in AWS yet; creating it from the config",
+                spec.service, spec.family
+            ));
+            definition_from_config(spec)?
+        }
+    };
+    derive(&base, spec)
+}
+
+/// A revision of `service` for a one-off task on an image no release carries yet (`migrate`):
+/// the live revision with the new image. Tagged with the image but no release number, so the
+/// history never counts it as a release.
+pub async fn register_for_task(
+    ctx: &Ctx,
+    service: &str,
+    image: &ImageRef,
+    progress: &dyn Progress,
+) -> EngineResult<Described> {
+    let base = base_definition(ctx, service, progress).await?;
+    let known: Vec<&str> = base.iter().map(Described::arn).collect();
+    let account = account_id(ctx, &known).await?;
+    let spec = revision_spec(ctx, service, &account, image)?;
+    let definition = derive_or_create(base.as_ref(), &spec, progress)?;
+    let tags = vec![
+        tag(tag_keys::SERVICE, service),
+        tag(tag_keys::IMAGE, &image.digest),
+    ];
+    let described = register(ctx, &definition, tags, progress).await?;
+    progress.info(format!(
+        "{service}: registered {} for the one-off task",
+        short_revision(described.arn())
+    ));
+    Ok(described)
+}
+
 /// Registers one revision per service; the history service's revision is registered last and
 /// names the others, so a release is whole once its history revision exists.
 pub async fn register_all(
@@ -365,27 +429,8 @@ pub async fn register_all(
     let mut others = Vec::new();
     for i in order {
         let service = &services[i];
-        let spec = RevisionSpec {
-            config: &target.config,
-            environment: &target.environment,
-            service,
-            family: target.family(service)?,
-            log_group: target.log_group(service)?,
-            region: ctx.region(),
-            account: &account,
-            image,
-        };
-        let base = match &bases[i] {
-            Some(base) => base.definition.clone(),
-            None => {
-                progress.info(format!(
-                    "{service}: no task definition `{}` in AWS yet; creating it from the config",
-                    spec.family
-                ));
-                definition_from_config(&spec)?
-            }
-        };
-        let definition = derive(&base, &spec)?;
+        let spec = revision_spec(ctx, service, &account, image)?;
+        let definition = derive_or_create(bases[i].as_ref(), &spec, progress)?;
         let mut tags = release_tags(number, service, image, meta, rollback_of);
         if *service == history {
             tags.extend(others.iter().map(|(s, r): &(String, String)| {

@@ -12,13 +12,13 @@ pub async fn verify(ctx: &Ctx, progress: &dyn Progress) -> Result<(), String> {
     let Some(base) = ctx.target.env().url.as_deref() else {
         progress.warning(format!(
             "environment `{}` has no `url`; skipping the check from outside (ECS health checks still ran)",
-            ctx.target.environment
+            ctx.target.environment()
         ));
         return Ok(());
     };
     let path = ctx
         .target
-        .config
+        .config()
         .web_service()
         .and_then(|(_, s)| s.health.as_ref())
         .map(|h| h.path.clone())

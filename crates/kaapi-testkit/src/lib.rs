@@ -1,8 +1,12 @@
-//! Real services tests start on loopback: moto (the AWS emulator, from the venv
-//! `scripts/setup-python.sh` makes) and Debian's docker-registry. Each stops when its handle
-//! drops. Test-only code: it panics with a message on failure.
+//! What the crates' tests share: real services started on loopback (moto, the AWS emulator,
+//! from the venv `scripts/setup-python.sh` makes, and Debian's docker-registry), each stopped
+//! when its handle drops, and a scripted engine ([`fake_engine`]). Test-only code: it panics
+//! with a message on failure.
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
+
+pub mod fake_engine;
+pub mod moto;
 
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;

@@ -17,6 +17,7 @@ use aws_sdk_ecs::operation::update_service::UpdateServiceOutput;
 use aws_sdk_ecs::types::{Deployment, DeploymentRolloutState, Service};
 use aws_smithy_mocks::{mock, MockResponseInterceptor, Rule, RuleMode};
 use kaapi_core::config::LoadedConfig;
+use kaapi_core::config::ResolvedEnvironment;
 use kaapi_core::engine::{Engine, RolloutOutcome};
 use kaapi_core::progress::Silent;
 use kaapi_core::release::{ImageRef, Outcome, Release, ReleaseMeta, ServiceRevision};
@@ -251,7 +252,7 @@ fn release(target: &Target) -> Result<Release> {
 fn timeline(target: &Target, complete_at: Duration) -> Result<Arc<Timeline>> {
     let mut desired = HashMap::new();
     for service in target.services() {
-        let replicas = target.config.replicas(ENVIRONMENT, service) as i32;
+        let replicas = target.resolved().replicas(service) as i32;
         desired.insert(target.ecs_service_name(service)?.to_owned(), replicas);
     }
     Ok(Arc::new(Timeline {
@@ -338,7 +339,7 @@ pub fn compare(timelines: Vec<Duration>) -> Result<Vec<Comparison>> {
             .build()?;
         runtime.block_on(async move {
             let loaded = loaded_config()?;
-            let target = Target::new(&loaded, ENVIRONMENT)?;
+            let target = Target::from(ResolvedEnvironment::resolve(loaded, ENVIRONMENT)?);
             let mut results = Vec::with_capacity(timelines.len());
             for complete_at in timelines {
                 results.push(Comparison {

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use kaapi_docker::agent::{serve, AgentClient};
+use kaapi_agent::{serve, AgentClient};
 
 use crate::cli::AgentCommand;
 use crate::context;

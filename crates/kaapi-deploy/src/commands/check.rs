@@ -29,14 +29,13 @@ pub async fn run(config: Option<&Path>, args: &CheckArgs) -> CliResult {
         Ok(loaded) => loaded,
         Err(error) => return Err(invalid_config(error, &path, args.json)),
     };
-    if let Some(name) = &args.environment {
-        context::environment(&loaded, name)?;
-    }
+    let target = match &args.environment {
+        Some(name) => Some(context::resolve_in(loaded.clone(), name)?),
+        None => None,
+    };
     let mut report = check::check(&loaded, args.environment.as_deref());
-    if let Some(name) = args.environment.as_deref().filter(|_| !args.offline) {
-        if let Some(env) = loaded.config.environment(name) {
-            check_engine_prerequisites(&loaded, name, env, &mut report).await?;
-        }
+    if let Some(target) = target.filter(|_| !args.offline) {
+        check_engine_prerequisites(&loaded, target.name(), target.env(), &mut report).await?;
     }
     if args.json {
         output::print_json(&JsonReport {

@@ -10,11 +10,10 @@ use kaapi_ci::promote;
 use kaapi_ci::run::{report_no_deploy, report_setup_failure, run_ci, CiPlan};
 use kaapi_core::config::LoadedConfig;
 use kaapi_core::engine::{Engine, ImageSource, LockOwner};
-use kaapi_core::pipeline::DeployPlan;
+use kaapi_core::pipeline::{DeployPlan, Migrations};
 use kaapi_core::release::ReleaseMeta;
 
 use super::ctrl_c;
-use super::deploy::migrations_of;
 use crate::cli::CiArgs;
 use crate::exit::{CliError, CliResult};
 use crate::output::{green, red, ProgressPrinter};
@@ -100,10 +99,9 @@ async fn prepare(
 ) -> CliResult<(Box<dyn Engine>, CiPlan)> {
     let (image, image_origin) =
         image_source(loaded, environment, version.is_some(), args, ctx, vars).await?;
-    let engine = engines::connect(loaded, environment).await?;
+    let engine = engines::connect(&context::resolve_in(loaded.clone(), environment)?).await?;
     let plan = CiPlan {
         plan: DeployPlan {
-            environment: environment.to_owned(),
             image,
             meta: ReleaseMeta {
                 commit: ctx.short_sha(),
@@ -115,7 +113,7 @@ async fn prepare(
                 holder: format!("{} via GitHub Actions run {}", ctx.actor, ctx.run_id),
                 url: ctx.run_url(),
             },
-            migrations: migrations_of(&loaded.config),
+            migrations: Migrations::of(&loaded.config),
         },
         image_origin,
     };
@@ -138,7 +136,7 @@ async fn image_source(
         let choice = promote::build_choice(config, environment, is_version, args.rebuild);
         return Ok((choice.source, choice.origin));
     };
-    let source_engine = engines::connect(loaded, &from).await?;
+    let source_engine = engines::connect(&context::resolve_in(loaded.clone(), &from)?).await?;
     let (choice, promoted) = promote::promoted_choice(
         config,
         environment,

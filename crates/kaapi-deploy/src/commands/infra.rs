@@ -42,8 +42,8 @@ pub async fn run(config: Option<&Path>, command: &InfraCommand) -> CliResult {
 
 /// The config and the environment, which must run on ECS.
 fn load_ecs(config: Option<&Path>, environment: &str) -> CliResult<LoadedConfig> {
-    let loaded = context::load_config(config)?;
-    let env = context::environment(&loaded, environment)?;
+    let target = context::resolve(config, environment)?;
+    let (loaded, env) = (target.loaded(), target.env());
     if env.engine != EngineKind::Ecs {
         return Err(CliError::Usage(format!(
             "{}: environment `{environment}` uses the {} engine; AWS infrastructure is only for engine = \"ecs\"",
@@ -51,7 +51,7 @@ fn load_ecs(config: Option<&Path>, environment: &str) -> CliResult<LoadedConfig>
             env.engine
         )));
     }
-    Ok(loaded)
+    Ok(loaded.clone())
 }
 
 /// `--repository`, else GITHUB_REPOSITORY or the git remote.

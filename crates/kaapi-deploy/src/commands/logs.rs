@@ -10,14 +10,14 @@ use crate::exit::{CliError, CliResult};
 use crate::{context, engines};
 
 pub async fn run(config: Option<&Path>, args: &LogsArgs) -> CliResult {
-    let loaded = context::load_config(config)?;
+    let target = context::resolve(config, &args.environment)?;
     if let Some(service) = &args.service {
-        if !loaded.config.services.contains_key(service) {
+        if !target.config().services.contains_key(service) {
             return Err(CliError::Usage(format!(
                 "no service `{service}` in {}; services: {}",
-                loaded.path.display(),
-                loaded
-                    .config
+                target.path().display(),
+                target
+                    .config()
                     .services
                     .keys()
                     .cloned()
@@ -35,7 +35,7 @@ pub async fn run(config: Option<&Path>, args: &LogsArgs) -> CliResult {
             })
         })
         .transpose()?;
-    let engine = engines::connect(&loaded, &args.environment).await?;
+    let engine = engines::connect(&target).await?;
     let query = LogQuery {
         service: args.service.clone(),
         since,

@@ -2,14 +2,14 @@
 //! digest (no rebuild) and deploy it there.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use kaapi_ci::github;
 use kaapi_ci::promote::{self, PromoteError};
 use kaapi_core::engine::ImageSource;
-use kaapi_core::pipeline::{self, DeployPlan};
+use kaapi_core::pipeline::{self, DeployPlan, Migrations};
 use kaapi_core::release::ReleaseMeta;
 
-use super::deploy::migrations_of;
 use super::{ctrl_c, finish_report};
 use crate::cli::PromoteArgs;
 use crate::exit::{CliError, CliResult};
@@ -17,16 +17,16 @@ use crate::output::{green, ProgressPrinter};
 use crate::{context, engines, gitinfo};
 
 pub async fn run(config: Option<&Path>, args: &PromoteArgs) -> CliResult {
-    let loaded = context::load_config(config)?;
-    context::environment(&loaded, &args.from)?;
-    context::environment(&loaded, &args.to)?;
+    let loaded = Arc::new(context::load_config(config)?);
+    let source_target = context::resolve_in(loaded.clone(), &args.from)?;
+    let target = context::resolve_in(loaded.clone(), &args.to)?;
     if args.from == args.to {
         return Err(CliError::Usage(format!(
             "promote copies between two environments; `{}` is given twice",
             args.from
         )));
     }
-    let source = engines::connect(&loaded, &args.from).await?;
+    let source = engines::connect(&source_target).await?;
     let release = source.current_release().await?.ok_or_else(|| {
         CliError::Failed(
             PromoteError::NothingServes {
@@ -54,9 +54,8 @@ pub async fn run(config: Option<&Path>, args: &PromoteArgs) -> CliResult {
         promoted.digest,
         promoted.reference
     );
-    let engine = engines::connect(&loaded, &args.to).await?;
+    let engine = engines::connect(&target).await?;
     let plan = DeployPlan {
-        environment: args.to.clone(),
         image: ImageSource::Existing(promoted.reference),
         meta: ReleaseMeta {
             commit: release.meta.commit.clone(),
@@ -65,7 +64,7 @@ pub async fn run(config: Option<&Path>, args: &PromoteArgs) -> CliResult {
             created_at: chrono::Utc::now(),
         },
         owner: gitinfo::lock_owner(&loaded.dir),
-        migrations: migrations_of(&loaded.config),
+        migrations: Migrations::of(&loaded.config),
     };
     let report =
         pipeline::deploy(engine.as_ref(), &plan, &ProgressPrinter::new(), ctrl_c()).await?;

@@ -8,8 +8,8 @@ use crate::output::{print_json, table};
 use crate::{context, engines};
 
 pub async fn run(config: Option<&Path>, args: &EnvJsonArgs) -> CliResult {
-    let loaded = context::load_config(config)?;
-    let engine = engines::connect(&loaded, &args.environment).await?;
+    let target = context::resolve(config, &args.environment)?;
+    let engine = engines::connect(&target).await?;
     let releases = engine.releases().await?;
     if args.json {
         return print_json(&releases);

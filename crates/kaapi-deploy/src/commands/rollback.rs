@@ -2,25 +2,23 @@
 
 use std::path::Path;
 
-use kaapi_core::pipeline;
+use kaapi_core::pipeline::{self, RollbackPlan};
 
-use super::finish_report;
+use super::{ctrl_c, finish_report};
 use crate::cli::RollbackArgs;
 use crate::exit::CliResult;
 use crate::output::ProgressPrinter;
 use crate::{context, engines, gitinfo};
 
 pub async fn run(config: Option<&Path>, args: &RollbackArgs) -> CliResult {
-    let loaded = context::load_config(config)?;
-    let engine = engines::connect(&loaded, &args.environment).await?;
-    let report = pipeline::rollback(
-        engine.as_ref(),
-        &args.environment,
-        args.to,
-        &gitinfo::lock_owner(&loaded.dir),
-        &gitinfo::release_meta(&loaded.dir, None),
-        &ProgressPrinter::new(),
-    )
-    .await?;
+    let target = context::resolve(config, &args.environment)?;
+    let engine = engines::connect(&target).await?;
+    let plan = RollbackPlan {
+        to: args.to,
+        meta: gitinfo::release_meta(target.dir(), None),
+        owner: gitinfo::lock_owner(target.dir()),
+    };
+    let report =
+        pipeline::rollback(engine.as_ref(), &plan, &ProgressPrinter::new(), ctrl_c()).await?;
     finish_report(&report, args.json, engine.url())
 }

@@ -3,6 +3,9 @@
 
 use std::path::Path;
 
+use kaapi_core::engine::TaskOn;
+
+use super::ctrl_c;
 use crate::cli::RunArgs;
 use crate::exit::{CliError, CliResult};
 use crate::output::ProgressPrinter;
@@ -10,15 +13,15 @@ use crate::{context, engines};
 
 /// Returns the command's exit code.
 pub async fn run(config: Option<&Path>, args: &RunArgs) -> CliResult<i64> {
-    let loaded = context::load_config(config)?;
+    let target = context::resolve(config, &args.environment)?;
     let service = match &args.service {
-        Some(s) if loaded.config.services.contains_key(s) => s.clone(),
+        Some(s) if target.config().services.contains_key(s) => s.clone(),
         Some(s) => {
             return Err(CliError::Usage(format!(
                 "no service `{s}` in {}; services: {}",
-                loaded.path.display(),
-                loaded
-                    .config
+                target.path().display(),
+                target
+                    .config()
                     .services
                     .keys()
                     .cloned()
@@ -26,23 +29,35 @@ pub async fn run(config: Option<&Path>, args: &RunArgs) -> CliResult<i64> {
                     .join(", ")
             )))
         }
-        None => loaded
-            .config
+        None => target
+            .config()
             .web_service()
             .map(|(n, _)| n.to_owned())
-            .or_else(|| loaded.config.services.keys().next().cloned())
+            .or_else(|| target.config().services.keys().next().cloned())
             .ok_or_else(|| CliError::Usage("the config has no service".to_owned()))?,
     };
-    let engine = engines::connect(&loaded, &args.environment).await?;
+    let engine = engines::connect(&target).await?;
     let current = engine.current_release().await?.ok_or_else(|| {
         CliError::Failed(format!(
             "nothing is deployed to `{}` yet; run `kaapi-deploy deploy {}` first",
             args.environment, args.environment
         ))
     })?;
-    let exit = engine
-        .run_task(&current, &service, &args.command, &ProgressPrinter::new())
-        .await?;
+    let progress = ProgressPrinter::new();
+    let task = engine.run_task(
+        TaskOn::Release(&current),
+        &service,
+        &args.command,
+        &progress,
+    );
+    // Ctrl-C stops the task too, so that none is left running behind the command.
+    let exit = tokio::select! {
+        exit = task => exit?,
+        () = ctrl_c() => {
+            engine.stop_tasks().await?;
+            return Err(CliError::Failed("interrupted; the one-off task was stopped".to_owned()));
+        }
+    };
     if let Some(reason) = &exit.reason {
         eprintln!("task stopped: {reason}");
     }

@@ -9,10 +9,11 @@ use crate::exit::{CliError, CliResult};
 use crate::output::yellow;
 
 pub async fn run(config: Option<&Path>, environment: &str, from: &Path) -> CliResult {
-    let loaded = context::load_config(config)?;
-    let region = context::environment(&loaded, environment)?.region.clone();
+    let target = context::resolve(config, environment)?;
+    let loaded = target.loaded();
+    let region = target.env().region.clone();
     let aws = kaapi_infra::aws::load(region.as_deref()).await;
-    let report = push_secrets(&loaded, environment, from, &aws)
+    let report = push_secrets(loaded, environment, from, &aws)
         .await
         .map_err(|e| match e {
             PushError::Aws { .. } => CliError::Failed(e.to_string()),

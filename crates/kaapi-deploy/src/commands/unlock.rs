@@ -13,8 +13,8 @@ pub async fn run(config: Option<&Path>, args: &UnlockArgs) -> CliResult {
             args.environment
         )));
     }
-    let loaded = context::load_config(config)?;
-    let engine = engines::connect(&loaded, &args.environment).await?;
+    let target = context::resolve(config, &args.environment)?;
+    let engine = engines::connect(&target).await?;
     engine.force_unlock().await?;
     println!("environment `{}` unlocked", args.environment);
     Ok(())

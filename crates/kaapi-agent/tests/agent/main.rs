@@ -1,0 +1,6 @@
+//! The integration tests of kaapi-agent: one binary, one module per area.
+
+mod agent_support;
+
+mod agent_recovery;
+mod agent_rollout;

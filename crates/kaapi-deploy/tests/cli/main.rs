@@ -1,0 +1,20 @@
+//! The integration tests of kaapi-deploy: one binary, one module per area.
+
+mod docker_support;
+
+mod agent_command;
+mod config_init_check;
+mod config_malformed;
+mod docker_bench;
+mod docker_deploy;
+mod docker_failures;
+mod docker_lock;
+mod docker_migrate;
+mod docker_registry;
+mod docker_replicas;
+mod faults_agent_kill;
+mod faults_docker_restart;
+mod faults_killed_cli;
+mod faults_malformed_input;
+mod faults_replica_kill;
+mod infra_secrets_leak;

@@ -1,0 +1,8 @@
+//! The integration tests of kaapi-ecs: one binary, one module per area.
+
+mod support;
+
+mod moto_contract;
+mod moto_lock;
+mod registry_override;
+mod scenarios;

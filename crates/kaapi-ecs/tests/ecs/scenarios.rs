@@ -1,0 +1,456 @@
+//! Deploy scenarios through `kaapi_core::pipeline::deploy` with the ECS engine over scripted
+//! AWS responses (aws-smithy-mocks): rollouts that complete, fail with a circuit-breaker
+//! rollback, get stuck; migrations that fail or never start; throttling.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::support::fake_aws::{FakeAws, Plan, TaskScript, ACCOUNT, DIGEST, REGION};
+use crate::support::{write_config, Recorder, ScriptedBuilder};
+use chrono::Utc;
+use kaapi_core::config::ResolvedEnvironment;
+use kaapi_core::engine::{Engine, ImageSource, LockOwner};
+use kaapi_core::pipeline::{self, DeployPlan, DeployReport, Migrations};
+use kaapi_core::release::{Outcome, ReleaseMeta};
+use kaapi_ecs::{EcsEngine, Target, Tuning};
+
+const BACKEND: &str = "kaapi-staging-service";
+const WORKER: &str = "kaapi-staging-worker-service";
+const FLOWER: &str = "kaapi-staging-flower-service";
+
+fn fast_tuning() -> Tuning {
+    Tuning {
+        poll_initial: Duration::from_millis(5),
+        poll_max: Duration::from_millis(20),
+        rollout_timeout: Duration::from_secs(3),
+        task_timeout: Duration::from_secs(5),
+        throttle_attempts: 8,
+        verify_attempts: 2,
+        verify_interval: Duration::from_millis(10),
+        lock_ttl: Duration::from_secs(600),
+        follow_interval: Duration::from_millis(10),
+    }
+}
+
+struct Setup {
+    fake: FakeAws,
+    target: Target,
+    engine: EcsEngine,
+    builder: Arc<ScriptedBuilder>,
+    _dir: tempfile::TempDir,
+}
+
+fn setup(tuning: Tuning, extra: &str) -> Setup {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let loaded = write_config(dir.path(), extra);
+    let fake = FakeAws::kaapi_staging();
+    let builder = Arc::new(ScriptedBuilder::new(DIGEST));
+    let target = Target::from(
+        ResolvedEnvironment::resolve(loaded.clone(), "staging").expect("staging exists"),
+    );
+    let engine = EcsEngine::with_clients(
+        target.clone(),
+        fake.clients(),
+        tuning,
+        Some(builder.clone()),
+    );
+    Setup {
+        fake,
+        target,
+        engine,
+        builder,
+        _dir: dir,
+    }
+}
+
+fn plan(commit: &str) -> DeployPlan {
+    DeployPlan {
+        image: ImageSource::Build,
+        meta: ReleaseMeta {
+            commit: commit.to_owned(),
+            version: None,
+            author: "alice <alice@example.org>".to_owned(),
+            created_at: Utc::now(),
+        },
+        owner: LockOwner {
+            holder: "alice@laptop (pid 42)".to_owned(),
+            url: None,
+        },
+        migrations: Some(Migrations {
+            service: "backend".to_owned(),
+            command: vec![
+                "alembic".to_owned(),
+                "upgrade".to_owned(),
+                "head".to_owned(),
+            ],
+        }),
+    }
+}
+
+async fn deploy(engine: &EcsEngine, commit: &str, progress: &Recorder) -> DeployReport {
+    pipeline::deploy(engine, &plan(commit), progress, std::future::pending())
+        .await
+        .expect("the deploy runs to an outcome")
+}
+
+/// Release 1, which later scenarios fall back to.
+async fn first_release(s: &Setup) -> Vec<String> {
+    let report = deploy(&s.engine, "abc1234", &Recorder::default()).await;
+    assert_eq!(report.outcome, Outcome::Succeeded, "{}", report.message);
+    assert_eq!(report.release, Some(1));
+    [BACKEND, WORKER, FLOWER]
+        .iter()
+        .map(|svc| s.fake.live_revision(svc).expect("service runs something"))
+        .collect()
+}
+
+fn live(fake: &FakeAws) -> Vec<String> {
+    [BACKEND, WORKER, FLOWER]
+        .iter()
+        .map(|svc| fake.live_revision(svc).expect("service runs something"))
+        .collect()
+}
+
+#[tokio::test]
+async fn rollout_completes_with_revisions_pinned_by_digest() {
+    let s = setup(fast_tuning(), "");
+    let progress = Recorder::default();
+    let report = deploy(&s.engine, "abc1234", &progress).await;
+    assert_eq!(report.outcome, Outcome::Succeeded, "{}", report.message);
+    assert_eq!(report.release, Some(1));
+    assert_eq!(report.serving, Some(1));
+    assert_eq!(report.migration.as_ref().map(|m| m.exit_code), Some(0));
+
+    let repo = format!("{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/kaapi-staging-repo");
+    let pushes = s.builder.pushes.lock().expect("pushes").clone();
+    assert_eq!(
+        pushes,
+        vec![(repo.clone(), vec!["abc1234".to_owned()], true)]
+    );
+
+    let backend = s.fake.live_revision(BACKEND).expect("backend revision");
+    assert!(
+        backend.ends_with("task-definition/kaapi-staging-backend:2"),
+        "{backend}"
+    );
+    let (definition, _) = s.fake.definition(&backend).expect("registered");
+    let container = &definition.container_definitions()[0];
+    assert_eq!(container.image(), Some(format!("{repo}@{DIGEST}").as_str()));
+    assert_eq!(
+        container.command(),
+        ["fastapi", "run", "app/main.py", "--port", "8000"]
+    );
+    let env: Vec<(&str, &str)> = container
+        .environment()
+        .iter()
+        .map(|kv| {
+            (
+                kv.name().unwrap_or_default(),
+                kv.value().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(env, [("PROJECT_NAME", "Kaapi"), ("ENVIRONMENT", "staging")]);
+    let secrets: Vec<&str> = container.secrets().iter().map(|s| s.value_from()).collect();
+    assert_eq!(
+        secrets,
+        [
+            format!("arn:aws:ssm:{REGION}:{ACCOUNT}:parameter/kaapi/staging/SECRET_KEY"),
+            format!("arn:aws:ssm:{REGION}:{ACCOUNT}:parameter/kaapi/staging/POSTGRES_PASSWORD"),
+        ]
+    );
+    assert_eq!(definition.cpu(), Some("512"));
+    assert_eq!(definition.memory(), Some("1024"));
+    let logs = container.log_configuration().expect("awslogs");
+    assert_eq!(logs.log_driver().as_str(), "awslogs");
+    assert_eq!(
+        logs.options()
+            .and_then(|o| o.get("awslogs-group"))
+            .map(String::as_str),
+        Some("/ecs/kaapi-staging-cluster/kaapi-staging-service")
+    );
+    assert_eq!(s.fake.tag(&backend, "kaapi:release").as_deref(), Some("1"));
+    assert_eq!(
+        s.fake.tag(&backend, "kaapi:commit").as_deref(),
+        Some("abc1234")
+    );
+    assert_eq!(
+        s.fake.tag(&backend, "kaapi:outcome").as_deref(),
+        Some("succeeded")
+    );
+    // Author sanitised to what ECS tag values allow.
+    assert_eq!(
+        s.fake.tag(&backend, "kaapi:deployer").as_deref(),
+        Some("alice _alice@example.org_")
+    );
+    let worker = s.fake.live_revision(WORKER).expect("worker revision");
+    assert_eq!(
+        s.fake.tag(&backend, "kaapi:revision:worker").as_deref(),
+        worker.rsplit('/').next()
+    );
+    assert!(!s.fake.lock_held(), "the lock is released");
+    assert!(
+        progress.contains("Running upgrade"),
+        "{:?}",
+        progress.lines()
+    );
+
+    // History reads back from the tags.
+    let releases = s.engine.releases().await.expect("releases");
+    assert_eq!(releases.len(), 1);
+    assert_eq!(releases[0].outcome, Outcome::Succeeded);
+    assert_eq!(releases[0].image.digest, DIGEST);
+    assert_eq!(releases[0].revisions.len(), 3);
+
+    let second = deploy(&s.engine, "def5678", &Recorder::default()).await;
+    assert_eq!(second.outcome, Outcome::Succeeded, "{}", second.message);
+    assert_eq!(second.release, Some(2));
+    assert!(s
+        .fake
+        .live_revision(FLOWER)
+        .is_some_and(|r| r.ends_with("kaapi-staging-flower:3")));
+}
+
+#[tokio::test]
+async fn circuit_breaker_rollback_is_a_failure_that_names_what_ecs_restored() {
+    let s = setup(fast_tuning(), "");
+    let release_1 = first_release(&s).await;
+    s.fake
+        .plan(BACKEND, Plan::CircuitBreaker(Duration::from_millis(60)));
+    let report = deploy(&s.engine, "bad0001", &Recorder::default()).await;
+    assert!(!report.succeeded());
+    assert_eq!(report.outcome, Outcome::RolledBack, "{}", report.message);
+    assert!(
+        report.message.contains("circuit breaker")
+            && report
+                .message
+                .contains("ecs rolled back to release 1 (kaapi-staging-backend:2)"),
+        "{}",
+        report.message
+    );
+    assert_eq!(report.serving, Some(1));
+    assert_eq!(live(&s.fake), release_1);
+    let releases = s.engine.releases().await.expect("releases");
+    assert_eq!(releases[0].number, 2);
+    assert_eq!(releases[0].outcome, Outcome::RolledBack);
+    assert!(releases[0]
+        .detail
+        .as_deref()
+        .is_some_and(|d| d.contains("circuit breaker")));
+}
+
+#[tokio::test]
+async fn stuck_rollout_times_out_and_we_roll_back() {
+    let mut tuning = fast_tuning();
+    tuning.rollout_timeout = Duration::from_millis(300);
+    let s = setup(tuning, "");
+    let release_1 = first_release(&s).await;
+    s.fake.plan(WORKER, Plan::Stuck);
+    let started = std::time::Instant::now();
+    let report = deploy(&s.engine, "slow0001", &Recorder::default()).await;
+    assert_eq!(report.outcome, Outcome::RolledBack, "{}", report.message);
+    assert!(
+        report
+            .message
+            .contains("worker did not finish rolling out within 300ms"),
+        "{}",
+        report.message
+    );
+    assert!(report
+        .message
+        .contains("rolled back automatically, release 1 serves"));
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    assert_eq!(live(&s.fake), release_1);
+}
+
+#[tokio::test]
+async fn failed_migration_changes_no_service() {
+    let s = setup(fast_tuning(), "");
+    let release_1 = first_release(&s).await;
+    s.fake.clear_calls();
+    s.fake.script_task(TaskScript::Exit(1));
+    let progress = Recorder::default();
+    let report = deploy(&s.engine, "mig0001", &progress).await;
+    assert_eq!(
+        report.outcome,
+        Outcome::FailedMigration,
+        "{}",
+        report.message
+    );
+    assert_eq!(report.migration.as_ref().map(|m| m.exit_code), Some(1));
+    assert!(report.message.contains("migrations exited with code 1"));
+    assert_eq!(s.fake.count("ecs:UpdateService"), 0, "{:?}", s.fake.calls());
+    assert_eq!(s.fake.count("ecs:RunTask"), 1);
+    assert!(
+        progress.contains("Running upgrade"),
+        "task log lines are shown"
+    );
+    assert_eq!(live(&s.fake), release_1);
+    assert!(
+        !s.fake.lock_held(),
+        "the lock is released after a failed deploy"
+    );
+}
+
+#[tokio::test]
+async fn task_that_fails_to_start_aborts_the_deploy() {
+    let s = setup(fast_tuning(), "");
+    first_release(&s).await;
+    s.fake.clear_calls();
+    s.fake.script_task(TaskScript::FailedToStart(
+        "CannotPullContainerError: pull image manifest has been retried 5 time(s)",
+    ));
+    let report = deploy(&s.engine, "pull0001", &Recorder::default()).await;
+    assert_eq!(
+        report.outcome,
+        Outcome::FailedMigration,
+        "{}",
+        report.message
+    );
+    assert!(
+        report
+            .message
+            .contains("TaskFailedToStart: CannotPullContainerError"),
+        "{}",
+        report.message
+    );
+    assert_eq!(s.fake.count("ecs:UpdateService"), 0);
+}
+
+#[tokio::test]
+async fn throttled_polls_are_retried_with_backoff() {
+    let s = setup(fast_tuning(), "");
+    first_release(&s).await;
+    s.fake.state().throttle_describe_services = 3;
+    let progress = Recorder::default();
+    let report = deploy(&s.engine, "thr0001", &progress).await;
+    assert_eq!(report.outcome, Outcome::Succeeded, "{}", report.message);
+    let retries = progress
+        .lines()
+        .iter()
+        .filter(|l| l.contains("AWS is throttling requests; retrying"))
+        .count();
+    assert_eq!(retries, 3, "{:?}", progress.lines());
+}
+
+#[tokio::test]
+async fn worker_failure_rolls_every_service_back() {
+    let s = setup(fast_tuning(), "");
+    let release_1 = first_release(&s).await;
+    s.fake
+        .plan(BACKEND, Plan::Complete(Duration::from_millis(10)));
+    s.fake
+        .plan(WORKER, Plan::CircuitBreaker(Duration::from_millis(80)));
+    let report = deploy(&s.engine, "wrk0001", &Recorder::default()).await;
+    assert_eq!(report.outcome, Outcome::RolledBack, "{}", report.message);
+    assert!(
+        report.message.starts_with("rollout failed: worker:"),
+        "{}",
+        report.message
+    );
+    // The backend had completed its new revision; it is back on release 1 like the others.
+    assert_eq!(live(&s.fake), release_1);
+    let backend_updates = s
+        .fake
+        .calls()
+        .iter()
+        .filter(|c| *c == &format!("ecs:UpdateService {BACKEND}"))
+        .count();
+    assert_eq!(
+        backend_updates, 3,
+        "release 1, release 2, rollback to release 1"
+    );
+}
+
+#[tokio::test]
+async fn an_image_missing_from_the_repository_is_refused() {
+    let s = setup(fast_tuning(), "");
+    let mut bad = plan("abc1234");
+    bad.image = ImageSource::Existing("nosuchtag".to_owned());
+    let err = pipeline::deploy(
+        &s.engine,
+        &bad,
+        &Recorder::default(),
+        std::future::pending(),
+    )
+    .await
+    .expect_err("refused");
+    assert!(
+        err.to_string()
+            .contains("image `nosuchtag` is not in repository"),
+        "{err}"
+    );
+    assert_eq!(s.fake.count("ecs:RegisterTaskDefinition"), 0);
+    assert!(!s.fake.lock_held());
+
+    let mut existing = plan("abc1234");
+    existing.image = ImageSource::Existing("abc1234".to_owned());
+    let report = pipeline::deploy(
+        &s.engine,
+        &existing,
+        &Recorder::default(),
+        std::future::pending(),
+    )
+    .await
+    .expect("deploys");
+    assert_eq!(report.outcome, Outcome::Succeeded, "{}", report.message);
+    assert_eq!(report.image.map(|i| i.digest), Some(DIGEST.to_owned()));
+    assert!(
+        s.builder.pushes.lock().expect("pushes").is_empty(),
+        "no build or push"
+    );
+}
+
+/// The figures of docs/ecs.md: API calls of one standard three-service deploy, and how soon
+/// completion is noticed after ECS reports it, against a 15-second `services-stable` waiter.
+/// Simulated clock (tokio's paused time), production polling settings.
+#[tokio::test(start_paused = true)]
+async fn call_count_and_completion_latency_of_a_standard_deploy() {
+    let s = setup(Tuning::default(), "");
+    first_release(&s).await;
+    s.fake.clear_calls();
+    let completions = [
+        (BACKEND, Duration::from_secs(173)),
+        (WORKER, Duration::from_secs(181)),
+        (FLOWER, Duration::from_secs(187)),
+    ];
+    for (svc, after) in completions {
+        s.fake.plan(svc, Plan::Complete(after));
+    }
+    // A fresh engine, like a new `kaapi-deploy deploy` process: nothing cached.
+    let engine = EcsEngine::with_clients(
+        s.target.clone(),
+        s.fake.clients(),
+        Tuning::default(),
+        Some(s.builder.clone()),
+    );
+    let report = deploy(&engine, "std0001", &Recorder::default()).await;
+    let finished = tokio::time::Instant::now();
+    assert_eq!(report.outcome, Outcome::Succeeded, "{}", report.message);
+    let calls = s.fake.calls();
+    let total = calls.len();
+    let polls = s.fake.count("ecs:DescribeServices") - 1; // one is the register step's
+                                                          // When ECS marked the last of our deployments COMPLETED (simulated clock); verification is
+                                                          // skipped (no url) and recording takes no simulated time, so the rest is noticing.
+    let last_completed = s
+        .fake
+        .state()
+        .completed_at
+        .values()
+        .max()
+        .copied()
+        .expect("deployments completed");
+    let noticed_after = finished.duration_since(last_completed).as_secs_f64();
+    // A waiter polling every 15 s from the UpdateService calls notices at the first multiple of
+    // 15 s at or after 187 s.
+    let last = 187.0_f64;
+    let waiter_noticed_after = (last / 15.0).ceil() * 15.0 - last;
+    let waiter_polls = (last / 15.0).ceil() as usize;
+    eprintln!(
+        "standard deploy: {total} AWS calls ({polls} DescribeServices polls during the rollout); completion noticed {noticed_after:.1}s after ECS reported it (services-stable waiter: {waiter_noticed_after:.0}s, {waiter_polls} polls)\n{calls:#?}"
+    );
+    assert!((0.0..=10.0).contains(&noticed_after), "{noticed_after}");
+    assert!(total <= 60, "{total} calls: {calls:#?}");
+    assert_eq!(s.fake.count("ecs:UpdateService"), 3);
+    assert_eq!(s.fake.count("ecs:RegisterTaskDefinition"), 3);
+}

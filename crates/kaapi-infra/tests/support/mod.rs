@@ -1,4 +1,0 @@
-#![allow(dead_code)]
-
-pub mod account;
-pub mod moto;
