@@ -14,6 +14,7 @@ use kaapi_core::release::{ImageRef, Outcome, Release, ReleaseMeta};
 
 use crate::aws::AwsClients;
 use crate::context::Ctx;
+use crate::error::engine_error;
 use crate::target::Target;
 use crate::tuning::Tuning;
 use crate::{history, image, lock, logs, migrate, rollout, status, taskdef, verify};
@@ -28,15 +29,19 @@ pub struct EcsEngine {
 }
 
 impl EcsEngine {
-    /// The engine of `environment`, with AWS clients from the standard chain. `builder` is the
-    /// shared image build step (the Docker engine's); without it only `--image` deploys work.
+    /// The engine of `environment`, with AWS clients from kaapi-aws's loader (the standard
+    /// chain, or GitHub's OIDC role in CI). `builder` is the shared image build step (the
+    /// Docker engine's); without it only `--image` deploys work.
     pub async fn connect(
         loaded: &LoadedConfig,
         environment: &str,
         builder: Option<Arc<dyn ImageBuilder>>,
     ) -> EngineResult<Self> {
         let target = Target::new(loaded, environment)?;
-        let clients = AwsClients::from_environment(target.env().region.as_deref()).await;
+        let shared = kaapi_aws::load(target.env(), None, &kaapi_aws::process_vars())
+            .await
+            .map_err(engine_error)?;
+        let clients = AwsClients::from_sdk_config(shared);
         let tuning = tuning_for(&target);
         Ok(Self::with_clients(target, clients, tuning, builder))
     }

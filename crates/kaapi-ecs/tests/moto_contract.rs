@@ -134,7 +134,11 @@ async fn engine_calls_are_accepted_by_moto() {
     let dir = tempfile::tempdir().expect("temp dir");
     let loaded = write_config(dir.path(), "");
     // The standard chain, pointed at moto by AWS_ENDPOINT_URL alone.
-    let clients = AwsClients::from_environment(Some("eu-west-1")).await;
+    let env = loaded.config.environment("staging").expect("staging");
+    let shared = kaapi_aws::load(env, Some("eu-west-1"), &kaapi_aws::process_vars())
+        .await
+        .expect("AWS config");
+    let clients = AwsClients::from_sdk_config(shared);
     assert_eq!(clients.region, "eu-west-1");
     prerequisites(&moto, &clients).await;
     let target = Target::new(&loaded, "staging").expect("staging");

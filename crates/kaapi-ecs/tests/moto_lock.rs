@@ -34,7 +34,11 @@ async fn one_deploy_holds_the_lock_and_expired_locks_are_taken_over() {
     let moto = Moto::start();
     let dir = tempfile::tempdir().expect("temp dir");
     let loaded = write_config(dir.path(), "");
-    let clients = AwsClients::from_environment(Some("eu-west-1")).await;
+    let env = loaded.config.environment("staging").expect("staging");
+    let shared = kaapi_aws::load(env, Some("eu-west-1"), &kaapi_aws::process_vars())
+        .await
+        .expect("AWS config");
+    let clients = AwsClients::from_sdk_config(shared);
     let alice = EcsEngine::connect(&loaded, "staging", None)
         .await
         .expect("engine");

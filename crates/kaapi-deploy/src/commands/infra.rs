@@ -115,21 +115,19 @@ async fn run_policy(
     out: Option<&Path>,
 ) -> CliResult {
     let loaded = load_ecs(config, environment)?;
-    let region = loaded
-        .config
-        .environment(environment)
-        .and_then(|e| e.region.clone())
-        .ok_or_else(|| {
-            CliError::Usage(format!(
-                "{}: environment `{environment}` has no region; set environments.{environment}.region",
-                loaded.path.display()
-            ))
-        })?;
+    let env = context::environment(&loaded, environment)?;
+    let region = env.region.clone().ok_or_else(|| {
+        CliError::Usage(format!(
+            "{}: environment `{environment}` has no region; set environments.{environment}.region",
+            loaded.path.display()
+        ))
+    })?;
     let account = match account_flag {
         Some(account) => account.to_owned(),
         None => {
-            let aws = kaapi_infra::aws::load(Some(&region)).await;
-            kaapi_infra::aws::account_id(&aws).await.map_err(|e| {
+            let aws = kaapi_aws::load(env, None, &kaapi_aws::process_vars()).await?;
+            let sts = aws_sdk_sts::Client::new(&aws);
+            kaapi_aws::account::account_id(&sts).await.map_err(|e| {
                 CliError::Failed(format!(
                     "cannot find the AWS account from the credentials ({e}); pass --account ID"
                 ))

@@ -10,8 +10,8 @@ use crate::output::yellow;
 
 pub async fn run(config: Option<&Path>, environment: &str, from: &Path) -> CliResult {
     let loaded = context::load_config(config)?;
-    let region = context::environment(&loaded, environment)?.region.clone();
-    let aws = kaapi_infra::aws::load(region.as_deref()).await;
+    let env = context::environment(&loaded, environment)?;
+    let aws = kaapi_aws::load(env, None, &kaapi_aws::process_vars()).await?;
     let report = push_secrets(&loaded, environment, from, &aws)
         .await
         .map_err(|e| match e {
