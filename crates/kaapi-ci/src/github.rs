@@ -2,19 +2,10 @@
 //! a step talks back: `$GITHUB_OUTPUT` lines, the `$GITHUB_STEP_SUMMARY` markdown file and
 //! `::error::` workflow commands on stdout.
 
-use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-/// Environment variables as a map, so tests never touch the process environment.
-pub type Vars = BTreeMap<String, String>;
-
-/// The process environment as [`Vars`] (variables that are not UTF-8 are skipped).
-pub fn process_vars() -> Vars {
-    std::env::vars_os()
-        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
-        .collect()
-}
+pub use kaapi_aws::config::{process_vars, Vars};
 
 #[derive(Debug, thiserror::Error)]
 pub enum GithubError {

@@ -2,16 +2,15 @@
 //! environment's repository (no rebuild, the same digest) and deployed there as an existing
 //! image.
 
-use aws_config::SdkConfig;
+use kaapi_aws::ecr::{self, EcrLogin};
+use kaapi_aws::registry::{CopyReport, DigestReference, RegistryClient, RegistryError, Repository};
+use kaapi_aws::{AwsError, SdkConfig};
 use kaapi_core::config::{Config, EngineKind};
 use kaapi_core::engine::{Engine, EngineError, ImageSource, RegistryAuth};
 use kaapi_core::naming;
 use kaapi_core::release::{Outcome, Release};
 
-use crate::ecr::{self, EcrError};
 use crate::github::Vars;
-use crate::oidc;
-use crate::registry::{CopyReport, DigestReference, RegistryClient, RegistryError, Repository};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PromoteError {
@@ -29,7 +28,7 @@ pub enum PromoteError {
     #[error("copying the image failed: {0}")]
     Registry(#[from] RegistryError),
     #[error(transparent)]
-    Ecr(#[from] EcrError),
+    Aws(#[from] AwsError),
 }
 
 /// Two commits name the same one when one is a prefix of the other (12-character short SHAs
@@ -68,7 +67,9 @@ pub async fn target_repository(
     let name = naming::names(config, environment).repository;
     if let Some(host) = &env.registry {
         let auth = match (ecr::region_of_host(host), aws) {
-            (Some(region), Some(sdk)) => Some(ecr::login(sdk, Some(region)).await?.1),
+            (Some(region), Some(sdk)) => {
+                Some(ecr::login(&ecr::client(sdk, Some(region))).await?.auth)
+            }
             _ => None,
         };
         return Ok(Some(Repository::new(host, &name, auth)));
@@ -80,7 +81,7 @@ pub async fn target_repository(
                 environment: environment.to_owned(),
                 message: "no AWS configuration was given".to_owned(),
             })?;
-            let (host, auth) = ecr::login(sdk, None).await?;
+            let EcrLogin { host, auth } = ecr::login(&ecr::client(sdk, None)).await?;
             Ok(Some(Repository::new(&host, &name, Some(auth))))
         }
     }
@@ -97,7 +98,9 @@ async fn source_auth(
         return Ok(target.auth.clone());
     }
     match (ecr::region_of_host(&source.host), aws) {
-        (Some(region), Some(sdk)) => Ok(Some(ecr::login(sdk, Some(region)).await?.1)),
+        (Some(region), Some(sdk)) => Ok(Some(
+            ecr::login(&ecr::client(sdk, Some(region))).await?.auth,
+        )),
         _ => Ok(None),
     }
 }
@@ -172,7 +175,7 @@ pub async fn aws_for(
         (EngineKind::Ecs, None) => env.region.clone().unwrap_or_default(),
         (EngineKind::Docker, None) => return Ok(None),
     };
-    let sdk = oidc::aws_config_for(env, &region, vars)
+    let sdk = kaapi_aws::load(env, Some(&region), vars)
         .await
         .map_err(|e| PromoteError::NoAws {
             environment: environment.to_owned(),

@@ -26,14 +26,7 @@ pub async fn connect(target: &ResolvedEnvironment) -> CliResult<Box<dyn Engine>>
         EngineKind::Ecs => {
             // GitHub's OIDC token and the environment's role when running in Actions without
             // credentials; the SDK's standard chain otherwise.
-            let region = target.env().region.as_deref().unwrap_or_default();
-            let shared = kaapi_ci::oidc::aws_config_for(
-                target.env(),
-                region,
-                &kaapi_ci::github::process_vars(),
-            )
-            .await
-            .map_err(|e| CliError::Failed(format!("AWS credentials: {e}")))?;
+            let shared = kaapi_aws::load(target.env(), None, &kaapi_aws::process_vars()).await?;
             let engine = kaapi_ecs::EcsEngine::connect_with_config(
                 target.clone(),
                 ecs_image_builder(target).await,

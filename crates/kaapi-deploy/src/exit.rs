@@ -16,6 +16,9 @@ pub enum CliError {
     Failed(String),
     #[error(transparent)]
     Engine(#[from] EngineError),
+    /// No AWS access (credentials, OIDC role): exit 1.
+    #[error(transparent)]
+    Aws(#[from] kaapi_aws::AwsError),
     #[error(transparent)]
     Other(#[from] anyhow::Error),
 }
@@ -24,7 +27,7 @@ impl CliError {
     pub fn exit_code(&self) -> u8 {
         match self {
             CliError::Usage(_) | CliError::Config(_) => 2,
-            CliError::Failed(_) | CliError::Engine(_) | CliError::Other(_) => 1,
+            CliError::Failed(_) | CliError::Engine(_) | CliError::Aws(_) | CliError::Other(_) => 1,
         }
     }
 }

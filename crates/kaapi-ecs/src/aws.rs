@@ -1,8 +1,7 @@
-//! The AWS clients of one environment, from the standard credential chain (environment,
-//! profile, SSO, web identity). `AWS_ENDPOINT_URL` is honoured by aws-config, which is how the
-//! tests point every client at moto.
+//! The AWS clients of one environment, over the SDK config kaapi-aws loads for it (the
+//! standard chain, or GitHub's OIDC role in CI).
 
-use aws_config::{BehaviorVersion, Region};
+use aws_config::Region;
 
 #[derive(Clone, Debug)]
 pub struct AwsClients {
@@ -16,15 +15,6 @@ pub struct AwsClients {
 }
 
 impl AwsClients {
-    /// Clients for `region` (the environment's), else the chain's region, else `us-east-1`.
-    pub async fn from_environment(region: Option<&str>) -> Self {
-        let mut loader = aws_config::defaults(BehaviorVersion::latest());
-        if let Some(region) = region {
-            loader = loader.region(Region::new(region.to_owned()));
-        }
-        Self::from_sdk_config(loader.load().await)
-    }
-
     /// Clients over an already loaded SDK config (e.g. credentials from GitHub's OIDC token).
     pub fn from_sdk_config(shared: aws_config::SdkConfig) -> Self {
         let region = shared

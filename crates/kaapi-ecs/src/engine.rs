@@ -14,6 +14,7 @@ use kaapi_core::release::{ImageRef, Outcome, Release, ReleaseMeta};
 
 use crate::aws::AwsClients;
 use crate::context::Ctx;
+use crate::error::engine_error;
 use crate::target::Target;
 use crate::tuning::Tuning;
 use crate::{history, image, lock, logs, migrate, rollout, status, taskdef, verify};
@@ -29,14 +30,17 @@ pub struct EcsEngine {
 }
 
 impl EcsEngine {
-    /// The engine of `target`, with AWS clients from the standard chain. `builder` is the
-    /// shared image build step (the Docker engine's); without it only `--image` deploys work.
+    /// The engine of `target`, with AWS clients from kaapi-aws's loader (the standard chain, or
+    /// GitHub's OIDC role in CI). `builder` is the shared image build step (the Docker
+    /// engine's); without it only `--image` deploys work.
     pub async fn connect(
         target: ResolvedEnvironment,
         builder: Option<Arc<dyn ImageBuilder>>,
-    ) -> Self {
-        let clients = AwsClients::from_environment(target.env().region.as_deref()).await;
-        Self::with_target_clients(target, builder, clients)
+    ) -> EngineResult<Self> {
+        let shared = kaapi_aws::load(target.env(), None, &kaapi_aws::process_vars())
+            .await
+            .map_err(engine_error)?;
+        Ok(Self::connect_with_config(target, builder, shared))
     }
 
     /// Like [`Self::connect`], with credentials and region from `shared` (CI's OIDC role).

@@ -1,6 +1,7 @@
 //! Turning SDK errors into engine errors that say which call failed and what to do.
 
-use aws_sdk_ecs::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_ecs::error::{ProvideErrorMetadata, SdkError};
+use kaapi_aws::AwsError;
 use kaapi_core::engine::EngineError;
 
 /// The error code AWS returned, when the service answered with one.
@@ -32,45 +33,36 @@ pub fn is_throttling(code: Option<&str>) -> bool {
 pub fn aws_error<E, R>(what: &str, error: SdkError<E, R>) -> EngineError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
+    R: std::fmt::Debug + 'static,
 {
-    let code = error_code(&error).map(str::to_owned);
-    // A service error says `Code: message`; the raw response is noise for people.
-    let said = match &error {
-        SdkError::ServiceError(service) => format!(
-            "{}: {}",
-            service.err().code().unwrap_or("error"),
-            service.err().message().unwrap_or("no message")
-        ),
-        _ => DisplayErrorContext(&error).to_string(),
-    };
-    match (&error, code.as_deref()) {
-        (SdkError::DispatchFailure(_), _) | (SdkError::TimeoutError(_), _) => {
-            EngineError::unavailable(format!(
-                "{what}: AWS could not be reached ({}); check the network, the region and AWS_ENDPOINT_URL",
-                DisplayErrorContext(&error)
+    engine_error(AwsError::from_sdk(what, &error))
+}
+
+/// An engine error for any AWS failure, with the hint that fits an ECS deploy.
+pub fn engine_error(error: AwsError) -> EngineError {
+    if error.is_access() {
+        return EngineError::unavailable(error.to_string());
+    }
+    match &error {
+        AwsError::Service {
+            what,
+            code,
+            message,
+        } if matches!(code.as_str(), "AccessDeniedException" | "AccessDenied") => {
+            EngineError::failed(format!(
+                "{what}: access denied ({code}: {message}); docs/ecs.md lists the IAM permissions the deploy role needs"
             ))
         }
-        (
-            _,
-            Some(
-                "UnrecognizedClientException"
-                | "InvalidClientTokenId"
-                | "ExpiredTokenException"
-                | "ExpiredToken"
-                | "InvalidSignatureException",
-            ),
-        ) => EngineError::unavailable(format!(
-            "{what}: the AWS credentials were refused ({said}); log in again (aws sso login, or check AWS_PROFILE / the role)"
-        )),
-        (_, Some("AccessDeniedException" | "AccessDenied")) => EngineError::failed(format!(
-            "{what}: access denied ({said}); docs/ecs.md lists the IAM permissions the deploy role needs"
-        )),
-        (_, Some("ClusterNotFoundException" | "ServiceNotFoundException" | "ServiceNotActiveException")) => {
+        AwsError::Service { code, .. }
+            if matches!(
+                code.as_str(),
+                "ClusterNotFoundException" | "ServiceNotFoundException" | "ServiceNotActiveException"
+            ) =>
+        {
             EngineError::not_found(format!(
-                "{what}: {said}; create it (the infrastructure templates do, `kaapi-deploy check` lists what is missing) or set its name under [environments.ENV.names]"
+                "{error}; create it (the infrastructure templates do, `kaapi-deploy check` lists what is missing) or set its name under [environments.ENV.names]"
             ))
         }
-        _ => EngineError::failed(format!("{what}: {said}")),
+        _ => EngineError::failed(error.to_string()),
     }
 }

@@ -5,13 +5,14 @@
 use std::sync::Arc;
 
 use aws_sdk_ecr::types::ImageIdentifier;
-use base64::Engine as _;
+use kaapi_aws::ecr;
+use kaapi_aws::registry::{is_loopback, RegistryClient, RegistryError, Repository};
 use kaapi_core::engine::{EngineError, EngineResult, ImageBuilder, ImageSource, RegistryAuth};
 use kaapi_core::progress::Progress;
 use kaapi_core::release::{ImageRef, ReleaseMeta};
 
 use crate::aws::AwsClients;
-use crate::error::{aws_error, error_code};
+use crate::error::{aws_error, engine_error, error_code};
 use crate::target::Target;
 
 /// Where images go: host (no scheme) and whether to talk plain HTTP to it.
@@ -32,8 +33,7 @@ impl Registry {
         } else if let Some(rest) = value.strip_prefix("https://") {
             (rest, false)
         } else {
-            let loopback = value.starts_with("127.") || value.starts_with("localhost");
-            (value, loopback)
+            (value, is_loopback(value.trim_end_matches('/')))
         };
         Self {
             host: host.trim_end_matches('/').to_owned(),
@@ -41,59 +41,17 @@ impl Registry {
             overridden: true,
         }
     }
-
-    fn base_url(&self) -> String {
-        let scheme = if self.plain_http { "http" } else { "https" };
-        format!("{scheme}://{}", self.host)
-    }
 }
 
 /// ECR login: credentials for `docker push` and the registry host they are for.
 pub async fn ecr_login(clients: &AwsClients) -> EngineResult<(Registry, RegistryAuth)> {
-    let out = clients
-        .ecr
-        .get_authorization_token()
-        .send()
-        .await
-        .map_err(|e| aws_error("ecr:GetAuthorizationToken", e))?;
-    let data = out.authorization_data().first().ok_or_else(|| {
-        EngineError::failed("ecr:GetAuthorizationToken returned no authorization data")
-    })?;
-    let token = data.authorization_token().unwrap_or_default();
-    let decoded = base64::engine::general_purpose::STANDARD
-        .decode(token)
-        .ok()
-        .and_then(|bytes| String::from_utf8(bytes).ok())
-        .ok_or_else(|| {
-            EngineError::failed(
-                "ecr:GetAuthorizationToken returned a token that is not base64 `user:password`",
-            )
-        })?;
-    let (username, password) = decoded.split_once(':').ok_or_else(|| {
-        EngineError::failed("ecr:GetAuthorizationToken returned a token without `user:password`")
-    })?;
-    let endpoint = data.proxy_endpoint().unwrap_or_default();
-    let host = endpoint
-        .trim_start_matches("https://")
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .to_owned();
-    if host.is_empty() {
-        return Err(EngineError::failed(
-            "ecr:GetAuthorizationToken returned no registry endpoint",
-        ));
-    }
-    Ok((
-        Registry {
-            host,
-            plain_http: false,
-            overridden: false,
-        },
-        RegistryAuth {
-            username: username.to_owned(),
-            password: password.to_owned(),
-        },
-    ))
+    let login = ecr::login(&clients.ecr).await.map_err(engine_error)?;
+    let registry = Registry {
+        host: login.host,
+        plain_http: false,
+        overridden: false,
+    };
+    Ok((registry, login.auth))
 }
 
 /// A reference given with `--image`: a digest, a tag, or a full `repo:tag` / `repo@digest`.
@@ -238,8 +196,6 @@ pub async fn lookup_digest(
     }
 }
 
-const MANIFEST_TYPES: &str = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json";
-
 /// `HEAD /v2/<repo>/manifests/<ref>` on a registry that is not ECR.
 async fn registry_manifest_digest(
     registry: &Registry,
@@ -249,40 +205,19 @@ async fn registry_manifest_digest(
     let reference = match query {
         ImageQuery::Digest(d) | ImageQuery::Tag(d) => d,
     };
-    let url = format!(
-        "{}/v2/{repository_name}/manifests/{reference}",
-        registry.base_url()
-    );
-    let response = reqwest::Client::new()
-        .head(&url)
-        .header(reqwest::header::ACCEPT, MANIFEST_TYPES)
-        .timeout(std::time::Duration::from_secs(30))
-        .send()
+    let mut repository = Repository::new(&registry.host, repository_name, None);
+    repository.plain_http = registry.plain_http;
+    let client = RegistryClient::new().map_err(|e| EngineError::failed(e.to_string()))?;
+    client
+        .manifest_digest(&repository, reference)
         .await
-        .map_err(|e| {
-            EngineError::unavailable(format!("registry {} cannot be reached: {e}", registry.host))
-        })?;
-    if response.status() == reqwest::StatusCode::NOT_FOUND {
-        return Ok(None);
-    }
-    if !response.status().is_success() {
-        return Err(EngineError::failed(format!(
-            "HEAD {url} answered {}",
-            response.status()
-        )));
-    }
-    let digest = response
-        .headers()
-        .get("docker-content-digest")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    match (digest, query) {
-        (Some(d), _) => Ok(Some(d)),
-        (None, ImageQuery::Digest(d)) => Ok(Some(d.clone())),
-        (None, ImageQuery::Tag(_)) => Err(EngineError::failed(format!(
-            "HEAD {url} did not say the manifest's digest (Docker-Content-Digest)"
-        ))),
-    }
+        .map_err(|e| match e {
+            RegistryError::Http { .. } => EngineError::unavailable(format!(
+                "registry {} cannot be reached: {e}",
+                registry.host
+            )),
+            _ => EngineError::failed(e.to_string()),
+        })
 }
 
 #[cfg(test)]

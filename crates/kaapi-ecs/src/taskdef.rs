@@ -15,7 +15,7 @@ use kaapi_core::progress::Progress;
 use kaapi_core::release::{ImageRef, ReleaseMeta, ServiceRevision};
 
 use crate::context::{Ctx, Described};
-use crate::error::aws_error;
+use crate::error::{aws_error, engine_error};
 use crate::history::tags as tag_keys;
 use crate::retry::retry_throttled;
 
@@ -287,16 +287,9 @@ pub async fn account_id(ctx: &Ctx, known_arns: &[&str]) -> EngineResult<String> 
     if let Some(account) = known_arns.iter().find_map(|a| account_of_arn(a)) {
         return Ok(account.to_owned());
     }
-    let out = ctx
-        .clients
-        .sts
-        .get_caller_identity()
-        .send()
+    kaapi_aws::account::account_id(&ctx.clients.sts)
         .await
-        .map_err(|e| aws_error("sts:GetCallerIdentity", e))?;
-    out.account()
-        .map(str::to_owned)
-        .ok_or_else(|| EngineError::failed("sts:GetCallerIdentity returned no account"))
+        .map_err(engine_error)
 }
 
 /// Release tags every revision of a release carries.

@@ -2,7 +2,6 @@
 //! CloudFormation template that creates them, the deploy role's least-privilege IAM policies,
 //! and pushing secret values to SSM Parameter Store or Secrets Manager.
 
-pub mod aws;
 pub mod names;
 pub mod policy;
 pub mod preflight;

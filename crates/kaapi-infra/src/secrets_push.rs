@@ -4,8 +4,9 @@
 
 use std::path::{Path, PathBuf};
 
-use aws_sdk_ssm::error::ProvideErrorMetadata;
+use aws_sdk_ssm::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_ssm::types::ParameterType;
+use kaapi_aws::AwsError;
 use kaapi_core::config::LoadedConfig;
 use kaapi_core::envfile;
 use serde::Serialize;
@@ -141,12 +142,13 @@ struct Writer {
     secretsmanager: aws_sdk_secretsmanager::Client,
 }
 
-fn message_of<E: ProvideErrorMetadata + std::error::Error>(e: &E) -> String {
-    match (e.code(), e.message()) {
-        (Some(code), Some(message)) => format!("{code}: {message}"),
-        (Some(code), None) => code.to_owned(),
-        _ => aws_sdk_ssm::error::DisplayErrorContext(e).to_string(),
-    }
+/// One line on why a write failed (missing credentials included), never the SDK's chain.
+fn message_of<E, R>(what: &str, e: &SdkError<E, R>) -> String
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug + 'static,
+{
+    AwsError::from_sdk(what, e).to_string()
 }
 
 impl Writer {
@@ -162,7 +164,7 @@ impl Writer {
                 .send()
                 .await
                 .map(|_| ())
-                .map_err(|e| message_of(&e)),
+                .map_err(|e| message_of("ssm:PutParameter", &e)),
             SecretStore::SecretsManager { .. } => {
                 let updated = self
                     .secretsmanager
@@ -181,8 +183,8 @@ impl Writer {
                         .send()
                         .await
                         .map(|_| ())
-                        .map_err(|e| message_of(&e)),
-                    Err(e) => Err(message_of(&e)),
+                        .map_err(|e| message_of("secretsmanager:CreateSecret", &e)),
+                    Err(e) => Err(message_of("secretsmanager:PutSecretValue", &e)),
                 }
             }
         }

@@ -1,7 +1,5 @@
 //! The integration tests of kaapi-ci: one binary, one module per area.
 
 mod ci_run;
-mod ecr;
-mod oidc;
 mod promote;
 mod workflows;

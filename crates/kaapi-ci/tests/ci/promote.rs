@@ -8,13 +8,13 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use std::collections::VecDeque;
 
+use kaapi_aws::registry::{RegistryClient, Repository, MANIFEST_TYPES};
 use kaapi_ci::decide::{decide, CiDecision};
 use kaapi_ci::github::{GithubContext, Vars};
 use kaapi_ci::promote::{
     build_choice, promote_image, promote_release_to, promoted_choice, promotion_source,
-    release_for_commit,
+    release_for_commit, target_repository,
 };
-use kaapi_ci::registry::{RegistryClient, Repository, MANIFEST_TYPES};
 use kaapi_ci::run::{run_ci, CiPlan};
 use kaapi_core::config::parse;
 use kaapi_core::engine::{ImageSource, LockOwner, RolloutOutcome};
@@ -451,4 +451,70 @@ async fn a_tag_of_a_commit_staging_never_deployed_is_not_promoted() {
     let message = error.to_string();
     assert!(message.contains("fedcba987654"), "{message}");
     assert!(message.contains("--rebuild"), "{message}");
+}
+
+// ECR targets, against moto: an ECS environment promotes into its account's ECR repository.
+
+#[tokio::test]
+async fn an_ecs_environment_promotes_into_its_ecr_repository() {
+    let moto = kaapi_testkit::moto();
+    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("eu-west-1"))
+        .endpoint_url(moto.url())
+        .credentials_provider(aws_credential_types::Credentials::new(
+            "AKIDTEST", "secret", None, None, "test",
+        ))
+        .load()
+        .await;
+    let config = parse(
+        Path::new("deploy.toml"),
+        r#"
+app = "kaapi"
+[image]
+context = "."
+[services.backend]
+port = 8000
+[environments.production]
+engine = "ecs"
+region = "eu-west-1"
+"#,
+    )
+    .expect("valid config")
+    .0;
+
+    let repository = target_repository(&config, "production", Some(&sdk))
+        .await
+        .expect("ECR login")
+        .expect("an ECS environment always has a repository");
+
+    assert_eq!(repository.name, "kaapi-repo");
+    assert!(
+        repository
+            .host
+            .ends_with(".dkr.ecr.eu-west-1.amazonaws.com")
+            && !repository.host.contains("://"),
+        "{}",
+        repository.host
+    );
+    let auth = repository.auth.expect("basic credentials");
+    assert_eq!(auth.username, "AWS");
+    assert!(!auth.password.is_empty());
+    assert!(
+        !format!("{auth:?}").contains(&auth.password),
+        "the password never shows in debug output"
+    );
+}
+
+#[tokio::test]
+async fn an_ecs_environment_without_aws_access_says_so() {
+    let config = parse(
+        Path::new("deploy.toml"),
+        "app = \"kaapi\"\n[image]\ncontext = \".\"\n[services.backend]\nport = 8000\n[environments.production]\nengine = \"ecs\"\nregion = \"eu-west-1\"\n",
+    )
+    .expect("valid config")
+    .0;
+    let error = target_repository(&config, "production", None)
+        .await
+        .expect_err("no AWS configuration");
+    assert!(error.to_string().contains("needs AWS access"), "{error}");
 }

@@ -69,7 +69,7 @@ async fn check_engine_prerequisites(
     if env.engine == EngineKind::Docker {
         return Ok(());
     }
-    let aws = kaapi_infra::aws::load(env.region.as_deref()).await;
+    let aws = kaapi_aws::load(env, None, &kaapi_aws::process_vars()).await?;
     let items = kaapi_infra::preflight::check_prerequisites(loaded, name, &aws).await;
     for item in items {
         let message = format!("{}: {}", item.name, item.detail);

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use kaapi_core::config::{EngineKind, LoadedConfig};
+use kaapi_core::config::{EngineKind, LoadedConfig, ResolvedEnvironment};
 use kaapi_infra::policy::{self, Scope};
 use kaapi_infra::template::{self, TemplateOptions};
 
@@ -41,7 +41,7 @@ pub async fn run(config: Option<&Path>, command: &InfraCommand) -> CliResult {
 }
 
 /// The config and the environment, which must run on ECS.
-fn load_ecs(config: Option<&Path>, environment: &str) -> CliResult<LoadedConfig> {
+fn load_ecs(config: Option<&Path>, environment: &str) -> CliResult<ResolvedEnvironment> {
     let target = context::resolve(config, environment)?;
     let (loaded, env) = (target.loaded(), target.env());
     if env.engine != EngineKind::Ecs {
@@ -51,7 +51,7 @@ fn load_ecs(config: Option<&Path>, environment: &str) -> CliResult<LoadedConfig>
             env.engine
         )));
     }
-    Ok(loaded.clone())
+    Ok(target)
 }
 
 /// `--repository`, else GITHUB_REPOSITORY or the git remote.
@@ -91,11 +91,12 @@ fn run_template(
     repository_flag: Option<&str>,
     output: Option<&Path>,
 ) -> CliResult {
-    let loaded = load_ecs(config, environment)?;
+    let target = load_ecs(config, environment)?;
+    let loaded = target.loaded();
     let options = TemplateOptions {
-        repository: repository(&loaded, repository_flag)?,
+        repository: repository(loaded, repository_flag)?,
     };
-    let yaml = template::render(&loaded, environment, &options)
+    let yaml = template::render(loaded, environment, &options)
         .map_err(|e| CliError::Failed(e.to_string()))?;
     match output {
         Some(path) => {
@@ -114,22 +115,20 @@ async fn run_policy(
     repository_flag: Option<&str>,
     out: Option<&Path>,
 ) -> CliResult {
-    let loaded = load_ecs(config, environment)?;
-    let region = loaded
-        .config
-        .environment(environment)
-        .and_then(|e| e.region.clone())
-        .ok_or_else(|| {
-            CliError::Usage(format!(
-                "{}: environment `{environment}` has no region; set environments.{environment}.region",
-                loaded.path.display()
-            ))
-        })?;
+    let target = load_ecs(config, environment)?;
+    let (loaded, env) = (target.loaded(), target.env());
+    let region = env.region.clone().ok_or_else(|| {
+        CliError::Usage(format!(
+            "{}: environment `{environment}` has no region; set environments.{environment}.region",
+            loaded.path.display()
+        ))
+    })?;
     let account = match account_flag {
         Some(account) => account.to_owned(),
         None => {
-            let aws = kaapi_infra::aws::load(Some(&region)).await;
-            kaapi_infra::aws::account_id(&aws).await.map_err(|e| {
+            let aws = kaapi_aws::load(env, None, &kaapi_aws::process_vars()).await?;
+            let sts = aws_sdk_sts::Client::new(&aws);
+            kaapi_aws::account::account_id(&sts).await.map_err(|e| {
                 CliError::Failed(format!(
                     "cannot find the AWS account from the credentials ({e}); pass --account ID"
                 ))
@@ -137,14 +136,14 @@ async fn run_policy(
         }
     };
     policy::validate_account(&account).map_err(|e| CliError::Usage(e.to_string()))?;
-    let repository = repository(&loaded, repository_flag)?.ok_or_else(|| {
+    let repository = repository(loaded, repository_flag)?.ok_or_else(|| {
         CliError::Usage(
             "cannot tell this repository from GITHUB_REPOSITORY or the git remote `origin`; pass --repository OWNER/REPO"
                 .to_owned(),
         )
     })?;
     let scope = Scope::new(&region, &account);
-    let deploy = policy::deploy_policy(&loaded, environment, &scope);
+    let deploy = policy::deploy_policy(loaded, environment, &scope);
     let trust = policy::trust_policy(&loaded.config, environment, &repository, &scope)
         .map_err(|e| CliError::Usage(e.to_string()))?;
     let render = |value: &serde_json::Value| {

@@ -10,10 +10,8 @@ use crate::output::yellow;
 
 pub async fn run(config: Option<&Path>, environment: &str, from: &Path) -> CliResult {
     let target = context::resolve(config, environment)?;
-    let loaded = target.loaded();
-    let region = target.env().region.clone();
-    let aws = kaapi_infra::aws::load(region.as_deref()).await;
-    let report = push_secrets(loaded, environment, from, &aws)
+    let aws = kaapi_aws::load(target.env(), None, &kaapi_aws::process_vars()).await?;
+    let report = push_secrets(target.loaded(), environment, from, &aws)
         .await
         .map_err(|e| match e {
             PushError::Aws { .. } => CliError::Failed(e.to_string()),
@@ -23,7 +21,7 @@ pub async fn run(config: Option<&Path>, environment: &str, from: &Path) -> CliRe
         eprintln!(
             "{} {name} is not declared in `secrets` of {}; not pushed",
             yellow("warning:"),
-            loaded.path.display()
+            target.path().display()
         );
     }
     for name in &report.absent {

@@ -66,6 +66,24 @@ pub struct Repository {
     pub name: String,
     /// Basic credentials (an ECR token); `None` is anonymous.
     pub auth: Option<RegistryAuth>,
+    /// Plain HTTP instead of HTTPS: loopback hosts by default, as Docker assumes.
+    pub plain_http: bool,
+}
+
+/// Loopback registries speak plain HTTP (as Docker assumes); every other one HTTPS.
+pub fn is_loopback(host: &str) -> bool {
+    let host = host.rsplit_once(':').map_or(host, |(h, port)| {
+        if port.chars().all(|c| c.is_ascii_digit()) {
+            h
+        } else {
+            host
+        }
+    });
+    host == "localhost"
+        || host == "[::1]"
+        || host
+            .parse::<std::net::Ipv4Addr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 impl Repository {
@@ -74,27 +92,12 @@ impl Repository {
             host: host.to_owned(),
             name: name.to_owned(),
             auth,
+            plain_http: is_loopback(host),
         }
     }
 
-    /// Loopback registries speak plain HTTP (as Docker assumes); every other one HTTPS.
     fn scheme(&self) -> &'static str {
-        let host = self
-            .host
-            .rsplit_once(':')
-            .map_or(self.host.as_str(), |(h, port)| {
-                if port.chars().all(|c| c.is_ascii_digit()) {
-                    h
-                } else {
-                    self.host.as_str()
-                }
-            });
-        let loopback = host == "localhost"
-            || host == "[::1]"
-            || host
-                .parse::<std::net::Ipv4Addr>()
-                .is_ok_and(|ip| ip.is_loopback());
-        if loopback {
+        if self.plain_http {
             "http"
         } else {
             "https"
@@ -287,23 +290,33 @@ impl RegistryClient {
         })
     }
 
-    /// HEADs a manifest and returns the `Docker-Content-Digest` the registry reports.
+    /// HEADs a manifest and returns the `Docker-Content-Digest` the registry reports, or
+    /// `None` when the repository holds no such manifest.
     pub async fn manifest_digest(
         &self,
         repo: &Repository,
         reference: &str,
-    ) -> Result<String, RegistryError> {
+    ) -> Result<Option<String>, RegistryError> {
         let url = repo.url(&format!("manifests/{reference}"));
         let response = self
             .send(Method::HEAD, &url, repo, |r| {
                 r.header(ACCEPT, MANIFEST_TYPES.join(", "))
             })
             .await?;
+        if response.status() == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
         if !response.status().is_success() {
             return Err(status_error(&url, response).await);
         }
-        digest_header(response.headers())
-            .ok_or_else(|| RegistryError::Invalid(format!("{url} sent no Docker-Content-Digest")))
+        // Asked by digest, the digest is known even when the registry does not repeat it.
+        match digest_header(response.headers()) {
+            Some(digest) => Ok(Some(digest)),
+            None if reference.starts_with("sha256:") => Ok(Some(reference.to_owned())),
+            None => Err(RegistryError::Invalid(format!(
+                "{url} sent no Docker-Content-Digest"
+            ))),
+        }
     }
 
     async fn blob_exists(&self, repo: &Repository, digest: &str) -> Result<bool, RegistryError> {

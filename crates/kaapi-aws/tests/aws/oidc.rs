@@ -4,8 +4,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use kaapi_ci::github::Vars;
-use kaapi_ci::oidc::aws_config_for;
+use kaapi_aws::{load, Vars};
 use kaapi_core::config::EnvironmentConfig;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -75,7 +74,7 @@ async fn the_oidc_token_is_exchanged_and_the_assumed_role_makes_the_next_calls()
     let (url, seen) =
         token_endpoint("200 OK", r#"{"count":1,"value":"eyJhbGciOi.fake.jwt"}"#).await;
 
-    let sdk = aws_config_for(&environment(), "eu-west-1", &vars(&url, &moto.url()))
+    let sdk = load(&environment(), Some("eu-west-1"), &vars(&url, &moto.url()))
         .await
         .expect("the exchange succeeds");
 
@@ -119,7 +118,7 @@ async fn a_refused_token_request_fails_early_with_a_hint() {
     let moto = kaapi_testkit::moto();
     let (url, seen) = token_endpoint("403 Forbidden", r#"{"message":"no"}"#).await;
 
-    let error = aws_config_for(&environment(), "eu-west-1", &vars(&url, &moto.url()))
+    let error = load(&environment(), Some("eu-west-1"), &vars(&url, &moto.url()))
         .await
         .expect_err("a 403 from the token endpoint is an error");
 
@@ -140,7 +139,7 @@ async fn present_credentials_skip_the_token_endpoint() {
     let mut vars = vars(&url, &moto.url());
     vars.insert("AWS_PROFILE".to_owned(), "ci".to_owned());
 
-    aws_config_for(&environment(), "eu-west-1", &vars)
+    load(&environment(), Some("eu-west-1"), &vars)
         .await
         .expect("the standard chain is configured without a network call");
 
