@@ -100,6 +100,38 @@ fn validate_app(config: &Config, out: &mut Vec<Diagnostic>) {
             ));
         }
     }
+    validate_build_secrets(config, out);
+}
+
+fn validate_build_secrets(config: &Config, out: &mut Vec<Diagnostic>) {
+    for (id, secret) in &config.image.secrets {
+        let key = format!("image.secrets.{id}");
+        if !is_valid_secret_id(id) {
+            out.push(
+                err(&key, format!("invalid build secret id `{id}`")).with_hint(
+                    "use letters, digits, `-`, `_` and `.`, as in `--mount=type=secret,id=ID`",
+                ),
+            );
+        }
+        match (&secret.env, &secret.file) {
+            (Some(name), None) if !is_valid_variable_name(name) => out.push(err(
+                format!("{key}.env"),
+                format!("invalid variable name `{name}`"),
+            )),
+            (Some(_), None) | (None, Some(_)) => {}
+            _ => out.push(
+                err(&key, "a build secret needs exactly one of `env` or `file`")
+                    .with_hint("e.g. `{ env = \"PIP_TOKEN\" }` or `{ file = \"secrets/netrc\" }`"),
+            ),
+        }
+    }
+}
+
+fn is_valid_secret_id(id: &str) -> bool {
+    !id.is_empty()
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
 fn validate_services(config: &Config, out: &mut Vec<Diagnostic>) {
