@@ -610,3 +610,39 @@ fn validate_secret_source(
         ));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::config::{parse, ConfigError};
+
+    fn with_image(image: &str) -> Result<(), String> {
+        let text = format!(
+            "app = \"kaapi\"\n[image]\ncontext = \".\"\n{image}\n[services.web]\nport = 80\n[environments.local]\nengine = \"docker\"\n"
+        );
+        match parse(Path::new("deploy.toml"), &text) {
+            Ok(_) => Ok(()),
+            Err(ConfigError::Invalid { diagnostics, .. }) => Err(format!("{diagnostics:?}")),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    #[test]
+    fn a_build_secret_names_exactly_one_source() {
+        assert_eq!(
+            with_image("platform = \"linux/amd64\"\nsecrets = { tok = { env = \"TOKEN\" }, netrc = { file = \"n\" } }"),
+            Ok(())
+        );
+        let both = with_image("secrets = { tok = { env = \"TOKEN\", file = \"n\" } }")
+            .expect_err("both sources");
+        assert!(
+            both.contains("image.secrets.tok") && both.contains("exactly one"),
+            "{both}"
+        );
+        let neither = with_image("secrets = { tok = {} }").expect_err("no source");
+        assert!(neither.contains("exactly one"), "{neither}");
+        let bad_id = with_image("secrets = { \"a b\" = { env = \"T\" } }").expect_err("bad id");
+        assert!(bad_id.contains("invalid build secret id"), "{bad_id}");
+    }
+}
