@@ -1,7 +1,8 @@
 //! The build context: the context directory as a tar archive, without what `.dockerignore`
 //! leaves out (the Dockerfile and `.dockerignore` themselves are always sent, as the Docker CLI
-//! does).
+//! does), and never with the tool's own state or env files holding secrets.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::dockerignore::DockerIgnore;
@@ -28,6 +29,14 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ContextError + '_ {
 /// Archives `dir` (uncompressed tar), honouring `dir/.dockerignore`. `dockerfile` is relative
 /// to `dir` and always included. Returns the archive and the number of files in it.
 pub fn archive(dir: &Path, dockerfile: &str) -> Result<(Vec<u8>, usize), ContextError> {
+    let files = files(dir, dockerfile)?;
+    let bytes = write_tar(dir, &files, Vec::new())?;
+    Ok((bytes, files.len()))
+}
+
+/// Relative paths of the files the context sends, sorted so the archive (and the build cache)
+/// is stable.
+pub fn files(dir: &Path, dockerfile: &str) -> Result<Vec<String>, ContextError> {
     let dockerfile_path = dir.join(dockerfile);
     if !dockerfile_path.is_file() {
         return Err(ContextError::NoDockerfile {
@@ -43,18 +52,32 @@ pub fn archive(dir: &Path, dockerfile: &str) -> Result<(Vec<u8>, usize), Context
     let always = [normalize(dockerfile), ".dockerignore".to_owned()];
     let mut files = Vec::new();
     collect(dir, "", &ignore, &always, &mut files)?;
-    let mut builder = tar::Builder::new(Vec::new());
+    Ok(files)
+}
+
+/// Writes `files` (relative to `dir`) as a tar stream into `out` and returns `out`.
+pub fn write_tar<W: Write>(dir: &Path, files: &[String], out: W) -> Result<W, ContextError> {
+    let mut builder = tar::Builder::new(out);
     builder.mode(tar::HeaderMode::Deterministic);
     builder.follow_symlinks(false);
-    for relative in &files {
+    for relative in files {
         let full = dir.join(relative);
         builder
             .append_path_with_name(&full, relative)
             .map_err(io(&full))?;
     }
-    let count = files.len();
-    let bytes = builder.into_inner().map_err(io(dir))?;
-    Ok((bytes, count))
+    builder.into_inner().map_err(io(dir))
+}
+
+/// Never sent, whatever `.dockerignore` says: the tool's state directory (`.kaapi/`, its
+/// release database and locks) and env files that hold secrets (`.env`, `.env.*`), at any
+/// depth. `.env.example` lists names only, so it stays.
+pub fn always_excluded(relative: &str) -> bool {
+    relative.split('/').any(|segment| {
+        segment == ".kaapi"
+            || segment == ".env"
+            || (segment.starts_with(".env.") && segment != ".env.example")
+    })
 }
 
 fn normalize(path: &str) -> String {
@@ -85,6 +108,9 @@ fn collect(
         } else {
             format!("{prefix}/{name}")
         };
+        if always_excluded(&relative) {
+            continue;
+        }
         let kind = entry.file_type().map_err(io(&entry.path()))?;
         let excluded = ignore.excludes(&relative) && !always.contains(&relative);
         if kind.is_dir() {
@@ -152,6 +178,32 @@ mod tests {
         std::fs::write(root.join("a.txt"), "a").expect("write");
         let (bytes, _) = archive(root, "docker/Dockerfile.prod").expect("archive");
         assert_eq!(names(&bytes), vec!["a.txt", "docker/Dockerfile.prod"]);
+    }
+
+    #[test]
+    fn state_and_env_files_are_left_out_even_when_dockerignore_keeps_them() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path();
+        std::fs::create_dir_all(root.join(".kaapi")).expect("mkdir");
+        std::fs::create_dir_all(root.join("app")).expect("mkdir");
+        std::fs::write(root.join("Dockerfile"), "FROM scratch\n").expect("write");
+        std::fs::write(root.join(".dockerignore"), "!.env\n!.kaapi\n").expect("write");
+        std::fs::write(root.join(".kaapi/releases.db"), "state").expect("write");
+        std::fs::write(root.join(".env"), "SECRET=x").expect("write");
+        std::fs::write(root.join(".env.production"), "SECRET=y").expect("write");
+        std::fs::write(root.join(".env.example"), "SECRET=").expect("write");
+        std::fs::write(root.join("app/.env"), "SECRET=z").expect("write");
+        std::fs::write(root.join("app/.environment.py"), "x = 1").expect("write");
+        let (bytes, _) = archive(root, "Dockerfile").expect("archive");
+        assert_eq!(
+            names(&bytes),
+            vec![
+                ".dockerignore",
+                ".env.example",
+                "Dockerfile",
+                "app/.environment.py"
+            ]
+        );
     }
 
     #[test]

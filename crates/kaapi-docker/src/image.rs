@@ -1,6 +1,7 @@
-//! The shared build step over the Docker Engine API: pre-build command, context archive
-//! honouring `.dockerignore`, legacy builder with build args, tags, and pushes that return the
-//! registry's manifest digest. The local engine uses it, and the ECS engine can too.
+//! The shared build step over the Docker Engine API: pre-build command, build context
+//! (honouring `.dockerignore`, never sending the tool's state or env files), a BuildKit build
+//! with build args, secrets and platform, tags, and pushes that return the registry's manifest
+//! digest. The local engine uses it, and the ECS engine can too.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -8,22 +9,28 @@ use std::process::Stdio;
 
 use async_trait::async_trait;
 use bollard::auth::DockerCredentials;
-use bollard::query_parameters::{
-    BuildImageOptionsBuilder, PushImageOptionsBuilder, TagImageOptionsBuilder,
-};
+use bollard::query_parameters::{PushImageOptionsBuilder, TagImageOptionsBuilder};
 use bollard::Docker;
 use futures_util::StreamExt;
-use kaapi_core::config::ResolvedEnvironment;
+use kaapi_core::config::{EngineKind, ResolvedEnvironment};
 use kaapi_core::engine::{BuiltImage, EngineError, EngineResult, ImageBuilder, RegistryAuth};
 use kaapi_core::interpolate::interpolate;
 use kaapi_core::progress::Progress;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 
-use crate::context;
+use crate::build_secrets::{BuildSecret, SecretFrom};
+use crate::buildkit::{BuildRequest, Outcome};
 use crate::docker::failed;
+use crate::{buildkit, buildkit_solve, context};
+
+/// The build argument set from the release's commit unless the config sets it.
+pub const GIT_SHA_ARG: &str = "GIT_SHA";
+
+/// What ECS runs when `image.platform` is not set (Fargate's default architecture).
+pub const ECS_DEFAULT_PLATFORM: &str = "linux/amd64";
 
 /// What to build, read from the config's `[image]` table.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct BuildSpec {
     /// Directory the pre-build command runs in (the config file's directory).
     pub config_dir: PathBuf,
@@ -33,6 +40,10 @@ pub struct BuildSpec {
     pub pre_build: Option<String>,
     /// Local repository name the tag goes on, e.g. `kaapi-staging`.
     pub repository: String,
+    /// `os/arch[/variant]`; `None` builds for the engine's own platform.
+    pub platform: Option<String>,
+    /// Secrets for `RUN --mount=type=secret`, served to the build, never stored.
+    pub secrets: Vec<BuildSecret>,
 }
 
 impl BuildSpec {
@@ -55,6 +66,31 @@ impl BuildSpec {
                     })
             })
             .collect::<EngineResult<HashMap<_, _>>>()?;
+        let targets_ecs = target.env().engine == EngineKind::Ecs;
+        let platform = image
+            .platform
+            .clone()
+            .or_else(|| targets_ecs.then(|| ECS_DEFAULT_PLATFORM.to_owned()));
+        let secrets = image
+            .secrets
+            .iter()
+            .map(|(id, from)| {
+                let source = match (&from.env, &from.file) {
+                    (Some(name), _) => SecretFrom::Env(name.clone()),
+                    (None, Some(file)) => SecretFrom::File(loaded.resolve(file)),
+                    (None, None) => {
+                        return Err(EngineError::failed(format!(
+                            "{}: `image.secrets.{id}` needs `env` or `file`",
+                            loaded.path.display()
+                        )))
+                    }
+                };
+                Ok(BuildSecret {
+                    id: id.clone(),
+                    source,
+                })
+            })
+            .collect::<EngineResult<Vec<_>>>()?;
         Ok(Self {
             config_dir: loaded.dir.clone(),
             context: loaded.resolve(&image.context),
@@ -62,7 +98,18 @@ impl BuildSpec {
             build_args,
             pre_build: image.pre_build.clone(),
             repository: format!("{}-{}", target.app(), target.name()),
+            platform,
+            secrets,
         })
+    }
+
+    /// The build arguments of the build tagged `tag` (the commit): `GIT_SHA` is the commit
+    /// unless the config sets it.
+    pub fn build_args_for(&self, tag: &str) -> HashMap<String, String> {
+        let mut args = self.build_args.clone();
+        args.entry(GIT_SHA_ARG.to_owned())
+            .or_insert_with(|| tag.to_owned());
+        args
     }
 }
 
@@ -144,59 +191,32 @@ impl ImageBuilder for DockerImageBuilder {
         }
         let context_dir = self.spec.context.clone();
         let dockerfile = self.spec.dockerfile.clone();
-        let (archive, files) =
-            tokio::task::spawn_blocking(move || context::archive(&context_dir, &dockerfile))
-                .await
-                .map_err(|e| EngineError::failed(format!("archiving the build context: {e}")))?
-                .map_err(|e| EngineError::failed(e.to_string()))?;
-        progress.info(format!(
-            "build context {}: {files} files, {} KiB",
-            self.spec.context.display(),
-            archive.len() / 1024
-        ));
+        let files = tokio::task::spawn_blocking(move || context::files(&context_dir, &dockerfile))
+            .await
+            .map_err(|e| EngineError::failed(format!("listing the build context: {e}")))?
+            .map_err(|e| EngineError::failed(e.to_string()))?;
         let full_tag = format!("{}:{tag}", self.spec.repository);
-        let options = BuildImageOptionsBuilder::default()
-            .dockerfile(&self.spec.dockerfile)
-            .t(&full_tag)
-            .buildargs(&self.spec.build_args)
-            .rm(true)
-            .forcerm(true)
-            .build();
-        let mut stream =
-            self.docker
-                .build_image(options, None, Some(bollard::body_full(archive.into())));
-        let mut image_id = None;
-        while let Some(item) = stream.next().await {
-            let info = item.map_err(|e| match e {
-                bollard::errors::Error::DockerStreamError { error } => {
-                    EngineError::failed(format!("docker build of {full_tag} failed: {error}"))
-                }
-                other => failed(&format!("building {full_tag}"), other),
-            })?;
-            if let Some(detail) = info.error_detail.and_then(|d| d.message) {
-                return Err(EngineError::failed(format!(
-                    "docker build of {full_tag} failed: {detail}"
-                )));
-            }
-            if let Some(text) = info.stream {
-                for line in text.lines().filter(|l| !l.trim().is_empty()) {
-                    progress.output("build", line);
+        let build_args = self.spec.build_args_for(tag);
+        let request = BuildRequest {
+            context_dir: &self.spec.context,
+            files: &files,
+            dockerfile: &self.spec.dockerfile,
+            tag: &full_tag,
+            build_args: &build_args,
+            platform: self.spec.platform.as_deref(),
+        };
+        let id = if self.spec.secrets.is_empty() {
+            match buildkit::build(&self.docker, &request, progress).await? {
+                Outcome::Built { image_id } => image_id,
+                Outcome::Unsupported(reason) => {
+                    progress.warning(format!(
+                        "this Docker Engine has no BuildKit ({reason}); building with the legacy builder, which refuses RUN --mount"
+                    ));
+                    buildkit::build_legacy(&self.docker, &request, progress).await?
                 }
             }
-            if let Some(id) = info.aux.and_then(|a| a.id) {
-                image_id = Some(id);
-            }
-        }
-        // The legacy builder reports the ID in `aux`; ask for it when an older engine did not.
-        let id = match image_id {
-            Some(id) => id,
-            None => self
-                .docker
-                .inspect_image(&full_tag)
-                .await
-                .map_err(|e| failed(&format!("inspecting {full_tag}"), e))?
-                .id
-                .ok_or_else(|| EngineError::failed(format!("{full_tag} has no image ID")))?,
+        } else {
+            buildkit_solve::build(&self.docker, &request, &self.spec.secrets, progress).await?
         };
         progress.info(format!("built {full_tag} ({id})"));
         Ok(BuiltImage {
@@ -279,6 +299,25 @@ mod tests {
         assert_eq!(digest_in_status(status), Some("sha256:0123abcd"));
         assert_eq!(digest_in_status("Pushed"), None);
         assert_eq!(digest_in_status("digest: md5:x"), None);
+    }
+
+    #[test]
+    fn git_sha_defaults_to_the_commit_unless_configured() {
+        let spec = BuildSpec {
+            build_args: HashMap::from([("APP".to_owned(), "x".to_owned())]),
+            ..BuildSpec::default()
+        };
+        let args = spec.build_args_for("c0ffee-dirty");
+        assert_eq!(
+            args.get(GIT_SHA_ARG).map(String::as_str),
+            Some("c0ffee-dirty")
+        );
+        assert_eq!(args.get("APP").map(String::as_str), Some("x"));
+        let pinned = BuildSpec {
+            build_args: HashMap::from([(GIT_SHA_ARG.to_owned(), "pinned".to_owned())]),
+            ..BuildSpec::default()
+        };
+        assert_eq!(pinned.build_args_for("c0ffee")[GIT_SHA_ARG], "pinned");
     }
 
     #[test]

@@ -1,8 +1,13 @@
 //! The local engine: the pipeline on the Docker Engine.
 
 mod agent_link;
+pub mod build_secrets;
+mod buildkit;
+mod buildkit_progress;
+mod buildkit_solve;
 pub mod containers;
 pub mod context;
+mod context_stream;
 pub mod docker;
 pub mod dockerignore;
 pub mod engine;

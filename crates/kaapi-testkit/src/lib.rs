@@ -109,3 +109,17 @@ pub fn registry() -> Service {
         _dir: Some(dir),
     }
 }
+
+/// Runs the docker CLI and returns its trimmed stdout; fails the test when docker fails.
+pub fn docker(args: &[&str]) -> String {
+    let output = Command::new("docker")
+        .args(args)
+        .output()
+        .expect("run docker");
+    assert!(
+        output.status.success(),
+        "docker {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}

@@ -43,6 +43,26 @@ pub struct ImageConfig {
     /// Shell command run from the config file's directory before the build.
     #[serde(default)]
     pub pre_build: Option<String>,
+    /// Target platform (`linux/amd64`, `linux/arm64`); ECS environments default to
+    /// `linux/amd64`, the Docker engine to its own platform.
+    #[serde(default)]
+    pub platform: Option<String>,
+    /// Build secrets by id, for `RUN --mount=type=secret,id=ID`: read when the build runs and
+    /// never stored in the image, the build context or the log.
+    #[serde(default)]
+    pub secrets: IndexMap<String, BuildSecretConfig>,
+}
+
+/// Where a build secret's value comes from: exactly one of `env` or `file`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BuildSecretConfig {
+    /// Name of a variable in the deployer's environment.
+    #[serde(default)]
+    pub env: Option<String>,
+    /// File path, relative to the config file's directory.
+    #[serde(default)]
+    pub file: Option<String>,
 }
 
 fn default_dockerfile() -> String {

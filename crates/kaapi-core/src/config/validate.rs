@@ -100,6 +100,38 @@ fn validate_app(config: &Config, out: &mut Vec<Diagnostic>) {
             ));
         }
     }
+    validate_build_secrets(config, out);
+}
+
+fn validate_build_secrets(config: &Config, out: &mut Vec<Diagnostic>) {
+    for (id, secret) in &config.image.secrets {
+        let key = format!("image.secrets.{id}");
+        if !is_valid_secret_id(id) {
+            out.push(
+                err(&key, format!("invalid build secret id `{id}`")).with_hint(
+                    "use letters, digits, `-`, `_` and `.`, as in `--mount=type=secret,id=ID`",
+                ),
+            );
+        }
+        match (&secret.env, &secret.file) {
+            (Some(name), None) if !is_valid_variable_name(name) => out.push(err(
+                format!("{key}.env"),
+                format!("invalid variable name `{name}`"),
+            )),
+            (Some(_), None) | (None, Some(_)) => {}
+            _ => out.push(
+                err(&key, "a build secret needs exactly one of `env` or `file`")
+                    .with_hint("e.g. `{ env = \"PIP_TOKEN\" }` or `{ file = \"secrets/netrc\" }`"),
+            ),
+        }
+    }
+}
+
+fn is_valid_secret_id(id: &str) -> bool {
+    !id.is_empty()
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
 fn validate_services(config: &Config, out: &mut Vec<Diagnostic>) {
@@ -576,5 +608,41 @@ fn validate_secret_source(
             &key,
             "secrets_from is set but no secrets are declared",
         ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::config::{parse, ConfigError};
+
+    fn with_image(image: &str) -> Result<(), String> {
+        let text = format!(
+            "app = \"kaapi\"\n[image]\ncontext = \".\"\n{image}\n[services.web]\nport = 80\n[environments.local]\nengine = \"docker\"\n"
+        );
+        match parse(Path::new("deploy.toml"), &text) {
+            Ok(_) => Ok(()),
+            Err(ConfigError::Invalid { diagnostics, .. }) => Err(format!("{diagnostics:?}")),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    #[test]
+    fn a_build_secret_names_exactly_one_source() {
+        assert_eq!(
+            with_image("platform = \"linux/amd64\"\nsecrets = { tok = { env = \"TOKEN\" }, netrc = { file = \"n\" } }"),
+            Ok(())
+        );
+        let both = with_image("secrets = { tok = { env = \"TOKEN\", file = \"n\" } }")
+            .expect_err("both sources");
+        assert!(
+            both.contains("image.secrets.tok") && both.contains("exactly one"),
+            "{both}"
+        );
+        let neither = with_image("secrets = { tok = {} }").expect_err("no source");
+        assert!(neither.contains("exactly one"), "{neither}");
+        let bad_id = with_image("secrets = { \"a b\" = { env = \"T\" } }").expect_err("bad id");
+        assert!(bad_id.contains("invalid build secret id"), "{bad_id}");
     }
 }

@@ -59,6 +59,7 @@ fn project(dir: &Path, pre_build: Option<&str>) -> BuildSpec {
         build_args: HashMap::from([("GREETING".to_owned(), "hello".to_owned())]),
         pre_build: pre_build.map(str::to_owned),
         repository: unique("kt-engine"),
+        ..BuildSpec::default()
     }
 }
 
@@ -132,7 +133,7 @@ async fn builds_with_pre_build_dockerignore_and_build_args() {
     assert!(
         lines
             .iter()
-            .any(|(s, l)| s == "build" && l.contains("Step")),
+            .any(|(s, l)| s == "build" && l.contains("COPY . /ctx/")),
         "{lines:?}"
     );
     docker_cli(&["rmi", "-f", &built.id]);

@@ -68,18 +68,7 @@ fn build_image(dir: &Path, version: &str, broken: &str) -> String {
         .to_owned()
 }
 
-pub fn docker(args: &[&str]) -> String {
-    let output = Command::new("docker")
-        .args(args)
-        .output()
-        .expect("run docker");
-    assert!(
-        output.status.success(),
-        "docker {args:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).trim().to_owned()
-}
+pub use kaapi_testkit::docker;
 
 /// Container ids carrying this environment's labels (and the extra filters).
 pub fn containers_of(environment: &str, extra: &[&str]) -> Vec<String> {
