@@ -43,7 +43,7 @@ impl AgentClient {
         let Ok(endpoint) = serde_json::from_slice::<AgentEndpoint>(&bytes) else {
             return Ok(None);
         };
-        if !process_alive(endpoint.pid) {
+        if !crate::process::alive(endpoint.pid) {
             return Ok(None);
         }
         let client = AgentClient::new(endpoint);
@@ -200,7 +200,9 @@ impl AgentClient {
         let asked = Instant::now();
         let own_process = self.endpoint.pid == std::process::id();
         while asked.elapsed() < Duration::from_secs(10) {
-            if self.health().await.is_err() && (own_process || !process_alive(self.endpoint.pid)) {
+            if self.health().await.is_err()
+                && (own_process || !crate::process::alive(self.endpoint.pid))
+            {
                 return Ok(());
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -295,16 +297,4 @@ fn last_line(path: &Path) -> String {
                 .map(str::to_owned)
         })
         .unwrap_or_default()
-}
-
-/// Whether `pid` runs (a zombie, ended but not yet reaped by its parent, does not).
-fn process_alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // The state follows the parenthesised command name, which may itself hold spaces.
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().next())
-            .is_some_and(|state| state != "Z" && state != "X"),
-        Err(_) => false,
-    }
 }

@@ -62,6 +62,29 @@ impl Outcome {
     }
 }
 
+/// A string that names no outcome.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is not a release outcome")]
+pub struct UnknownOutcome(pub String);
+
+impl std::str::FromStr for Outcome {
+    type Err = UnknownOutcome;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        [
+            Outcome::InProgress,
+            Outcome::Succeeded,
+            Outcome::FailedMigration,
+            Outcome::RolledBack,
+            Outcome::Failed,
+            Outcome::Interrupted,
+        ]
+        .into_iter()
+        .find(|o| o.as_str() == text)
+        .ok_or_else(|| UnknownOutcome(text.to_owned()))
+    }
+}
+
 impl std::fmt::Display for Outcome {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
@@ -86,5 +109,25 @@ pub struct Release {
 impl Release {
     pub fn revision_of(&self, service: &str) -> Option<&ServiceRevision> {
         self.revisions.iter().find(|r| r.service == service)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outcomes_read_back_what_they_write() {
+        for outcome in [
+            Outcome::InProgress,
+            Outcome::Succeeded,
+            Outcome::FailedMigration,
+            Outcome::RolledBack,
+            Outcome::Failed,
+            Outcome::Interrupted,
+        ] {
+            assert_eq!(outcome.as_str().parse::<Outcome>(), Ok(outcome));
+        }
+        assert!("done".parse::<Outcome>().is_err());
     }
 }

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use kaapi_core::config::{EngineKind, ResolvedEnvironment};
 use kaapi_core::engine::{Engine, ImageBuilder};
 
-use crate::context;
 use crate::exit::{CliError, CliResult};
+use crate::project;
 
 pub async fn connect(target: &ResolvedEnvironment) -> CliResult<Box<dyn Engine>> {
     match target.env().engine {
@@ -17,7 +17,7 @@ pub async fn connect(target: &ResolvedEnvironment) -> CliResult<Box<dyn Engine>>
             })?;
             let engine = kaapi_docker::DockerEngine::connect(
                 target.clone(),
-                &context::state_dir(target.loaded()),
+                &project::state_dir(target.loaded()),
                 &program,
             )
             .await?;

@@ -3,11 +3,11 @@
 
 mod cli;
 mod commands;
-mod context;
 mod engines;
 mod exit;
 mod gitinfo;
 mod output;
+mod project;
 
 use std::process::ExitCode;
 

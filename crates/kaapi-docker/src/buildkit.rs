@@ -13,14 +13,14 @@ use futures_util::StreamExt;
 use kaapi_core::engine::{EngineError, EngineResult};
 use kaapi_core::progress::Progress;
 
+use crate::build_context_stream::{self, is_reader_gone};
 use crate::buildkit_progress::StepTracker;
-use crate::context_stream::{self, is_reader_gone};
 use crate::docker::failed;
 
 /// One build, whatever builder runs it.
 pub struct BuildRequest<'a> {
     pub context_dir: &'a Path,
-    /// Files of the context to send (see [`crate::context::files`]).
+    /// Files of the context to send (see [`crate::build_context::files`]).
     pub files: &'a [String],
     pub dockerfile: &'a str,
     /// `repository:tag` the image gets.
@@ -91,8 +91,10 @@ async fn run(
     request: &BuildRequest<'_>,
     progress: &dyn Progress,
 ) -> EngineResult<Outcome> {
-    let (body, written) =
-        context_stream::gzip_stream(request.context_dir.to_path_buf(), request.files.to_vec());
+    let (body, written) = build_context_stream::gzip_stream(
+        request.context_dir.to_path_buf(),
+        request.files.to_vec(),
+    );
     let mut stream = docker.build_image(options, None, Some(bollard::body_stream(body)));
     let mut tracker = StepTracker::new(progress);
     let mut image_id = None;

@@ -13,9 +13,9 @@ use bollard::Docker;
 use kaapi_core::engine::{EngineError, EngineResult};
 use kaapi_core::progress::Progress;
 
+use crate::build_context_stream;
 use crate::build_secrets::BuildSecret;
 use crate::buildkit::{image_id_of, BuildRequest};
-use crate::context_stream;
 
 pub async fn build(
     docker: &Docker,
@@ -42,10 +42,11 @@ pub async fn build(
     }
     let dir = request.context_dir.to_path_buf();
     let files = request.files.to_vec();
-    let archive = tokio::task::spawn_blocking(move || context_stream::gzip_bytes(&dir, &files))
-        .await
-        .map_err(|e| EngineError::failed(format!("archiving the build context: {e}")))?
-        .map_err(|e| EngineError::failed(e.to_string()))?;
+    let archive =
+        tokio::task::spawn_blocking(move || build_context_stream::gzip_bytes(&dir, &files))
+            .await
+            .map_err(|e| EngineError::failed(format!("archiving the build context: {e}")))?
+            .map_err(|e| EngineError::failed(e.to_string()))?;
     progress.info(format!(
         "build context {}: {} files, {} KiB compressed; building with {} build secret(s) (no step progress on this path)",
         request.context_dir.display(),

@@ -20,12 +20,12 @@ use kaapi_core::release::{ImageRef, Outcome, Release, ReleaseMeta};
 use crate::agent_link::{self, AgentLink};
 use crate::containers::{self, label, source_name};
 use crate::docker::{self, failed};
+use crate::history::{Revisions, Store};
 use crate::image::{BuildSpec, DockerImageBuilder};
 use crate::lock::DeployLock;
-use crate::observe;
 use crate::revisions::{self, RELEASE_VARIABLE};
-use crate::store::{Revisions, Store};
 use crate::task::{self, TaskRequest};
+use crate::{logs, stats};
 use kaapi_agent::api::{labels, EnvironmentSpec, EnvironmentState, RolloutPhase, ServiceSpec};
 
 /// How many releases' images stay tagged (`{app}-{env}:release-N`) so a rollback needs no
@@ -455,7 +455,7 @@ impl Engine for DockerEngine {
             .filter(|c| c.state.map(|s| s.to_string()).as_deref() == Some("running"))
             .filter_map(|c| c.id.clone())
             .collect();
-        let usage = observe::usage(&self.docker, &running_ids).await;
+        let usage = stats::usage(&self.docker, &running_ids).await;
         let releases = self.store.releases(self.target.name())?;
         let mut good = releases.iter().filter(|r| r.outcome == Outcome::Succeeded);
         let (current, previous) = (good.next().map(|r| r.number), good.next().map(|r| r.number));
@@ -550,7 +550,7 @@ impl Engine for DockerEngine {
                 self.target.name()
             )));
         }
-        observe::logs(&self.docker, &containers, query, sink).await
+        logs::logs(&self.docker, &containers, query, sink).await
     }
 }
 

@@ -21,7 +21,7 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use crate::build_secrets::{BuildSecret, SecretFrom};
 use crate::buildkit::{BuildRequest, Outcome};
 use crate::docker::failed;
-use crate::{buildkit, buildkit_solve, context};
+use crate::{build_context, buildkit, buildkit_solve};
 
 /// The build argument set from the release's commit unless the config sets it.
 pub const GIT_SHA_ARG: &str = "GIT_SHA";
@@ -191,10 +191,11 @@ impl ImageBuilder for DockerImageBuilder {
         }
         let context_dir = self.spec.context.clone();
         let dockerfile = self.spec.dockerfile.clone();
-        let files = tokio::task::spawn_blocking(move || context::files(&context_dir, &dockerfile))
-            .await
-            .map_err(|e| EngineError::failed(format!("listing the build context: {e}")))?
-            .map_err(|e| EngineError::failed(e.to_string()))?;
+        let files =
+            tokio::task::spawn_blocking(move || build_context::files(&context_dir, &dockerfile))
+                .await
+                .map_err(|e| EngineError::failed(format!("listing the build context: {e}")))?
+                .map_err(|e| EngineError::failed(e.to_string()))?;
         let full_tag = format!("{}:{tag}", self.spec.repository);
         let build_args = self.spec.build_args_for(tag);
         let request = BuildRequest {

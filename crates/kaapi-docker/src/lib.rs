@@ -1,21 +1,22 @@
 //! The local engine: the pipeline on the Docker Engine.
 
 mod agent_link;
+pub mod build_context;
+mod build_context_stream;
 pub mod build_secrets;
 mod buildkit;
 mod buildkit_progress;
 mod buildkit_solve;
 pub mod containers;
-pub mod context;
-mod context_stream;
 pub mod docker;
 pub mod dockerignore;
 pub mod engine;
+pub mod history;
 pub mod image;
 pub mod lock;
-pub mod observe;
+pub mod logs;
 pub mod revisions;
-pub mod store;
+pub mod stats;
 pub mod task;
 pub mod verify;
 

@@ -7,7 +7,7 @@ use kaapi_core::engine::{EngineError, EngineResult, LockOwner, LockToken};
 use kaapi_core::progress::Progress;
 use rusqlite::{params, OptionalExtension, TransactionBehavior};
 
-use crate::store::Store;
+use crate::history::Store;
 
 /// Who holds a lock, as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,18 +25,6 @@ pub fn host_name() -> String {
         .or_else(|_| std::fs::read_to_string("/etc/hostname"))
         .map(|h| h.trim().to_owned())
         .unwrap_or_else(|_| "localhost".to_owned())
-}
-
-/// Whether a process with this pid exists here (a zombie counts as gone).
-pub fn process_alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // The state follows the command name in parentheses, which may itself hold spaces.
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().next())
-            .is_some_and(|state| state != "Z" && state != "X"),
-        Err(_) => false,
-    }
 }
 
 pub struct DeployLock<'a> {
@@ -96,7 +84,7 @@ impl<'a> DeployLock<'a> {
             let since = DateTime::parse_from_rfc3339(&since)
                 .map(|t| t.with_timezone(&Utc))
                 .unwrap_or_else(|_| Utc::now());
-            if host != self.host || process_alive(pid) {
+            if host != self.host || kaapi_agent::process::alive(pid) {
                 return Err(EngineError::Locked {
                     environment: self.environment.clone(),
                     holder,

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use kaapi_core::config::ResolvedEnvironment;
 use kaapi_core::engine::{EngineError, EngineResult};
 
-use crate::store::NewRevision;
+use crate::history::NewRevision;
 use kaapi_agent::api::{HealthCheckSpec, ServiceSpec};
 
 /// The variable that tells a process which release it belongs to (set at rollout, not stored

@@ -13,11 +13,11 @@ use kaapi_core::progress::{Progress, Silent};
 use kaapi_core::release::{ImageRef, Outcome, Release, ReleaseMeta};
 
 use crate::aws::AwsClients;
-use crate::context::Ctx;
 use crate::error::engine_error;
+use crate::session::Ctx;
 use crate::target::Target;
 use crate::tuning::Tuning;
-use crate::{history, image, lock, logs, migrate, rollout, status, taskdef, verify};
+use crate::{history, image, lock, logs, revisions, rollout, status, task, verify};
 
 pub struct EcsEngine {
     ctx: Ctx,
@@ -172,7 +172,7 @@ impl Engine for EcsEngine {
             None => history::next_number(&self.ctx, progress).await?,
         };
         let revisions =
-            taskdef::register_all(&self.ctx, image, meta, number, rollback_of, progress).await?;
+            revisions::register_all(&self.ctx, image, meta, number, rollback_of, progress).await?;
         let release = Release {
             number,
             environment: self.ctx.target.environment().to_owned(),
@@ -204,12 +204,14 @@ impl Engine for EcsEngine {
                         release.number
                     ))
                 })?,
-            TaskOn::Image(image) => taskdef::register_for_task(&self.ctx, service, image, progress)
-                .await?
-                .arn()
-                .to_owned(),
+            TaskOn::Image(image) => {
+                revisions::register_for_task(&self.ctx, service, image, progress)
+                    .await?
+                    .arn()
+                    .to_owned()
+            }
         };
-        migrate::run_task(
+        task::run_task(
             &self.ctx,
             &self.tasks,
             &revision,
@@ -221,7 +223,7 @@ impl Engine for EcsEngine {
     }
 
     async fn stop_tasks(&self) -> EngineResult<()> {
-        migrate::stop_all(&self.ctx, &self.tasks).await
+        task::stop_all(&self.ctx, &self.tasks).await
     }
 
     async fn roll_out(

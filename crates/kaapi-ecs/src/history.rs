@@ -8,40 +8,14 @@ use kaapi_core::engine::{EngineError, EngineResult};
 use kaapi_core::progress::Progress;
 use kaapi_core::release::{ImageRef, Outcome, Release, ReleaseMeta, ServiceRevision};
 
-use crate::context::{Ctx, Described};
 use crate::error::aws_error;
+use crate::release_tags::{self as tags, tag};
 use crate::retry::retry_throttled;
-use crate::taskdef::{main_container_index, tag};
-
-pub mod tags {
-    pub const RELEASE: &str = "kaapi:release";
-    pub const SERVICE: &str = "kaapi:service";
-    pub const COMMIT: &str = "kaapi:commit";
-    pub const VERSION: &str = "kaapi:version";
-    pub const DEPLOYER: &str = "kaapi:deployer";
-    pub const TIME: &str = "kaapi:time";
-    pub const IMAGE: &str = "kaapi:image";
-    pub const IMAGE_TAGS: &str = "kaapi:image-tags";
-    pub const OUTCOME: &str = "kaapi:outcome";
-    pub const DETAIL: &str = "kaapi:detail";
-    pub const ROLLBACK_OF: &str = "kaapi:rollback-of";
-    /// `kaapi:revision:worker` = `family:N` of the other services of the release.
-    pub const REVISION_PREFIX: &str = "kaapi:revision:";
-}
+use crate::revisions::main_container_index;
+use crate::session::{Ctx, Described};
 
 /// How many revisions `releases` reads at most (each is one DescribeTaskDefinition).
 const MAX_REVISIONS: usize = 50;
-
-fn parse_outcome(value: &str) -> Outcome {
-    match value {
-        "succeeded" => Outcome::Succeeded,
-        "failed_migration" => Outcome::FailedMigration,
-        "rolled_back" => Outcome::RolledBack,
-        "failed" => Outcome::Failed,
-        "interrupted" => Outcome::Interrupted,
-        _ => Outcome::InProgress,
-    }
-}
 
 /// The release a history revision records, or `None` for a revision kaapi did not make.
 pub fn release_of(
@@ -103,7 +77,7 @@ pub fn release_of(
         revisions,
         outcome: described
             .tag(tags::OUTCOME)
-            .map(parse_outcome)
+            .and_then(|value| value.parse().ok())
             .unwrap_or(Outcome::InProgress),
         detail: described.tag(tags::DETAIL).map(str::to_owned),
         rollback_of: described

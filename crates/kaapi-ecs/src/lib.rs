@@ -3,19 +3,20 @@
 
 pub mod aws;
 mod backoff;
-pub mod context;
 mod engine;
 pub mod error;
 pub mod history;
 pub mod image;
 pub mod lock;
 pub mod logs;
-pub mod migrate;
+pub mod release_tags;
 mod retry;
+pub mod revisions;
 pub mod rollout;
+pub mod session;
 pub mod status;
 pub mod target;
-pub mod taskdef;
+pub mod task;
 pub mod tuning;
 pub mod verify;
 

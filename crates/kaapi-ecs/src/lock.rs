@@ -9,8 +9,8 @@ use kaapi_core::engine::{EngineError, EngineResult, LockOwner, LockToken};
 use kaapi_core::progress::Progress;
 use serde::{Deserialize, Serialize};
 
-use crate::context::Ctx;
 use crate::error::{aws_error, error_code};
+use crate::session::Ctx;
 
 /// What the parameter holds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -7,9 +7,9 @@ use chrono::{DateTime, Utc};
 use kaapi_core::engine::{EngineResult, LogLine, LogQuery};
 use kaapi_core::progress::Progress;
 
-use crate::context::Ctx;
 use crate::error::{aws_error, error_code};
 use crate::retry::retry_throttled;
+use crate::session::Ctx;
 
 /// Pages read per poll at most, so a chatty service cannot stall the loop.
 const MAX_PAGES: usize = 20;

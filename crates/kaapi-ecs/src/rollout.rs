@@ -15,11 +15,11 @@ use kaapi_core::progress::Progress;
 use kaapi_core::release::Release;
 
 use crate::backoff::Backoff;
-use crate::context::Ctx;
 use crate::error::aws_error;
-use crate::history::tags;
+use crate::release_tags as tags;
 use crate::retry::retry_throttled;
-use crate::taskdef::short_revision;
+use crate::revisions::short_revision;
+use crate::session::Ctx;
 
 /// The deployment we started on one service.
 #[derive(Debug, Clone)]

@@ -11,11 +11,11 @@ use chrono::{DateTime, Utc};
 use kaapi_core::engine::{EngineResult, ReplicaStatus, ServiceStatus, StatusEvent, StatusReport};
 use kaapi_core::progress::Progress;
 
-use crate::context::Ctx;
 use crate::error::aws_error;
-use crate::history::tags;
+use crate::release_tags as tags;
 use crate::retry::retry_throttled;
-use crate::taskdef::short_revision;
+use crate::revisions::short_revision;
+use crate::session::Ctx;
 
 const EVENTS_SHOWN: usize = 5;
 

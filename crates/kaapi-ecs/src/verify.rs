@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use kaapi_core::progress::Progress;
 
-use crate::context::Ctx;
+use crate::session::Ctx;
 
 /// `Ok(())` once the health URL answers 2xx; `Err` with the last failure after the retries.
 /// No URL or no health path: nothing to check from outside, which is said, not failed.

@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use kaapi_agent::{serve, AgentClient};
 
 use crate::cli::AgentCommand;
-use crate::context;
 use crate::exit::{CliError, CliResult};
+use crate::project;
 
 pub async fn run(config: Option<&Path>, command: &AgentCommand) -> CliResult {
     match command {
@@ -62,6 +62,6 @@ async fn connect(state_dir: &Path) -> CliResult<Option<AgentClient>> {
 fn state_dir(config: Option<&Path>) -> CliResult<PathBuf> {
     match std::env::var_os("KAAPI_STATE_DIR") {
         Some(dir) => Ok(PathBuf::from(dir)),
-        None => Ok(context::state_dir(&context::load_config(config)?)),
+        None => Ok(project::state_dir(&project::load_config(config)?)),
     }
 }

@@ -9,9 +9,9 @@ use kaapi_core::diagnostics::Diagnostic;
 use serde::Serialize;
 
 use crate::cli::CheckArgs;
-use crate::context;
 use crate::exit::{CliError, CliResult};
 use crate::output::{self, green, red, yellow};
+use crate::project;
 
 /// The JSON form of a report, with its verdict up front.
 #[derive(Serialize)]
@@ -30,7 +30,7 @@ pub async fn run(config: Option<&Path>, args: &CheckArgs) -> CliResult {
         Err(error) => return Err(invalid_config(error, &path, args.json)),
     };
     let target = match &args.environment {
-        Some(name) => Some(context::resolve_in(loaded.clone(), name)?),
+        Some(name) => Some(project::resolve_in(loaded.clone(), name)?),
         None => None,
     };
     let mut report = check::check(&loaded, args.environment.as_deref());

@@ -17,12 +17,12 @@ use super::ctrl_c;
 use crate::cli::CiArgs;
 use crate::exit::{CliError, CliResult};
 use crate::output::{green, red, ProgressPrinter};
-use crate::{context, engines};
+use crate::{engines, project};
 
 pub async fn run(config: Option<&Path>, args: &CiArgs) -> CliResult {
     let vars = github::process_vars();
     let ctx = GithubContext::from_vars(&vars).map_err(|e| CliError::Usage(e.to_string()))?;
-    let loaded = context::load_config(config)?;
+    let loaded = project::load_config(config)?;
     if let Some(warning) = github::resource_prefix_warning(&vars, &loaded.config.app) {
         println!("{warning}");
     }
@@ -99,7 +99,7 @@ async fn prepare(
 ) -> CliResult<(Box<dyn Engine>, CiPlan)> {
     let (image, image_origin) =
         image_source(loaded, environment, version.is_some(), args, ctx, vars).await?;
-    let engine = engines::connect(&context::resolve_in(loaded.clone(), environment)?).await?;
+    let engine = engines::connect(&project::resolve_in(loaded.clone(), environment)?).await?;
     let plan = CiPlan {
         plan: DeployPlan {
             image,
@@ -136,7 +136,7 @@ async fn image_source(
         let choice = promote::build_choice(config, environment, is_version, args.rebuild);
         return Ok((choice.source, choice.origin));
     };
-    let source_engine = engines::connect(&context::resolve_in(loaded.clone(), &from)?).await?;
+    let source_engine = engines::connect(&project::resolve_in(loaded.clone(), &from)?).await?;
     let (choice, promoted) = promote::promoted_choice(
         config,
         environment,

@@ -9,10 +9,10 @@ use super::{ctrl_c, finish_report};
 use crate::cli::DeployArgs;
 use crate::exit::CliResult;
 use crate::output::ProgressPrinter;
-use crate::{context, engines, gitinfo};
+use crate::{engines, gitinfo, project};
 
 pub async fn run(config: Option<&Path>, args: &DeployArgs) -> CliResult {
-    let target = context::resolve(config, &args.environment)?;
+    let target = project::resolve(config, &args.environment)?;
     let engine = engines::connect(&target).await?;
     let plan = DeployPlan {
         image: args

@@ -7,8 +7,8 @@ use kaapi_infra::policy::{self, Scope};
 use kaapi_infra::template::{self, TemplateOptions};
 
 use crate::cli::InfraCommand;
-use crate::context;
 use crate::exit::{CliError, CliResult};
+use crate::project;
 
 pub async fn run(config: Option<&Path>, command: &InfraCommand) -> CliResult {
     match command {
@@ -42,7 +42,7 @@ pub async fn run(config: Option<&Path>, command: &InfraCommand) -> CliResult {
 
 /// The config and the environment, which must run on ECS.
 fn load_ecs(config: Option<&Path>, environment: &str) -> CliResult<ResolvedEnvironment> {
-    let target = context::resolve(config, environment)?;
+    let target = project::resolve(config, environment)?;
     let (loaded, env) = (target.loaded(), target.env());
     if env.engine != EngineKind::Ecs {
         return Err(CliError::Usage(format!(

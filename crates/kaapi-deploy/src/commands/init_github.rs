@@ -5,8 +5,8 @@ use std::path::Path;
 
 use kaapi_ci::workflows::{self, WorkflowOptions, DEFAULT_GITHUB_ENVIRONMENT};
 
-use crate::context;
 use crate::exit::{CliError, CliResult};
+use crate::project;
 
 /// `dir` is the repository root; the config is `config` or `dir/deploy.toml`;
 /// `github_environment` defaults to `AWS_ENV_VARS`. Existing files are kept unless `force`.
@@ -19,7 +19,7 @@ pub fn run(
     let config_path = config
         .map(Path::to_path_buf)
         .unwrap_or_else(|| dir.join(kaapi_core::config::CONFIG_FILE_NAME));
-    let loaded = context::load_config(Some(&config_path))?;
+    let loaded = project::load_config(Some(&config_path))?;
     // The workflows run from the repository root: name the config only when it lives elsewhere.
     let relative = match config_path.strip_prefix(dir) {
         Ok(inside) => Some(inside.to_path_buf()),

@@ -7,10 +7,10 @@ use kaapi_core::engine::LogQuery;
 
 use crate::cli::LogsArgs;
 use crate::exit::{CliError, CliResult};
-use crate::{context, engines};
+use crate::{engines, project};
 
 pub async fn run(config: Option<&Path>, args: &LogsArgs) -> CliResult {
-    let target = context::resolve(config, &args.environment)?;
+    let target = project::resolve(config, &args.environment)?;
     if let Some(service) = &args.service {
         if !target.config().services.contains_key(service) {
             return Err(CliError::Usage(format!(

@@ -8,12 +8,12 @@ use kaapi_core::pipeline::{self, MigratePlan, Migrations};
 use crate::cli::EnvJsonArgs;
 use crate::exit::{CliError, CliResult};
 use crate::output::{green, print_json, red, ProgressPrinter};
-use crate::{context, engines, gitinfo};
+use crate::{engines, gitinfo, project};
 
 use super::ctrl_c;
 
 pub async fn run(config: Option<&Path>, args: &EnvJsonArgs) -> CliResult {
-    let target = context::resolve(config, &args.environment)?;
+    let target = project::resolve(config, &args.environment)?;
     let Some(migrations) = Migrations::of(target.config()) else {
         return Err(CliError::Usage(format!(
             "{} has no [migrations] command; add one, e.g. [migrations] command = \"alembic upgrade head\"",

@@ -14,12 +14,12 @@ use super::{ctrl_c, finish_report};
 use crate::cli::PromoteArgs;
 use crate::exit::{CliError, CliResult};
 use crate::output::{green, ProgressPrinter};
-use crate::{context, engines, gitinfo};
+use crate::{engines, gitinfo, project};
 
 pub async fn run(config: Option<&Path>, args: &PromoteArgs) -> CliResult {
-    let loaded = Arc::new(context::load_config(config)?);
-    let source_target = context::resolve_in(loaded.clone(), &args.from)?;
-    let target = context::resolve_in(loaded.clone(), &args.to)?;
+    let loaded = Arc::new(project::load_config(config)?);
+    let source_target = project::resolve_in(loaded.clone(), &args.from)?;
+    let target = project::resolve_in(loaded.clone(), &args.to)?;
     if args.from == args.to {
         return Err(CliError::Usage(format!(
             "promote copies between two environments; `{}` is given twice",

@@ -5,10 +5,10 @@ use std::path::Path;
 use crate::cli::EnvJsonArgs;
 use crate::exit::CliResult;
 use crate::output::{print_json, table};
-use crate::{context, engines};
+use crate::{engines, project};
 
 pub async fn run(config: Option<&Path>, args: &EnvJsonArgs) -> CliResult {
-    let target = context::resolve(config, &args.environment)?;
+    let target = project::resolve(config, &args.environment)?;
     let engine = engines::connect(&target).await?;
     let releases = engine.releases().await?;
     if args.json {

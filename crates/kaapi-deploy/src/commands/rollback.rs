@@ -8,10 +8,10 @@ use super::{ctrl_c, finish_report};
 use crate::cli::RollbackArgs;
 use crate::exit::CliResult;
 use crate::output::ProgressPrinter;
-use crate::{context, engines, gitinfo};
+use crate::{engines, gitinfo, project};
 
 pub async fn run(config: Option<&Path>, args: &RollbackArgs) -> CliResult {
-    let target = context::resolve(config, &args.environment)?;
+    let target = project::resolve(config, &args.environment)?;
     let engine = engines::connect(&target).await?;
     let plan = RollbackPlan {
         to: args.to,

@@ -9,11 +9,11 @@ use super::ctrl_c;
 use crate::cli::RunArgs;
 use crate::exit::{CliError, CliResult};
 use crate::output::ProgressPrinter;
-use crate::{context, engines};
+use crate::{engines, project};
 
 /// Returns the command's exit code.
 pub async fn run(config: Option<&Path>, args: &RunArgs) -> CliResult<i64> {
-    let target = context::resolve(config, &args.environment)?;
+    let target = project::resolve(config, &args.environment)?;
     let service = match &args.service {
         Some(s) if target.config().services.contains_key(s) => s.clone(),
         Some(s) => {

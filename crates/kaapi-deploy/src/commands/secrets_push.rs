@@ -4,12 +4,12 @@ use std::path::Path;
 
 use kaapi_infra::secrets_push::{push_secrets, PushError};
 
-use crate::context;
 use crate::exit::{CliError, CliResult};
 use crate::output::yellow;
+use crate::project;
 
 pub async fn run(config: Option<&Path>, environment: &str, from: &Path) -> CliResult {
-    let target = context::resolve(config, environment)?;
+    let target = project::resolve(config, environment)?;
     let aws = kaapi_aws::load(target.env(), None, &kaapi_aws::process_vars()).await?;
     let report = push_secrets(target.loaded(), environment, from, &aws)
         .await

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use crate::cli::UnlockArgs;
 use crate::exit::{CliError, CliResult};
-use crate::{context, engines};
+use crate::{engines, project};
 
 pub async fn run(config: Option<&Path>, args: &UnlockArgs) -> CliResult {
     if !args.force {
@@ -13,7 +13,7 @@ pub async fn run(config: Option<&Path>, args: &UnlockArgs) -> CliResult {
             args.environment
         )));
     }
-    let target = context::resolve(config, &args.environment)?;
+    let target = project::resolve(config, &args.environment)?;
     let engine = engines::connect(&target).await?;
     engine.force_unlock().await?;
     println!("environment `{}` unlocked", args.environment);

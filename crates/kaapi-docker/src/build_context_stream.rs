@@ -12,7 +12,7 @@ use futures_util::Stream;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::context::{self, ContextError};
+use crate::build_context::{self, ContextError};
 
 /// Chunks handed to the engine; the writer waits when this many are in flight.
 const CHUNKS_IN_FLIGHT: usize = 8;
@@ -31,7 +31,7 @@ pub fn gzip_stream(dir: PathBuf, files: Vec<String>) -> (impl Stream<Item = Byte
             BufWriter::with_capacity(CHUNK_SIZE, sender),
             Compression::fast(),
         );
-        let buffered = context::write_tar(&dir, &files, gz)?
+        let buffered = build_context::write_tar(&dir, &files, gz)?
             .finish()
             .map_err(|e| io_error(&dir, e))?;
         let sender = buffered
@@ -48,7 +48,7 @@ pub fn gzip_stream(dir: PathBuf, files: Vec<String>) -> (impl Stream<Item = Byte
 /// The same archive in memory.
 pub fn gzip_bytes(dir: &std::path::Path, files: &[String]) -> Result<Vec<u8>, ContextError> {
     let gz = GzEncoder::new(Vec::new(), Compression::fast());
-    context::write_tar(dir, files, gz)?
+    build_context::write_tar(dir, files, gz)?
         .finish()
         .map_err(|e| io_error(dir, e))
 }
@@ -124,7 +124,7 @@ mod tests {
         // Larger than one chunk, so the archive crosses several sends.
         let big: Vec<u8> = (0..300_000u32).flat_map(|n| n.to_le_bytes()).collect();
         std::fs::write(dir.path().join("big.bin"), &big).expect("write");
-        let files = context::files(dir.path(), "Dockerfile").expect("files");
+        let files = build_context::files(dir.path(), "Dockerfile").expect("files");
 
         let (body, written) = gzip_stream(dir.path().to_path_buf(), files.clone());
         let streamed: Vec<u8> = body

@@ -446,29 +446,14 @@ impl RawRelease {
                 created_at,
             },
             revisions,
-            outcome: parse_outcome(&self.outcome).ok_or_else(|| {
-                format!(
-                    "release {}: unknown outcome {:?}",
-                    self.number, self.outcome
-                )
-            })?,
+            outcome: self
+                .outcome
+                .parse()
+                .map_err(|e| format!("release {}: {e}", self.number))?,
             detail: self.detail,
             rollback_of: self.rollback_of,
         })
     }
-}
-
-fn parse_outcome(text: &str) -> Option<Outcome> {
-    [
-        Outcome::InProgress,
-        Outcome::Succeeded,
-        Outcome::FailedMigration,
-        Outcome::RolledBack,
-        Outcome::Failed,
-        Outcome::Interrupted,
-    ]
-    .into_iter()
-    .find(|o| o.as_str() == text)
 }
 
 fn migrate(connection: &mut Connection) -> rusqlite::Result<()> {

@@ -12,11 +12,11 @@ use kaapi_core::engine::{EngineError, EngineResult, RunningTasks, TaskExit};
 use kaapi_core::progress::Progress;
 
 use crate::backoff::Backoff;
-use crate::context::Ctx;
 use crate::error::aws_error;
 use crate::logs;
 use crate::retry::retry_throttled;
-use crate::taskdef::{main_container_index, short_revision};
+use crate::revisions::{main_container_index, short_revision};
+use crate::session::Ctx;
 
 /// How a task launch is placed, copied from the service.
 #[derive(Debug, Clone, Default)]

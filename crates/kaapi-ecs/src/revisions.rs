@@ -14,10 +14,10 @@ use kaapi_core::engine::{EngineError, EngineResult};
 use kaapi_core::progress::Progress;
 use kaapi_core::release::{ImageRef, ReleaseMeta, ServiceRevision};
 
-use crate::context::{Ctx, Described};
 use crate::error::{aws_error, engine_error};
-use crate::history::tags as tag_keys;
+use crate::release_tags::{self as tag_keys, tag};
 use crate::retry::retry_throttled;
+use crate::session::{Ctx, Described};
 
 /// The account ID of an ARN (`arn:aws:ecs:REGION:ACCOUNT:…`).
 pub fn account_of_arn(arn: &str) -> Option<&str> {
@@ -45,25 +45,6 @@ pub fn secret_value_from(
         .secrets_manager
         .as_ref()
         .map(|prefix| format!("arn:aws:secretsmanager:{region}:{account}:secret:{prefix}{name}"))
-}
-
-/// A tag value ECS accepts: letters, digits, spaces and `+ - = . _ : / @`, at most 256 chars.
-pub fn tag_value(value: &str) -> String {
-    value
-        .chars()
-        .map(|c| {
-            if c.is_alphanumeric() || " +-=._:/@".contains(c) {
-                c
-            } else {
-                '_'
-            }
-        })
-        .take(256)
-        .collect()
-}
-
-pub fn tag(key: &str, value: &str) -> Tag {
-    Tag::builder().key(key).value(tag_value(value)).build()
 }
 
 /// Everything a new revision needs besides the base definition.
@@ -470,9 +451,7 @@ mod tests {
     }
 
     #[test]
-    fn tag_values_drop_characters_ecs_refuses() {
-        assert_eq!(tag_value("Alice <a@b.c>, (x)"), "Alice _a@b.c__ _x_");
-        assert_eq!(tag_value(&"x".repeat(300)).len(), 256);
+    fn arns_give_their_account_and_revision() {
         assert_eq!(
             account_of_arn("arn:aws:ecs:eu-west-1:123456789012:task-definition/f:3"),
             Some("123456789012")

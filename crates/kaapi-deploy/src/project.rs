@@ -1,4 +1,5 @@
-//! Loading the config and picking an environment, with errors that say what to do.
+//! The project a command works on: its config (found and loaded once), the environment it
+//! names (resolved once), and where the local engine keeps its state.
 
 use std::path::{Path, PathBuf};
 
