@@ -3,6 +3,8 @@
 //! and pushing secret values to SSM Parameter Store or Secrets Manager.
 
 pub mod aws;
+pub mod github_claims;
+pub mod iam_eval;
 pub mod names;
 pub mod policy;
 pub mod preflight;
@@ -10,3 +12,6 @@ pub mod repository;
 pub mod secrets_push;
 pub mod template;
 pub mod trust;
+
+#[cfg(test)]
+mod conformance;
