@@ -62,7 +62,7 @@ fn example_config() -> String {
 }
 
 /// Each test config, loaded from a temporary directory, with its ECS environments.
-fn configs(dir: &std::path::Path) -> Vec<(LoadedConfig, Vec<&'static str>)> {
+pub(crate) fn configs(dir: &std::path::Path) -> Vec<(LoadedConfig, Vec<&'static str>)> {
     [
         ("kaapi", kaapi_config(), vec!["staging", "production"]),
         ("example", example_config(), vec!["staging"]),
