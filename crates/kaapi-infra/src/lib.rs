@@ -2,6 +2,8 @@
 //! CloudFormation template that creates them, the deploy role's least-privilege IAM policies,
 //! and pushing secret values to SSM Parameter Store or Secrets Manager.
 
+pub mod github_claims;
+pub mod iam_eval;
 pub mod names;
 pub mod policy;
 pub mod preflight;
@@ -9,3 +11,6 @@ pub mod repository;
 pub mod secrets_push;
 pub mod template;
 pub mod trust;
+
+#[cfg(test)]
+mod conformance;

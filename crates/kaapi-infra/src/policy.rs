@@ -2,6 +2,7 @@
 //! resource is scoped to the environment's names, region and account; the same builder feeds
 //! the CloudFormation template with `${AWS::…}` pseudo parameters in place of the scope.
 
+use kaapi_ci::workflows::DEFAULT_GITHUB_ENVIRONMENT;
 use kaapi_core::config::{Config, LoadedConfig};
 use serde_json::{json, Value};
 
@@ -100,8 +101,37 @@ fn repository_arns(scope: &Scope, repository: &str) -> Vec<String> {
     vec![scope.arn("ecr", &format!("repository/{repository}"))]
 }
 
+/// The tag keys the deploy writes on an existing revision to record a release's outcome
+/// (kaapi-ecs `history.rs`, one standalone `ecs:TagResource`).
+pub const OUTCOME_TAG_KEYS: [&str; 2] = ["kaapi:outcome", "kaapi:detail"];
+
 /// The permissions `kaapi-deploy` needs to deploy, roll back, inspect and check `environment`.
 pub fn deploy_policy(loaded: &LoadedConfig, environment: &str, scope: &Scope) -> Value {
+    deploy_policy_with(loaded, environment, scope, &[])
+}
+
+/// The roles the deploy passes to ECS: the execution and task roles the config names, then
+/// `extra` (full ARNs, e.g. the roles of the live task definitions, which new revisions keep).
+pub fn pass_role_arns(names: &InfraNames, scope: &Scope, extra: &[String]) -> Vec<String> {
+    let mut roles = vec![
+        scope.role_arn(&names.execution_role),
+        scope.role_arn(&names.task_role),
+    ];
+    for arn in extra {
+        if !roles.contains(arn) {
+            roles.push(arn.clone());
+        }
+    }
+    roles
+}
+
+/// [`deploy_policy`], also allowing `iam:PassRole` on `extra_pass_roles` (full role ARNs).
+pub fn deploy_policy_with(
+    loaded: &LoadedConfig,
+    environment: &str,
+    scope: &Scope,
+    extra_pass_roles: &[String],
+) -> Value {
     let names = InfraNames::new(loaded, environment);
     let cluster_arn = scope.arn("ecs", &format!("cluster/{}", names.cluster));
     let families: Vec<String> = names
@@ -184,6 +214,15 @@ pub fn deploy_policy(loaded: &LoadedConfig, environment: &str, scope: &Scope) ->
             "Resource": families.iter().cloned().chain(tasks.iter().cloned()).collect::<Vec<_>>(),
             "Condition": {"StringEquals": {"ecs:CreateAction": ["RegisterTaskDefinition", "RunTask"]}},
         }),
+        // Recording an outcome tags an existing revision: a standalone TagResource carries no
+        // `ecs:CreateAction`, so it needs its own statement, limited to the outcome's keys.
+        json!({
+            "Sid": "EcsRecordOutcome",
+            "Effect": "Allow",
+            "Action": ["ecs:TagResource"],
+            "Resource": families.clone(),
+            "Condition": {"ForAllValues:StringEquals": {"aws:TagKeys": OUTCOME_TAG_KEYS}},
+        }),
         statement(
             "EcsServices",
             &["ecs:DescribeServices", "ecs:UpdateService"],
@@ -236,7 +275,7 @@ pub fn deploy_policy(loaded: &LoadedConfig, environment: &str, scope: &Scope) ->
             "Sid": "PassTaskRoles",
             "Effect": "Allow",
             "Action": ["iam:PassRole"],
-            "Resource": [scope.role_arn(&names.execution_role), scope.role_arn(&names.task_role)],
+            "Resource": pass_role_arns(&names, scope, extra_pass_roles),
             "Condition": {"StringEquals": {"iam:PassedToService": ECS_TASKS_SERVICE}},
         }),
     ]);
@@ -300,10 +339,17 @@ fn promotion_source(config: &Config, environment: &str) -> Option<String> {
         .filter(|s| config.environment(s).is_some())
 }
 
-/// The `sub` claims allowed to assume the deploy role: the triggers of every environment that
-/// shares this environment's role (one role often serves staging and production); without
-/// triggers, the `main` branch and `v*` tags.
-pub fn trusted_subjects(config: &Config, environment: &str, repository: &str) -> Vec<String> {
+/// The `sub` claims allowed to assume the deploy role. A job that names a GitHub environment
+/// (the generated workflows do) is sent `repo:R:environment:NAME`, one without it
+/// `repo:R:ref:REF`, so both are trusted: one `environment:` subject per `github_environments`,
+/// and the refs of the triggers of every environment that shares this environment's role (one
+/// role often serves staging and production); without triggers, the `main` branch and `v*` tags.
+pub fn trusted_subjects(
+    config: &Config,
+    environment: &str,
+    repository: &str,
+    github_environments: &[&str],
+) -> Vec<String> {
     let role = config
         .environment(environment)
         .and_then(|e| e.role_arn.clone());
@@ -325,26 +371,54 @@ pub fn trusted_subjects(config: &Config, environment: &str, repository: &str) ->
     if refs.is_empty() {
         refs = vec!["refs/heads/main".to_owned(), "refs/tags/v*".to_owned()];
     }
-    let mut subjects: Vec<String> = refs
-        .into_iter()
-        .map(|r| format!("repo:{repository}:ref:{r}"))
+    let mut subjects: Vec<String> = github_environments
+        .iter()
+        .map(|name| format!("repo:{repository}:environment:{name}"))
+        .chain(
+            refs.into_iter()
+                .map(|r| format!("repo:{repository}:ref:{r}")),
+        )
         .collect();
     subjects.dedup();
     subjects
 }
 
 /// The deploy role's trust policy: GitHub's OIDC provider, audience `sts.amazonaws.com`,
-/// `sub` limited to this repository's deploying refs.
+/// `sub` limited to this repository's deploying refs and the GitHub environment the generated
+/// workflows run in (`AWS_ENV_VARS`).
 pub fn trust_policy(
     config: &Config,
     environment: &str,
     repository: &str,
     scope: &Scope,
 ) -> Result<Value, PolicyError> {
+    trust_policy_for(
+        config,
+        environment,
+        repository,
+        &[DEFAULT_GITHUB_ENVIRONMENT],
+        scope,
+    )
+}
+
+/// [`trust_policy`] for workflows written with `init --github-environment NAME`.
+pub fn trust_policy_for(
+    config: &Config,
+    environment: &str,
+    repository: &str,
+    github_environments: &[&str],
+    scope: &Scope,
+) -> Result<Value, PolicyError> {
     if !crate::repository::is_owner_repo(repository) {
         return Err(PolicyError::InvalidRepository(repository.to_owned()));
     }
-    Ok(trust_document(config, environment, repository, scope))
+    Ok(trust_document_for(
+        config,
+        environment,
+        repository,
+        github_environments,
+        scope,
+    ))
 }
 
 /// [`trust_policy`] without checking `repository` (the template passes `${GitHubRepository}`).
@@ -354,7 +428,23 @@ pub fn trust_document(
     repository: &str,
     scope: &Scope,
 ) -> Value {
-    let subjects = trusted_subjects(config, environment, repository);
+    trust_document_for(
+        config,
+        environment,
+        repository,
+        &[DEFAULT_GITHUB_ENVIRONMENT],
+        scope,
+    )
+}
+
+fn trust_document_for(
+    config: &Config,
+    environment: &str,
+    repository: &str,
+    github_environments: &[&str],
+    scope: &Scope,
+) -> Value {
+    let subjects = trusted_subjects(config, environment, repository, github_environments);
     let operator = if subjects.iter().any(|s| s.contains('*')) {
         "StringLike"
     } else {

@@ -7,7 +7,10 @@ use kaapi_core::config::{EngineKind, LoadedConfig};
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::github_claims::{self, JobClaims};
+use crate::iam_eval::{self, Request};
 use crate::names::{InfraNames, SecretStore, GITHUB_OIDC_HOST};
+use crate::policy::{self, Scope};
 use crate::trust;
 
 pub const ECS_TASKS_SERVICE: &str = "ecs-tasks.amazonaws.com";
@@ -129,6 +132,7 @@ pub async fn check_prerequisites_with(
         return Vec::new();
     }
     let checker = Checker {
+        loaded: loaded.clone(),
         names: InfraNames::new(loaded, environment),
         options: options.clone(),
         ecs: aws_sdk_ecs::Client::new(aws),
@@ -145,6 +149,7 @@ pub async fn check_prerequisites_with(
 }
 
 struct Checker {
+    loaded: LoadedConfig,
     names: InfraNames,
     options: CheckOptions,
     ecs: aws_sdk_ecs::Client,
@@ -270,7 +275,9 @@ impl Checker {
 
     async fn run(&self) -> Vec<CheckItem> {
         let mut items = vec![self.cluster().await, self.repository().await];
-        items.extend(self.task_definitions().await);
+        let (definitions, passed_roles) = self.task_definitions().await;
+        items.extend(definitions);
+        items.extend(self.passed_roles(&passed_roles));
         items.extend(self.services().await);
         items.extend(self.log_groups().await);
         items.push(
@@ -368,8 +375,11 @@ impl Checker {
         }
     }
 
-    async fn task_definitions(&self) -> Vec<CheckItem> {
+    /// One item per family, and the (family, role ARN) pairs its latest revision passes to ECS:
+    /// new revisions are derived from it and keep its roles.
+    async fn task_definitions(&self) -> (Vec<CheckItem>, Vec<(String, String)>) {
         let mut items = Vec::new();
+        let mut roles = Vec::new();
         for (service, names) in &self.names.services {
             let family = &names.family;
             let name = format!("task definition {family}");
@@ -388,6 +398,12 @@ impl Checker {
                 Ok(out) => match out.task_definition() {
                     // Some implementations answer with the latest revision even when inactive.
                     Some(td) if td.status().is_none_or(|s| s.as_str() == "ACTIVE") => {
+                        for role in [td.execution_role_arn(), td.task_role_arn()]
+                            .into_iter()
+                            .flatten()
+                        {
+                            roles.push((family.clone(), role.to_owned()));
+                        }
                         CheckItem::ok(name, format!("revision {}", td.revision()))
                     }
                     Some(_) => CheckItem::missing(name, "no active revision", fix),
@@ -404,7 +420,11 @@ impl Checker {
                 Err(e) => cannot_check(&name, &describe_error(&e)),
             });
         }
-        items
+        (items, roles)
+    }
+
+    fn passed_roles(&self, roles: &[(String, String)]) -> Vec<CheckItem> {
+        passed_role_items(&self.loaded, &self.names, roles)
     }
 
     async fn services(&self) -> Vec<CheckItem> {
@@ -605,11 +625,54 @@ impl Checker {
                 trust_fix,
             );
         }
+        if let Some(refused) = self.refused_claims(&document, repository) {
+            return CheckItem::missing(name, refused, trust_fix);
+        }
         let whom = repository.map_or_else(
             || "one repository".to_owned(),
             |r| format!("repository {r}"),
         );
         CheckItem::ok(name, format!("trusts GitHub OIDC, `sub` limited to {whom}"))
+    }
+
+    /// The claims the environment's workflow sends: the committed workflow when there is one,
+    /// else the one `init --github` writes.
+    fn workflow_claims(&self, repository: &str) -> Result<Vec<JobClaims>, String> {
+        let env = &self.names.environment;
+        let committed = repo_root(&self.loaded.dir)
+            .map(|root| github_claims::committed_claims(&root, env, repository))
+            .transpose()
+            .map_err(|e| e.to_string())?
+            .flatten();
+        match committed {
+            Some(claims) => Ok(claims),
+            None => github_claims::generated_claims(
+                &self.loaded.config,
+                env,
+                repository,
+                &kaapi_ci::workflows::WorkflowOptions::default(),
+            )
+            .or_else(|e| match e {
+                github_claims::ClaimsError::Render(
+                    kaapi_ci::workflows::WorkflowError::NoTriggers,
+                ) => Ok(Vec::new()),
+                other => Err(other.to_string()),
+            }),
+        }
+    }
+
+    /// Why the trust would refuse the environment's workflow, naming the subject it sends.
+    fn refused_claims(&self, document: &Value, repository: Option<&str>) -> Option<String> {
+        let repository = repository?;
+        let role_arn = self.names.deploy_role_arn.as_deref()?;
+        let account = role_arn.split(':').nth(4)?;
+        let partition = role_arn.split(':').nth(1)?;
+        let provider = format!("arn:{partition}:iam::{account}:oidc-provider/{GITHUB_OIDC_HOST}");
+        let claims = match self.workflow_claims(repository) {
+            Ok(claims) => claims,
+            Err(e) => return Some(format!("the workflow's claims cannot be derived: {e}")),
+        };
+        refused_subjects(document, &claims, role_arn, &provider)
     }
 
     async fn database(&self, id: &str) -> CheckItem {
@@ -872,6 +935,74 @@ impl Checker {
     }
 }
 
+/// Why the trust `document` of `role_arn` refuses some of `claims`, naming each refused `sub`.
+fn refused_subjects(
+    document: &Value,
+    claims: &[JobClaims],
+    role_arn: &str,
+    provider: &str,
+) -> Option<String> {
+    let refused: Vec<String> = claims
+        .iter()
+        .filter(|c| {
+            !iam_eval::evaluate(document, &c.request(role_arn, provider))
+                .is_ok_and(|d| d.is_allowed())
+        })
+        .map(|c| format!("`{}` (aud {}, from {})", c.sub, c.aud, c.job))
+        .collect();
+    (!refused.is_empty()).then(|| {
+        format!(
+            "its trust refuses the token GitHub sends the deploy workflow: sub {}",
+            refused.join(", ")
+        )
+    })
+}
+
+/// A role a new revision would carry (the live revisions' `(family, role ARN)` pairs) but the
+/// policy of `infra policy` does not let the deploy pass: its RegisterTaskDefinition would be
+/// denied.
+fn passed_role_items(
+    loaded: &LoadedConfig,
+    names: &InfraNames,
+    roles: &[(String, String)],
+) -> Vec<CheckItem> {
+    let env = &names.environment;
+    let mut items: Vec<CheckItem> = Vec::new();
+    for (family, role) in roles {
+        let name = format!("role {role}");
+        if items.iter().any(|i| i.name == name) {
+            continue;
+        }
+        let Some(account) = role.split(':').nth(4).filter(|a| !a.is_empty()) else {
+            continue;
+        };
+        let scope = Scope::new(names.region.as_deref().unwrap_or("us-east-1"), account);
+        let policy = policy::deploy_policy(loaded, env, &scope);
+        let request =
+            Request::new("iam:PassRole", role).with("iam:PassedToService", &[ECS_TASKS_SERVICE]);
+        if iam_eval::evaluate(&policy, &request).is_ok_and(|d| d.is_allowed()) {
+            continue;
+        }
+        let deploy_role = names.deploy_role.as_deref().unwrap_or("DEPLOY_ROLE");
+        let document = serde_json::json!({"Version": "2012-10-17", "Statement": [{
+                "Effect": "Allow", "Action": "iam:PassRole", "Resource": role,
+                "Condition": {"StringEquals": {"iam:PassedToService": ECS_TASKS_SERVICE}}}]});
+        items.push(CheckItem::missing(
+                name,
+                format!("task definition {family} runs with it, so the deploy passes it (iam:PassRole) to every new revision, but the policy of `kaapi-deploy infra policy {env}` does not allow passing it"),
+                format!("aws iam put-role-policy --role-name {deploy_role} --policy-name pass-live-task-roles --policy-document '{document}', or set names.execution_role / names.task_role in deploy.toml to the role"),
+            ));
+    }
+    items
+}
+
+/// The git repository `dir` belongs to: the nearest ancestor with a `.git`.
+fn repo_root(dir: &std::path::Path) -> Option<std::path::PathBuf> {
+    dir.ancestors()
+        .find(|d| d.join(".git").exists())
+        .map(std::path::Path::to_path_buf)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -922,6 +1053,75 @@ mod tests {
         assert!(item.fix.as_deref().is_some_and(|f| f
             .contains("deploymentCircuitBreaker={enable=true,rollback=true}")
             && f.ends_with("--region r")));
+    }
+
+    #[test]
+    fn a_live_role_the_policy_cannot_pass_is_named() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (loaded, _) = crate::conformance::configs(dir.path()).remove(0);
+        let names = InfraNames::new(&loaded, "staging");
+        let account = "arn:aws:iam::123456789012:role";
+        let roles = [
+            (
+                "kaapi-staging-web".to_owned(),
+                format!("{account}/kaapi-staging-execution-role"),
+            ),
+            (
+                "kaapi-staging-web".to_owned(),
+                format!("{account}/ecsTaskExecutionRole"),
+            ),
+            (
+                "kaapi-staging-worker".to_owned(),
+                format!("{account}/ecsTaskExecutionRole"),
+            ),
+        ];
+        let items = passed_role_items(&loaded, &names, &roles);
+        assert_eq!(items.len(), 1, "{items:?}");
+        assert_eq!(
+            items[0].name,
+            format!("role {account}/ecsTaskExecutionRole")
+        );
+        assert_eq!(items[0].status, Status::Missing);
+        assert!(
+            items[0].detail.contains("kaapi-staging-web"),
+            "{}",
+            items[0].detail
+        );
+    }
+
+    #[test]
+    fn a_trust_that_refuses_the_workflow_names_the_subject() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (loaded, _) = crate::conformance::configs(dir.path()).remove(0);
+        let repository = "o/r";
+        let claims = github_claims::generated_claims(
+            &loaded.config,
+            "staging",
+            repository,
+            &kaapi_ci::workflows::WorkflowOptions::default(),
+        )
+        .expect("claims");
+        let scope = Scope::new("eu-west-1", "123456789012");
+        let role = scope.role_arn("kaapi-deploy");
+        let provider = scope.oidc_provider_arn();
+        let generated =
+            policy::trust_policy(&loaded.config, "staging", repository, &scope).expect("trust");
+        assert_eq!(
+            refused_subjects(&generated, &claims, &role, &provider),
+            None
+        );
+        // A trust of refs only, as older versions wrote it.
+        let mut refs_only = generated;
+        refs_only["Statement"][0]["Condition"] = serde_json::json!({"StringEquals": {
+            "token.actions.githubusercontent.com:aud": "sts.amazonaws.com",
+            "token.actions.githubusercontent.com:sub": ["repo:o/r:ref:refs/heads/main"]}});
+        let refused = refused_subjects(&refs_only, &claims, &role, &provider);
+        assert!(
+            refused
+                .as_deref()
+                .is_some_and(|r| r.contains("`repo:o/r:environment:AWS_ENV_VARS`")),
+            "{refused:?}"
+        );
     }
 
     #[test]

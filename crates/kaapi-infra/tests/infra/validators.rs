@@ -221,9 +221,12 @@ fn deploy_policy_is_scoped_to_the_environment() {
         condition["StringEquals"]["token.actions.githubusercontent.com:aud"],
         "sts.amazonaws.com"
     );
-    // The staging environment deploys from main only.
+    // The generated workflow's job runs in the GitHub environment; other jobs deploy from main.
     assert_eq!(
         condition["StringEquals"]["token.actions.githubusercontent.com:sub"],
-        serde_json::json!(["repo:kaapi-org/kaapi-backend:ref:refs/heads/main"])
+        serde_json::json!([
+            "repo:kaapi-org/kaapi-backend:environment:AWS_ENV_VARS",
+            "repo:kaapi-org/kaapi-backend:ref:refs/heads/main"
+        ])
     );
 }

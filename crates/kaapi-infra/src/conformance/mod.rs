@@ -1,0 +1,82 @@
+//! Conformance with the rules AWS enforces and the emulator does not: the generated policy
+//! must allow every request the tool makes, and the generated trust must accept every token
+//! GitHub sends the generated workflows.
+
+mod definitions;
+mod policy_tests;
+mod requests;
+mod trust_tests;
+
+use kaapi_core::config::LoadedConfig;
+
+pub const REGION: &str = "eu-west-1";
+pub const ACCOUNT: &str = "123456789012";
+pub const REPOSITORY: &str = "kaapi-org/kaapi-backend";
+
+/// Kaapi-shaped: web and worker, Postgres, Redis, RabbitMQ, SSM secrets, staging on `main` and
+/// production on `v*` tags sharing one deploy role.
+fn kaapi_config() -> String {
+    format!(
+        r#"app = "kaapi"
+secrets = ["SECRET_KEY", "FIRST_SUPERUSER_PASSWORD"]
+
+[image]
+context = "."
+
+[services.web]
+port = 8000
+command = "fastapi run app/main.py --port 8000"
+
+[services.worker]
+command = "celery -A app.worker worker"
+
+[env]
+POSTGRES_SERVER = "db.internal"
+REDIS_URL = "redis://cache.internal:6379/0"
+RABBITMQ_HOST = "mq.internal"
+
+[environments.staging]
+engine = "ecs"
+region = "{REGION}"
+role_arn = "arn:aws:iam::{ACCOUNT}:role/kaapi-deploy"
+trigger = {{ branch = "main" }}
+secrets_from = {{ ssm = "/kaapi/staging/" }}
+
+[environments.production]
+engine = "ecs"
+region = "{REGION}"
+role_arn = "arn:aws:iam::{ACCOUNT}:role/kaapi-deploy"
+trigger = {{ tags = "v*" }}
+promote_from = "staging"
+secrets_from = {{ secrets_manager = "kaapi/production/" }}
+"#
+    )
+}
+
+/// The example project's deploy.toml with ECS environments added next to its docker one.
+fn example_config() -> String {
+    let example = include_str!("../../../../examples/deploy.toml");
+    format!(
+        "{example}\n[environments.staging]\nengine = \"ecs\"\nregion = \"{REGION}\"\nrole_arn = \"arn:aws:iam::{ACCOUNT}:role/example-deploy\"\ntrigger = {{ branch = \"main\" }}\nsecrets_from = {{ ssm = \"/kaapi-example/staging/\" }}\n"
+    )
+}
+
+/// Each test config, loaded from a temporary directory, with its ECS environments.
+pub(crate) fn configs(dir: &std::path::Path) -> Vec<(LoadedConfig, Vec<&'static str>)> {
+    [
+        ("kaapi", kaapi_config(), vec!["staging", "production"]),
+        ("example", example_config(), vec!["staging"]),
+    ]
+    .into_iter()
+    .map(|(name, text, environments)| {
+        let sub = dir.join(name);
+        std::fs::create_dir_all(&sub).expect("mkdir");
+        // The example's env file and build context are looked up relative to the config.
+        std::fs::write(sub.join("local.env"), "SECRET_KEY=x\n").expect("write local.env");
+        let path = sub.join("deploy.toml");
+        std::fs::write(&path, text).expect("write deploy.toml");
+        let loaded = kaapi_core::config::load(&path).expect("the test config is valid");
+        (loaded, environments)
+    })
+    .collect()
+}
