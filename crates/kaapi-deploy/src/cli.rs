@@ -192,6 +192,14 @@ pub enum InfraCommand {
         /// Write ENV-deploy-policy.json and ENV-deploy-trust.json into this directory.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Also allow passing this role (full ARN) to ECS: a role the live task definitions
+        /// carry, such as `ecsTaskExecutionRole`, that `check ENV` reports. Repeatable.
+        #[arg(long = "pass-role", value_name = "ARN")]
+        pass_roles: Vec<String>,
+        /// The GitHub environment the CD workflows run in (`init --github-environment`);
+        /// default `AWS_ENV_VARS`. Repeatable.
+        #[arg(long = "github-environment", value_name = "NAME")]
+        github_environments: Vec<String>,
     },
 }
 

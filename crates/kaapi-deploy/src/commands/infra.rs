@@ -27,15 +27,17 @@ pub async fn run(config: Option<&Path>, command: &InfraCommand) -> CliResult {
             account,
             repository,
             out,
+            pass_roles,
+            github_environments,
         } => {
-            run_policy(
-                config,
-                environment,
-                account.as_deref(),
-                repository.as_deref(),
-                out.as_deref(),
-            )
-            .await
+            let options = PolicyOptions {
+                account: account.as_deref(),
+                repository: repository.as_deref(),
+                out: out.as_deref(),
+                pass_roles,
+                github_environments,
+            };
+            run_policy(config, environment, &options).await
         }
     }
 }
@@ -108,13 +110,24 @@ fn run_template(
     Ok(())
 }
 
-async fn run_policy(
-    config: Option<&Path>,
-    environment: &str,
-    account_flag: Option<&str>,
-    repository_flag: Option<&str>,
-    out: Option<&Path>,
-) -> CliResult {
+/// The flags of `infra policy`.
+struct PolicyOptions<'a> {
+    account: Option<&'a str>,
+    repository: Option<&'a str>,
+    out: Option<&'a Path>,
+    pass_roles: &'a [String],
+    github_environments: &'a [String],
+}
+
+async fn run_policy(config: Option<&Path>, environment: &str, options: &PolicyOptions<'_>) -> CliResult {
+    let (account_flag, repository_flag, out) = (options.account, options.repository, options.out);
+    for role in options.pass_roles {
+        if !role.starts_with("arn:aws:iam::") || !role.contains(":role/") {
+            return Err(CliError::Usage(format!(
+                "--pass-role `{role}` is not a role ARN; write arn:aws:iam::ACCOUNT:role/NAME"
+            )));
+        }
+    }
     let target = load_ecs(config, environment)?;
     let (loaded, env) = (target.loaded(), target.env());
     let region = env.region.clone().ok_or_else(|| {
@@ -143,9 +156,20 @@ async fn run_policy(
         )
     })?;
     let scope = Scope::new(&region, &account);
-    let deploy = policy::deploy_policy(loaded, environment, &scope);
-    let trust = policy::trust_policy(&loaded.config, environment, &repository, &scope)
-        .map_err(|e| CliError::Usage(e.to_string()))?;
+    let deploy = policy::deploy_policy_with(loaded, environment, &scope, options.pass_roles);
+    let github_environments: Vec<&str> = if options.github_environments.is_empty() {
+        vec![kaapi_ci::workflows::DEFAULT_GITHUB_ENVIRONMENT]
+    } else {
+        options.github_environments.iter().map(String::as_str).collect()
+    };
+    let trust = policy::trust_policy_for(
+        &loaded.config,
+        environment,
+        &repository,
+        &github_environments,
+        &scope,
+    )
+    .map_err(|e| CliError::Usage(e.to_string()))?;
     let render = |value: &serde_json::Value| {
         serde_json::to_string_pretty(value)
             .map_err(|e| CliError::Failed(format!("cannot render JSON: {e}")))
