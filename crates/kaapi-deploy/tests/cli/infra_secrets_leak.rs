@@ -154,6 +154,46 @@ fn no_command_reveals_a_secret_value_and_push_stores_them_encrypted() {
         "{stdout}"
     );
 
+    // The live task definitions' roles and the workflows' GitHub environment, when given.
+    let live_role = format!("arn:aws:iam::{ACCOUNT}:role/ecsTaskExecutionRole");
+    let (stdout, _) = run(
+        &[
+            "infra",
+            "policy",
+            "staging",
+            "--repository",
+            "o/r",
+            "--pass-role",
+            &live_role,
+            "--github-environment",
+            "prod-gate",
+        ],
+        true,
+    );
+    let both: serde_json::Value = serde_json::from_str(&stdout).expect("policy JSON");
+    let pass_role = both["deploy_policy"]["Statement"]
+        .as_array()
+        .expect("statements")
+        .iter()
+        .find(|s| s["Action"].to_string().contains("iam:PassRole"))
+        .expect("a PassRole statement");
+    assert!(
+        pass_role["Resource"].to_string().contains(&live_role),
+        "{pass_role}"
+    );
+    assert!(
+        both["trust_policy"]
+            .to_string()
+            .contains("repo:o/r:environment:prod-gate"),
+        "{stdout}"
+    );
+    let output = kaapi(dir.path(), &moto)
+        .args(["infra", "policy", "staging", "--repository", "o/r"])
+        .args(["--pass-role", "ecsTaskExecutionRole"])
+        .output()
+        .expect("run");
+    assert_eq!(output.status.code(), Some(2), "a role name is not an ARN");
+
     // A placeholder is refused before anything is written.
     std::fs::write(
         dir.path().join(".env.placeholder"),
