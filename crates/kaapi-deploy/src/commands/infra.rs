@@ -119,7 +119,11 @@ struct PolicyOptions<'a> {
     github_environments: &'a [String],
 }
 
-async fn run_policy(config: Option<&Path>, environment: &str, options: &PolicyOptions<'_>) -> CliResult {
+async fn run_policy(
+    config: Option<&Path>,
+    environment: &str,
+    options: &PolicyOptions<'_>,
+) -> CliResult {
     let (account_flag, repository_flag, out) = (options.account, options.repository, options.out);
     for role in options.pass_roles {
         if !role.starts_with("arn:aws:iam::") || !role.contains(":role/") {
@@ -160,7 +164,11 @@ async fn run_policy(config: Option<&Path>, environment: &str, options: &PolicyOp
     let github_environments: Vec<&str> = if options.github_environments.is_empty() {
         vec![kaapi_ci::workflows::DEFAULT_GITHUB_ENVIRONMENT]
     } else {
-        options.github_environments.iter().map(String::as_str).collect()
+        options
+            .github_environments
+            .iter()
+            .map(String::as_str)
+            .collect()
     };
     let trust = policy::trust_policy_for(
         &loaded.config,

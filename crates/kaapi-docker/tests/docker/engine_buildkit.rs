@@ -192,13 +192,16 @@ async fn a_build_secret_reaches_its_step_but_no_layer_history_or_log() {
 
     let dir = tempfile::tempdir().expect("tempdir");
     let root = dir.path();
+    // BuildKit's cache key leaves secret contents out: a step unique to this run cannot be
+    // served from an earlier run's cache with other values.
+    let run_id = unique("run");
     std::fs::write(
         root.join("Dockerfile"),
         format!(
             "FROM {base}\n\
              RUN --mount=type=secret,id=token,required=true \
              --mount=type=secret,id=netrc,required=true \
-             cat /run/secrets/token /run/secrets/netrc | sha256sum | cut -c1-64 > /secrets.sha \
+             echo {run_id} > /run-id && cat /run/secrets/token /run/secrets/netrc | sha256sum | cut -c1-64 > /secrets.sha \
              && echo mounted $(wc -c < /run/secrets/token) bytes\n\
              COPY . /ctx\n"
         ),
