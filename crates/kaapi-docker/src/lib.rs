@@ -1,5 +1,7 @@
 //! The local engine: the pipeline on the Docker Engine.
 
+pub mod accessories;
+pub mod accessory_spec;
 mod agent_link;
 pub mod build_secrets;
 mod buildkit;
@@ -13,6 +15,7 @@ pub mod dockerignore;
 pub mod engine;
 pub mod image;
 pub mod lock;
+pub mod network;
 pub mod observe;
 pub mod revisions;
 pub mod store;
