@@ -37,6 +37,8 @@ pub struct ComposeService {
     /// Container port, for the web service.
     pub port: Option<u16>,
     pub health: Option<ComposeHealth>,
+    /// Named volumes, `NAME:/path`.
+    pub volumes: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -127,7 +129,8 @@ pub fn parse_compose(
                     shape.notes.push(format!("`{raw}`: another one-off service; only the first becomes the migrations command"));
                 }
             } else {
-                app_services.push((name, command, ports, health));
+                let volumes = named_volumes(&mut shape.notes, raw, service);
+                app_services.push((name, command, ports, health, volumes));
             }
             for (k, v) in env {
                 add_local_value(&mut shape, k, v, example, secrets);
@@ -141,8 +144,8 @@ pub fn parse_compose(
     }
     let web = app_services
         .iter()
-        .position(|(_, _, ports, health)| !ports.is_empty() && health.is_some());
-    for (index, (name, command, ports, health)) in app_services.into_iter().enumerate() {
+        .position(|(_, _, ports, health, _)| !ports.is_empty() && health.is_some());
+    for (index, (name, command, ports, health, volumes)) in app_services.into_iter().enumerate() {
         let is_web = Some(index) == web;
         if !is_web && !ports.is_empty() {
             shape.notes.push(format!("`{name}` publishes a port but has no health check; it runs as a background service"));
@@ -152,6 +155,7 @@ pub fn parse_compose(
             command,
             port: if is_web { ports.first().map(|(_, c)| *c) } else { None },
             health: if is_web { health.map(web_health) } else { None },
+            volumes,
         };
         if is_web {
             shape.services.insert(0, service);
@@ -203,6 +207,13 @@ fn accessory(
             }
         }
     }
+    accessory.volumes = named_volumes(notes, raw, service);
+    accessory
+}
+
+/// A service's named volumes as `NAME:/path`; bind mounts are left out (with a note).
+fn named_volumes(notes: &mut Vec<String>, raw: &str, service: &Mapping) -> Vec<String> {
+    let mut volumes = Vec::new();
     for volume in service.get("volumes").and_then(Value::as_sequence).into_iter().flatten() {
         let Some(text) = volume.as_str() else {
             continue;
@@ -212,12 +223,12 @@ fn accessory(
         let source = service_name(source);
         match target {
             Some(target) if is_valid_name(&source) && target.starts_with('/') => {
-                accessory.volumes.push(format!("{source}:{target}"));
+                volumes.push(format!("{source}:{target}"));
             }
             _ => notes.push(format!("`{raw}`: volume `{text}` is not a named volume; left out")),
         }
     }
-    accessory
+    volumes
 }
 
 /// Only the path of a web health check is kept: the check runs from outside, over HTTP.
@@ -288,12 +299,17 @@ impl Reader<'_> {
     fn command(&self, path: &[&str], value: Option<&Value>) -> Result<Option<Vec<String>>, ComposeError> {
         match value {
             None | Some(Value::Null) => Ok(None),
-            Some(Value::String(line)) => shlex::split(line)
+            // `$$` is compose's escape for a `$` the container's shell sees.
+            Some(Value::String(line)) => shlex::split(&line.replace("$$", "$"))
                 .map(Some)
                 .ok_or_else(|| self.error(path, "unbalanced quotes")),
             Some(Value::Sequence(items)) => items
                 .iter()
-                .map(|i| scalar(i).ok_or_else(|| self.error(path, "every element must be a string")))
+                .map(|i| {
+                    scalar(i)
+                        .map(|a| a.replace("$$", "$"))
+                        .ok_or_else(|| self.error(path, "every element must be a string"))
+                })
                 .collect::<Result<Vec<_>, _>>()
                 .map(Some),
             Some(_) => Err(self.error(path, "a command is a string or a list of strings")),

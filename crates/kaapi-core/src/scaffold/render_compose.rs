@@ -26,6 +26,9 @@ pub fn services(out: &mut String, shape: &ProjectShape, compose: &ComposeShape) 
             line(out, &format!("port = {port}"));
         }
         line(out, "replicas = 1");
+        if !service.volumes.is_empty() {
+            line(out, &format!("volumes = {}", array(&service.volumes)));
+        }
         if service.port.is_some() {
             write_web_health(out, &key, service.health.as_ref());
         }
