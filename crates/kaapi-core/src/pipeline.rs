@@ -185,10 +185,7 @@ async fn start_accessories(engine: &dyn Engine, timer: &Timer<'_>) -> EngineResu
         return Ok(());
     }
     timer
-        .phase(
-            Phase::Accessories,
-            engine.start_accessories(timer.progress),
-        )
+        .phase(Phase::Accessories, engine.start_accessories(timer.progress))
         .await
 }
 

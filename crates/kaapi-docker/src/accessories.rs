@@ -130,7 +130,10 @@ async fn up_one(
     Ok(change)
 }
 
-async fn inspect(docker: &Docker, container: &str) -> EngineResult<Option<ContainerInspectResponse>> {
+async fn inspect(
+    docker: &Docker,
+    container: &str,
+) -> EngineResult<Option<ContainerInspectResponse>> {
     match docker
         .inspect_container(container, None::<InspectContainerOptions>)
         .await
@@ -211,22 +214,26 @@ fn body(owner: Owner<'_>, spec: &AccessorySpec, fingerprint: &str) -> ContainerC
             )
         })
         .collect();
-    let healthcheck = spec.health.as_ref().and_then(|(check, timing)| match check {
-        AccessoryHealth::Command(argv) => {
-            let nanos = |ms: u64| i64::try_from(ms.saturating_mul(1_000_000)).unwrap_or(i64::MAX);
-            let mut test = vec!["CMD".to_owned()];
-            test.extend(argv.iter().cloned());
-            Some(HealthConfig {
-                test: Some(test),
-                interval: Some(nanos(timing.interval_ms)),
-                timeout: Some(nanos(timing.timeout_ms)),
-                retries: Some(i64::from(timing.retries)),
-                start_period: Some(nanos(timing.start_period_ms)),
-                start_interval: None,
-            })
-        }
-        AccessoryHealth::Http { .. } => None,
-    });
+    let healthcheck = spec
+        .health
+        .as_ref()
+        .and_then(|(check, timing)| match check {
+            AccessoryHealth::Command(argv) => {
+                let nanos =
+                    |ms: u64| i64::try_from(ms.saturating_mul(1_000_000)).unwrap_or(i64::MAX);
+                let mut test = vec!["CMD".to_owned()];
+                test.extend(argv.iter().cloned());
+                Some(HealthConfig {
+                    test: Some(test),
+                    interval: Some(nanos(timing.interval_ms)),
+                    timeout: Some(nanos(timing.timeout_ms)),
+                    retries: Some(i64::from(timing.retries)),
+                    start_period: Some(nanos(timing.start_period_ms)),
+                    start_interval: None,
+                })
+            }
+            AccessoryHealth::Http { .. } => None,
+        });
     ContainerCreateBody {
         image: Some(spec.image.clone()),
         cmd: spec.command.clone(),
@@ -281,7 +288,9 @@ pub async fn wait_healthy(
         }
         let verdict = match check {
             AccessoryHealth::Command(_) => docker_health(docker, spec).await?,
-            AccessoryHealth::Http { path, port } => http_health(docker, spec, path, *port, timing).await?,
+            AccessoryHealth::Http { path, port } => {
+                http_health(docker, spec, path, *port, timing).await?
+            }
         };
         match verdict {
             Verdict::Healthy => {
@@ -301,7 +310,8 @@ pub async fn wait_healthy(
             }
             Verdict::Pending => {}
         }
-        let http_gave_up = matches!(check, AccessoryHealth::Http { .. }) && failures >= timing.retries;
+        let http_gave_up =
+            matches!(check, AccessoryHealth::Http { .. }) && failures >= timing.retries;
         if http_gave_up || started.elapsed() > deadline {
             return Err(EngineError::failed(format!(
                 "accessory `{name}` did not become healthy within {}s: {last}",
@@ -328,7 +338,9 @@ enum Verdict {
 /// `None` while the container runs; otherwise why it does not.
 async fn running_or_exit(docker: &Docker, spec: &AccessorySpec) -> EngineResult<Option<String>> {
     let Some(found) = inspect(docker, &spec.container).await? else {
-        return Ok(Some("has no container (removed while starting?)".to_owned()));
+        return Ok(Some(
+            "has no container (removed while starting?)".to_owned(),
+        ));
     };
     let state = found.state.unwrap_or_default();
     if state.running == Some(true) {
@@ -398,7 +410,11 @@ async fn http_health(
 }
 
 /// The 127.0.0.1 port a container's `port/tcp` is published on.
-pub async fn published_port(docker: &Docker, container: &str, port: u16) -> EngineResult<Option<u16>> {
+pub async fn published_port(
+    docker: &Docker,
+    container: &str,
+    port: u16,
+) -> EngineResult<Option<u16>> {
     let Some(found) = inspect(docker, container).await? else {
         return Ok(None);
     };

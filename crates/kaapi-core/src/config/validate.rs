@@ -289,8 +289,9 @@ fn validate_accessory(
     }
     if config.services.contains_key(name) {
         out.push(
-            err(&key, format!("`{name}` is both a service and an accessory"))
-                .with_hint("the app reaches an accessory by its name; give one of them another name"),
+            err(&key, format!("`{name}` is both a service and an accessory")).with_hint(
+                "the app reaches an accessory by its name; give one of them another name",
+            ),
         );
     }
     if accessory.image.trim().is_empty() {
@@ -313,7 +314,9 @@ fn validate_accessory(
                     format!("{key}.secrets.{index}"),
                     format!("`{secret}` is not one of the top-level `secrets`"),
                 )
-                .with_hint("add it to `secrets` so that each environment's secrets_from provides it"),
+                .with_hint(
+                    "add it to `secrets` so that each environment's secrets_from provides it",
+                ),
             );
         }
         if accessory.env.contains_key(secret) {
@@ -795,12 +798,22 @@ mod tests {
         assert_eq!(config.accessories_of("local").len(), 1);
         let db = &config.accessories["db"];
         assert_eq!(
-            db.health.as_ref().and_then(|h| h.command.as_ref()).map(|c| c.argv().to_vec()),
-            Some(vec!["pg_isready".to_owned(), "-U".to_owned(), "postgres".to_owned()])
+            db.health
+                .as_ref()
+                .and_then(|h| h.command.as_ref())
+                .map(|c| c.argv().to_vec()),
+            Some(vec![
+                "pg_isready".to_owned(),
+                "-U".to_owned(),
+                "postgres".to_owned()
+            ])
         );
         assert_eq!(
             crate::config::PortMapping::parse(&db.ports[1]),
-            Some(crate::config::PortMapping { host: Some(15433), container: 5433 })
+            Some(crate::config::PortMapping {
+                host: Some(15433),
+                container: 5433
+            })
         );
     }
 
@@ -808,19 +821,46 @@ mod tests {
     fn accessory_mistakes_name_the_key() {
         let cases = [
             ("[accessories.db]\nimage = \"\"\n", "accessories.db.image"),
-            ("[accessories.db]\nimage = \"p\"\nports = [\"x:1\"]\n", "accessories.db.ports.0"),
-            ("[accessories.db]\nimage = \"p\"\nvolumes = [\"data\"]\n", "accessories.db.volumes.0"),
-            ("[accessories.db]\nimage = \"p\"\nsecrets = [\"OTHER\"]\n", "accessories.db.secrets.0"),
-            ("[accessories.db]\nimage = \"p\"\nhealth = { path = \"/\" }\n", "accessories.db.health.port"),
-            ("[accessories.db]\nimage = \"p\"\nhealth = { path = \"/\", command = \"x\" }\n", "exactly one of command or path"),
-            ("[accessories.web]\nimage = \"p\"\n", "both a service and an accessory"),
-            ("[accessories.db]\nimage = \"p\"\nenvironments = [\"nope\"]\n", "unknown environment `nope`"),
-            ("[accessories.db]\nimage = \"p\"\nimgae = \"q\"\n", "did you mean `image`"),
+            (
+                "[accessories.db]\nimage = \"p\"\nports = [\"x:1\"]\n",
+                "accessories.db.ports.0",
+            ),
+            (
+                "[accessories.db]\nimage = \"p\"\nvolumes = [\"data\"]\n",
+                "accessories.db.volumes.0",
+            ),
+            (
+                "[accessories.db]\nimage = \"p\"\nsecrets = [\"OTHER\"]\n",
+                "accessories.db.secrets.0",
+            ),
+            (
+                "[accessories.db]\nimage = \"p\"\nhealth = { path = \"/\" }\n",
+                "accessories.db.health.port",
+            ),
+            (
+                "[accessories.db]\nimage = \"p\"\nhealth = { path = \"/\", command = \"x\" }\n",
+                "exactly one of command or path",
+            ),
+            (
+                "[accessories.web]\nimage = \"p\"\n",
+                "both a service and an accessory",
+            ),
+            (
+                "[accessories.db]\nimage = \"p\"\nenvironments = [\"nope\"]\n",
+                "unknown environment `nope`",
+            ),
+            (
+                "[accessories.db]\nimage = \"p\"\nimgae = \"q\"\n",
+                "did you mean `image`",
+            ),
         ];
         for (text, expected) in cases {
             let error = with_accessory(text).expect_err(text);
             assert!(error.contains(expected), "{text}: {error}");
-            assert!(error.contains("deploy.toml:"), "names file and line: {error}");
+            assert!(
+                error.contains("deploy.toml:"),
+                "names file and line: {error}"
+            );
         }
     }
 }

@@ -109,11 +109,18 @@ pub fn parse_compose(
         };
         let name = service_name(raw);
         let image = service.get("image").and_then(Value::as_str);
-        let built = service.get("build").is_some() || image.is_some_and(|i| app_images.contains(&i));
+        let built =
+            service.get("build").is_some() || image.is_some_and(|i| app_images.contains(&i));
         let command = reader.command(&["services", raw, "command"], service.get("command"))?;
-        let health = reader.health(&["services", raw, "healthcheck"], service.get("healthcheck"))?;
+        let health = reader.health(
+            &["services", raw, "healthcheck"],
+            service.get("healthcheck"),
+        )?;
         let ports = reader.ports(&["services", raw, "ports"], service.get("ports"))?;
-        let env = reader.environment(&["services", raw, "environment"], service.get("environment"))?;
+        let env = reader.environment(
+            &["services", raw, "environment"],
+            service.get("environment"),
+        )?;
         if built {
             let one_off = service
                 .get("profiles")
@@ -122,7 +129,10 @@ pub fn parse_compose(
             if one_off {
                 if shape.migrations.is_none() {
                     if command.is_none() {
-                        return Err(reader.error(&["services", raw, "command"], "a one-off service needs a command to become the migrations command"));
+                        return Err(reader.error(
+                            &["services", raw, "command"],
+                            "a one-off service needs a command to become the migrations command",
+                        ));
                     }
                     shape.migrations = command;
                 } else {
@@ -137,9 +147,24 @@ pub fn parse_compose(
             }
         } else {
             let Some(image) = image else {
-                return Err(reader.error(&["services", raw, "image"], "a service is neither built (`build:`) nor has an `image:`"));
+                return Err(reader.error(
+                    &["services", raw, "image"],
+                    "a service is neither built (`build:`) nor has an `image:`",
+                ));
             };
-            shape.accessories.push(accessory(&mut shape.notes, raw, name, image, command, env, ports, health, service, example, secrets));
+            shape.accessories.push(accessory(
+                &mut shape.notes,
+                raw,
+                name,
+                image,
+                command,
+                env,
+                ports,
+                health,
+                service,
+                example,
+                secrets,
+            ));
         }
     }
     let web = app_services
@@ -153,7 +178,11 @@ pub fn parse_compose(
         let service = ComposeService {
             name,
             command,
-            port: if is_web { ports.first().map(|(_, c)| *c) } else { None },
+            port: if is_web {
+                ports.first().map(|(_, c)| *c)
+            } else {
+                None
+            },
             health: if is_web { health.map(web_health) } else { None },
             volumes,
         };
@@ -200,7 +229,9 @@ fn accessory(
                 Some(known) if !secrets.contains(&var) => {
                     accessory.env.insert(key, known.clone());
                 }
-                _ => notes.push(format!("`{raw}`: {key} takes ${{{var}}}, which init cannot resolve; set it by hand")),
+                _ => notes.push(format!(
+                    "`{raw}`: {key} takes ${{{var}}}, which init cannot resolve; set it by hand"
+                )),
             },
             None => {
                 accessory.env.insert(key, value.replace("$$", "$"));
@@ -214,7 +245,12 @@ fn accessory(
 /// A service's named volumes as `NAME:/path`; bind mounts are left out (with a note).
 fn named_volumes(notes: &mut Vec<String>, raw: &str, service: &Mapping) -> Vec<String> {
     let mut volumes = Vec::new();
-    for volume in service.get("volumes").and_then(Value::as_sequence).into_iter().flatten() {
+    for volume in service
+        .get("volumes")
+        .and_then(Value::as_sequence)
+        .into_iter()
+        .flatten()
+    {
         let Some(text) = volume.as_str() else {
             continue;
         };
@@ -225,7 +261,9 @@ fn named_volumes(notes: &mut Vec<String>, raw: &str, service: &Mapping) -> Vec<S
             Some(target) if is_valid_name(&source) && target.starts_with('/') => {
                 volumes.push(format!("{source}:{target}"));
             }
-            _ => notes.push(format!("`{raw}`: volume `{text}` is not a named volume; left out")),
+            _ => notes.push(format!(
+                "`{raw}`: volume `{text}` is not a named volume; left out"
+            )),
         }
     }
     volumes
@@ -263,7 +301,9 @@ fn add_local_value(
         return;
     }
     if is_localhost(&value) {
-        shape.notes.push(format!("{key}: `{value}` is a localhost host; not written"));
+        shape
+            .notes
+            .push(format!("{key}: `{value}` is a localhost host; not written"));
         return;
     }
     if example.get(&key) == Some(&value) {
@@ -296,7 +336,11 @@ impl Reader<'_> {
         }
     }
 
-    fn command(&self, path: &[&str], value: Option<&Value>) -> Result<Option<Vec<String>>, ComposeError> {
+    fn command(
+        &self,
+        path: &[&str],
+        value: Option<&Value>,
+    ) -> Result<Option<Vec<String>>, ComposeError> {
         match value {
             None | Some(Value::Null) => Ok(None),
             // `$$` is compose's escape for a `$` the container's shell sees.
@@ -316,7 +360,11 @@ impl Reader<'_> {
         }
     }
 
-    fn environment(&self, path: &[&str], value: Option<&Value>) -> Result<Vec<(String, String)>, ComposeError> {
+    fn environment(
+        &self,
+        path: &[&str],
+        value: Option<&Value>,
+    ) -> Result<Vec<(String, String)>, ComposeError> {
         match value {
             None | Some(Value::Null) => Ok(Vec::new()),
             Some(Value::Mapping(map)) => Ok(map
@@ -334,7 +382,11 @@ impl Reader<'_> {
     }
 
     /// `(host port, container port)` of each entry.
-    fn ports(&self, path: &[&str], value: Option<&Value>) -> Result<Vec<(Option<u16>, u16)>, ComposeError> {
+    fn ports(
+        &self,
+        path: &[&str],
+        value: Option<&Value>,
+    ) -> Result<Vec<(Option<u16>, u16)>, ComposeError> {
         let Some(value) = value else {
             return Ok(Vec::new());
         };
@@ -353,18 +405,34 @@ impl Reader<'_> {
                         let text = text.split('/').next().unwrap_or_default().to_owned();
                         let parts: Vec<&str> = text.split(':').collect();
                         let container = parts.last()?.parse().ok()?;
-                        let host = (parts.len() >= 2).then(|| parts[parts.len() - 2].parse().ok()).flatten();
+                        let host = (parts.len() >= 2)
+                            .then(|| parts[parts.len() - 2].parse().ok())
+                            .flatten();
                         Some((host, container))
                     }),
                 };
                 parsed
-                    .and_then(|(h, c)| Some((h.and_then(|h: u64| u16::try_from(h).ok()), u16::try_from(c).ok()?)))
-                    .ok_or_else(|| self.error(path, format!("cannot read port {}", scalar(item).unwrap_or_default())))
+                    .and_then(|(h, c)| {
+                        Some((
+                            h.and_then(|h: u64| u16::try_from(h).ok()),
+                            u16::try_from(c).ok()?,
+                        ))
+                    })
+                    .ok_or_else(|| {
+                        self.error(
+                            path,
+                            format!("cannot read port {}", scalar(item).unwrap_or_default()),
+                        )
+                    })
             })
             .collect()
     }
 
-    fn health(&self, path: &[&str], value: Option<&Value>) -> Result<Option<ComposeHealth>, ComposeError> {
+    fn health(
+        &self,
+        path: &[&str],
+        value: Option<&Value>,
+    ) -> Result<Option<ComposeHealth>, ComposeError> {
         let Some(Value::Mapping(map)) = value else {
             return Ok(None);
         };
@@ -381,16 +449,23 @@ impl Reader<'_> {
                     Some((kind, rest)) if kind == "CMD" => Some(rest.to_vec()),
                     Some((kind, rest)) if kind == "CMD-SHELL" => Some(shell(&rest.join(" "))),
                     Some((kind, _)) if kind == "NONE" => return Ok(None),
-                    _ => return Err(self.error(&test_path, "a test list starts with CMD, CMD-SHELL or NONE")),
+                    _ => {
+                        return Err(self
+                            .error(&test_path, "a test list starts with CMD, CMD-SHELL or NONE"))
+                    }
                 }
             }
             _ => return Err(self.error(&test_path, "a health check needs `test`")),
         };
         let http_path = command.as_ref().and_then(|argv| {
             argv.iter().find_map(|a| {
-                let url = a.split_whitespace().find(|w| w.starts_with("http://") || w.starts_with("https://"))?;
+                let url = a
+                    .split_whitespace()
+                    .find(|w| w.starts_with("http://") || w.starts_with("https://"))?;
                 let rest = url.split_once("://")?.1;
-                Some(rest.find('/').map_or("/".to_owned(), |i| rest[i..].trim_end_matches(['\'', '"']).to_owned()))
+                Some(rest.find('/').map_or("/".to_owned(), |i| {
+                    rest[i..].trim_end_matches(['\'', '"']).to_owned()
+                }))
             })
         });
         let duration = |key: &str| {
@@ -403,7 +478,10 @@ impl Reader<'_> {
             command,
             interval: duration("interval"),
             timeout: duration("timeout"),
-            retries: map.get("retries").and_then(Value::as_u64).and_then(|r| u32::try_from(r).ok()),
+            retries: map
+                .get("retries")
+                .and_then(Value::as_u64)
+                .and_then(|r| u32::try_from(r).ok()),
             start_period: duration("start_period"),
         }))
     }
@@ -520,10 +598,14 @@ mod tests {
 "#;
 
     fn example() -> IndexMap<String, String> {
-        [("POSTGRES_USER", "postgres"), ("POSTGRES_DB", "app"), ("POSTGRES_SERVER", "localhost")]
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
-            .collect()
+        [
+            ("POSTGRES_USER", "postgres"),
+            ("POSTGRES_DB", "app"),
+            ("POSTGRES_SERVER", "localhost"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
     }
 
     #[test]
@@ -535,8 +617,14 @@ mod tests {
         assert_eq!(names, ["backend", "celery-worker", "celery-flower"]);
         let web = shape.web().expect("web");
         assert_eq!(web.port, Some(80));
-        assert_eq!(web.health.as_ref().and_then(|h| h.path.as_deref()), Some("/api/v1/utils/health/"));
-        assert_eq!(shape.migrations.as_deref(), Some(&["bash".to_owned(), "scripts/prestart.sh".to_owned()][..]));
+        assert_eq!(
+            web.health.as_ref().and_then(|h| h.path.as_deref()),
+            Some("/api/v1/utils/health/")
+        );
+        assert_eq!(
+            shape.migrations.as_deref(),
+            Some(&["bash".to_owned(), "scripts/prestart.sh".to_owned()][..])
+        );
         let accessories: Vec<&str> = shape.accessories.iter().map(|a| a.name.as_str()).collect();
         assert_eq!(accessories, ["db", "redis", "adminer"]);
         let db = &shape.accessories[0];
@@ -546,28 +634,52 @@ mod tests {
         assert_eq!(db.volumes, ["app-db-data:/var/lib/postgresql/data/pgdata"]);
         assert_eq!(
             db.health.as_ref().and_then(|h| h.command.clone()),
-            Some(vec!["/bin/sh".to_owned(), "-c".to_owned(), "pg_isready -U ${POSTGRES_USER} -d ${POSTGRES_DB}".to_owned()])
+            Some(vec![
+                "/bin/sh".to_owned(),
+                "-c".to_owned(),
+                "pg_isready -U ${POSTGRES_USER} -d ${POSTGRES_DB}".to_owned()
+            ])
         );
         assert_eq!(shape.accessories[1].ports, ["6379:6379"]);
         assert_eq!(shape.local_env["POSTGRES_SERVER"], "db");
         assert_eq!(shape.local_env["REDIS_HOST"], "redis");
         assert_eq!(shape.local_env["RABBITMQ_HOST"], "rabbitmq");
-        assert!(!shape.local_env.contains_key("SECRET_KEY"), "secrets are never written");
-        assert!(!shape.local_env.contains_key("DOMAIN"), "localhost is not written");
-        assert!(shape.notes.iter().any(|n| n.contains("init.sql")), "{:?}", shape.notes);
+        assert!(
+            !shape.local_env.contains_key("SECRET_KEY"),
+            "secrets are never written"
+        );
+        assert!(
+            !shape.local_env.contains_key("DOMAIN"),
+            "localhost is not written"
+        );
+        assert!(
+            shape.notes.iter().any(|n| n.contains("init.sql")),
+            "{:?}",
+            shape.notes
+        );
     }
 
     #[test]
     fn unreadable_compose_names_file_line_and_key() {
         let broken = "services:\n  db:\n    image: [unclosed\n";
-        let error = parse_compose("docker-compose.yml", broken, &IndexMap::new(), &[]).expect_err("bad yaml");
+        let error = parse_compose("docker-compose.yml", broken, &IndexMap::new(), &[])
+            .expect_err("bad yaml");
         assert_eq!(error.file, "docker-compose.yml");
         assert!(error.line.is_some(), "{error}");
         let bad_ports = "services:\n  web:\n    build: .\n    ports: 8000\n";
-        let error = parse_compose("docker-compose.yml", bad_ports, &IndexMap::new(), &[]).expect_err("bad ports");
-        assert_eq!(error.to_string(), "docker-compose.yml:4: `services.web.ports`: ports is a list");
+        let error = parse_compose("docker-compose.yml", bad_ports, &IndexMap::new(), &[])
+            .expect_err("bad ports");
+        assert_eq!(
+            error.to_string(),
+            "docker-compose.yml:4: `services.web.ports`: ports is a list"
+        );
         let no_image = "services:\n  db:\n    restart: always\n";
         let error = parse_compose("c.yml", no_image, &IndexMap::new(), &[]).expect_err("no image");
-        assert!(error.to_string().starts_with("c.yml:2: `services.db.image`"), "{error}");
+        assert!(
+            error
+                .to_string()
+                .starts_with("c.yml:2: `services.db.image`"),
+            "{error}"
+        );
     }
 }

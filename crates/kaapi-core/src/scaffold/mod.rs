@@ -8,7 +8,10 @@ mod render;
 mod render_compose;
 mod variables;
 
-pub use compose::{is_localhost, parse_compose, ComposeAccessory, ComposeError, ComposeHealth, ComposeService, ComposeShape};
+pub use compose::{
+    is_localhost, parse_compose, ComposeAccessory, ComposeError, ComposeHealth, ComposeService,
+    ComposeShape,
+};
 pub use dockerfile::{parse_dockerfile, port_in_command, Cmd, DockerfileFacts};
 pub use python::dependencies;
 pub use render::render;

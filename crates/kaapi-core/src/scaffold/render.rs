@@ -232,7 +232,13 @@ pub fn render(shape: &ProjectShape) -> String {
     line(&mut out, "secrets_from = { env_file = \".env\" }");
     if let Some(compose) = shape.compose.as_ref().filter(|c| !c.local_env.is_empty()) {
         line(&mut out, "");
-        line(&mut out, &format!("# From the services' `environment` in {}: the app reaches accessories by name.", compose.file));
+        line(
+            &mut out,
+            &format!(
+                "# From the services' `environment` in {}: the app reaches accessories by name.",
+                compose.file
+            ),
+        );
         line(&mut out, "[environments.local.env]");
         for (name, value) in &compose.local_env {
             line(&mut out, &format!("{name} = {}", quote(value)));

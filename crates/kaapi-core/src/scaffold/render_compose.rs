@@ -7,7 +7,13 @@ use super::{ProjectShape, HEALTH_PATH};
 
 pub fn services(out: &mut String, shape: &ProjectShape, compose: &ComposeShape) {
     if compose.web().is_none() {
-        line(out, &format!("# {} has no service that publishes a port with a health check;", compose.file));
+        line(
+            out,
+            &format!(
+                "# {} has no service that publishes a port with a health check;",
+                compose.file
+            ),
+        );
         line(out, "# the web service below comes from the Dockerfile.");
         render_web_service(out, shape);
     }
@@ -41,18 +47,25 @@ fn write_web_health(out: &mut String, key: &str, health: Option<&ComposeHealth>)
     let health = health.unwrap_or(&default);
     line(out, "");
     line(out, &format!("[{key}.health]"));
-    line(out, &format!("path = {}", quote(health.path.as_deref().unwrap_or(HEALTH_PATH))));
-    let seconds = |d: &Option<String>| {
-        d.as_deref()
-            .and_then(|d| humantime::parse_duration(d).ok())
-    };
+    line(
+        out,
+        &format!(
+            "path = {}",
+            quote(health.path.as_deref().unwrap_or(HEALTH_PATH))
+        ),
+    );
+    let seconds = |d: &Option<String>| d.as_deref().and_then(|d| humantime::parse_duration(d).ok());
     let interval = seconds(&health.interval);
     if let Some(text) = &health.interval {
         line(out, &format!("interval = {}", quote(text)));
     }
     let interval = interval.unwrap_or(std::time::Duration::from_secs(10));
     // Our rule: the timeout is shorter than the interval (compose allows equal ones).
-    if let Some(text) = health.timeout.as_ref().filter(|_| seconds(&health.timeout).is_some_and(|t| t < interval)) {
+    if let Some(text) = health
+        .timeout
+        .as_ref()
+        .filter(|_| seconds(&health.timeout).is_some_and(|t| t < interval))
+    {
         line(out, &format!("timeout = {}", quote(text)));
     }
     if let Some(retries) = health.retries.filter(|r| (1..=10).contains(r)) {
@@ -67,9 +80,18 @@ pub fn accessories(out: &mut String, compose: &ComposeShape) {
     if compose.accessories.is_empty() && compose.notes.is_empty() {
         return;
     }
-    line(out, &format!("# Backing services from {}: the docker engine runs them on the environment's", compose.file));
+    line(
+        out,
+        &format!(
+            "# Backing services from {}: the docker engine runs them on the environment's",
+            compose.file
+        ),
+    );
     line(out, "# network, where the app reaches them by name, starts them (healthy) before migrations and");
-    line(out, "# keeps them and their volumes across deploys. On ECS use managed services instead.");
+    line(
+        out,
+        "# keeps them and their volumes across deploys. On ECS use managed services instead.",
+    );
     for note in &compose.notes {
         line(out, &format!("# note: {note}"));
     }
@@ -94,7 +116,10 @@ pub fn accessories(out: &mut String, compose: &ComposeShape) {
             line(out, &format!("volumes = {}", array(&accessory.volumes)));
         }
         if !accessory.ports.is_empty() {
-            line(out, &format!("ports = {}   # on 127.0.0.1 only", array(&accessory.ports)));
+            line(
+                out,
+                &format!("ports = {}   # on 127.0.0.1 only", array(&accessory.ports)),
+            );
         }
         if let Some(command) = accessory.health.as_ref().and_then(|h| h.command.as_ref()) {
             let health = accessory.health.as_ref();
@@ -138,12 +163,15 @@ mod tests {
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect();
         let secrets = vec!["POSTGRES_PASSWORD".to_owned()];
-        let compose = parse_compose("docker-compose.yml", COMPOSE, &example, &secrets).expect("compose");
+        let compose =
+            parse_compose("docker-compose.yml", COMPOSE, &example, &secrets).expect("compose");
         let shape = ProjectShape {
             app: "kaapi".to_owned(),
             context: "backend".to_owned(),
             dockerfile: "Dockerfile".to_owned(),
-            facts: parse_dockerfile("FROM python:3.12\nEXPOSE 80\nCMD [\"uvicorn\", \"app.main:app\"]\n"),
+            facts: parse_dockerfile(
+                "FROM python:3.12\nEXPOSE 80\nCMD [\"uvicorn\", \"app.main:app\"]\n",
+            ),
             uses_uv: false,
             alembic: true,
             celery: true,
@@ -153,17 +181,25 @@ mod tests {
             compose: Some(compose),
         };
         let text = render(&shape);
-        let (config, _) = parse(Path::new("deploy.toml"), &text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let (config, _) =
+            parse(Path::new("deploy.toml"), &text).unwrap_or_else(|e| panic!("{e}\n{text}"));
         let names: Vec<&String> = config.services.keys().collect();
         assert_eq!(names, ["backend", "celery-worker"]);
         assert_eq!(config.services["backend"].kind(), ServiceKind::Web);
         assert_eq!(config.services["backend"].port, Some(80));
         let health = config.services["backend"].health.as_ref().expect("health");
         assert_eq!(health.path, "/api/v1/utils/health/");
-        assert!(health.timeout() < health.interval(), "compose's equal timeout is not copied");
+        assert!(
+            health.timeout() < health.interval(),
+            "compose's equal timeout is not copied"
+        );
         assert_eq!(config.services["celery-worker"].kind(), ServiceKind::Worker);
         assert_eq!(
-            config.migrations.as_ref().map(|m| m.command.to_string()).as_deref(),
+            config
+                .migrations
+                .as_ref()
+                .map(|m| m.command.to_string())
+                .as_deref(),
             Some("bash scripts/prestart.sh")
         );
         let db = &config.accessories["db"];
@@ -171,7 +207,13 @@ mod tests {
         assert_eq!(db.secrets, ["POSTGRES_PASSWORD"]);
         assert_eq!(db.volumes, ["app-db-data:/var/lib/postgresql/data"]);
         assert_eq!(config.environments["local"].env["POSTGRES_SERVER"], "db");
-        assert!(!config.env.contains_key("POSTGRES_SERVER"), "localhost is not written:\n{text}");
-        assert!(!config.services.contains_key("worker"), "no default Celery services beside compose's");
+        assert!(
+            !config.env.contains_key("POSTGRES_SERVER"),
+            "localhost is not written:\n{text}"
+        );
+        assert!(
+            !config.services.contains_key("worker"),
+            "no default Celery services beside compose's"
+        );
     }
 }

@@ -41,7 +41,10 @@ pub async fn run(config: Option<&Path>, args: &AccessoryArgs) -> CliResult {
         AccessoryAction::Stop => {
             for spec in &specs {
                 if accessories::stop(&docker, spec).await? {
-                    println!("accessory `{}` stopped (its container and volumes are kept)", spec.name);
+                    println!(
+                        "accessory `{}` stopped (its container and volumes are kept)",
+                        spec.name
+                    );
                 } else {
                     println!("accessory `{}` has no container", spec.name);
                 }
@@ -100,7 +103,15 @@ async fn status(docker: &bollard::Docker, specs: &[AccessorySpec], json: bool) -
     print!(
         "{}",
         output::table(
-            &["ACCESSORY", "IMAGE", "STATE", "HEALTH", "CONTAINER", "PORTS", "CURRENT"],
+            &[
+                "ACCESSORY",
+                "IMAGE",
+                "STATE",
+                "HEALTH",
+                "CONTAINER",
+                "PORTS",
+                "CURRENT"
+            ],
             &rows
         )
     );

@@ -124,7 +124,11 @@ fn read_compose(
     let secrets = scaffold::classify(example).secrets;
     scaffold::parse_compose(file, &text, example, &secrets)
         .map(Some)
-        .map_err(|e| CliError::Usage(format!("{e}; fix the compose file or move it aside, then run init again")))
+        .map_err(|e| {
+            CliError::Usage(format!(
+                "{e}; fix the compose file or move it aside, then run init again"
+            ))
+        })
 }
 
 /// The directory's own name, also for `.` (resolved to the real path).
@@ -173,9 +177,18 @@ fn read(path: &Path) -> CliResult<Option<String>> {
 
 fn print_summary(target: &Path, shape: &ProjectShape) {
     if let Some(compose) = &shape.compose {
-        println!("{} {} (from {})", green("wrote"), target.display(), compose.file);
+        println!(
+            "{} {} (from {})",
+            green("wrote"),
+            target.display(),
+            compose.file
+        );
         let services: Vec<&str> = compose.services.iter().map(|s| s.name.as_str()).collect();
-        let accessories: Vec<&str> = compose.accessories.iter().map(|a| a.name.as_str()).collect();
+        let accessories: Vec<&str> = compose
+            .accessories
+            .iter()
+            .map(|a| a.name.as_str())
+            .collect();
         println!("  services: {}", services.join(", "));
         println!("  accessories: {}", accessories.join(", "));
         if let Some(command) = &compose.migrations {

@@ -115,7 +115,11 @@ fn kaapi_tree(project: &Project) {
         "FROM scratch AS tools\nCOPY dist/busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n\nFROM tools\nCOPY --from=tools /bin/busybox /bin/busybox\nCOPY dist/kaapi-example-backend /app\nENV PORT=8000 DATABASE_PATH=/data/app.db\nEXPOSE 8000\nCMD [\"/app\", \"serve\"]\n",
     )
     .expect("write Dockerfile");
-    std::fs::write(backend.join(".dockerignore"), "*\n!dist/kaapi-example-backend\n!dist/busybox\n").expect("write");
+    std::fs::write(
+        backend.join(".dockerignore"),
+        "*\n!dist/kaapi-example-backend\n!dist/busybox\n",
+    )
+    .expect("write");
     std::fs::write(root.join("docker-compose.yml"), COMPOSE).expect("write compose");
     std::fs::write(root.join(".env.example"), EXAMPLE).expect("write example");
     std::fs::write(
@@ -132,16 +136,27 @@ fn init(project: &Project) -> String {
         .arg(project.dir.path())
         .output()
         .expect("run init");
-    assert!(output.status.success(), "init: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "init: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let text = std::fs::read_to_string(&project.config).expect("read deploy.toml");
     // A free ingress port instead of compose's 8000, which parallel tests would share.
-    let text = text.replace("ingress_port = 8000", &format!("ingress_port = {}", project.port));
+    let text = text.replace(
+        "ingress_port = 8000",
+        &format!("ingress_port = {}", project.port),
+    );
     std::fs::write(&project.config, &text).expect("write deploy.toml");
     text
 }
 
 fn deploy(project: &Project) -> (bool, String) {
-    let output = project.cli().args(["deploy", "local"]).output().expect("run deploy");
+    let output = project
+        .cli()
+        .args(["deploy", "local"])
+        .output()
+        .expect("run deploy");
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&output.stdout),
@@ -151,9 +166,14 @@ fn deploy(project: &Project) -> (bool, String) {
 }
 
 fn accessory_id(project: &Project, name: &str) -> String {
-    docker(&["inspect", "-f", "{{.Id}}", &format!("{}-local-accessory-{name}", project.app)])
-        .trim()
-        .to_owned()
+    docker(&[
+        "inspect",
+        "-f",
+        "{{.Id}}",
+        &format!("{}-local-accessory-{name}", project.app),
+    ])
+    .trim()
+    .to_owned()
 }
 
 fn remove_network(project: &Project) {
@@ -168,36 +188,71 @@ fn init_adopts_kaapis_compose_and_deploy_runs_accessories_before_migrations_and_
     let text = init(&project);
     let (config, _) = kaapi_core::config::parse(Path::new("deploy.toml"), &text).expect("loads");
     let services: Vec<&String> = config.services.keys().collect();
-    assert_eq!(services, ["backend", "celery-worker", "celery-flower"], "{text}");
+    assert_eq!(
+        services,
+        ["backend", "celery-worker", "celery-flower"],
+        "{text}"
+    );
     assert_eq!(config.services["backend"].port, Some(8000));
     let accessories: Vec<&String> = config.accessories.keys().collect();
     assert_eq!(accessories, ["db", "redis", "rabbitmq"], "{text}");
     assert_eq!(config.accessories["db"].image, "postgres:16");
     assert_eq!(config.accessories["db"].secrets, ["POSTGRES_PASSWORD"]);
     assert_eq!(config.accessories["db"].env["POSTGRES_USER"], "postgres");
-    let migrations = config.migrations.as_ref().expect("prestart became the migrations");
-    assert_eq!(migrations.command.argv()[..2], ["sh".to_owned(), "-c".to_owned()]);
+    let migrations = config
+        .migrations
+        .as_ref()
+        .expect("prestart became the migrations");
+    assert_eq!(
+        migrations.command.argv()[..2],
+        ["sh".to_owned(), "-c".to_owned()]
+    );
     assert_eq!(config.environments["local"].env["POSTGRES_SERVER"], "db");
     assert!(!text.contains("POSTGRES_SERVER = \"localhost\""), "{text}");
 
     let (ok, output) = deploy(&project);
     assert!(ok, "{output}");
-    let healthy = output.find("accessory `db` is healthy").expect("db checked healthy");
-    let reached = output.find("reached db by name").expect("the migration reached db");
-    assert!(healthy < reached, "accessories are healthy before migrations:\n{output}");
-    assert!(!output.contains("local-db-password"), "a secret was printed");
-    let (status, body) = project.get("/api/v1/utils/health/").expect("ingress answers");
+    let healthy = output
+        .find("accessory `db` is healthy")
+        .expect("db checked healthy");
+    let reached = output
+        .find("reached db by name")
+        .expect("the migration reached db");
+    assert!(
+        healthy < reached,
+        "accessories are healthy before migrations:\n{output}"
+    );
+    assert!(
+        !output.contains("local-db-password"),
+        "a secret was printed"
+    );
+    let (status, body) = project
+        .get("/api/v1/utils/health/")
+        .expect("ingress answers");
     assert_eq!(status, 200, "{body}");
     assert_eq!(project.containers(&[(LABEL_ROLE, "accessory")]).len(), 3);
 
     // Data written into the db volume, then a redeploy: same container, same data.
     let db = accessory_id(&project, "db");
-    docker(&["exec", &db, "sh", "-c", "echo kept > /var/lib/postgresql/data/marker"]);
+    docker(&[
+        "exec",
+        &db,
+        "sh",
+        "-c",
+        "echo kept > /var/lib/postgresql/data/marker",
+    ]);
     let (ok, output) = deploy(&project);
     assert!(ok, "{output}");
     assert!(output.contains("accessory `db` runs unchanged"), "{output}");
-    assert_eq!(accessory_id(&project, "db"), db, "the db container was not replaced");
-    assert_eq!(docker(&["exec", &db, "cat", "/var/lib/postgresql/data/marker"]).trim(), "kept");
+    assert_eq!(
+        accessory_id(&project, "db"),
+        db,
+        "the db container was not replaced"
+    );
+    assert_eq!(
+        docker(&["exec", &db, "cat", "/var/lib/postgresql/data/marker"]).trim(),
+        "kept"
+    );
 
     // An accessory whose health check never passes stops the deploy before migrations.
     let releases = project.releases().len();
@@ -207,10 +262,19 @@ fn init_adopts_kaapis_compose_and_deploy_runs_accessories_before_migrations_and_
     std::fs::write(&project.config, broken).expect("write deploy.toml");
     let (ok, output) = deploy(&project);
     assert!(!ok, "{output}");
-    assert!(output.contains("accessory `broken` failed its health check"), "{output}");
-    assert!(!output.contains("reached db by name"), "no migration ran:\n{output}");
+    assert!(
+        output.contains("accessory `broken` failed its health check"),
+        "{output}"
+    );
+    assert!(
+        !output.contains("reached db by name"),
+        "no migration ran:\n{output}"
+    );
     assert_eq!(project.releases().len(), releases, "nothing was recorded");
-    assert_eq!(project.get("/api/v1/utils/health/").map(|(s, _)| s), Ok(200));
+    assert_eq!(
+        project.get("/api/v1/utils/health/").map(|(s, _)| s),
+        Ok(200)
+    );
     assert_eq!(accessory_id(&project, "db"), db);
     remove_network(&project);
 }
@@ -227,7 +291,9 @@ fn an_accessory_whose_image_is_missing_is_named_and_nothing_starts() {
     let (ok, output) = deploy(&project);
     assert!(!ok, "{output}");
     assert!(
-        output.contains("accessory `db`: image kaapi-test-absent-image:1 is not in the local Docker Engine"),
+        output.contains(
+            "accessory `db`: image kaapi-test-absent-image:1 is not in the local Docker Engine"
+        ),
         "{output}"
     );
     assert!(project.containers(&[]).is_empty(), "nothing was started");
