@@ -300,3 +300,30 @@ fn an_accessory_whose_image_is_missing_is_named_and_nothing_starts() {
     assert!(project.releases().is_empty());
     remove_network(&project);
 }
+
+#[test]
+fn an_accessory_whose_port_is_taken_stops_the_deploy_and_leaves_no_container() {
+    build_stand_in_images();
+    let project = Project::new("accp");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a port");
+    let port = taken.local_addr().expect("addr").port();
+    let text = std::fs::read_to_string(&project.config).expect("read");
+    std::fs::write(
+        &project.config,
+        format!("{text}\n[accessories.cache]\nimage = \"redis:7\"\nports = [\"{port}:6379\"]\n"),
+    )
+    .expect("write");
+    let (ok, output) = deploy(&project);
+    assert!(!ok, "{output}");
+    assert!(
+        output.contains("accessory `cache` cannot start: a port it publishes is taken"),
+        "{output}"
+    );
+    assert!(
+        project.containers(&[]).is_empty(),
+        "nothing is left running"
+    );
+    assert!(project.releases().is_empty());
+    drop(taken);
+    remove_network(&project);
+}
