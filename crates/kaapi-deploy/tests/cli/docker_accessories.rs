@@ -176,10 +176,6 @@ fn accessory_id(project: &Project, name: &str) -> String {
     .to_owned()
 }
 
-fn remove_network(project: &Project) {
-    docker(&["network", "rm", &format!("{}-local", project.app)]);
-}
-
 #[test]
 fn init_adopts_kaapis_compose_and_deploy_runs_accessories_before_migrations_and_keeps_them() {
     build_stand_in_images();
@@ -276,7 +272,6 @@ fn init_adopts_kaapis_compose_and_deploy_runs_accessories_before_migrations_and_
         Ok(200)
     );
     assert_eq!(accessory_id(&project, "db"), db);
-    remove_network(&project);
 }
 
 #[test]
@@ -298,7 +293,6 @@ fn an_accessory_whose_image_is_missing_is_named_and_nothing_starts() {
     );
     assert!(project.containers(&[]).is_empty(), "nothing was started");
     assert!(project.releases().is_empty());
-    remove_network(&project);
 }
 
 #[test]
@@ -325,5 +319,4 @@ fn an_accessory_whose_port_is_taken_stops_the_deploy_and_leaves_no_container() {
     );
     assert!(project.releases().is_empty());
     drop(taken);
-    remove_network(&project);
 }
