@@ -55,6 +55,10 @@ pub struct ServiceSpec {
     pub memory_mib: Option<u32>,
     /// Docker volume binds, `volume-name:/path`.
     pub volumes: Vec<String>,
+    /// The environment's Docker network, where accessories answer by name (`db`, `redis`).
+    /// Set at rollout, not stored in revisions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
 }
 
 /// The desired state of one environment.

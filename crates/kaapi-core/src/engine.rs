@@ -222,6 +222,19 @@ pub trait Engine: Send + Sync {
         progress: &dyn Progress,
     ) -> EngineResult<ImageRef>;
 
+    /// Starts the environment's accessories (backing services) that do not run yet, recreates
+    /// the ones whose spec changed (saying so), and waits until every one is healthy; running,
+    /// unchanged ones are left alone. An accessory that cannot start fails the call with the
+    /// reason, before anything serving changes. Engines without accessories do nothing.
+    async fn start_accessories(&self, _progress: &dyn Progress) -> EngineResult<()> {
+        Ok(())
+    }
+
+    /// Whether the environment has accessories (the pipeline shows their phase only then).
+    fn has_accessories(&self) -> bool {
+        false
+    }
+
     /// Registers an immutable revision of every service for `image` and records a new
     /// release (outcome in progress).
     async fn register_release(

@@ -179,6 +179,16 @@ async fn interrupted(engine: &dyn Engine, timer: &Timer<'_>) -> EngineError {
     ))
 }
 
+/// The accessories step, shown as a phase only for environments that have accessories.
+async fn start_accessories(engine: &dyn Engine, timer: &Timer<'_>) -> EngineResult<()> {
+    if !engine.has_accessories() {
+        return Ok(());
+    }
+    timer
+        .phase(Phase::Accessories, engine.start_accessories(timer.progress))
+        .await
+}
+
 async fn deploy_locked(
     engine: &dyn Engine,
     plan: &DeployPlan,
@@ -196,6 +206,9 @@ async fn deploy_locked(
             engine.prepare_image(&plan.image, &plan.meta, progress),
         )
         .await?;
+    // Before the release exists: an accessory that cannot start stops the deploy here, with
+    // nothing recorded and nothing serving changed.
+    start_accessories(engine, timer).await?;
     let release = timer
         .phase(
             Phase::Register,
@@ -423,6 +436,7 @@ pub async fn migrate(
                 engine.prepare_image(&ImageSource::Build, &plan.meta, progress),
             )
             .await?;
+        start_accessories(engine, &timer).await?;
         let migrations = &plan.migrations;
         timer
             .phase(
@@ -456,6 +470,7 @@ async fn rollback_locked(
         "rolling back to release {} ({})",
         target.number, target.image.digest
     ));
+    start_accessories(engine, timer).await?;
     let release = timer
         .phase(
             Phase::Register,

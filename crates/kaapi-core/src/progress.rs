@@ -11,6 +11,8 @@ pub enum Phase {
     Build,
     Push,
     Register,
+    /// Backing services (accessories) started and healthy, before migrations.
+    Accessories,
     Migrate,
     Rollout,
     Verify,
@@ -25,6 +27,7 @@ impl Phase {
             Phase::Build => "build",
             Phase::Push => "push",
             Phase::Register => "register",
+            Phase::Accessories => "accessories",
             Phase::Migrate => "migrate",
             Phase::Rollout => "rollout",
             Phase::Verify => "verify",

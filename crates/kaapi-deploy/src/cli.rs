@@ -51,6 +51,9 @@ pub enum Command {
     /// Infrastructure: CloudFormation template and IAM policies.
     #[command(subcommand)]
     Infra(InfraCommand),
+    /// Backing services of a docker environment (database, cache, broker): start, stop,
+    /// restart, logs, status.
+    Accessory(AccessoryArgs),
     /// Remove an environment's deploy lock.
     Unlock(UnlockArgs),
     /// The local engine's agent (keeps replicas alive, serves the ingress).
@@ -75,6 +78,30 @@ pub struct InitArgs {
     /// Resource prefix (default: the directory's name, made a valid name).
     #[arg(long)]
     pub app: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct AccessoryArgs {
+    #[arg(value_enum)]
+    pub action: AccessoryAction,
+    pub environment: String,
+    /// The accessory (default: every accessory of the environment).
+    pub name: Option<String>,
+    /// `logs`: keep following.
+    #[arg(short, long)]
+    pub follow: bool,
+    /// `status`: as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AccessoryAction {
+    Start,
+    Stop,
+    Restart,
+    Logs,
+    Status,
 }
 
 #[derive(Debug, Args)]

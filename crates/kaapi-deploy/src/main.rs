@@ -53,6 +53,7 @@ async fn dispatch(cli: Cli) -> CliResult<ExitCode> {
             return Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)));
         }
         Command::Unlock(args) => commands::unlock::run(config, args).await?,
+        Command::Accessory(args) => commands::accessory::run(config, args).await?,
         Command::Init(args) => commands::init::run(args)?,
         Command::Check(args) => commands::check::run(config, args).await?,
         Command::Secrets(command) => commands::secrets::run(config, command).await?,

@@ -17,12 +17,15 @@ use kaapi_core::engine::{
 use kaapi_core::progress::Progress;
 use kaapi_core::release::{ImageRef, Outcome, Release, ReleaseMeta};
 
+use crate::accessories;
+use crate::accessory_spec;
 use crate::agent_link::{self, AgentLink};
 use crate::containers::{self, label, source_name};
 use crate::docker::{self, failed};
 use crate::history::{Revisions, Store};
 use crate::image::{BuildSpec, DockerImageBuilder};
 use crate::lock::DeployLock;
+use crate::network;
 use crate::revisions::{self, RELEASE_VARIABLE};
 use crate::task::{self, TaskRequest};
 use crate::{logs, stats};
@@ -153,6 +156,12 @@ impl DockerEngine {
     /// The spec `service` runs as a one-off task: its revision in a release, or for an image
     /// no release carries yet (`migrate`), derived from the config with that image.
     async fn task_spec(&self, on: TaskOn<'_>, service: &str) -> EngineResult<ServiceSpec> {
+        let mut spec = self.stored_task_spec(on, service).await?;
+        spec.network = Some(self.network_name());
+        Ok(spec)
+    }
+
+    async fn stored_task_spec(&self, on: TaskOn<'_>, service: &str) -> EngineResult<ServiceSpec> {
         let release = match on {
             TaskOn::Release(release) => release,
             TaskOn::Image(image) => {
@@ -172,12 +181,30 @@ impl DockerEngine {
         })
     }
 
+    /// The environment's Docker network, where accessories answer by name.
+    fn network_name(&self) -> String {
+        network::network_name(self.app(), self.target.name())
+    }
+
+    fn accessory_owner(&self) -> accessories::Owner<'_> {
+        accessories::Owner {
+            app: self.app(),
+            environment: self.target.name(),
+        }
+    }
+
+    /// The Docker Engine this engine talks to (`accessory` commands use it directly).
+    pub fn docker(&self) -> &Docker {
+        &self.docker
+    }
+
     /// The desired state the agent gets for `release`.
     pub fn environment_spec(&self, release: &Release) -> EngineResult<EnvironmentSpec> {
         let mut services = self.release_specs(release)?;
         for spec in &mut services {
             spec.env
                 .insert(RELEASE_VARIABLE.to_owned(), release.number.to_string());
+            spec.network = Some(self.network_name());
         }
         let web_service = services
             .iter()
@@ -321,6 +348,20 @@ impl Engine for DockerEngine {
         })
     }
 
+    fn has_accessories(&self) -> bool {
+        !self
+            .target
+            .config()
+            .accessories_of(self.target.name())
+            .is_empty()
+    }
+
+    async fn start_accessories(&self, progress: &dyn Progress) -> EngineResult<()> {
+        let specs = accessory_spec::specs(&self.target)?;
+        accessories::up(&self.docker, self.accessory_owner(), &specs, progress).await?;
+        Ok(())
+    }
+
     async fn register_release(
         &self,
         image: &ImageRef,
@@ -373,6 +414,7 @@ impl Engine for DockerEngine {
             "running `{}` as a one-off task of {service} ({of})",
             command.join(" "),
         ));
+        network::ensure(&self.docker, self.app(), self.target.name()).await?;
         let source = format!("{service}/task");
         let request = TaskRequest {
             app: self.app(),
@@ -405,6 +447,7 @@ impl Engine for DockerEngine {
             ));
             return Ok(RolloutOutcome::Completed);
         }
+        network::ensure(&self.docker, self.app(), self.target.name()).await?;
         let agent = AgentLink::connect(&self.state_dir, &self.program).await?;
         let on_message = |message: &str| progress.info(message.to_owned());
         let state = agent.roll_out(&spec, &on_message).await?;

@@ -501,6 +501,7 @@ mod tests {
             cpu: None,
             memory_mib: Some(256),
             volumes: vec!["app-local-data:/data".to_owned()],
+            network: None,
         }
     }
 

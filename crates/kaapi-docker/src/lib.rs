@@ -1,5 +1,7 @@
 //! The local engine: the pipeline on the Docker Engine.
 
+pub mod accessories;
+pub mod accessory_spec;
 mod agent_link;
 pub mod build_context;
 mod build_context_stream;
@@ -15,6 +17,7 @@ pub mod history;
 pub mod image;
 pub mod lock;
 pub mod logs;
+pub mod network;
 pub mod revisions;
 pub mod stats;
 pub mod task;

@@ -147,6 +147,7 @@ pub fn service_spec(
         cpu: settings.cpu,
         memory_mib: settings.memory,
         volumes,
+        network: None,
     })
 }
 

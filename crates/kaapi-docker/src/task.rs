@@ -72,6 +72,7 @@ pub async fn run(
             binds: (!spec.volumes.is_empty()).then(|| spec.volumes.clone()),
             memory: spec.memory_mib.map(|m| i64::from(m) * 1024 * 1024),
             cpu_shares: spec.cpu.map(i64::from),
+            network_mode: spec.network.clone(),
             ..Default::default()
         }),
         ..Default::default()

@@ -19,6 +19,9 @@ pub struct Config {
     #[serde(default)]
     pub migrations: Option<MigrationsConfig>,
     pub services: IndexMap<String, ServiceConfig>,
+    /// Backing services (database, cache, broker) the docker engine runs beside the app.
+    #[serde(default)]
+    pub accessories: IndexMap<String, AccessoryConfig>,
     /// Variables shared by every environment.
     #[serde(default)]
     pub env: IndexMap<String, String>,
@@ -176,6 +179,111 @@ impl HealthConfig {
     }
 }
 
+/// A backing service (Kamal's accessory, compose's `db`/`redis`/…): a container of its own
+/// image on the environment's network, reachable by its name, started before migrations and
+/// left running (and its volumes kept) across deploys and rollbacks. Docker engine only.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessoryConfig {
+    /// Image reference, e.g. `postgres:16`; it must be in the local Docker Engine.
+    pub image: String,
+    /// Overrides the image's CMD.
+    #[serde(default)]
+    pub command: Option<CommandLine>,
+    #[serde(default)]
+    pub env: IndexMap<String, String>,
+    /// Names from the top-level `secrets`, read from the environment's `secrets_from`.
+    #[serde(default)]
+    pub secrets: Vec<String>,
+    /// Named volumes, `NAME:/path` (the volume is `{app}-{env}-NAME`), kept across deploys.
+    #[serde(default)]
+    pub volumes: Vec<String>,
+    /// Published on 127.0.0.1 only: `"5432"` (a free host port) or `"15432:5432"`.
+    #[serde(default)]
+    pub ports: Vec<String>,
+    #[serde(default)]
+    pub health: Option<AccessoryHealthConfig>,
+    /// Environments it runs in; every docker environment when omitted.
+    #[serde(default)]
+    pub environments: Option<Vec<String>>,
+}
+
+/// An accessory's health check: a command run inside the container, or an HTTP path probed
+/// through one of its published ports.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessoryHealthConfig {
+    #[serde(default)]
+    pub command: Option<CommandLine>,
+    #[serde(default)]
+    pub path: Option<String>,
+    /// Container port the HTTP path is probed on; one of `ports`.
+    #[serde(default)]
+    pub port: Option<u16>,
+    #[serde(default)]
+    pub interval: Option<HumanDuration>,
+    #[serde(default)]
+    pub timeout: Option<HumanDuration>,
+    #[serde(default)]
+    pub retries: Option<u32>,
+    #[serde(default)]
+    pub start_period: Option<HumanDuration>,
+}
+
+impl AccessoryHealthConfig {
+    pub fn interval(&self) -> Duration {
+        self.interval
+            .map(Duration::from)
+            .unwrap_or(Duration::from_secs(2))
+    }
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+            .map(Duration::from)
+            .unwrap_or(Duration::from_secs(5))
+    }
+    pub fn retries(&self) -> u32 {
+        self.retries.unwrap_or(10)
+    }
+    pub fn start_period(&self) -> Duration {
+        self.start_period.map(Duration::from).unwrap_or_default()
+    }
+}
+
+/// A published accessory port: `5432` or `15432:5432` (host port first, as in compose).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortMapping {
+    /// `None`: the Docker Engine picks a free 127.0.0.1 port.
+    pub host: Option<u16>,
+    pub container: u16,
+}
+
+impl PortMapping {
+    pub fn parse(text: &str) -> Option<Self> {
+        let port = |p: &str| p.trim().parse::<u16>().ok().filter(|p| *p != 0);
+        match text.split_once(':') {
+            Some((host, container)) => Some(Self {
+                host: Some(port(host)?),
+                container: port(container)?,
+            }),
+            None => Some(Self {
+                host: None,
+                container: port(text)?,
+            }),
+        }
+    }
+}
+
+impl AccessoryConfig {
+    /// Whether it runs in `environment` (of the given engine): accessories are docker-only.
+    pub fn runs_in(&self, environment: &str, engine: EngineKind) -> bool {
+        engine == EngineKind::Docker
+            && self
+                .environments
+                .as_ref()
+                .is_none_or(|names| names.iter().any(|n| n == environment))
+    }
+}
+
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct VariablesConfig {
@@ -319,6 +427,18 @@ impl Config {
             vars.extend(s.env.iter().map(|(k, v)| (k.clone(), v.clone())));
         }
         vars
+    }
+
+    /// The accessories that run in environment `env`, in the config's order.
+    pub fn accessories_of(&self, env: &str) -> Vec<(&str, &AccessoryConfig)> {
+        let Some(engine) = self.environments.get(env).map(|e| e.engine) else {
+            return Vec::new();
+        };
+        self.accessories
+            .iter()
+            .filter(|(_, a)| a.runs_in(env, engine))
+            .map(|(n, a)| (n.as_str(), a))
+            .collect()
     }
 
     /// The service whose revision runs the migrations.

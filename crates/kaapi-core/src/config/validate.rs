@@ -3,7 +3,9 @@
 
 use std::path::PathBuf;
 
-use super::model::{Config, EngineKind, EnvironmentConfig, ServiceKind};
+use super::model::{
+    AccessoryConfig, Config, EngineKind, EnvironmentConfig, PortMapping, ServiceKind,
+};
 use crate::diagnostics::{nearest, Diagnostic};
 use crate::trigger::validate_pattern;
 
@@ -13,6 +15,9 @@ pub fn validate(config: &Config) -> Vec<Diagnostic> {
     validate_app(config, &mut out);
     validate_services(config, &mut out);
     validate_migrations(config, &mut out);
+    for (name, accessory) in &config.accessories {
+        validate_accessory(config, name, accessory, &mut out);
+    }
     validate_variables(config, &mut out);
     for (name, env) in &config.environments {
         validate_environment(config, name, env, &mut out);
@@ -251,19 +256,142 @@ fn validate_services(config: &Config, out: &mut Vec<Diagnostic>) {
                 );
             }
         }
-        for (index, volume) in service.volumes.iter().enumerate() {
-            let valid = volume
-                .split_once(':')
-                .is_some_and(|(name, path)| is_valid_name(name) && path.starts_with('/'));
-            if !valid {
-                out.push(
-                    err(
-                        format!("{key}.volumes.{index}"),
-                        format!("volume `{volume}` is not NAME:/path"),
-                    )
-                    .with_hint("e.g. \"data:/app/data\" (a lowercase name, then an absolute path)"),
-                );
+        check_volumes(&key, &service.volumes, out);
+    }
+}
+
+fn check_volumes(key: &str, volumes: &[String], out: &mut Vec<Diagnostic>) {
+    for (index, volume) in volumes.iter().enumerate() {
+        let valid = volume
+            .split_once(':')
+            .is_some_and(|(name, path)| is_valid_name(name) && path.starts_with('/'));
+        if !valid {
+            out.push(
+                err(
+                    format!("{key}.volumes.{index}"),
+                    format!("volume `{volume}` is not NAME:/path"),
+                )
+                .with_hint("e.g. \"data:/app/data\" (a lowercase name, then an absolute path)"),
+            );
+        }
+    }
+}
+
+fn validate_accessory(
+    config: &Config,
+    name: &str,
+    accessory: &AccessoryConfig,
+    out: &mut Vec<Diagnostic>,
+) {
+    let key = format!("accessories.{name}");
+    if !is_valid_name(name) {
+        out.push(err(&key, format!("invalid accessory name `{name}`")).with_hint(NAME_RULE));
+    }
+    if config.services.contains_key(name) {
+        out.push(
+            err(&key, format!("`{name}` is both a service and an accessory")).with_hint(
+                "the app reaches an accessory by its name; give one of them another name",
+            ),
+        );
+    }
+    if accessory.image.trim().is_empty() {
+        out.push(
+            err(format!("{key}.image"), "the accessory has no image")
+                .with_hint("e.g. image = \"postgres:16\""),
+        );
+    }
+    if accessory.command.as_ref().is_some_and(|c| c.is_empty()) {
+        out.push(
+            err(format!("{key}.command"), "the command is empty")
+                .with_hint("give the command line, or remove the key to use the image's CMD"),
+        );
+    }
+    check_variable_names(&format!("{key}.env"), accessory.env.keys(), out);
+    for (index, secret) in accessory.secrets.iter().enumerate() {
+        if !config.secrets.contains(secret) {
+            out.push(
+                err(
+                    format!("{key}.secrets.{index}"),
+                    format!("`{secret}` is not one of the top-level `secrets`"),
+                )
+                .with_hint(
+                    "add it to `secrets` so that each environment's secrets_from provides it",
+                ),
+            );
+        }
+        if accessory.env.contains_key(secret) {
+            out.push(err(
+                format!("{key}.env.{secret}"),
+                format!("`{secret}` is a secret; its value must not be written in env"),
+            ));
+        }
+    }
+    check_volumes(&key, &accessory.volumes, out);
+    let mut ports = Vec::new();
+    for (index, port) in accessory.ports.iter().enumerate() {
+        match PortMapping::parse(port) {
+            Some(mapping) => ports.push(mapping.container),
+            None => out.push(
+                err(
+                    format!("{key}.ports.{index}"),
+                    format!("port `{port}` is not PORT or HOST_PORT:PORT"),
+                )
+                .with_hint("e.g. \"5432\" (a free 127.0.0.1 port) or \"15432:5432\""),
+            ),
+        }
+    }
+    if let Some(health) = &accessory.health {
+        let at = format!("{key}.health");
+        match (&health.command, &health.path) {
+            (Some(command), None) if command.is_empty() => {
+                out.push(err(format!("{at}.command"), "the health command is empty"))
             }
+            (Some(_), None) => {}
+            (None, Some(path)) => {
+                if !path.starts_with('/') {
+                    out.push(err(
+                        format!("{at}.path"),
+                        format!("health path `{path}` must start with `/`"),
+                    ));
+                }
+                match health.port {
+                    Some(port) if ports.contains(&port) => {}
+                    _ => out.push(
+                        err(
+                            format!("{at}.port"),
+                            "an HTTP health check needs `port`, one of the accessory's ports",
+                        )
+                        .with_hint("it is probed on 127.0.0.1 through that published port"),
+                    ),
+                }
+            }
+            _ => out.push(
+                err(&at, "a health check names exactly one of command or path").with_hint(
+                    "e.g. health = { command = \"pg_isready -U postgres\" } or { path = \"/\", port = 15672 }",
+                ),
+            ),
+        }
+        if health.retries() == 0 {
+            out.push(err(format!("{at}.retries"), "retries must be at least 1"));
+        }
+    }
+    for environment in accessory.environments.iter().flatten() {
+        match config.environments.get(environment) {
+            None => out.push(
+                err(
+                    format!("{key}.environments"),
+                    format!("unknown environment `{environment}`"),
+                )
+                .with_hint("name environments of this file"),
+            ),
+            Some(env) if env.engine != EngineKind::Docker => out.push(
+                warn(
+                    format!("{key}.environments"),
+                    format!("`{environment}` runs on {}; accessories run on the docker engine only", env.engine),
+                )
+                .with_hint("on ECS use managed services (RDS, ElastiCache, Amazon MQ), which `check` verifies"),
+            ),
+            Some(_) => {}
         }
     }
 }
@@ -644,5 +772,95 @@ mod tests {
         assert!(neither.contains("exactly one"), "{neither}");
         let bad_id = with_image("secrets = { \"a b\" = { env = \"T\" } }").expect_err("bad id");
         assert!(bad_id.contains("invalid build secret id"), "{bad_id}");
+    }
+
+    fn with_accessory(accessory: &str) -> Result<crate::config::Config, String> {
+        let text = format!(
+            "app = \"kaapi\"\nsecrets = [\"POSTGRES_PASSWORD\"]\n[image]\ncontext = \".\"\n[services.web]\nport = 80\n{accessory}\n[environments.local]\nengine = \"docker\"\nsecrets_from = {{ env_file = \".env\" }}\n"
+        );
+        match parse(Path::new("deploy.toml"), &text) {
+            Ok((config, _)) => Ok(config),
+            Err(ConfigError::Invalid { diagnostics, .. }) => Err(diagnostics
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n")),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    #[test]
+    fn an_accessory_loads_with_its_ports_volumes_secrets_and_health() {
+        let config = with_accessory(
+            "[accessories.db]\nimage = \"postgres:16\"\nsecrets = [\"POSTGRES_PASSWORD\"]\nvolumes = [\"pgdata:/var/lib/postgresql/data\"]\nports = [\"5432\", \"15433:5433\"]\nhealth = { command = \"pg_isready -U postgres\", retries = 5 }\n",
+        )
+        .expect("valid accessory");
+        assert_eq!(config.accessories_of("local").len(), 1);
+        let db = &config.accessories["db"];
+        assert_eq!(
+            db.health
+                .as_ref()
+                .and_then(|h| h.command.as_ref())
+                .map(|c| c.argv().to_vec()),
+            Some(vec![
+                "pg_isready".to_owned(),
+                "-U".to_owned(),
+                "postgres".to_owned()
+            ])
+        );
+        assert_eq!(
+            crate::config::PortMapping::parse(&db.ports[1]),
+            Some(crate::config::PortMapping {
+                host: Some(15433),
+                container: 5433
+            })
+        );
+    }
+
+    #[test]
+    fn accessory_mistakes_name_the_key() {
+        let cases = [
+            ("[accessories.db]\nimage = \"\"\n", "accessories.db.image"),
+            (
+                "[accessories.db]\nimage = \"p\"\nports = [\"x:1\"]\n",
+                "accessories.db.ports.0",
+            ),
+            (
+                "[accessories.db]\nimage = \"p\"\nvolumes = [\"data\"]\n",
+                "accessories.db.volumes.0",
+            ),
+            (
+                "[accessories.db]\nimage = \"p\"\nsecrets = [\"OTHER\"]\n",
+                "accessories.db.secrets.0",
+            ),
+            (
+                "[accessories.db]\nimage = \"p\"\nhealth = { path = \"/\" }\n",
+                "accessories.db.health.port",
+            ),
+            (
+                "[accessories.db]\nimage = \"p\"\nhealth = { path = \"/\", command = \"x\" }\n",
+                "exactly one of command or path",
+            ),
+            (
+                "[accessories.web]\nimage = \"p\"\n",
+                "both a service and an accessory",
+            ),
+            (
+                "[accessories.db]\nimage = \"p\"\nenvironments = [\"nope\"]\n",
+                "unknown environment `nope`",
+            ),
+            (
+                "[accessories.db]\nimage = \"p\"\nimgae = \"q\"\n",
+                "did you mean `image`",
+            ),
+        ];
+        for (text, expected) in cases {
+            let error = with_accessory(text).expect_err(text);
+            assert!(error.contains(expected), "{text}: {error}");
+            assert!(
+                error.contains("deploy.toml:"),
+                "names file and line: {error}"
+            );
+        }
     }
 }

@@ -1,11 +1,17 @@
 //! `kaapi-deploy init`: from the facts of a Kaapi-shaped repository (its Dockerfile, Python
 //! dependencies, `.env.example`), a commented `deploy.toml`. Pure: the CLI reads the files.
 
+mod compose;
 mod dockerfile;
 mod python;
 mod render;
+mod render_compose;
 mod variables;
 
+pub use compose::{
+    is_localhost, parse_compose, ComposeAccessory, ComposeError, ComposeHealth, ComposeService,
+    ComposeShape,
+};
 pub use dockerfile::{parse_dockerfile, port_in_command, Cmd, DockerfileFacts};
 pub use python::dependencies;
 pub use render::render;
@@ -40,6 +46,9 @@ pub struct ProjectShape {
     pub celery_app: String,
     /// `.env.example`: its file name (relative to the root) and variables with their values.
     pub example: Option<(String, IndexMap<String, String>)>,
+    /// The project's `docker-compose.yml`, adopted: services, accessories, migrations and
+    /// local values come from it when present.
+    pub compose: Option<ComposeShape>,
 }
 
 /// A resource prefix from a directory name: lowercase letters, digits and single hyphens,

@@ -85,7 +85,19 @@ pub fn render(shape: &ProjectShape) -> String {
     line(&mut out, "");
 
     let run_prefix = if shape.uses_uv { "uv run " } else { "" };
-    if shape.alembic {
+    if let Some(command) = shape.compose.as_ref().and_then(|c| c.migrations.as_ref()) {
+        line(
+            &mut out,
+            "# From the profile one-off (prestart) of the compose file: runs as a one-off task of",
+        );
+        line(
+            &mut out,
+            "# the new release, before any service changes; a non-zero exit aborts the deploy.",
+        );
+        line(&mut out, "[migrations]");
+        line(&mut out, &format!("command = {}", array(command)));
+        line(&mut out, "");
+    } else if shape.alembic {
         line(
             &mut out,
             "# Runs as a one-off task of the new release, before any service changes.",
@@ -107,8 +119,13 @@ pub fn render(shape: &ProjectShape) -> String {
         line(&mut out, "");
     }
 
-    render_web_service(&mut out, shape);
-    if shape.celery {
+    if let Some(compose) = &shape.compose {
+        super::render_compose::services(&mut out, shape, compose);
+        super::render_compose::accessories(&mut out, compose);
+    } else {
+        render_web_service(&mut out, shape);
+    }
+    if shape.celery && shape.compose.is_none() {
         let celery = format!("{run_prefix}celery -A {}", shape.celery_app);
         line(&mut out, "# The Celery worker: the same image with another command (the backend depends on celery).");
         line(&mut out, "[services.worker]");
@@ -155,6 +172,10 @@ pub fn render(shape: &ProjectShape) -> String {
         );
         line(&mut out, "[env]");
         for (name, value) in &variables.plain {
+            if shape.compose.is_some() && super::is_localhost(value) {
+                line(&mut out, &format!("# {name}: `{value}` in the example is a localhost host; set it per environment"));
+                continue;
+            }
             line(&mut out, &format!("{name} = {}", quote(value)));
         }
         line(&mut out, "");
@@ -209,6 +230,20 @@ pub fn render(shape: &ProjectShape) -> String {
         "# Secret values come from this file (keep it out of git).",
     );
     line(&mut out, "secrets_from = { env_file = \".env\" }");
+    if let Some(compose) = shape.compose.as_ref().filter(|c| !c.local_env.is_empty()) {
+        line(&mut out, "");
+        line(
+            &mut out,
+            &format!(
+                "# From the services' `environment` in {}: the app reaches accessories by name.",
+                compose.file
+            ),
+        );
+        line(&mut out, "[environments.local.env]");
+        for (name, value) in &compose.local_env {
+            line(&mut out, &format!("{name} = {}", quote(value)));
+        }
+    }
     line(&mut out, "");
 
     for (name, trigger, promote) in [
@@ -274,7 +309,7 @@ pub fn render(shape: &ProjectShape) -> String {
     out
 }
 
-fn render_web_service(out: &mut String, shape: &ProjectShape) {
+pub(super) fn render_web_service(out: &mut String, shape: &ProjectShape) {
     let argv = match &shape.facts.cmd {
         Some(Cmd::Exec(argv)) => argv.clone(),
         Some(Cmd::Shell(line)) => shlex::split(line).unwrap_or_default(),
@@ -342,7 +377,7 @@ fn render_web_service(out: &mut String, shape: &ProjectShape) {
 }
 
 /// Shell form without shell syntax can be split into words and run without a shell.
-fn is_plain_command(text: &str) -> bool {
+pub(super) fn is_plain_command(text: &str) -> bool {
     !text.contains(['$', '&', '|', ';', '<', '>', '`', '(', ')', '*', '~'])
         && shlex::split(text).is_some_and(|w| !w.is_empty())
 }
@@ -375,12 +410,12 @@ fn looks_like_region(value: &str) -> bool {
             .is_some_and(|p| p.chars().all(|c| c.is_ascii_digit()))
 }
 
-fn line(out: &mut String, text: &str) {
+pub(super) fn line(out: &mut String, text: &str) {
     let _ = writeln!(out, "{text}");
 }
 
 /// A TOML basic string.
-fn quote(text: &str) -> String {
+pub(super) fn quote(text: &str) -> String {
     let mut out = String::with_capacity(text.len() + 2);
     out.push('"');
     for c in text.chars() {
@@ -400,7 +435,7 @@ fn quote(text: &str) -> String {
     out
 }
 
-fn array(items: &[String]) -> String {
+pub(super) fn array(items: &[String]) -> String {
     let quoted: Vec<String> = items.iter().map(|i| quote(i)).collect();
     format!("[{}]", quoted.join(", "))
 }
@@ -441,6 +476,7 @@ mod tests {
             flower: true,
             celery_app: "app.celery.celery_app".to_owned(),
             example: Some((".env.example".to_owned(), example)),
+            compose: None,
         }
     }
 
@@ -538,6 +574,7 @@ mod tests {
             flower: false,
             celery_app: "app.celery.celery_app".to_owned(),
             example: None,
+            compose: None,
         };
         let text = render(&shape);
         let (config, _) =

@@ -12,6 +12,13 @@ use crate::exit::{CliError, CliResult};
 use crate::output::green;
 
 const EXAMPLE_FILE: &str = ".env.example";
+/// Compose file names, in the order Docker Compose looks for them.
+const COMPOSE_FILES: [&str; 4] = [
+    "compose.yaml",
+    "compose.yml",
+    "docker-compose.yml",
+    "docker-compose.yaml",
+];
 
 pub fn run(args: &InitArgs) -> CliResult {
     let dir = &args.dir;
@@ -76,6 +83,7 @@ fn inspect(dir: &Path, app: Option<&str>) -> CliResult<ProjectShape> {
         }
         None => None,
     };
+    let compose = read_compose(dir, example.as_ref().map(|(_, vars)| vars))?;
     let app = match app {
         Some(app) if is_valid_name(app) => app.to_owned(),
         Some(app) => {
@@ -96,7 +104,31 @@ fn inspect(dir: &Path, app: Option<&str>) -> CliResult<ProjectShape> {
         flower: deps.contains("flower"),
         celery_app: DEFAULT_CELERY_APP.to_owned(),
         example,
+        compose,
     })
+}
+
+/// The project's compose file, adopted; `None` without one.
+fn read_compose(
+    dir: &Path,
+    example: Option<&indexmap::IndexMap<String, String>>,
+) -> CliResult<Option<scaffold::ComposeShape>> {
+    let Some(file) = COMPOSE_FILES.iter().find(|f| dir.join(f).is_file()) else {
+        return Ok(None);
+    };
+    let Some(text) = read(&dir.join(file))? else {
+        return Ok(None);
+    };
+    let empty = indexmap::IndexMap::new();
+    let example = example.unwrap_or(&empty);
+    let secrets = scaffold::classify(example).secrets;
+    scaffold::parse_compose(file, &text, example, &secrets)
+        .map(Some)
+        .map_err(|e| {
+            CliError::Usage(format!(
+                "{e}; fix the compose file or move it aside, then run init again"
+            ))
+        })
 }
 
 /// The directory's own name, also for `.` (resolved to the real path).
@@ -144,6 +176,29 @@ fn read(path: &Path) -> CliResult<Option<String>> {
 }
 
 fn print_summary(target: &Path, shape: &ProjectShape) {
+    if let Some(compose) = &shape.compose {
+        println!(
+            "{} {} (from {})",
+            green("wrote"),
+            target.display(),
+            compose.file
+        );
+        let services: Vec<&str> = compose.services.iter().map(|s| s.name.as_str()).collect();
+        let accessories: Vec<&str> = compose
+            .accessories
+            .iter()
+            .map(|a| a.name.as_str())
+            .collect();
+        println!("  services: {}", services.join(", "));
+        println!("  accessories: {}", accessories.join(", "));
+        if let Some(command) = &compose.migrations {
+            println!("  migrations: {}", command.join(" "));
+        }
+        for note in &compose.notes {
+            println!("  note: {note}");
+        }
+        return;
+    }
     let mut services = vec!["backend"];
     if shape.celery {
         services.push("worker");

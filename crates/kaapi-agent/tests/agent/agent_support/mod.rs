@@ -149,6 +149,7 @@ impl Fixture {
             cpu: Some(256),
             memory_mib: Some(128),
             volumes: vec![format!("{}:/data", self.volume)],
+            network: None,
         };
         let mut services = vec![service("backend", web, None, Some(8000))];
         if workers > 0 {

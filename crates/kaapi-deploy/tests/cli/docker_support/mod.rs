@@ -301,6 +301,17 @@ impl Drop for Project {
         for volume in volumes.lines() {
             docker(&["volume", "rm", "-f", volume]);
         }
+        // The environment's network, once no container uses it.
+        let networks = docker(&[
+            "network",
+            "ls",
+            "-q",
+            "--filter",
+            &format!("label={LABEL_APP}={}", self.app),
+        ]);
+        for network in networks.lines() {
+            docker(&["network", "rm", network]);
+        }
         let images = docker(&["images", "-q", &format!("{}-local", self.app)]);
         let mut ids: Vec<&str> = images.lines().collect();
         ids.sort();
