@@ -1,6 +1,7 @@
 //! One module per command. Engine-independent commands drive `kaapi_core::pipeline` over the
 //! engine `engines::connect` builds.
 
+pub mod adopt;
 pub mod agent;
 pub mod check;
 pub mod ci;
