@@ -24,12 +24,9 @@ pub struct AdoptRequest {
 
 impl AdoptRequest {
     pub fn cluster(&self) -> String {
-        self.cluster.clone().unwrap_or_else(|| {
-            format!(
-                "{}-cluster",
-                naming::stem(&self.app, &self.environment)
-            )
-        })
+        self.cluster
+            .clone()
+            .unwrap_or_else(|| format!("{}-cluster", naming::stem(&self.app, &self.environment)))
     }
 }
 

@@ -148,7 +148,10 @@ pub fn adopted(
         first.definition.execution_role_arn(),
         format!("{stem}-execution-role"),
     );
-    names.task_role = role(first.definition.task_role_arn(), format!("{stem}-task-role"));
+    names.task_role = role(
+        first.definition.task_role_arn(),
+        format!("{stem}-task-role"),
+    );
 
     let (shared_env, secrets, secrets_from) = shared_parts(&mut reads, region, &mut notes);
     let mut config = Config {
@@ -216,10 +219,24 @@ pub fn adopted(
         env.names.log_groups = log_groups;
     }
     notes.push("[image] context is \".\": point it at the folder of the Dockerfile".to_owned());
-    notes.push(
-        "no [migrations]: add `command = \"…\"` if the application has migrations".to_owned(),
-    );
+    notes.push(migrations_note(&live, &reads));
     Ok(Adopted { config, notes })
+}
+
+/// A one-off task starts every container of its task definition: migrations belong to a
+/// service whose task runs the application alone.
+fn migrations_note(live: &[LiveService], reads: &[Read]) -> String {
+    let single = live
+        .iter()
+        .zip(reads)
+        .find(|(l, _)| l.definition.container_definitions().len() == 1)
+        .map(|(_, r)| r.key.as_str());
+    match single {
+        Some(key) if live.first().is_some_and(|l| l.definition.container_definitions().len() > 1) => format!(
+            "no [migrations]: add `command = \"…\"`, with `service = \"{key}\"`: a one-off task of the web service's task definition would also start its other containers"
+        ),
+        _ => "no [migrations]: add `command = \"…\"` if the application has migrations".to_owned(),
+    }
 }
 
 fn main_index(definition: &TaskDefinition, key: &str) -> usize {
@@ -320,7 +337,12 @@ fn read_service(
         env: container
             .environment()
             .iter()
-            .filter_map(|kv| Some((kv.name()?.to_owned(), kv.value().unwrap_or_default().to_owned())))
+            .filter_map(|kv| {
+                Some((
+                    kv.name()?.to_owned(),
+                    kv.value().unwrap_or_default().to_owned(),
+                ))
+            })
             .collect(),
         secrets: container
             .secrets()
@@ -353,7 +375,8 @@ fn health_of(
             "{key}: no URL in the health-check command; health.path is \"/\": set the path kaapi-deploy verifies"
         ));
     }
-    let seconds = |s: Option<i32>| Some(std::time::Duration::from_secs(s.unwrap_or(0).max(0) as u64).into());
+    let seconds =
+        |s: Option<i32>| Some(std::time::Duration::from_secs(s.unwrap_or(0).max(0) as u64).into());
     Some(HealthConfig {
         path: path.unwrap_or_else(|| "/".to_owned()),
         interval: seconds(check.interval().or(Some(30))),
@@ -372,7 +395,10 @@ fn url_path(text: &str) -> Option<String> {
         .find(|c: char| c.is_whitespace() || c == '"' || c == '\'' || c == '|' || c == ';')
         .unwrap_or(rest.len());
     let rest = &rest[..end];
-    Some(rest.find('/').map_or("/".to_owned(), |i| rest[i..].to_owned()))
+    Some(
+        rest.find('/')
+            .map_or("/".to_owned(), |i| rest[i..].to_owned()),
+    )
 }
 
 /// Variables every service shares go to the environment; the secrets' common store becomes
@@ -504,8 +530,11 @@ mod tests {
                 format!("arn:aws:secretsmanager:eu-west-1:123456789012:secret:kaapi/prod:{key}::"),
             )
         };
-        let source = secret_source(&[json("SECRET_KEY"), json("POSTGRES_PASSWORD")], "eu-west-1")
-            .expect("one JSON secret");
+        let source = secret_source(
+            &[json("SECRET_KEY"), json("POSTGRES_PASSWORD")],
+            "eu-west-1",
+        )
+        .expect("one JSON secret");
         assert_eq!(source.secrets_manager.as_deref(), Some("kaapi/prod"));
         assert!(source.json_key);
 
@@ -537,7 +566,10 @@ mod tests {
                     .build(),
             )
             .build();
-        assert_eq!(service_key("kaapi", "kaapi-service", &definition), "backend");
+        assert_eq!(
+            service_key("kaapi", "kaapi-service", &definition),
+            "backend"
+        );
         assert_eq!(
             service_key("kaapi", "kaapi-celery-worker-service", &definition),
             "celery-worker"

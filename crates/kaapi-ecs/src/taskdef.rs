@@ -572,12 +572,75 @@ mod tests {
     }
 
     #[test]
+    fn a_second_web_service_gets_its_port_and_stop_timeout_is_capped() {
+        let config: Config = toml::from_str(
+            r#"
+app = "kaapi"
+[image]
+context = "."
+[services.backend]
+port = 80
+[services.flower]
+kind = "web"
+port = 5555
+stop_timeout = "10m"
+[environments.production]
+engine = "ecs"
+region = "eu-west-1"
+"#,
+        )
+        .expect("config");
+        let image = ImageRef {
+            reference: "1.dkr.ecr.eu-west-1.amazonaws.com/kaapi-repo@sha256:ab".to_owned(),
+            digest: "sha256:ab".to_owned(),
+            tags: Vec::new(),
+        };
+        let spec = RevisionSpec {
+            config: &config,
+            environment: "production",
+            service: "flower",
+            family: "kaapi-flower",
+            log_group: "/ecs/kaapi-cluster/kaapi-flower-service",
+            region: "eu-west-1",
+            account: "1",
+            image: &image,
+        };
+        // Flower was a portless worker: the live definition maps nothing.
+        let live = TaskDefinition::builder()
+            .container_definitions(
+                ContainerDefinition::builder()
+                    .name("flower")
+                    .image("1.dkr.ecr.eu-west-1.amazonaws.com/kaapi-repo:latest")
+                    .build(),
+            )
+            .build();
+        let derived = derive(&live, &spec).expect("derive");
+        let container = &derived.container_definitions()[0];
+        let ports: Vec<Option<i32>> = container
+            .port_mappings()
+            .iter()
+            .map(|m| m.container_port())
+            .collect();
+        assert_eq!(ports, [Some(5555)]);
+        assert_eq!(container.stop_timeout(), Some(120));
+        // Derived again from itself: the mapping is not repeated.
+        let again = derive(&derived, &spec).expect("derive again");
+        assert_eq!(again.container_definitions()[0].port_mappings().len(), 1);
+    }
+
+    #[test]
     fn repositories_of_tagged_and_pinned_images() {
         let repo = "123456789012.dkr.ecr.eu-west-1.amazonaws.com/kaapi-repo";
         assert_eq!(repository_of(&format!("{repo}:latest")), repo);
         assert_eq!(repository_of(&format!("{repo}@sha256:abc")), repo);
-        assert_eq!(repository_of("localhost:5000/kaapi"), "localhost:5000/kaapi");
-        assert_eq!(repository_of("localhost:5000/kaapi:v1"), "localhost:5000/kaapi");
+        assert_eq!(
+            repository_of("localhost:5000/kaapi"),
+            "localhost:5000/kaapi"
+        );
+        assert_eq!(
+            repository_of("localhost:5000/kaapi:v1"),
+            "localhost:5000/kaapi"
+        );
         assert_eq!(repository_of("datadog/agent"), "datadog/agent");
     }
 

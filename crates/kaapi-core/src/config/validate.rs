@@ -685,7 +685,14 @@ mod tests {
         let config: crate::config::Config = toml::from_str(text).expect("the test config parses");
         super::validate(&config)
             .iter()
-            .map(|d| format!("{:?} {} {}", d.severity, d.key.clone().unwrap_or_default(), d.message))
+            .map(|d| {
+                format!(
+                    "{:?} {} {}",
+                    d.severity,
+                    d.key.clone().unwrap_or_default(),
+                    d.message
+                )
+            })
             .collect()
     }
 
@@ -717,7 +724,9 @@ mod tests {
         let text = |source: &str| {
             format!("app = \"kaapi\"\nsecrets = [\"SECRET_KEY\"]\n[image]\ncontext = \".\"\n[services.web]\nport = 80\n[environments.production]\nengine = \"ecs\"\nregion = \"eu-west-1\"\nsecrets_from = {source}\n")
         };
-        let good = findings(&text("{ secrets_manager = \"kaapi/prod\", json_key = true }"));
+        let good = findings(&text(
+            "{ secrets_manager = \"kaapi/prod\", json_key = true }",
+        ));
         assert!(good.is_empty(), "{good:?}");
         let bad = findings(&text("{ ssm = \"/kaapi/\", json_key = true }"));
         assert!(

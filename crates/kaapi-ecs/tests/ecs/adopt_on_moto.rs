@@ -42,10 +42,18 @@ fn app_container(name: &str, command: &[&str], extra_env: &[(&str, &str)]) -> Co
         .name(name)
         .image(format!("{}:latest", repository()))
         .essential(true)
-        .set_command((!command.is_empty()).then(|| command.iter().map(|c| (*c).to_owned()).collect()));
-    for (k, v) in [("ENVIRONMENT", "production"), ("POSTGRES_SERVER", "kaapi-db.abc.eu-west-1.rds.amazonaws.com")]
-        .iter()
-        .chain(extra_env)
+        .set_command(
+            (!command.is_empty()).then(|| command.iter().map(|c| (*c).to_owned()).collect()),
+        );
+    for (k, v) in [
+        ("ENVIRONMENT", "production"),
+        (
+            "POSTGRES_SERVER",
+            "kaapi-db.abc.eu-west-1.rds.amazonaws.com",
+        ),
+    ]
+    .iter()
+    .chain(extra_env)
     {
         container = container.environment(KeyValuePair::builder().name(*k).value(*v).build());
     }
@@ -105,7 +113,13 @@ fn backend_task() -> TaskDefinition {
 fn worker_task() -> TaskDefinition {
     let mut worker = app_container(
         "celery_worker",
-        &["celery", "-A", "app.celery.celery_app", "worker", "--concurrency=4"],
+        &[
+            "celery",
+            "-A",
+            "app.celery.celery_app",
+            "worker",
+            "--concurrency=4",
+        ],
         &[("WORKERS", "2")],
     );
     worker.cpu = 512;
@@ -237,6 +251,16 @@ async fn adopted_config_checks_and_a_deploy_changes_only_the_image() {
         assert!(text.contains(expected), "missing `{expected}` in:\n{text}");
     }
 
+    // Migrations must not start the worker container beside the backend.
+    assert!(
+        adopted
+            .notes
+            .iter()
+            .any(|n| n.contains("service = \"celery-worker\"")),
+        "{:?}",
+        adopted.notes
+    );
+
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("deploy.toml");
     std::fs::write(&path, &text).expect("write deploy.toml");
@@ -268,12 +292,19 @@ async fn adopted_config_checks_and_a_deploy_changes_only_the_image() {
 
     for ((service, live_arn), key) in live.iter().zip(["backend", "celery-worker"]) {
         let new_arn = &release.revision_of(key).expect("revision").revision;
-        let (before, after) = (describe(&clients, live_arn).await, describe(&clients, new_arn).await);
+        let (before, after) = (
+            describe(&clients, live_arn).await,
+            describe(&clients, new_arn).await,
+        );
         assert_eq!(after.family(), before.family(), "{service}");
         assert_eq!(after.revision(), before.revision() + 1, "{service}");
         assert_eq!(after.cpu(), before.cpu(), "{service}");
         assert_eq!(after.memory(), before.memory(), "{service}");
-        assert_eq!(after.execution_role_arn(), before.execution_role_arn(), "{service}");
+        assert_eq!(
+            after.execution_role_arn(),
+            before.execution_role_arn(),
+            "{service}"
+        );
         assert_eq!(after.network_mode(), before.network_mode(), "{service}");
         let expected: Vec<ContainerDefinition> = before
             .container_definitions()

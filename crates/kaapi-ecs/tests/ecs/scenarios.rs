@@ -462,14 +462,17 @@ async fn call_count_and_completion_latency_of_a_standard_deploy() {
 /// definition, next to a sidecar of another image.
 fn backend_with_worker_and_sidecar() -> aws_sdk_ecs::types::TaskDefinition {
     use aws_sdk_ecs::types::{
-        Compatibility, ContainerDefinition, KeyValuePair, LogConfiguration, LogDriver,
-        NetworkMode, PortMapping, Secret, TaskDefinition,
+        Compatibility, ContainerDefinition, KeyValuePair, LogConfiguration, LogDriver, NetworkMode,
+        PortMapping, Secret, TaskDefinition,
     };
     let app = format!("{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/kaapi-staging-repo:latest");
     let logs = |prefix: &str| {
         LogConfiguration::builder()
             .log_driver(LogDriver::Awslogs)
-            .options("awslogs-group", "/ecs/kaapi-staging-cluster/kaapi-staging-service")
+            .options(
+                "awslogs-group",
+                "/ecs/kaapi-staging-cluster/kaapi-staging-service",
+            )
             .options("awslogs-region", REGION)
             .options("awslogs-stream-prefix", prefix)
             .build()
@@ -512,7 +515,12 @@ fn backend_with_worker_and_sidecar() -> aws_sdk_ecs::types::TaskDefinition {
                 .command("-A")
                 .command("app.celery.celery_app")
                 .command("worker")
-                .environment(KeyValuePair::builder().name("C_FORCE_ROOT").value("1").build())
+                .environment(
+                    KeyValuePair::builder()
+                        .name("C_FORCE_ROOT")
+                        .value("1")
+                        .build(),
+                )
                 .secrets(secret)
                 .stop_timeout(120)
                 .log_configuration(logs("worker"))
@@ -525,7 +533,12 @@ fn backend_with_worker_and_sidecar() -> aws_sdk_ecs::types::TaskDefinition {
                 .essential(false)
                 .cpu(128)
                 .memory(256)
-                .environment(KeyValuePair::builder().name("DD_SITE").value("datadoghq.eu").build())
+                .environment(
+                    KeyValuePair::builder()
+                        .name("DD_SITE")
+                        .value("datadoghq.eu")
+                        .build(),
+                )
                 .build(),
         )
         .build()
