@@ -536,6 +536,7 @@ mod tests {
             ssm: ssm.map(str::to_owned),
             secrets_manager: sm.map(str::to_owned),
             env_file: file.map(str::to_owned),
+            ..SecretSource::default()
         };
         let r = |s: SecretSource| s.reference("SECRET_KEY").map(|r| (r.store, r.reference));
         assert_eq!(

@@ -79,7 +79,11 @@ pub fn names(config: &Config, environment: &str) -> Names {
                 .get(name)
                 .cloned()
                 .unwrap_or_else(|| format!("{stem}-{name}"));
-            let log_group = format!("/ecs/{cluster}/{service}");
+            let log_group = overrides
+                .log_groups
+                .get(name)
+                .cloned()
+                .unwrap_or_else(|| format!("/ecs/{cluster}/{service}"));
             (
                 name.clone(),
                 ServiceNames {

@@ -25,6 +25,8 @@ pub struct Cli {
 pub enum Command {
     /// Write a commented deploy.toml for a Kaapi-shaped repository.
     Init(InitArgs),
+    /// Write deploy.toml from an environment's live ECS services (first deploy changes only the image).
+    Adopt(AdoptArgs),
     /// Validate deploy.toml and every environment's variables.
     Check(CheckArgs),
     /// Secret values: generate tokens, push them to the environment's store.
@@ -228,6 +230,30 @@ pub enum InfraCommand {
         #[arg(long = "github-environment", value_name = "NAME")]
         github_environments: Vec<String>,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct AdoptArgs {
+    /// The environment the live services belong to (e.g. `production`).
+    pub environment: String,
+    /// The resource prefix (`kaapi` for `kaapi-cluster`, `kaapi-service`, …).
+    #[arg(long)]
+    pub app: String,
+    /// AWS region (default: the AWS configuration's).
+    #[arg(long)]
+    pub region: Option<String>,
+    /// The cluster (default: `{app}-cluster` for production, `{app}-{env}-cluster` otherwise).
+    #[arg(long)]
+    pub cluster: Option<String>,
+    /// ECS services to adopt (repeatable; default: every service of the cluster).
+    #[arg(long = "service", value_name = "NAME")]
+    pub service: Vec<String>,
+    /// Where to write (default: deploy.toml).
+    #[arg(long)]
+    pub output: Option<PathBuf>,
+    /// Replace an existing file.
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Args)]

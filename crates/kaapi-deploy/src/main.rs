@@ -55,6 +55,7 @@ async fn dispatch(cli: Cli) -> CliResult<ExitCode> {
         Command::Unlock(args) => commands::unlock::run(config, args).await?,
         Command::Accessory(args) => commands::accessory::run(config, args).await?,
         Command::Init(args) => commands::init::run(args)?,
+        Command::Adopt(args) => commands::adopt::run(args).await?,
         Command::Check(args) => commands::check::run(config, args).await?,
         Command::Secrets(command) => commands::secrets::run(config, command).await?,
         Command::Agent(command) => commands::agent::run(config, command).await?,

@@ -1,6 +1,8 @@
 //! The `ecs` engine of kaapi-deploy: the deploy pipeline on AWS ECS and ECR through the
 //! official AWS SDK for Rust. See docs/ecs.md.
 
+pub mod adopt;
+pub mod adopt_config;
 pub mod aws;
 mod backoff;
 mod engine;

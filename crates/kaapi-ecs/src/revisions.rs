@@ -3,13 +3,11 @@
 //! config's command, environment and secret references, resources, health-check timings and
 //! `awslogs` logging; tagged with the release's metadata.
 
-use std::collections::HashMap;
-
 use aws_sdk_ecs::types::{
     Compatibility, ContainerDefinition, HealthCheck, KeyValuePair, LogConfiguration, LogDriver,
     NetworkMode, PortMapping, Secret, Tag, TaskDefinition, TransportProtocol,
 };
-use kaapi_core::config::{Config, SecretSource, ServiceConfig};
+use kaapi_core::config::{Config, SecretSource, ServiceConfig, ECS_MAX_STOP_TIMEOUT_SECS};
 use kaapi_core::engine::{EngineError, EngineResult};
 use kaapi_core::progress::Progress;
 use kaapi_core::release::{ImageRef, ReleaseMeta, ServiceRevision};
@@ -24,7 +22,8 @@ pub fn account_of_arn(arn: &str) -> Option<&str> {
     arn.split(':').nth(4).filter(|a| !a.is_empty())
 }
 
-/// `valueFrom` of a secret: an SSM parameter ARN or a Secrets Manager ARN.
+/// `valueFrom` of a secret: an SSM parameter ARN, a Secrets Manager ARN, or (with `json_key`)
+/// the key `name` of one JSON secret (`arn:…:secret:NAME:KEY::`).
 pub fn secret_value_from(
     source: &SecretSource,
     region: &str,
@@ -41,10 +40,29 @@ pub fn secret_value_from(
             "arn:aws:ssm:{region}:{account}:parameter{path}{name}"
         ));
     }
-    source
-        .secrets_manager
-        .as_ref()
-        .map(|prefix| format!("arn:aws:secretsmanager:{region}:{account}:secret:{prefix}{name}"))
+    let secret = source.secrets_manager.as_ref()?;
+    let arn = |secret: &str| {
+        if secret.starts_with("arn:") {
+            secret.to_owned()
+        } else {
+            format!("arn:aws:secretsmanager:{region}:{account}:secret:{secret}")
+        }
+    };
+    Some(if source.json_key {
+        // Empty version stage and id: the current version, as ECS documents the form.
+        format!("{}:{name}::", arn(secret))
+    } else {
+        arn(&format!("{secret}{name}"))
+    })
+}
+
+/// The repository of an image reference: `host/repo:tag` or `host/repo@sha256:…` → `host/repo`.
+pub fn repository_of(image: &str) -> &str {
+    let image = image.split_once('@').map_or(image, |(repo, _)| repo);
+    match image.rsplit_once(':') {
+        Some((repo, tag)) if !tag.contains('/') => repo,
+        _ => image,
+    }
 }
 
 /// Everything a new revision needs besides the base definition.
@@ -101,7 +119,9 @@ pub fn definition_from_config(spec: &RevisionSpec<'_>) -> EngineResult<TaskDefin
         .build())
 }
 
-/// The new revision: `base` with the service's container rewritten from the config.
+/// The new revision: `base` with every container of the application's image on the new
+/// digest (sidecars of other images kept as they are) and the service's own container
+/// rewritten from the config.
 pub fn derive(base: &TaskDefinition, spec: &RevisionSpec<'_>) -> EngineResult<TaskDefinition> {
     let service = settings(spec)?;
     let mut definition = base.clone();
@@ -119,8 +139,37 @@ pub fn derive(base: &TaskDefinition, spec: &RevisionSpec<'_>) -> EngineResult<Ta
         ))
     })?;
     let mut containers = definition.container_definitions.take().unwrap_or_default();
+    let app_repositories = [
+        repository_of(&spec.image.reference).to_owned(),
+        containers[index]
+            .image()
+            .map(|i| repository_of(i).to_owned())
+            .unwrap_or_default(),
+    ];
+    for container in containers.iter_mut() {
+        if container
+            .image()
+            .is_some_and(|i| app_repositories.iter().any(|r| r == repository_of(i)))
+        {
+            container.image = Some(spec.image.reference.clone());
+        }
+    }
+    // In a task of several containers the config's cpu/memory are the task's; each container
+    // keeps its own share.
+    let single = containers.len() == 1;
     let container = &mut containers[index];
     container.image = Some(spec.image.reference.clone());
+    rewrite_main_container(container, service, spec, single)?;
+    definition.container_definitions = Some(containers);
+    Ok(definition)
+}
+
+fn rewrite_main_container(
+    container: &mut ContainerDefinition,
+    service: &ServiceConfig,
+    spec: &RevisionSpec<'_>,
+    single: bool,
+) -> EngineResult<()> {
     container.command = service.command.as_ref().map(|c| c.argv().to_vec());
     container.environment = Some(
         spec.config
@@ -151,15 +200,24 @@ pub fn derive(base: &TaskDefinition, spec: &RevisionSpec<'_>) -> EngineResult<Ta
         }
         container.secrets = Some(secrets);
     }
-    if let Some(memory) = service.memory {
-        container.memory = Some(memory as i32);
-    }
-    if let Some(cpu) = service.cpu {
-        container.cpu = cpu as i32;
+    if single {
+        if let Some(memory) = service.memory {
+            container.memory = Some(memory as i32);
+        }
+        if let Some(cpu) = service.cpu {
+            container.cpu = cpu as i32;
+        }
     }
     if service.stop_timeout.is_some() {
-        // Fargate accepts at most 120 seconds.
-        container.stop_timeout = Some(service.stop_timeout().as_secs().min(120) as i32);
+        container.stop_timeout = Some(
+            service
+                .stop_timeout()
+                .as_secs()
+                .min(ECS_MAX_STOP_TIMEOUT_SECS) as i32,
+        );
+    }
+    if let Some(port) = service.port {
+        add_port_mapping(container, port);
     }
     if let (Some(live), Some(health)) = (container.health_check.as_ref(), service.health.as_ref()) {
         // The command stays the live one: images FROM scratch have no curl, so only the team
@@ -175,19 +233,45 @@ pub fn derive(base: &TaskDefinition, spec: &RevisionSpec<'_>) -> EngineResult<Ta
                 .map_err(|e| EngineError::failed(format!("health check: {e}")))?,
         );
     }
-    let mut options = HashMap::new();
+    container.log_configuration = Some(awslogs(container.log_configuration.as_ref(), spec)?);
+    Ok(())
+}
+
+/// A web service's port (Flower's 5555 as much as the backend's) is mapped when the live
+/// definition does not map it yet.
+fn add_port_mapping(container: &mut ContainerDefinition, port: u16) {
+    let port = i32::from(port);
+    let mappings = container.port_mappings.get_or_insert_with(Vec::new);
+    if !mappings.iter().any(|m| m.container_port() == Some(port)) {
+        mappings.push(
+            PortMapping::builder()
+                .container_port(port)
+                .protocol(TransportProtocol::Tcp)
+                .build(),
+        );
+    }
+}
+
+/// `awslogs` to the service's log group; the live stream prefix and other options are kept
+/// (migrations find a task's stream from the definition itself).
+fn awslogs(
+    live: Option<&LogConfiguration>,
+    spec: &RevisionSpec<'_>,
+) -> EngineResult<LogConfiguration> {
+    let mut options = live
+        .filter(|l| l.log_driver() == &LogDriver::Awslogs)
+        .and_then(|l| l.options().cloned())
+        .unwrap_or_default();
     options.insert("awslogs-group".to_owned(), spec.log_group.to_owned());
     options.insert("awslogs-region".to_owned(), spec.region.to_owned());
-    options.insert("awslogs-stream-prefix".to_owned(), spec.service.to_owned());
-    container.log_configuration = Some(
-        LogConfiguration::builder()
-            .log_driver(LogDriver::Awslogs)
-            .set_options(Some(options))
-            .build()
-            .map_err(|e| EngineError::failed(format!("log configuration: {e}")))?,
-    );
-    definition.container_definitions = Some(containers);
-    Ok(definition)
+    options
+        .entry("awslogs-stream-prefix".to_owned())
+        .or_insert_with(|| spec.service.to_owned());
+    LogConfiguration::builder()
+        .log_driver(LogDriver::Awslogs)
+        .set_options(Some(options))
+        .build()
+        .map_err(|e| EngineError::failed(format!("log configuration: {e}")))
 }
 
 /// Registers `definition` with `tags`; returns the new revision.
@@ -432,22 +516,113 @@ mod tests {
     fn secret_arns_follow_each_store() {
         let ssm = SecretSource {
             ssm: Some("/kaapi/staging/".to_owned()),
-            secrets_manager: None,
-            env_file: None,
+            ..SecretSource::default()
         };
         assert_eq!(
             secret_value_from(&ssm, "eu-west-1", "123456789012", "SECRET_KEY").as_deref(),
             Some("arn:aws:ssm:eu-west-1:123456789012:parameter/kaapi/staging/SECRET_KEY")
         );
         let sm = SecretSource {
-            ssm: None,
             secrets_manager: Some("kaapi/staging/".to_owned()),
-            env_file: None,
+            ..SecretSource::default()
         };
         assert_eq!(
             secret_value_from(&sm, "eu-west-1", "123456789012", "SECRET_KEY").as_deref(),
             Some("arn:aws:secretsmanager:eu-west-1:123456789012:secret:kaapi/staging/SECRET_KEY")
         );
+        let json = SecretSource {
+            secrets_manager: Some("kaapi/prod".to_owned()),
+            json_key: true,
+            ..SecretSource::default()
+        };
+        assert_eq!(
+            secret_value_from(&json, "eu-west-1", "123456789012", "SECRET_KEY").as_deref(),
+            Some("arn:aws:secretsmanager:eu-west-1:123456789012:secret:kaapi/prod:SECRET_KEY::")
+        );
+        let full_arn = SecretSource {
+            secrets_manager: Some(
+                "arn:aws:secretsmanager:eu-west-1:123456789012:secret:kaapi/prod-AbCdEf".to_owned(),
+            ),
+            json_key: true,
+            ..SecretSource::default()
+        };
+        assert_eq!(
+            secret_value_from(&full_arn, "eu-west-1", "123456789012", "SECRET_KEY").as_deref(),
+            Some("arn:aws:secretsmanager:eu-west-1:123456789012:secret:kaapi/prod-AbCdEf:SECRET_KEY::")
+        );
+    }
+
+    #[test]
+    fn a_second_web_service_gets_its_port_and_stop_timeout_is_capped() {
+        let config: Config = toml::from_str(
+            r#"
+app = "kaapi"
+[image]
+context = "."
+[services.backend]
+port = 80
+[services.flower]
+kind = "web"
+port = 5555
+stop_timeout = "10m"
+[environments.production]
+engine = "ecs"
+region = "eu-west-1"
+"#,
+        )
+        .expect("config");
+        let image = ImageRef {
+            reference: "1.dkr.ecr.eu-west-1.amazonaws.com/kaapi-repo@sha256:ab".to_owned(),
+            digest: "sha256:ab".to_owned(),
+            tags: Vec::new(),
+        };
+        let spec = RevisionSpec {
+            config: &config,
+            environment: "production",
+            service: "flower",
+            family: "kaapi-flower",
+            log_group: "/ecs/kaapi-cluster/kaapi-flower-service",
+            region: "eu-west-1",
+            account: "1",
+            image: &image,
+        };
+        // Flower was a portless worker: the live definition maps nothing.
+        let live = TaskDefinition::builder()
+            .container_definitions(
+                ContainerDefinition::builder()
+                    .name("flower")
+                    .image("1.dkr.ecr.eu-west-1.amazonaws.com/kaapi-repo:latest")
+                    .build(),
+            )
+            .build();
+        let derived = derive(&live, &spec).expect("derive");
+        let container = &derived.container_definitions()[0];
+        let ports: Vec<Option<i32>> = container
+            .port_mappings()
+            .iter()
+            .map(|m| m.container_port())
+            .collect();
+        assert_eq!(ports, [Some(5555)]);
+        assert_eq!(container.stop_timeout(), Some(120));
+        // Derived again from itself: the mapping is not repeated.
+        let again = derive(&derived, &spec).expect("derive again");
+        assert_eq!(again.container_definitions()[0].port_mappings().len(), 1);
+    }
+
+    #[test]
+    fn repositories_of_tagged_and_pinned_images() {
+        let repo = "123456789012.dkr.ecr.eu-west-1.amazonaws.com/kaapi-repo";
+        assert_eq!(repository_of(&format!("{repo}:latest")), repo);
+        assert_eq!(repository_of(&format!("{repo}@sha256:abc")), repo);
+        assert_eq!(
+            repository_of("localhost:5000/kaapi"),
+            "localhost:5000/kaapi"
+        );
+        assert_eq!(
+            repository_of("localhost:5000/kaapi:v1"),
+            "localhost:5000/kaapi"
+        );
+        assert_eq!(repository_of("datadog/agent"), "datadog/agent");
     }
 
     #[test]

@@ -24,13 +24,18 @@ pub enum SecretStore {
     Ssm { path: String },
     /// Secrets Manager secrets named `{prefix}{NAME}`.
     SecretsManager { prefix: String },
+    /// One Secrets Manager secret (a name or an ARN) holding a JSON object with every secret
+    /// under its own name as key.
+    SecretsManagerJson { secret: String },
 }
 
 impl SecretStore {
+    /// The parameter or secret that holds `secret` (for a JSON secret: the secret itself).
     pub fn name_of(&self, secret: &str) -> String {
         match self {
             SecretStore::Ssm { path } => format!("{path}{secret}"),
             SecretStore::SecretsManager { prefix } => format!("{prefix}{secret}"),
+            SecretStore::SecretsManagerJson { secret } => secret.clone(),
         }
     }
 }
@@ -73,11 +78,17 @@ impl InfraNames {
             if let Some(path) = &s.ssm {
                 Some(SecretStore::Ssm { path: path.clone() })
             } else {
-                s.secrets_manager
-                    .as_ref()
-                    .map(|prefix| SecretStore::SecretsManager {
-                        prefix: prefix.clone(),
-                    })
+                s.secrets_manager.as_ref().map(|name| {
+                    if s.json_key {
+                        SecretStore::SecretsManagerJson {
+                            secret: name.clone(),
+                        }
+                    } else {
+                        SecretStore::SecretsManager {
+                            prefix: name.clone(),
+                        }
+                    }
+                })
             }
         });
         let variables = referenced_variables(loaded, environment);

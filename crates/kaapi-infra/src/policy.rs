@@ -308,6 +308,14 @@ pub fn deploy_policy_with(
                 vec![scope.arn("secretsmanager", &format!("secret:{prefix}*"))],
             ));
         }
+        Some(SecretStore::SecretsManagerJson { secret }) if !names.secrets.is_empty() => {
+            // A JSON secret's keys can only be listed by reading its value.
+            statements.push(statement(
+                "CheckSecretKeys",
+                &["secretsmanager:GetSecretValue"],
+                vec![json_secret_arn(scope, secret)],
+            ));
+        }
         _ => {}
     }
     if let Some(db) = &names.database {
@@ -478,6 +486,15 @@ pub fn ecs_tasks_trust_policy() -> Value {
     })
 }
 
+/// The ARN pattern of one JSON secret: its name plus the random suffix AWS appends.
+fn json_secret_arn(scope: &Scope, secret: &str) -> String {
+    if secret.starts_with("arn:") {
+        secret.to_owned()
+    } else {
+        scope.arn("secretsmanager", &format!("secret:{secret}-??????"))
+    }
+}
+
 /// What the execution role needs beyond AWS's managed `AmazonECSTaskExecutionRolePolicy`:
 /// reading the environment's secrets when tasks start.
 pub fn execution_secrets_policy(names: &InfraNames, scope: &Scope) -> Option<Value> {
@@ -491,6 +508,11 @@ pub fn execution_secrets_policy(names: &InfraNames, scope: &Scope) -> Option<Val
             "ReadSecrets",
             &["secretsmanager:GetSecretValue"],
             vec![scope.arn("secretsmanager", &format!("secret:{prefix}*"))],
+        ),
+        Some(SecretStore::SecretsManagerJson { secret }) => statement(
+            "ReadSecrets",
+            &["secretsmanager:GetSecretValue"],
+            vec![json_secret_arn(scope, secret)],
         ),
         None => return None,
     };

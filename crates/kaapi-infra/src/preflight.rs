@@ -1,6 +1,7 @@
 //! `kaapi-deploy check` on an ECS environment: does every AWS resource a deploy needs exist and
 //! look right? One [`CheckItem`] per resource, with the command or template that fixes it.
-//! Secret values are never read: secrets are looked up by name only.
+//! Secrets are looked up by name only, except the keys of a JSON secret, which can only be
+//! listed by reading it (`secretsmanager:GetSecretValue`); no value is ever printed.
 
 use aws_sdk_ecs::error::ProvideErrorMetadata;
 use kaapi_core::config::{EngineKind, LoadedConfig};
@@ -200,6 +201,17 @@ fn describe_error<E: ProvideErrorMetadata + std::error::Error>(e: &E) -> String 
         (Some(code), Some(message)) => format!("{code}: {message}"),
         (Some(code), None) => code.to_owned(),
         _ => aws_sdk_ecs::error::DisplayErrorContext(e).to_string(),
+    }
+}
+
+/// The keys of a JSON-object secret; the reason (never the value) when it is not one.
+fn json_keys(value: Option<&str>) -> Result<Vec<String>, String> {
+    let text = value.ok_or("the secret holds binary data, not a JSON object")?;
+    match serde_json::from_str::<serde_json::Value>(text) {
+        Ok(serde_json::Value::Object(map)) => Ok(map.keys().cloned().collect()),
+        // serde_json's message names a line and column, never the text.
+        Ok(_) => Err("the secret's value is JSON but not an object of keys".to_owned()),
+        Err(e) => Err(format!("the secret's value is not JSON ({e})")),
     }
 }
 
@@ -835,6 +847,7 @@ impl Checker {
         match store {
             SecretStore::Ssm { .. } => self.ssm_secrets(store, &push).await,
             SecretStore::SecretsManager { .. } => self.secrets_manager_secrets(store, &push).await,
+            SecretStore::SecretsManagerJson { secret } => self.json_secret_keys(secret).await,
         }
     }
 
@@ -903,6 +916,52 @@ impl Checker {
             }
         }
         items
+    }
+
+    /// Every secret is a key of one JSON secret: the keys can only be listed by reading the
+    /// value (`secretsmanager:GetSecretValue`); values are dropped unread and never printed.
+    async fn json_secret_keys(&self, secret: &str) -> Vec<CheckItem> {
+        let name = format!("secret {secret}");
+        let fix = format!(
+            "add the key to the JSON object of `{secret}` (aws secretsmanager put-secret-value --secret-id {secret} --secret-string file://secret.json, keeping the other keys)"
+        );
+        let result = self
+            .secretsmanager
+            .get_secret_value()
+            .secret_id(secret)
+            .send()
+            .await;
+        let keys = match classify(result) {
+            Lookup::Found(out) => json_keys(out.secret_string()),
+            Lookup::NotFound => {
+                return vec![CheckItem::missing(
+                    name,
+                    "Secrets Manager secret does not exist",
+                    format!("aws secretsmanager create-secret --name {secret} --secret-string file://secret.json (a JSON object with one key per secret)"),
+                )]
+            }
+            Lookup::Failed(e) => return vec![cannot_check(&name, &e)],
+        };
+        let keys = match keys {
+            Ok(keys) => keys,
+            Err(reason) => return vec![CheckItem::missing(name, reason, fix)],
+        };
+        self.names
+            .secrets
+            .iter()
+            .map(|key| {
+                let item = format!("secret {secret}:{key}");
+                if keys.iter().any(|k| k == key) {
+                    CheckItem::ok(item, "key present in the JSON secret")
+                } else {
+                    CheckItem::missing(
+                        item,
+                        format!("key `{key}` is not in the JSON secret `{secret}`"),
+                        &fix,
+                    )
+                }
+            })
+            .collect()
     }
 
     async fn secrets_manager_secrets(&self, store: &SecretStore, push: &str) -> Vec<CheckItem> {

@@ -48,6 +48,8 @@ pub enum PushError {
         path: PathBuf,
         declared: Vec<String>,
     },
+    #[error("environment `{environment}` keeps its secrets as keys of one JSON secret (`{secret}`); `secrets push` writes one value per secret and does not edit JSON secrets: update it with `aws secretsmanager put-secret-value --secret-id {secret} --secret-string file://secret.json` — nothing was pushed")]
+    JsonSecret { environment: String, secret: String },
     #[error("cannot write secret {name}: {message} ({pushed} secret(s) were written before it)")]
     Aws {
         name: String,
@@ -74,6 +76,12 @@ pub async fn push_secrets(
         .ok_or_else(|| PushError::NoStore {
             environment: environment.to_owned(),
         })?;
+    if let SecretStore::SecretsManagerJson { secret } = &store {
+        return Err(PushError::JsonSecret {
+            environment: environment.to_owned(),
+            secret: secret.clone(),
+        });
+    }
     let text = std::fs::read_to_string(file).map_err(|source| PushError::Read {
         path: file.to_path_buf(),
         source,
@@ -186,6 +194,9 @@ impl Writer {
                         .map_err(|e| message_of("secretsmanager:CreateSecret", &e)),
                     Err(e) => Err(message_of("secretsmanager:PutSecretValue", &e)),
                 }
+            }
+            SecretStore::SecretsManagerJson { .. } => {
+                Err("a JSON secret is not written key by key".to_owned())
             }
         }
     }

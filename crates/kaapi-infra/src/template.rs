@@ -259,6 +259,12 @@ pub fn build(loaded: &LoadedConfig, environment: &str, options: &TemplateOptions
                         "arn:${{AWS::Partition}}:secretsmanager:${{AWS::Region}}:${{AWS::AccountId}}:secret:{}",
                         store.name_of(secret)
                     ),
+                    SecretStore::SecretsManagerJson { secret: name } if name.starts_with("arn:") => {
+                        format!("{name}:{secret}::")
+                    }
+                    SecretStore::SecretsManagerJson { secret: name } => format!(
+                        "arn:${{AWS::Partition}}:secretsmanager:${{AWS::Region}}:${{AWS::AccountId}}:secret:{name}:{secret}::"
+                    ),
                 };
                 json!({"Name": secret, "ValueFrom": sub(&arn)})
             })

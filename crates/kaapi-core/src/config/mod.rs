@@ -14,4 +14,4 @@ pub use load::{find_config, load, parse, ConfigError, LoadedConfig, CONFIG_FILE_
 pub use model::*;
 pub use resolved::{ResolvedEnvironment, UnknownEnvironment};
 pub use source_map::SourceMap;
-pub use validate::{is_valid_name, is_valid_variable_name, validate};
+pub use validate::{is_valid_name, is_valid_variable_name, validate, ECS_MAX_STOP_TIMEOUT_SECS};

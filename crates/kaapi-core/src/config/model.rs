@@ -359,15 +359,20 @@ pub struct TriggerConfig {
     pub tags: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SecretSource {
     /// SSM Parameter Store path prefix, e.g. `/kaapi/staging/`.
     #[serde(default)]
     pub ssm: Option<String>,
-    /// Secrets Manager name prefix, e.g. `kaapi/staging/`.
+    /// Secrets Manager name prefix, e.g. `kaapi/staging/`; with `json_key`, the name (or full
+    /// ARN) of one JSON secret.
     #[serde(default)]
     pub secrets_manager: Option<String>,
+    /// With `secrets_manager`: one JSON secret holds every secret under its own name as key,
+    /// referenced as `arn:…:secret:NAME:KEY::`.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub json_key: bool,
     /// Local env file (docker engine), relative to the config file.
     #[serde(default)]
     pub env_file: Option<String>,
@@ -386,6 +391,9 @@ pub struct NameOverrides {
     /// Per service: the task-definition family.
     #[serde(default)]
     pub families: IndexMap<String, String>,
+    /// Per service: the CloudWatch log group; default `/ecs/{cluster}/{ecs service}`.
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub log_groups: IndexMap<String, String>,
     /// ECS task execution role (pulls the image, reads secrets); default `{stem}-execution-role`.
     #[serde(default)]
     pub execution_role: Option<String>,
@@ -468,6 +476,10 @@ pub struct SecretReference {
     pub reference: String,
 }
 
+fn is_false(value: &bool) -> bool {
+    !value
+}
+
 impl SecretSource {
     /// The reference of secret `name` in this source (`/kaapi/staging/` + `SECRET_KEY` →
     /// `/kaapi/staging/SECRET_KEY`). `None` when the source names no store.
@@ -483,6 +495,12 @@ impl SecretSource {
             return Some(SecretReference {
                 store: SecretStore::Ssm,
                 reference: join(path, '/'),
+            });
+        }
+        if let (Some(secret), true) = (&self.secrets_manager, self.json_key) {
+            return Some(SecretReference {
+                store: SecretStore::SecretsManager,
+                reference: format!("{secret}:{name}"),
             });
         }
         if let Some(prefix) = &self.secrets_manager {

@@ -599,6 +599,7 @@ fn validate_environment(
     for (field, map) in [
         ("services", &env.names.services),
         ("families", &env.names.families),
+        ("log_groups", &env.names.log_groups),
     ] {
         for (service, value) in map {
             let at = format!("{key}.names.{field}.{service}");
@@ -640,6 +641,9 @@ fn validate_environment(
         }
         taken.push((service, &names.service));
     }
+    if env.engine == EngineKind::Ecs {
+        validate_ecs_stop_timeouts(config, name, out);
+    }
     check_variable_names(&format!("{key}.env"), env.env.keys(), out);
     for secret in &config.secrets {
         if env.env.contains_key(secret) {
@@ -649,6 +653,28 @@ fn validate_environment(
                     format!("`{secret}` is a secret; its value must not be written in env"),
                 )
                 .with_hint("remove it; secrets_from provides it"),
+            );
+        }
+    }
+}
+
+/// ECS's maximum `stopTimeout`; the task definition never gets more.
+pub const ECS_MAX_STOP_TIMEOUT_SECS: u64 = 120;
+
+/// A longer stop_timeout is cut to ECS's maximum on that environment: say so, since a Celery
+/// task longer than that is killed mid-way.
+fn validate_ecs_stop_timeouts(config: &Config, environment: &str, out: &mut Vec<Diagnostic>) {
+    for (service, settings) in &config.services {
+        let seconds = settings.stop_timeout().as_secs();
+        if settings.stop_timeout.is_some() && seconds > ECS_MAX_STOP_TIMEOUT_SECS {
+            out.push(
+                warn(
+                    format!("services.{service}.stop_timeout"),
+                    format!(
+                        "stop_timeout of {seconds}s exceeds ECS's maximum of {ECS_MAX_STOP_TIMEOUT_SECS}s; environment `{environment}` (ecs) uses {ECS_MAX_STOP_TIMEOUT_SECS}s"
+                    ),
+                )
+                .with_hint("keep stop_timeout at 120s or less, or make long tasks resumable (e.g. Celery's acks_late)"),
             );
         }
     }
@@ -708,6 +734,15 @@ fn validate_secret_source(
             .with_hint("e.g. secrets_from = { ssm = \"/kaapi/staging/\" }"),
         );
         return;
+    }
+    if source.json_key && source.secrets_manager.is_none() {
+        out.push(
+            err(
+                format!("{key}.json_key"),
+                "json_key reads keys of one Secrets Manager secret; secrets_manager is not set",
+            )
+            .with_hint("e.g. secrets_from = { secrets_manager = \"kaapi/prod\", json_key = true }"),
+        );
     }
     match env.engine {
         EngineKind::Docker if source.env_file.is_none() => out.push(
@@ -817,6 +852,44 @@ mod tests {
         );
     }
 
+    fn findings(text: &str) -> Vec<String> {
+        let config: crate::config::Config = toml::from_str(text).expect("the test config parses");
+        super::validate(&config)
+            .iter()
+            .map(|d| {
+                format!(
+                    "{:?} {} {}",
+                    d.severity,
+                    d.key.clone().unwrap_or_default(),
+                    d.message
+                )
+            })
+            .collect()
+    }
+
+    const ECS_BASE: &str = "app = \"kaapi\"\n[image]\ncontext = \".\"\n[services.web]\nport = 80\n[services.worker]\nstop_timeout = \"10m\"\n";
+
+    #[test]
+    fn a_stop_timeout_above_ecs_maximum_is_flagged_on_ecs_environments_only() {
+        let docker = findings(&format!(
+            "{ECS_BASE}[environments.local]\nengine = \"docker\"\n"
+        ));
+        assert!(
+            !docker.iter().any(|f| f.contains("stop_timeout")),
+            "{docker:?}"
+        );
+        let ecs = findings(&format!(
+            "{ECS_BASE}[environments.production]\nengine = \"ecs\"\nregion = \"eu-west-1\"\n"
+        ));
+        let flagged: Vec<&String> = ecs.iter().filter(|f| f.contains("stop_timeout")).collect();
+        assert_eq!(flagged.len(), 1, "{ecs:?}");
+        assert!(
+            flagged[0].starts_with("Warning services.worker.stop_timeout")
+                && flagged[0].contains("600s exceeds ECS's maximum of 120s"),
+            "{flagged:?}"
+        );
+    }
+
     #[test]
     fn accessory_mistakes_name_the_key() {
         let cases = [
@@ -862,5 +935,21 @@ mod tests {
                 "names file and line: {error}"
             );
         }
+    }
+
+    #[test]
+    fn json_key_needs_a_secrets_manager_secret() {
+        let text = |source: &str| {
+            format!("app = \"kaapi\"\nsecrets = [\"SECRET_KEY\"]\n[image]\ncontext = \".\"\n[services.web]\nport = 80\n[environments.production]\nengine = \"ecs\"\nregion = \"eu-west-1\"\nsecrets_from = {source}\n")
+        };
+        let good = findings(&text(
+            "{ secrets_manager = \"kaapi/prod\", json_key = true }",
+        ));
+        assert!(good.is_empty(), "{good:?}");
+        let bad = findings(&text("{ ssm = \"/kaapi/\", json_key = true }"));
+        assert!(
+            bad.iter().any(|f| f.contains("secrets_from.json_key")),
+            "{bad:?}"
+        );
     }
 }

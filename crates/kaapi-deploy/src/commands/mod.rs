@@ -2,6 +2,7 @@
 //! engine `engines::connect` builds.
 
 pub mod accessory;
+pub mod adopt;
 pub mod agent;
 pub mod check;
 pub mod ci;

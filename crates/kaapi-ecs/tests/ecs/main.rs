@@ -2,6 +2,7 @@
 
 mod support;
 
+mod adopt_on_moto;
 mod moto_contract;
 mod moto_lock;
 mod registry_override;

@@ -41,9 +41,12 @@ struct Setup {
 }
 
 fn setup(tuning: Tuning, extra: &str) -> Setup {
+    setup_with(FakeAws::kaapi_staging(), tuning, extra)
+}
+
+fn setup_with(fake: FakeAws, tuning: Tuning, extra: &str) -> Setup {
     let dir = tempfile::tempdir().expect("temp dir");
     let loaded = write_config(dir.path(), extra);
-    let fake = FakeAws::kaapi_staging();
     let builder = Arc::new(ScriptedBuilder::new(DIGEST));
     let target = Target::from(
         ResolvedEnvironment::resolve(loaded.clone(), "staging").expect("staging exists"),
@@ -453,4 +456,142 @@ async fn call_count_and_completion_latency_of_a_standard_deploy() {
     assert!(total <= 60, "{total} calls: {calls:#?}");
     assert_eq!(s.fake.count("ecs:UpdateService"), 3);
     assert_eq!(s.fake.count("ecs:RegisterTaskDefinition"), 3);
+}
+
+/// Kaapi's production shape: the backend and the Celery worker are two containers of one task
+/// definition, next to a sidecar of another image.
+fn backend_with_worker_and_sidecar() -> aws_sdk_ecs::types::TaskDefinition {
+    use aws_sdk_ecs::types::{
+        Compatibility, ContainerDefinition, KeyValuePair, LogConfiguration, LogDriver, NetworkMode,
+        PortMapping, Secret, TaskDefinition,
+    };
+    let app = format!("{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/kaapi-staging-repo:latest");
+    let logs = |prefix: &str| {
+        LogConfiguration::builder()
+            .log_driver(LogDriver::Awslogs)
+            .options(
+                "awslogs-group",
+                "/ecs/kaapi-staging-cluster/kaapi-staging-service",
+            )
+            .options("awslogs-region", REGION)
+            .options("awslogs-stream-prefix", prefix)
+            .build()
+            .expect("log configuration")
+    };
+    let secret = Secret::builder()
+        .name("SECRET_KEY")
+        .value_from(format!(
+            "arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:kaapi/staging:SECRET_KEY::"
+        ))
+        .build()
+        .expect("secret");
+    TaskDefinition::builder()
+        .family("kaapi-staging-backend")
+        .network_mode(NetworkMode::Awsvpc)
+        .requires_compatibilities(Compatibility::Fargate)
+        .execution_role_arn(format!("arn:aws:iam::{ACCOUNT}:role/kaapi-execution"))
+        .task_role_arn(format!("arn:aws:iam::{ACCOUNT}:role/kaapi-task"))
+        .cpu("1024")
+        .memory("2048")
+        .container_definitions(
+            ContainerDefinition::builder()
+                .name("backend")
+                .image(&app)
+                .essential(true)
+                .cpu(512)
+                .memory(1024)
+                .port_mappings(PortMapping::builder().container_port(8000).build())
+                .log_configuration(logs("ecs"))
+                .build(),
+        )
+        .container_definitions(
+            ContainerDefinition::builder()
+                .name("celery_worker")
+                .image(&app)
+                .essential(true)
+                .cpu(384)
+                .memory(768)
+                .command("celery")
+                .command("-A")
+                .command("app.celery.celery_app")
+                .command("worker")
+                .environment(
+                    KeyValuePair::builder()
+                        .name("C_FORCE_ROOT")
+                        .value("1")
+                        .build(),
+                )
+                .secrets(secret)
+                .stop_timeout(120)
+                .log_configuration(logs("worker"))
+                .build(),
+        )
+        .container_definitions(
+            ContainerDefinition::builder()
+                .name("datadog-agent")
+                .image("public.ecr.aws/datadog/agent:7")
+                .essential(false)
+                .cpu(128)
+                .memory(256)
+                .environment(
+                    KeyValuePair::builder()
+                        .name("DD_SITE")
+                        .value("datadoghq.eu")
+                        .build(),
+                )
+                .build(),
+        )
+        .build()
+}
+
+#[tokio::test]
+async fn every_container_of_the_app_image_gets_the_digest_and_sidecars_stay() {
+    let fake = FakeAws::new(DIGEST);
+    let live = backend_with_worker_and_sidecar();
+    fake.add_service_with(BACKEND, live.clone());
+    fake.add_service(WORKER, "kaapi-staging-worker", "worker");
+    fake.add_service(FLOWER, "kaapi-staging-flower", "flower");
+    let s = setup_with(fake, fast_tuning(), "");
+    let report = deploy(&s.engine, "abc1234", &Recorder::default()).await;
+    assert_eq!(report.outcome, Outcome::Succeeded, "{}", report.message);
+
+    let revision = s.fake.live_revision(BACKEND).expect("backend revision");
+    assert!(revision.ends_with("kaapi-staging-backend:2"), "{revision}");
+    let (registered, _) = s.fake.definition(&revision).expect("registered");
+    let pinned = format!("{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/kaapi-staging-repo@{DIGEST}");
+    let containers = registered.container_definitions();
+    let names: Vec<&str> = containers.iter().filter_map(|c| c.name()).collect();
+    assert_eq!(names, ["backend", "celery_worker", "datadog-agent"]);
+
+    // The service's own container: new digest and the config's command.
+    assert_eq!(containers[0].image(), Some(pinned.as_str()));
+    assert_eq!(
+        containers[0].command(),
+        ["fastapi", "run", "app/main.py", "--port", "8000"]
+    );
+    // The config's cpu/memory are the task's; each container keeps its share.
+    assert_eq!(registered.cpu(), Some("512"));
+    assert_eq!(registered.memory(), Some("1024"));
+    assert_eq!(containers[0].cpu(), 512);
+    assert_eq!(containers[0].memory(), Some(1024));
+    // The live stream prefix stays, so earlier streams and new ones line up.
+    assert_eq!(
+        containers[0]
+            .log_configuration()
+            .and_then(|l| l.options())
+            .and_then(|o| o.get("awslogs-stream-prefix"))
+            .map(String::as_str),
+        Some("ecs")
+    );
+
+    // The second app container: only the image changed.
+    let mut worker = live.container_definitions()[1].clone();
+    worker.image = Some(pinned.clone());
+    assert_eq!(containers[1], worker);
+    // The sidecar of another image: untouched.
+    assert_eq!(containers[2], live.container_definitions()[2]);
+    // Task-level settings carried over.
+    assert_eq!(registered.task_role_arn(), live.task_role_arn());
+    assert_eq!(registered.execution_role_arn(), live.execution_role_arn());
+    assert_eq!(registered.network_mode(), live.network_mode());
 }

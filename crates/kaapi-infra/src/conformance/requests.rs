@@ -310,6 +310,14 @@ fn check_requests(t: &mut Table<'_>, arn: &dyn Fn(&str, &str) -> String) {
                     Request::new("secretsmanager:DescribeSecret", &arn("secretsmanager", &id)),
                 );
             }
+            Some(SecretStore::SecretsManagerJson { secret }) => {
+                // `check` reads the one JSON secret's keys (never printing a value).
+                let id = format!("secret:{secret}-AbCdEf");
+                t.add(
+                    c,
+                    Request::new("secretsmanager:GetSecretValue", &arn("secretsmanager", &id)),
+                );
+            }
             None => {}
         }
     }

@@ -291,7 +291,6 @@ impl FakeAws {
 
     /// A service that exists with a hand-made revision 1 (no kaapi tags), as before Kaapi.
     pub fn add_service(&self, ecs_name: &str, family: &str, container: &str) {
-        let mut state = self.state();
         let definition = TaskDefinition::builder()
             .family(family)
             .network_mode(aws_sdk_ecs::types::NetworkMode::Awsvpc)
@@ -310,6 +309,12 @@ impl FakeAws {
                     .build(),
             )
             .build();
+        self.add_service_with(ecs_name, definition);
+    }
+
+    /// A service that runs `definition` (registered as its family's next revision).
+    pub fn add_service_with(&self, ecs_name: &str, definition: TaskDefinition) {
+        let mut state = self.state();
         let registered = state.register(definition, Vec::new());
         let id = format!("ecs-svc/{}", state.next_id());
         state.services.push(Svc {
@@ -499,6 +504,8 @@ impl FakeAws {
                     .set_cpu(input.cpu.clone())
                     .set_memory(input.memory.clone())
                     .set_execution_role_arn(input.execution_role_arn.clone())
+                    .set_task_role_arn(input.task_role_arn.clone())
+                    .set_volumes(input.volumes.clone())
                     .build();
                 let tags = input.tags.clone().unwrap_or_default();
                 let registered = f.state().register(definition, tags.clone());
