@@ -59,8 +59,14 @@ async fn dispatch(cli: Cli) -> CliResult<ExitCode> {
         Command::Agent(command) => commands::agent::run(config, command).await?,
         Command::Migrate(args) => commands::migrate::run(config, args).await?,
         Command::Ci(args) => commands::ci::run(config, args).await?,
+        #[cfg(feature = "ecs")]
         Command::Promote(args) => commands::promote::run(config, args).await?,
+        #[cfg(feature = "ecs")]
         Command::Infra(command) => commands::infra::run(config, command).await?,
+        #[cfg(not(feature = "ecs"))]
+        Command::Promote(_) => return Err(engines::without_ecs("`promote`")),
+        #[cfg(not(feature = "ecs"))]
+        Command::Infra(_) => return Err(engines::without_ecs("`infra`")),
     }
     Ok(ExitCode::SUCCESS)
 }
