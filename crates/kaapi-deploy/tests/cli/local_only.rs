@@ -113,10 +113,7 @@ fn version_names_the_commit_the_date_and_the_engines() {
         "{text}"
     );
     let date = text.split("built ").nth(1).expect("a build date");
-    assert!(
-        date.get(..10).is_some_and(|d| chrono_like_date(d)),
-        "{text}"
-    );
+    assert!(date.get(..10).is_some_and(chrono_like_date), "{text}");
 }
 
 fn chrono_like_date(d: &str) -> bool {
