@@ -8,7 +8,9 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 scripts/setup-docker.sh
-cargo run --release -q -p kaapi-deploy -- --config examples/deploy.toml deploy local "$@"
+# The local engine only: no AWS SDK to compile, so a clean checkout deploys in minutes.
+kaapi=(cargo run --release -q --no-default-features -p kaapi-deploy --)
+"${kaapi[@]}" --config examples/deploy.toml deploy local "$@"
 echo
 echo "the example backend serves on http://127.0.0.1:8080 (try /version)"
-echo "next: cargo run --release -q -p kaapi-deploy -- --config examples/deploy.toml status local"
+echo "next: ${kaapi[*]} --config examples/deploy.toml status local"

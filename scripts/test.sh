@@ -12,3 +12,5 @@ bash examples/backend/build-static.sh
 export KAAPI_VENV="${KAAPI_VENV:-/opt/kaapi-venv}"
 # Two cores: run test binaries with limited parallelism so Docker-heavy tests do not starve.
 cargo test --workspace --locked --no-fail-fast -- --test-threads="${KAAPI_TEST_THREADS:-2}"
+# The local-only build (what deploy-example.sh runs): no AWS SDK, clear errors for ECS.
+cargo test --locked -p kaapi-deploy --no-default-features --test cli local_only::

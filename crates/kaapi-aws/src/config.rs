@@ -3,23 +3,12 @@
 //! without credentials, GitHub's OIDC token exchanged for the environment's `role_arn`.
 //! `AWS_ENDPOINT_URL` is honoured (tests point it at moto).
 
-use std::collections::BTreeMap;
-
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use kaapi_core::config::EnvironmentConfig;
+pub use kaapi_core::vars::{process_vars, Vars};
 
 use crate::error::AwsError;
 use crate::oidc::{self, TOKEN_URL_VAR, TOKEN_VAR};
-
-/// Environment variables as a map, so tests never touch the process environment.
-pub type Vars = BTreeMap<String, String>;
-
-/// The process environment as [`Vars`] (variables that are not UTF-8 are skipped).
-pub fn process_vars() -> Vars {
-    std::env::vars_os()
-        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
-        .collect()
-}
 
 /// Where the AWS credentials of a run come from.
 #[derive(Debug, Clone, PartialEq, Eq)]

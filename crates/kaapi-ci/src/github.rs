@@ -5,7 +5,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-pub use kaapi_aws::config::{process_vars, Vars};
+pub use kaapi_core::vars::{process_vars, Vars};
 
 #[derive(Debug, thiserror::Error)]
 pub enum GithubError {

@@ -10,6 +10,7 @@ use kaapi_core::engine::{Engine, EngineError, ImageSource, RegistryAuth};
 use kaapi_core::naming;
 use kaapi_core::release::{Outcome, Release};
 
+pub use crate::choice::{build_choice, promotion_source, ImageChoice};
 use crate::github::Vars;
 
 #[derive(Debug, thiserror::Error)]
@@ -196,47 +197,6 @@ pub async fn promote_release_to(
     let target = target_repository(config, environment, aws.as_ref()).await?;
     let client = RegistryClient::new()?;
     promote_image(&client, release, target.as_ref(), aws.as_ref()).await
-}
-
-/// Where a deploy's image comes from, for the pipeline and for people.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ImageChoice {
-    pub source: ImageSource,
-    /// `built from this commit`, `promoted from `staging` release 4 (…)`.
-    pub origin: String,
-}
-
-/// The environment a deploy promotes from: set for a version deploy of an environment with
-/// `promote_from`, unless `rebuild`.
-pub fn promotion_source(
-    config: &Config,
-    environment: &str,
-    is_version: bool,
-    rebuild: bool,
-) -> Option<String> {
-    let from = config.environment(environment)?.promote_from.clone()?;
-    (is_version && !rebuild).then_some(from)
-}
-
-/// The image for a deploy that builds: says whether the build was forced.
-pub fn build_choice(
-    config: &Config,
-    environment: &str,
-    is_version: bool,
-    rebuild: bool,
-) -> ImageChoice {
-    let promotes = config
-        .environment(environment)
-        .is_some_and(|e| e.promote_from.is_some());
-    let origin = if promotes && is_version && rebuild {
-        "rebuilt from this commit (--rebuild)"
-    } else {
-        "built from this commit"
-    };
-    ImageChoice {
-        source: ImageSource::Build,
-        origin: origin.to_owned(),
-    }
 }
 
 /// Finds `from`'s successful release of `commit`, copies its image into `environment`'s

@@ -25,39 +25,127 @@ pub enum WorkflowError {
         "`{value}` is not a valid GitHub environment name (letters, digits, `-`, `_`, `.`, spaces)"
     )]
     BadEnvironmentName { value: String },
+    #[error("`{value}` is not a SHA-256 checksum (64 hexadecimal digits, as in the release's SHA256SUMS)")]
+    BadChecksum { value: String },
 }
+
+/// The GitHub repository whose releases (`.github/workflows/release.yml`) the generated
+/// workflows download kaapi-deploy from.
+pub const RELEASE_REPOSITORY: &str = "kaapi-deploy/kaapi-deploy";
 
 /// How the workflows install kaapi-deploy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Install {
+    /// Download the static Linux binary of release `v{version}` from `repository` and verify
+    /// its SHA-256: against `sha256` when pinned here (the x86_64 binary), else against the
+    /// release's `SHA256SUMS`. Seconds, and nothing compiles in CI.
+    Release {
+        repository: String,
+        version: String,
+        sha256: Option<String>,
+    },
     /// `cargo install --locked kaapi-deploy --version V` from crates.io: the exact version that
-    /// wrote the workflows, with its published lock file.
+    /// wrote the workflows, with its published lock file (compiles on the runner, cached).
     Version(String),
     /// `cargo install --locked --git URL --rev REV kaapi-deploy`: a pinned commit of a fork.
     Git { url: String, rev: String },
 }
 
 impl Install {
-    /// The version of this binary: what wrote the workflows is what CI runs.
+    /// The release of this binary's version: what wrote the workflows is what CI runs.
     pub fn this_version() -> Self {
+        Install::Release {
+            repository: RELEASE_REPOSITORY.to_owned(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            sha256: None,
+        }
+    }
+
+    /// `cargo install` of this binary's version from crates.io.
+    pub fn this_version_from_source() -> Self {
         Install::Version(env!("CARGO_PKG_VERSION").to_owned())
     }
 
-    fn command(&self) -> String {
+    /// The steps that put `kaapi-deploy` on the job's PATH.
+    fn steps(&self, y: &mut String) {
         match self {
-            Install::Version(v) => format!("cargo install --locked kaapi-deploy --version {v}"),
-            Install::Git { url, rev } => {
-                format!("cargo install --locked --git {url} --rev {rev} kaapi-deploy")
-            }
+            Install::Release {
+                repository,
+                version,
+                sha256,
+            } => download_step(y, repository, version, sha256.as_deref()),
+            Install::Version(v) => cargo_install_steps(
+                y,
+                &format!("cargo install --locked kaapi-deploy --version {v}"),
+                v,
+            ),
+            Install::Git { url, rev } => cargo_install_steps(
+                y,
+                &format!("cargo install --locked --git {url} --rev {rev} kaapi-deploy"),
+                rev,
+            ),
         }
     }
+}
 
-    fn cache_key(&self) -> String {
-        match self {
-            Install::Version(v) => format!("kaapi-deploy-${{{{ runner.os }}}}-{v}"),
-            Install::Git { rev, .. } => format!("kaapi-deploy-${{{{ runner.os }}}}-{rev}"),
+/// The release asset of the runner's architecture (`uname -m`: x86_64, aarch64), its checksum
+/// checked before it is installed; a mismatch fails the step.
+fn download_step(y: &mut String, repository: &str, version: &str, sha256: Option<&str>) {
+    let _ = writeln!(y, "      - name: Install kaapi-deploy {version}");
+    y.push_str(
+        "        env:
+",
+    );
+    let _ = writeln!(
+        y,
+        "          KAAPI_DEPLOY_URL: https://github.com/{repository}/releases/download/v{version}"
+    );
+    y.push_str(
+        "        run: |
+",
+    );
+    let script = [
+        "set -euo pipefail",
+        "asset=\"kaapi-deploy-$(uname -m)-linux\"",
+        "cd \"$RUNNER_TEMP\"",
+        "curl -fsSL --retry 3 -o \"$asset\" \"$KAAPI_DEPLOY_URL/$asset\"",
+    ];
+    for line in script {
+        let _ = writeln!(y, "          {line}");
+    }
+    match sha256 {
+        Some(sum) => {
+            let _ = writeln!(
+                y,
+                "          echo \"{sum}  $asset\" | sha256sum --check --strict"
+            );
+        }
+        None => {
+            y.push_str(
+                "          curl -fsSL --retry 3 -o SHA256SUMS \"$KAAPI_DEPLOY_URL/SHA256SUMS\"\n",
+            );
+            y.push_str(
+                "          awk -v a=\"$asset\" '$2 == a' SHA256SUMS | sha256sum --check --strict\n",
+            );
         }
     }
+    y.push_str("          mkdir -p \"$HOME/.local/bin\"\n");
+    y.push_str("          install -m 0755 \"$asset\" \"$HOME/.local/bin/kaapi-deploy\"\n");
+    y.push_str("          echo \"$HOME/.local/bin\" >> \"$GITHUB_PATH\"\n");
+}
+
+/// `cargo install` on the runner, skipped when the binary of the same version is cached.
+fn cargo_install_steps(y: &mut String, command: &str, cache_version: &str) {
+    y.push_str(
+        "      - name: Cache kaapi-deploy\n        id: cache\n        uses: actions/cache@v5\n",
+    );
+    let _ = writeln!(
+        y,
+        "        with:\n          path: ~/.cargo/bin/kaapi-deploy\n          key: kaapi-deploy-${{{{ runner.os }}}}-{cache_version}"
+    );
+    y.push_str("      - name: Install kaapi-deploy\n");
+    y.push_str("        if: steps.cache.outputs.cache-hit != 'true'\n");
+    let _ = writeln!(y, "        run: {command}");
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -148,17 +236,7 @@ fn workflow_text(environment: &str, on: (&str, &str), options: &WorkflowOptions)
     y.push_str("    env:\n      AWS_RESOURCE_PREFIX: ${{ vars.AWS_RESOURCE_PREFIX }}\n");
     y.push_str("    steps:\n");
     y.push_str("      - uses: actions/checkout@v5\n");
-    y.push_str(
-        "      - name: Cache kaapi-deploy\n        id: cache\n        uses: actions/cache@v5\n",
-    );
-    let _ = writeln!(
-        y,
-        "        with:\n          path: ~/.cargo/bin/kaapi-deploy\n          key: {}",
-        options.install.cache_key()
-    );
-    y.push_str("      - name: Install kaapi-deploy\n");
-    y.push_str("        if: steps.cache.outputs.cache-hit != 'true'\n");
-    let _ = writeln!(y, "        run: {}", options.install.command());
+    options.install.steps(&mut y);
     y.push_str("      - name: Deploy\n        id: deploy\n");
     let _ = writeln!(y, "        run: kaapi-deploy{config_arg} ci");
     y
@@ -170,6 +248,14 @@ pub fn render(config: &Config, options: &WorkflowOptions) -> Result<Vec<Workflow
         return Err(WorkflowError::BadEnvironmentName {
             value: options.github_environment.clone(),
         });
+    }
+    if let Install::Release {
+        sha256: Some(sum), ..
+    } = &options.install
+    {
+        if sum.len() != 64 || !sum.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Err(WorkflowError::BadChecksum { value: sum.clone() });
+        }
     }
     let workflows: Vec<Workflow> = config
         .environments

@@ -15,3 +15,4 @@ pub mod release;
 pub mod scaffold;
 pub mod secrets;
 pub mod trigger;
+pub mod vars;

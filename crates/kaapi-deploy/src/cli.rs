@@ -7,7 +7,8 @@ use clap::{Args, Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(
     name = "kaapi-deploy",
-    version,
+    // Version, commit, build date and engines: see build.rs.
+    version = env!("KAAPI_DEPLOY_VERSION"),
     about = "Build, push, migrate, roll out, verify and roll back a containerized web backend",
     long_about = "Build, push, migrate, roll out, verify and roll back a containerized web backend \
                   on the local Docker Engine or on AWS ECS, from one deploy.toml."

@@ -17,6 +17,7 @@ pub enum CliError {
     #[error(transparent)]
     Engine(#[from] EngineError),
     /// No AWS access (credentials, OIDC role): exit 1.
+    #[cfg(feature = "ecs")]
     #[error(transparent)]
     Aws(#[from] kaapi_aws::AwsError),
     #[error(transparent)]
@@ -27,7 +28,9 @@ impl CliError {
     pub fn exit_code(&self) -> u8 {
         match self {
             CliError::Usage(_) | CliError::Config(_) => 2,
-            CliError::Failed(_) | CliError::Engine(_) | CliError::Aws(_) | CliError::Other(_) => 1,
+            #[cfg(feature = "ecs")]
+            CliError::Aws(_) => 1,
+            CliError::Failed(_) | CliError::Engine(_) | CliError::Other(_) => 1,
         }
     }
 }

@@ -55,14 +55,23 @@ async fn dispatch(cli: Cli) -> CliResult<ExitCode> {
         Command::Unlock(args) => commands::unlock::run(config, args).await?,
         Command::Accessory(args) => commands::accessory::run(config, args).await?,
         Command::Init(args) => commands::init::run(args)?,
+        #[cfg(feature = "ecs")]
         Command::Adopt(args) => commands::adopt::run(args).await?,
+        #[cfg(not(feature = "ecs"))]
+        Command::Adopt(_) => return Err(engines::without_ecs("`adopt`")),
         Command::Check(args) => commands::check::run(config, args).await?,
         Command::Secrets(command) => commands::secrets::run(config, command).await?,
         Command::Agent(command) => commands::agent::run(config, command).await?,
         Command::Migrate(args) => commands::migrate::run(config, args).await?,
         Command::Ci(args) => commands::ci::run(config, args).await?,
+        #[cfg(feature = "ecs")]
         Command::Promote(args) => commands::promote::run(config, args).await?,
+        #[cfg(feature = "ecs")]
         Command::Infra(command) => commands::infra::run(config, command).await?,
+        #[cfg(not(feature = "ecs"))]
+        Command::Promote(_) => return Err(engines::without_ecs("`promote`")),
+        #[cfg(not(feature = "ecs"))]
+        Command::Infra(_) => return Err(engines::without_ecs("`infra`")),
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -2,4 +2,5 @@
 
 mod ci_run;
 mod promote;
+mod workflow_install;
 mod workflows;

@@ -37,13 +37,13 @@ promote_from = "staging"
 role_arn = "arn:aws:iam::123456789012:role/kaapi-deploy"
 "#;
 
-fn config() -> Config {
+pub fn config() -> Config {
     parse(Path::new("deploy.toml"), CONFIG)
         .expect("valid config")
         .0
 }
 
-fn lint(tool: &str, args: &[&str], files: &[std::path::PathBuf]) {
+pub fn lint(tool: &str, args: &[&str], files: &[std::path::PathBuf]) {
     let output = Command::new(venv_tool(tool))
         .args(args)
         .args(files)
@@ -124,7 +124,7 @@ fn workflows_with_a_git_install_and_a_nested_config_pass_the_linters_too() {
     );
 }
 
-fn yaml(path: &Path) -> serde_yaml::Value {
+pub fn yaml(path: &Path) -> serde_yaml::Value {
     serde_yaml::from_str(&std::fs::read_to_string(path).expect("read")).expect("valid YAML")
 }
 
@@ -160,22 +160,23 @@ fn workflows_trigger_per_environment_with_oidc_permissions_and_a_serial_group() 
             job["env"]["AWS_RESOURCE_PREFIX"].as_str(),
             Some("${{ vars.AWS_RESOURCE_PREFIX }}")
         );
-        let runs: Vec<&str> = job["steps"]
-            .as_sequence()
-            .expect("steps")
-            .iter()
-            .filter_map(|s| s["run"].as_str())
-            .collect();
+        let steps = job["steps"].as_sequence().expect("steps");
+        let runs: Vec<&str> = steps.iter().filter_map(|s| s["run"].as_str()).collect();
+        assert_eq!(runs.len(), 2, "install, then deploy: {runs:?}");
+        assert!(
+            runs[0].contains("sha256sum --check --strict") && !runs[0].contains("cargo"),
+            "the release binary is downloaded and verified, not compiled: {}",
+            runs[0]
+        );
+        assert_eq!(runs[1], "kaapi-deploy ci");
+        let release = format!(
+            "https://github.com/{}/releases/download/v{}",
+            workflows::RELEASE_REPOSITORY,
+            env!("CARGO_PKG_VERSION")
+        );
         assert_eq!(
-            runs,
-            [
-                format!(
-                    "cargo install --locked kaapi-deploy --version {}",
-                    env!("CARGO_PKG_VERSION")
-                )
-                .as_str(),
-                "kaapi-deploy ci"
-            ]
+            steps[1]["env"]["KAAPI_DEPLOY_URL"].as_str(),
+            Some(release.as_str())
         );
     }
     assert!(

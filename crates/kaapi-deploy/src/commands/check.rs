@@ -5,7 +5,6 @@ use std::path::{Path, PathBuf};
 
 use kaapi_core::check::{self, CheckReport, Provision};
 use kaapi_core::config::{self, ConfigError, EngineKind, EnvironmentConfig, LoadedConfig};
-use kaapi_core::diagnostics::Diagnostic;
 use serde::Serialize;
 
 use crate::cli::CheckArgs;
@@ -69,14 +68,37 @@ async fn check_engine_prerequisites(
     if env.engine == EngineKind::Docker {
         return Ok(());
     }
+    #[cfg(not(feature = "ecs"))]
+    {
+        let _ = (loaded, report);
+        Err(crate::engines::without_ecs(&format!(
+            "checking the AWS prerequisites of `{name}` (`check {name} --offline` skips them)"
+        )))
+    }
+    #[cfg(feature = "ecs")]
+    {
+        aws_prerequisites(loaded, name, env, report).await
+    }
+}
+
+#[cfg(feature = "ecs")]
+async fn aws_prerequisites(
+    loaded: &LoadedConfig,
+    name: &str,
+    env: &EnvironmentConfig,
+    report: &mut CheckReport,
+) -> CliResult {
+    use kaapi_core::diagnostics::Diagnostic;
+    use kaapi_infra::preflight::Status;
+
     let aws = kaapi_aws::load(env, None, &kaapi_aws::process_vars()).await?;
     let items = kaapi_infra::preflight::check_prerequisites(loaded, name, &aws).await;
     for item in items {
         let message = format!("{}: {}", item.name, item.detail);
         let diagnostic = match item.status {
-            kaapi_infra::preflight::Status::Ok => continue,
-            kaapi_infra::preflight::Status::Missing => Diagnostic::error(&loaded.path, message),
-            kaapi_infra::preflight::Status::Warning => Diagnostic::warning(&loaded.path, message),
+            Status::Ok => continue,
+            Status::Missing => Diagnostic::error(&loaded.path, message),
+            Status::Warning => Diagnostic::warning(&loaded.path, message),
         };
         let diagnostic = match item.fix {
             Some(fix) => diagnostic.with_hint(fix),

@@ -4,9 +4,9 @@
 
 use std::path::Path;
 
+use kaapi_ci::choice::{build_choice, promotion_source};
 use kaapi_ci::decide::{decide, CiDecision};
 use kaapi_ci::github::{self, GithubContext, Vars};
-use kaapi_ci::promote;
 use kaapi_ci::run::{report_no_deploy, report_setup_failure, run_ci, CiPlan};
 use kaapi_core::config::LoadedConfig;
 use kaapi_core::engine::{Engine, ImageSource, LockOwner};
@@ -131,16 +131,41 @@ async fn image_source(
     vars: &Vars,
 ) -> CliResult<(ImageSource, String)> {
     let config = &loaded.config;
-    let Some(from) = promote::promotion_source(config, environment, is_version, args.rebuild)
-    else {
-        let choice = promote::build_choice(config, environment, is_version, args.rebuild);
+    let Some(from) = promotion_source(config, environment, is_version, args.rebuild) else {
+        let choice = build_choice(config, environment, is_version, args.rebuild);
         return Ok((choice.source, choice.origin));
     };
-    let source_engine = engines::connect(&project::resolve_in(loaded.clone(), &from)?).await?;
-    let (choice, promoted) = promote::promoted_choice(
+    promoted_image(loaded, environment, &from, ctx, vars).await
+}
+
+#[cfg(not(feature = "ecs"))]
+async fn promoted_image(
+    _loaded: &LoadedConfig,
+    environment: &str,
+    from: &str,
+    _ctx: &GithubContext,
+    _vars: &Vars,
+) -> CliResult<(ImageSource, String)> {
+    Err(engines::without_ecs(&format!(
+        "promoting `{from}`'s image into `{environment}`"
+    )))
+}
+
+/// The source environment's image of this commit, copied by digest into `environment`.
+#[cfg(feature = "ecs")]
+async fn promoted_image(
+    loaded: &LoadedConfig,
+    environment: &str,
+    from: &str,
+    ctx: &GithubContext,
+    vars: &Vars,
+) -> CliResult<(ImageSource, String)> {
+    let config = &loaded.config;
+    let source_engine = engines::connect(&project::resolve_in(loaded.clone(), from)?).await?;
+    let (choice, promoted) = kaapi_ci::promote::promoted_choice(
         config,
         environment,
-        &from,
+        from,
         source_engine.as_ref(),
         &ctx.sha,
         vars,

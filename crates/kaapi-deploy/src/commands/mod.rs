@@ -2,21 +2,25 @@
 //! engine `engines::connect` builds.
 
 pub mod accessory;
+#[cfg(feature = "ecs")]
 pub mod adopt;
 pub mod agent;
 pub mod check;
 pub mod ci;
 pub mod deploy;
+#[cfg(feature = "ecs")]
 pub mod infra;
 pub mod init;
 pub mod init_github;
 pub mod logs;
 pub mod migrate;
+#[cfg(feature = "ecs")]
 pub mod promote;
 pub mod releases;
 pub mod rollback;
 pub mod run;
 pub mod secrets;
+#[cfg(feature = "ecs")]
 pub mod secrets_push;
 pub mod status;
 pub mod unlock;

@@ -10,8 +10,14 @@ use crate::exit::{CliError, CliResult};
 pub async fn run(config: Option<&Path>, command: &SecretsCommand) -> CliResult {
     match command {
         SecretsCommand::Generate { count } => generate(*count),
+        #[cfg(feature = "ecs")]
         SecretsCommand::Push { environment, from } => {
             super::secrets_push::run(config, environment, from).await
+        }
+        #[cfg(not(feature = "ecs"))]
+        SecretsCommand::Push { .. } => {
+            let _ = config;
+            Err(crate::engines::without_ecs("`secrets push`"))
         }
     }
 }

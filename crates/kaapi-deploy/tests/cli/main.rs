@@ -18,4 +18,6 @@ mod faults_docker_restart;
 mod faults_killed_cli;
 mod faults_malformed_input;
 mod faults_replica_kill;
+#[cfg(feature = "ecs")]
 mod infra_secrets_leak;
+mod local_only;
