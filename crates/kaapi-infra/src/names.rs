@@ -49,6 +49,8 @@ pub struct InfraNames {
     pub deploy_role: Option<String>,
     pub deploy_role_arn: Option<String>,
     pub lock_parameter: String,
+    /// The ECS engine's deploy lock table (kaapi-ecs `lock.rs`).
+    pub lock_table: String,
     pub secret_store: Option<SecretStore>,
     pub secrets: Vec<String>,
     /// Present when the config uses PostgreSQL (`POSTGRES_SERVER`).
@@ -105,6 +107,7 @@ impl InfraNames {
             deploy_role,
             deploy_role_arn,
             lock_parameter: format!("{LOCK_PREFIX}{}/{environment}", config.app),
+            lock_table: base.lock_table,
             secret_store,
             secrets: config.secrets.clone(),
             database: backing(POSTGRES_VARIABLE, "db", rds_identifier),
