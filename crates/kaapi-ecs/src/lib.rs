@@ -9,6 +9,7 @@ pub mod error;
 pub mod history;
 pub mod image;
 pub mod lock;
+pub mod log_groups;
 pub mod logs;
 pub mod migrate;
 mod retry;

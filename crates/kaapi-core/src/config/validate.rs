@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+use super::command::CommandLine;
 use super::model::{Config, EngineKind, EnvironmentConfig, ServiceKind};
 use crate::diagnostics::{nearest, Diagnostic};
 use crate::trigger::validate_pattern;
@@ -218,6 +219,15 @@ fn validate_services(config: &Config, out: &mut Vec<Diagnostic>) {
                         format!("health path `{}` must start with `/`", health.path),
                     )
                     .with_hint("e.g. \"/api/v1/utils/health/\""),
+                );
+            }
+            if health.command.as_ref().is_some_and(CommandLine::is_empty) {
+                out.push(
+                    err(
+                        format!("{key}.health.command"),
+                        "the health-check command is empty",
+                    )
+                    .with_hint("e.g. command = [\"/app/healthcheck\"], or remove it"),
                 );
             }
             if health.timeout() >= health.interval() {
@@ -644,5 +654,35 @@ mod tests {
         assert!(neither.contains("exactly one"), "{neither}");
         let bad_id = with_image("secrets = { \"a b\" = { env = \"T\" } }").expect_err("bad id");
         assert!(bad_id.contains("invalid build secret id"), "{bad_id}");
+    }
+
+    fn with_health(health: &str) -> Result<crate::config::Config, String> {
+        let text = format!(
+            "app = \"kaapi\"\n[image]\ncontext = \".\"\n[services.web]\nport = 80\n[services.web.health]\npath = \"/health\"\n{health}\n[environments.local]\nengine = \"docker\"\n"
+        );
+        match parse(Path::new("deploy.toml"), &text) {
+            Ok((config, _)) => Ok(config),
+            Err(ConfigError::Invalid { diagnostics, .. }) => Err(format!("{diagnostics:?}")),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    #[test]
+    fn a_health_command_is_a_non_empty_command_line() {
+        let config = with_health("command = \"/app/healthcheck --quick\"").expect("valid");
+        let command = config.services["web"]
+            .health
+            .as_ref()
+            .and_then(|h| h.command.as_ref())
+            .map(|c| c.argv().to_vec());
+        assert_eq!(
+            command,
+            Some(vec!["/app/healthcheck".to_owned(), "--quick".to_owned()])
+        );
+        let empty = with_health("command = []").expect_err("empty");
+        assert!(
+            empty.contains("web.health.command") && empty.contains("empty"),
+            "{empty}"
+        );
     }
 }
