@@ -6,6 +6,7 @@ mod backoff;
 pub mod context;
 mod engine;
 pub mod error;
+pub mod failure_hints;
 pub mod history;
 pub mod image;
 pub mod lock;

@@ -669,3 +669,85 @@ async fn health_command_becomes_the_container_health_check() {
         .health_check()
         .is_none());
 }
+
+/// The reasons ECS really gives for tasks that stop during a rollout (a task's `stoppedReason`,
+/// its container's `reason`), and the hint each one gets in the deploy's failure message.
+const STOPPED_TASKS: &[(&str, Option<&str>, &str)] = &[
+    (
+        "CannotPullContainerError: pull image manifest has been retried 7 time(s): failed to resolve ref 123456789012.dkr.ecr.eu-west-1.amazonaws.com/kaapi-staging-repo@sha256:2c26b46b: not found",
+        None,
+        "ecr:GetDownloadUrlForLayer",
+    ),
+    (
+        "ResourceInitializationError: unable to pull secrets or registry auth: execution resource retrieval failed: unable to retrieve secrets from ssm: service call has been retried 1 time(s): AccessDeniedException: User: arn:aws:sts::123456789012:assumed-role/kaapi-staging-execution-role/0a1b2c is not authorized to perform: ssm:GetParameters on resource: arn:aws:ssm:eu-west-1:123456789012:parameter/kaapi/staging/SECRET_KEY",
+        None,
+        "ssm:GetParameters or secretsmanager:GetSecretValue",
+    ),
+    (
+        "Essential container in task exited",
+        Some("OutOfMemoryError: Container killed due to memory usage"),
+        "raise the service's `memory`",
+    ),
+    (
+        "Essential container in task exited",
+        None,
+        "kaapi-deploy logs ENV --service NAME",
+    ),
+    (
+        "Task failed ELB health checks in (target-group arn:aws:elasticloadbalancing:eu-west-1:123456789012:targetgroup/kaapi-staging-tg/0123456789abcdef)",
+        None,
+        "must answer health.path with 200",
+    ),
+];
+
+#[tokio::test]
+async fn stopped_task_reasons_reach_the_failure_message_with_a_hint() {
+    for (stopped, container, hint) in STOPPED_TASKS {
+        let s = setup(fast_tuning(), "");
+        first_release(&s).await;
+        s.fake.tasks_stop_with(BACKEND, stopped, *container);
+        s.fake
+            .plan(BACKEND, Plan::CircuitBreaker(Duration::from_millis(40)));
+        let report = deploy(&s.engine, "bad0002", &Recorder::default()).await;
+        assert_eq!(report.outcome, Outcome::RolledBack, "{}", report.message);
+        let message = &report.message;
+        assert!(message.contains("circuit breaker"), "{message}");
+        assert!(
+            message.contains(&format!("a stopped task says: {stopped}")),
+            "{message}"
+        );
+        if let Some(container) = container {
+            assert!(message.contains(container), "{message}");
+        }
+        assert!(
+            message.contains(&format!("(hint: ")) && message.contains(hint),
+            "{message}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_migration_that_cannot_read_its_secrets_says_what_to_grant() {
+    let s = setup(fast_tuning(), "");
+    first_release(&s).await;
+    s.fake.script_task(TaskScript::FailedToStart(
+        "ResourceInitializationError: unable to pull secrets or registry auth: execution resource retrieval failed: unable to retrieve secrets from ssm",
+    ));
+    let report = deploy(&s.engine, "sec0001", &Recorder::default()).await;
+    assert_eq!(
+        report.outcome,
+        Outcome::FailedMigration,
+        "{}",
+        report.message
+    );
+    assert!(
+        report
+            .message
+            .contains("TaskFailedToStart: ResourceInitializationError")
+            && report
+                .message
+                .contains("the execution role needs ssm:GetParameters"),
+        "{}",
+        report.message
+    );
+}

@@ -80,6 +80,9 @@ pub struct State {
     /// The deploy lock's item.
     lock: Option<HashMap<String, aws_sdk_dynamodb::types::AttributeValue>>,
     pub image_digest: String,
+    /// Why the tasks of a service's failing deployment stop, by ECS service name: the task's
+    /// `stoppedReason` and its container's `reason`.
+    stopped_reasons: HashMap<String, (String, Option<String>)>,
     /// CloudWatch log groups; `deny_create_log_group` answers CreateLogGroup with AccessDenied.
     pub log_groups: Vec<String>,
     pub deny_create_log_group: bool,
@@ -130,6 +133,32 @@ impl State {
                 .filter(|(d, _)| d.family() == Some(reference))
                 .max_by_key(|(d, _)| d.revision()),
         }
+    }
+
+    /// A stopped task of the deployment that failed on a service (else its newest one).
+    fn stopped_service_task(&self, arn: &str) -> Option<Task> {
+        let service = arn.rsplit_once("/stopped-")?.1;
+        let (stopped, container) = self.stopped_reasons.get(service)?;
+        let svc = self.services.iter().find(|s| s.name == service)?;
+        let deployment = svc
+            .deployments
+            .iter()
+            .find(|d| d.state == DeploymentRolloutState::Failed)
+            .or(svc.deployments.first())?;
+        Some(
+            Task::builder()
+                .task_arn(arn)
+                .task_definition_arn(&deployment.task_definition)
+                .last_status("STOPPED")
+                .stopped_reason(stopped)
+                .containers(
+                    Container::builder()
+                        .name("backend")
+                        .set_reason(container.clone())
+                        .build(),
+                )
+                .build(),
+        )
     }
 
     /// Moves deployments along their plans (what ECS does between two DescribeServices).
@@ -361,6 +390,14 @@ impl FakeAws {
         .map(|s| format!("/ecs/{CLUSTER}/{s}"))
         .collect();
         fake
+    }
+
+    /// The tasks of `ecs_name`'s next deployment stop with these reasons (as ECS writes them).
+    pub fn tasks_stop_with(&self, ecs_name: &str, stopped: &str, container: Option<&str>) {
+        self.state().stopped_reasons.insert(
+            ecs_name.to_owned(),
+            (stopped.to_owned(), container.map(str::to_owned)),
+        );
     }
 
     pub fn plan(&self, ecs_name: &str, plan: Plan) {
@@ -673,6 +710,10 @@ impl FakeAws {
                 let mut state = f.state();
                 let mut tasks = Vec::new();
                 for arn in input.tasks() {
+                    if let Some(task) = state.stopped_service_task(arn) {
+                        tasks.push(task);
+                        continue;
+                    }
                     let Some(task) = state.tasks.iter_mut().find(|t| &t.arn == arn) else {
                         continue;
                     };
@@ -707,6 +748,24 @@ impl FakeAws {
                 MockResponse::Output(
                     op::describe_tasks::DescribeTasksOutput::builder()
                         .set_tasks(Some(tasks))
+                        .build(),
+                )
+            }),
+        );
+
+        let f = self.clone();
+        rules.push(
+            mock!(Client::list_tasks).then_compute_response(move |input| {
+                let service = input.service_name().unwrap_or_default().to_owned();
+                f.log(format!("ecs:ListTasks {service}"));
+                let arns = f.state().stopped_reasons.contains_key(&service).then(|| {
+                    vec![format!(
+                        "arn:aws:ecs:{REGION}:{ACCOUNT}:task/{CLUSTER}/stopped-{service}"
+                    )]
+                });
+                MockResponse::Output(
+                    op::list_tasks::ListTasksOutput::builder()
+                        .set_task_arns(arns)
                         .build(),
                 )
             }),
