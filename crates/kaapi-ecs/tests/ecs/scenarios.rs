@@ -720,7 +720,7 @@ async fn stopped_task_reasons_reach_the_failure_message_with_a_hint() {
             assert!(message.contains(container), "{message}");
         }
         assert!(
-            message.contains(&format!("(hint: ")) && message.contains(hint),
+            message.contains("(hint: ") && message.contains(hint),
             "{message}"
         );
     }
