@@ -24,6 +24,9 @@ pub struct ServiceNames {
 pub struct Names {
     pub cluster: String,
     pub repository: String,
+    /// The DynamoDB table of the ECS engine's deploy lock (one per environment, so that each
+    /// environment's stack owns its table and its deploy role reaches no other lock).
+    pub lock_table: String,
     pub services: IndexMap<String, ServiceNames>,
 }
 
@@ -97,6 +100,7 @@ pub fn names(config: &Config, environment: &str) -> Names {
     Names {
         cluster,
         repository,
+        lock_table: format!("{stem}-deploy-lock"),
         services,
     }
 }

@@ -381,6 +381,8 @@ fn health_of(
         |s: Option<i32>| Some(std::time::Duration::from_secs(s.unwrap_or(0).max(0) as u64).into());
     Some(HealthConfig {
         path: path.unwrap_or_else(|| "/".to_owned()),
+        // Without `command` a deploy keeps the live check's command as it is.
+        command: None,
         interval: seconds(check.interval().or(Some(30))),
         timeout: seconds(check.timeout().or(Some(5))),
         retries: Some(check.retries().unwrap_or(3).max(1) as u32),

@@ -10,7 +10,7 @@ pub struct AwsClients {
     pub ecr: aws_sdk_ecr::Client,
     pub logs: aws_sdk_cloudwatchlogs::Client,
     pub cloudwatch: aws_sdk_cloudwatch::Client,
-    pub ssm: aws_sdk_ssm::Client,
+    pub dynamodb: aws_sdk_dynamodb::Client,
     pub sts: aws_sdk_sts::Client,
 }
 
@@ -35,7 +35,7 @@ impl AwsClients {
             ecr: aws_sdk_ecr::Client::new(&shared),
             logs: aws_sdk_cloudwatchlogs::Client::new(&shared),
             cloudwatch: aws_sdk_cloudwatch::Client::new(&shared),
-            ssm: aws_sdk_ssm::Client::new(&shared),
+            dynamodb: aws_sdk_dynamodb::Client::new(&shared),
             sts: aws_sdk_sts::Client::new(&shared),
         }
     }

@@ -27,6 +27,8 @@ pub struct EcsEngine {
     /// Newest release number seen while holding the lock (saves a listing when registering).
     newest: Mutex<Option<u64>>,
     tasks: RunningTasks,
+    /// The renewal of the deploy lock this engine holds.
+    lease: Mutex<Option<lock::Lease>>,
 }
 
 impl EcsEngine {
@@ -74,6 +76,7 @@ impl EcsEngine {
             known: Mutex::new(HashMap::new()),
             newest: Mutex::new(None),
             tasks: RunningTasks::default(),
+            lease: Mutex::new(None),
         }
     }
 
@@ -85,6 +88,22 @@ impl EcsEngine {
             if newest.is_none_or(|n| n < release.number) {
                 *newest = Some(release.number);
             }
+        }
+    }
+
+    /// Fails once a renewal found the deploy lock taken from us: another deploy may be changing
+    /// the same services, so nothing more is changed.
+    fn ensure_lock_held(&self) -> EngineResult<()> {
+        let lost = self
+            .lease
+            .lock()
+            .ok()
+            .and_then(|held| held.as_ref().and_then(lock::Lease::lost));
+        match lost {
+            Some(lost) => Err(EngineError::failed(format!(
+                "{lost}; stopped before changing anything more"
+            ))),
+            None => Ok(()),
         }
     }
 
@@ -131,11 +150,23 @@ impl Engine for EcsEngine {
         owner: &LockOwner,
         progress: &dyn Progress,
     ) -> EngineResult<LockToken> {
-        lock::acquire(&self.ctx, owner, progress).await
+        let (token, lease) = lock::acquire(&self.ctx, owner, progress).await?;
+        if let Ok(mut held) = self.lease.lock() {
+            *held = Some(lease);
+        }
+        Ok(token)
     }
 
     async fn release_lock(&self, token: &LockToken) -> EngineResult<()> {
-        lock::release(&self.ctx, token, &Silent).await
+        // Dropping the lease stops its renewal before the item goes.
+        let lease = self.lease.lock().ok().and_then(|mut held| held.take());
+        let lost = lease.as_ref().and_then(lock::Lease::lost);
+        drop(lease);
+        let released = lock::release(&self.ctx, token).await;
+        match lost {
+            Some(lost) => Err(EngineError::failed(lost)),
+            None => released,
+        }
     }
 
     async fn force_unlock(&self) -> EngineResult<()> {
@@ -166,13 +197,19 @@ impl Engine for EcsEngine {
         rollback_of: Option<u64>,
         progress: &dyn Progress,
     ) -> EngineResult<Release> {
+        self.ensure_lock_held()?;
         let newest = self.newest.lock().ok().and_then(|n| *n);
         let number = match newest {
             Some(n) => n + 1,
             None => history::next_number(&self.ctx, progress).await?,
         };
+        let restored = match rollback_of {
+            Some(of) => Some(self.find_release(of).await?),
+            None => None,
+        };
         let revisions =
-            revisions::register_all(&self.ctx, image, meta, number, rollback_of, progress).await?;
+            revisions::register_all(&self.ctx, image, meta, number, restored.as_ref(), progress)
+                .await?;
         let release = Release {
             number,
             environment: self.ctx.target.environment().to_owned(),
@@ -231,6 +268,7 @@ impl Engine for EcsEngine {
         release: &Release,
         progress: &dyn Progress,
     ) -> EngineResult<RolloutOutcome> {
+        self.ensure_lock_held()?;
         rollout::roll_out(&self.ctx, release, progress).await
     }
 

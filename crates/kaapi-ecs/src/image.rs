@@ -109,8 +109,13 @@ pub async fn prepare(
                     "this kaapi-deploy binary has no image builder for the ecs engine; deploy an image already in the repository with `--image REF`",
                 )
             })?;
-            let built = builder.build(&meta.commit, progress).await?;
             let tags = push_tags(meta);
+            if let Some(image) =
+                already_pushed(clients, &registry, &repository_name, &tags, progress).await?
+            {
+                return Ok(image);
+            }
+            let built = builder.build(&meta.commit, progress).await?;
             progress.info(format!("pushing {repository} ({})", tags.join(", ")));
             let digest = builder
                 .push(&built.id, &repository, &tags, auth.as_ref(), progress)
@@ -154,6 +159,56 @@ pub async fn prepare(
             })
         }
     }
+}
+
+/// The image an earlier run of this commit pushed to ECR, when there is one. ECR repositories
+/// are IMMUTABLE (the template and `check` require it), so a rebuild on a fresh runner, which
+/// gives a new digest, could not push the commit tag again: the re-run deploys the digest the
+/// tag already names, and builds nothing. Not for a registry override (tags there may move).
+async fn already_pushed(
+    clients: &AwsClients,
+    registry: &Registry,
+    repository_name: &str,
+    tags: &[String],
+    progress: &dyn Progress,
+) -> EngineResult<Option<ImageRef>> {
+    let Some(commit) = tags.first().filter(|_| !registry.overridden) else {
+        return Ok(None);
+    };
+    let query = ImageQuery::Tag(commit.clone());
+    let Some(digest) = lookup_digest(clients, registry, repository_name, &query).await? else {
+        return Ok(None);
+    };
+    let repository = format!("{}/{repository_name}", registry.host);
+    progress.info(format!(
+        "{repository}:{commit} already exists (an earlier run of this commit pushed it); deploying its digest {digest} without rebuilding"
+    ));
+    let mut carried = vec![commit.clone()];
+    for tag in &tags[1..] {
+        let named = lookup_digest(
+            clients,
+            registry,
+            repository_name,
+            &ImageQuery::Tag(tag.clone()),
+        )
+        .await?;
+        match named {
+            Some(d) if d == digest => carried.push(tag.clone()),
+            Some(other) => {
+                return Err(EngineError::failed(format!(
+                    "{repository}:{tag} names {other}, but the commit tag {commit} names {digest}; ECR tags are immutable, so one tag cannot name both: deploy with --image {repository}@{digest}, or push a new version tag"
+                )))
+            }
+            None => progress.warning(format!(
+                "{repository}:{commit} does not carry the tag {tag}; deploying it by digest without that tag"
+            )),
+        }
+    }
+    Ok(Some(ImageRef {
+        reference: format!("{repository}@{digest}"),
+        digest,
+        tags: carried,
+    }))
 }
 
 /// The digest the repository holds for `query`, or `None` when it holds no such image.

@@ -1,7 +1,7 @@
 //! Task-definition revisions: each service's new revision is derived from the live one (or the
 //! family's latest, or the config when there is none), with the image pinned by digest, the
-//! config's command, environment and secret references, resources, health-check timings and
-//! `awslogs` logging; tagged with the release's metadata.
+//! config's command, environment and secret references, resources, health check
+//! (`health.command` and timings) and `awslogs` logging; tagged with the release's metadata.
 
 use aws_sdk_ecs::types::{
     Compatibility, ContainerDefinition, HealthCheck, KeyValuePair, LogConfiguration, LogDriver,
@@ -10,7 +10,7 @@ use aws_sdk_ecs::types::{
 use kaapi_core::config::{Config, SecretSource, ServiceConfig, ECS_MAX_STOP_TIMEOUT_SECS};
 use kaapi_core::engine::{EngineError, EngineResult};
 use kaapi_core::progress::Progress;
-use kaapi_core::release::{ImageRef, ReleaseMeta, ServiceRevision};
+use kaapi_core::release::{ImageRef, Release, ReleaseMeta, ServiceRevision};
 
 use crate::error::{aws_error, engine_error};
 use crate::release_tags::{self as tag_keys, tag};
@@ -219,19 +219,30 @@ fn rewrite_main_container(
     if let Some(port) = service.port {
         add_port_mapping(container, port);
     }
-    if let (Some(live), Some(health)) = (container.health_check.as_ref(), service.health.as_ref()) {
-        // The command stays the live one: images FROM scratch have no curl, so only the team
-        // knows what to run; the timings follow the config.
-        container.health_check = Some(
-            HealthCheck::builder()
-                .set_command(Some(live.command().to_vec()))
-                .interval(health.interval().as_secs().clamp(5, 300) as i32)
-                .timeout(health.timeout().as_secs().clamp(2, 60) as i32)
-                .retries(health.retries().clamp(1, 10) as i32)
-                .start_period(health.start_period().as_secs().min(300) as i32)
-                .build()
-                .map_err(|e| EngineError::failed(format!("health check: {e}")))?,
-        );
+    if let Some(health) = &service.health {
+        // `health.command` is the container's check; without it the live command stays (images
+        // FROM scratch have no curl, so only the team knows what to run) with the config's timings.
+        let command = match (&health.command, container.health_check.as_ref()) {
+            (Some(command), _) => Some(
+                std::iter::once("CMD".to_owned())
+                    .chain(command.argv().iter().cloned())
+                    .collect(),
+            ),
+            (None, Some(live)) => Some(live.command().to_vec()),
+            (None, None) => None,
+        };
+        if let Some(command) = command {
+            container.health_check = Some(
+                HealthCheck::builder()
+                    .set_command(Some(command))
+                    .interval(health.interval().as_secs().clamp(5, 300) as i32)
+                    .timeout(health.timeout().as_secs().clamp(2, 60) as i32)
+                    .retries(health.retries().clamp(1, 10) as i32)
+                    .start_period(health.start_period().as_secs().min(300) as i32)
+                    .build()
+                    .map_err(|e| EngineError::failed(format!("health check: {e}")))?,
+            );
+        }
     }
     container.log_configuration = Some(awslogs(container.log_configuration.as_ref(), spec)?);
     Ok(())
@@ -456,13 +467,15 @@ pub async fn register_for_task(
 }
 
 /// Registers one revision per service; the history service's revision is registered last and
-/// names the others, so a release is whole once its history revision exists.
+/// names the others, so a release is whole once its history revision exists. A rollback
+/// (`rollback_of`, the release to restore) registers exact copies of that release's revisions,
+/// whatever deploy.toml says today; only a service the release did not have is derived.
 pub async fn register_all(
     ctx: &Ctx,
     image: &ImageRef,
     meta: &ReleaseMeta,
     number: u64,
-    rollback_of: Option<u64>,
+    rollback_of: Option<&Release>,
     progress: &dyn Progress,
 ) -> EngineResult<Vec<ServiceRevision>> {
     let target = &ctx.target;
@@ -472,12 +485,18 @@ pub async fn register_all(
         .map(|s| target.ecs_service_name(s).map(str::to_owned))
         .collect::<EngineResult<Vec<_>>>()?;
     ctx.describe_services(&ecs_names, progress).await?;
+    crate::log_groups::ensure(ctx, progress).await?;
 
     let mut bases = Vec::new();
     for service in &services {
-        bases.push(base_definition(ctx, service, progress).await?);
+        bases.push(match rollback_of.and_then(|r| r.revision_of(service)) {
+            Some(restored) => {
+                Base::Copy(restored_definition(ctx, &restored.revision, progress).await?)
+            }
+            None => Base::Derive(base_definition(ctx, service, progress).await?),
+        });
     }
-    let known: Vec<&str> = bases.iter().flatten().map(Described::arn).collect();
+    let known: Vec<&str> = bases.iter().filter_map(Base::arn).collect();
     let account = account_id(ctx, &known).await?;
 
     let history = target.history_service().unwrap_or_default().to_owned();
@@ -485,11 +504,17 @@ pub async fn register_all(
     order.sort_by_key(|i| services[*i] == history);
     let mut registered: Vec<Option<String>> = vec![None; services.len()];
     let mut others = Vec::new();
+    let restored_number = rollback_of.map(|r| r.number);
     for i in order {
         let service = &services[i];
-        let spec = revision_spec(ctx, service, &account, image)?;
-        let definition = derive_or_create(bases[i].as_ref(), &spec, progress)?;
-        let mut tags = release_tags(number, service, image, meta, rollback_of);
+        let definition = match &bases[i] {
+            Base::Copy(restored) => restored.definition.clone(),
+            Base::Derive(base) => {
+                let spec = revision_spec(ctx, service, &account, image)?;
+                derive_or_create(base.as_ref(), &spec, progress)?
+            }
+        };
+        let mut tags = release_tags(number, service, image, meta, restored_number);
         if *service == history {
             tags.extend(others.iter().map(|(s, r): &(String, String)| {
                 tag(&format!("{}{s}", tag_keys::REVISION_PREFIX), r)
@@ -497,7 +522,16 @@ pub async fn register_all(
         }
         let described = register(ctx, &definition, tags, progress).await?;
         let arn = described.arn().to_owned();
-        progress.info(format!("{service}: registered {}", short_revision(&arn)));
+        match &bases[i] {
+            Base::Copy(restored) => progress.info(format!(
+                "{service}: registered {}, an exact copy of {}",
+                short_revision(&arn),
+                short_revision(restored.arn())
+            )),
+            Base::Derive(_) => {
+                progress.info(format!("{service}: registered {}", short_revision(&arn)))
+            }
+        }
         others.push((service.clone(), short_revision(&arn).to_owned()));
         registered[i] = Some(arn);
     }
@@ -506,6 +540,38 @@ pub async fn register_all(
         .zip(registered)
         .filter_map(|(service, arn)| arn.map(|revision| ServiceRevision { service, revision }))
         .collect())
+}
+
+/// What a service's new revision starts from.
+enum Base {
+    /// A revision of the release being restored, registered again unchanged.
+    Copy(Described),
+    /// The live (or latest) revision, rewritten from the config; `None` when AWS has none.
+    Derive(Option<Described>),
+}
+
+impl Base {
+    fn arn(&self) -> Option<&str> {
+        match self {
+            Base::Copy(d) | Base::Derive(Some(d)) => Some(d.arn()),
+            Base::Derive(None) => None,
+        }
+    }
+}
+
+/// A revision of the release a rollback restores; ECS still describes deregistered revisions.
+async fn restored_definition(
+    ctx: &Ctx,
+    arn: &str,
+    progress: &dyn Progress,
+) -> EngineResult<Described> {
+    ctx.describe_task_definition(arn, progress)
+        .await?
+        .ok_or_else(|| {
+            EngineError::not_found(format!(
+                "task definition {arn} of the release to restore no longer exists; deploy that release's image again instead (`kaapi-deploy deploy ENV --image IMAGE`)"
+            ))
+        })
 }
 
 #[cfg(test)]

@@ -8,7 +8,8 @@ use std::collections::{HashMap, HashSet};
 use tokio::time::Instant;
 
 use aws_sdk_ecs::types::{
-    DeploymentCircuitBreaker, DeploymentConfiguration, DeploymentRolloutState, Service,
+    DeploymentCircuitBreaker, DeploymentConfiguration, DeploymentRolloutState, DesiredStatus,
+    Service,
 };
 use kaapi_core::engine::{EngineError, EngineResult, RolloutOutcome};
 use kaapi_core::progress::Progress;
@@ -16,6 +17,7 @@ use kaapi_core::release::Release;
 
 use crate::backoff::Backoff;
 use crate::error::aws_error;
+use crate::failure_hints::with_hint;
 use crate::release_tags as tags;
 use crate::retry::retry_throttled;
 use crate::revisions::short_revision;
@@ -243,8 +245,12 @@ pub async fn roll_out(
                         Some(arn) => Some(describe_revision(ctx, &arn, progress).await),
                         None => None,
                     };
+                    let reason = match stopped_task_reason(ctx, &tracked).await {
+                        Some(stopped) => format!("{reason}; a stopped task says: {stopped}"),
+                        None => reason,
+                    };
                     return Ok(RolloutOutcome::Failed {
-                        reason: format!("{}: {reason}", tracked.service),
+                        reason: format!("{}: {}", tracked.service, with_hint(&reason)),
                         engine_rolled_back_to: to,
                     });
                 }
@@ -260,6 +266,44 @@ pub async fn roll_out(
         pending = still;
     }
     Ok(RolloutOutcome::Completed)
+}
+
+/// Why the last stopped task of our revision stopped (`stoppedReason` and its containers'
+/// reasons): ECS's deployment reason only says that tasks failed. Best effort: the rollout has
+/// failed either way, so a failed lookup leaves the reason as it was.
+async fn stopped_task_reason(ctx: &Ctx, tracked: &Tracked) -> Option<String> {
+    let listed = ctx
+        .clients
+        .ecs
+        .list_tasks()
+        .cluster(ctx.cluster())
+        .service_name(&tracked.ecs_name)
+        .desired_status(DesiredStatus::Stopped)
+        .send()
+        .await
+        .ok()?;
+    let arns: Vec<String> = listed.task_arns().iter().take(100).cloned().collect();
+    if arns.is_empty() {
+        return None;
+    }
+    let described = ctx
+        .clients
+        .ecs
+        .describe_tasks()
+        .cluster(ctx.cluster())
+        .set_tasks(Some(arns))
+        .send()
+        .await
+        .ok()?;
+    described
+        .tasks()
+        .iter()
+        .filter(|t| t.task_definition_arn() == Some(tracked.task_definition.as_str()))
+        .find_map(|task| {
+            let mut parts: Vec<&str> = task.stopped_reason().into_iter().collect();
+            parts.extend(task.containers().iter().filter_map(|c| c.reason()));
+            (!parts.is_empty()).then(|| parts.join("; "))
+        })
 }
 
 /// Prints service events newer than the rollout's start that we have not shown yet, oldest

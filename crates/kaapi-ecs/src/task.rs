@@ -13,6 +13,7 @@ use kaapi_core::progress::Progress;
 
 use crate::backoff::Backoff;
 use crate::error::aws_error;
+use crate::failure_hints::with_hint;
 use crate::logs;
 use crate::retry::retry_throttled;
 use crate::revisions::{main_container_index, short_revision};
@@ -42,7 +43,7 @@ pub fn exit_of(task: &Task, container: &str) -> TaskExit {
         Some(code) if stop_code != Some(&TaskStopCode::TaskFailedToStart) => TaskExit {
             exit_code: i64::from(code),
             reason: (code != 0 && !container_reason.is_empty())
-                .then(|| container_reason.to_owned()),
+                .then(|| with_hint(container_reason)),
         },
         _ => {
             let code = stop_code.map(|c| c.as_str()).unwrap_or("stopped");
@@ -53,7 +54,7 @@ pub fn exit_of(task: &Task, container: &str) -> TaskExit {
             // No exit code: the command never ran; report failure without inventing a code.
             TaskExit {
                 exit_code: 1,
-                reason: Some(reason.trim_end_matches(": ").to_owned()),
+                reason: Some(with_hint(reason.trim_end_matches(": "))),
             }
         }
     }

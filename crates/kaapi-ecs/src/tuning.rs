@@ -17,8 +17,11 @@ pub struct Tuning {
     /// Health-check attempts of `verify`, and the pause between them.
     pub verify_attempts: u32,
     pub verify_interval: Duration,
-    /// How long a deploy lock lives when its owner vanished without releasing it.
+    /// How long a deploy lock lives without renewal (its owner vanished without releasing it).
     pub lock_ttl: Duration,
+    /// How often the holder renews its lock; well under `lock_ttl`, so that a passing failure
+    /// leaves time for another try.
+    pub lock_renew: Duration,
     /// Pause between `logs --follow` polls.
     pub follow_interval: Duration,
 }
@@ -33,7 +36,8 @@ impl Default for Tuning {
             throttle_attempts: 8,
             verify_attempts: 5,
             verify_interval: Duration::from_secs(3),
-            lock_ttl: Duration::from_secs(60 * 60),
+            lock_ttl: Duration::from_secs(10 * 60),
+            lock_renew: Duration::from_secs(2 * 60),
             follow_interval: Duration::from_secs(2),
         }
     }

@@ -5,10 +5,6 @@ use indexmap::IndexMap;
 use kaapi_core::config::{Config, LoadedConfig};
 use kaapi_core::naming::{self, ServiceNames};
 
-/// The SSM parameter the ECS engine's deploy lock lives in is `{LOCK_PREFIX}{app}/{env}`
-/// (kaapi-ecs `lock.rs`); the deploy policy grants exactly that parameter.
-pub const LOCK_PREFIX: &str = "/kaapi-deploy/locks/";
-
 /// The GitHub Actions OIDC issuer (host part, as IAM names the provider).
 pub const GITHUB_OIDC_HOST: &str = "token.actions.githubusercontent.com";
 
@@ -53,7 +49,8 @@ pub struct InfraNames {
     /// The deploy role's name, from the environment's `role_arn`.
     pub deploy_role: Option<String>,
     pub deploy_role_arn: Option<String>,
-    pub lock_parameter: String,
+    /// The ECS engine's deploy lock table (kaapi-ecs `lock.rs`).
+    pub lock_table: String,
     pub secret_store: Option<SecretStore>,
     pub secrets: Vec<String>,
     /// Present when the config uses PostgreSQL (`POSTGRES_SERVER`).
@@ -115,7 +112,7 @@ impl InfraNames {
                 .unwrap_or_else(|| format!("{stem}-task-role")),
             deploy_role,
             deploy_role_arn,
-            lock_parameter: format!("{LOCK_PREFIX}{}/{environment}", config.app),
+            lock_table: base.lock_table,
             secret_store,
             secrets: config.secrets.clone(),
             database: backing(POSTGRES_VARIABLE, "db", rds_identifier),

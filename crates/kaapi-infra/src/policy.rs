@@ -253,7 +253,7 @@ pub fn deploy_policy_with(
         statement(
             "LogsRead",
             &["logs:DescribeLogStreams", "logs:FilterLogEvents", "logs:StartLiveTail"],
-            log_groups,
+            log_groups.clone(),
         ),
         statement("LogsReadStreams", &["logs:GetLogEvents"], log_streams),
         statement(
@@ -268,8 +268,21 @@ pub fn deploy_policy_with(
         ),
         statement(
             "DeployLock",
-            &["ssm:DeleteParameter", "ssm:GetParameter", "ssm:PutParameter"],
-            vec![scope.parameter_arn(&names.lock_parameter)],
+            // Conditional writes make it a compare-and-swap lock (kaapi-ecs lock.rs).
+            &[
+                "dynamodb:DeleteItem",
+                "dynamodb:DescribeTable",
+                "dynamodb:GetItem",
+                "dynamodb:PutItem",
+                "dynamodb:UpdateItem",
+            ],
+            vec![scope.arn("dynamodb", &format!("table/{}", names.lock_table))],
+        ),
+        statement(
+            "CreateLogGroups",
+            // A deploy creates a service's log group when it is missing.
+            &["logs:CreateLogGroup"],
+            log_groups,
         ),
         json!({
             "Sid": "PassTaskRoles",

@@ -144,6 +144,7 @@ pub async fn check_prerequisites_with(
         elasticache: aws_sdk_elasticache::Client::new(aws),
         mq: aws_sdk_mq::Client::new(aws),
         ssm: aws_sdk_ssm::Client::new(aws),
+        dynamodb: aws_sdk_dynamodb::Client::new(aws),
         secretsmanager: aws_sdk_secretsmanager::Client::new(aws),
     };
     checker.run().await
@@ -161,6 +162,7 @@ struct Checker {
     elasticache: aws_sdk_elasticache::Client,
     mq: aws_sdk_mq::Client,
     ssm: aws_sdk_ssm::Client,
+    dynamodb: aws_sdk_dynamodb::Client,
     secretsmanager: aws_sdk_secretsmanager::Client,
 }
 
@@ -292,6 +294,7 @@ impl Checker {
         items.extend(self.passed_roles(&passed_roles));
         items.extend(self.services().await);
         items.extend(self.log_groups().await);
+        items.push(self.lock_table().await);
         items.push(
             self.task_role(&self.names.execution_role, "execution role")
                 .await,
@@ -476,6 +479,28 @@ impl Checker {
             ));
         }
         items
+    }
+
+    /// The deploy lock's DynamoDB table (kaapi-ecs `lock.rs` writes one item in it).
+    async fn lock_table(&self) -> CheckItem {
+        let table = &self.names.lock_table;
+        let name = format!("deploy lock table {table}");
+        let fix = format!(
+            "{}, or aws dynamodb create-table --table-name {table} --attribute-definitions AttributeName=pk,AttributeType=S --key-schema AttributeName=pk,KeyType=HASH --billing-mode PAY_PER_REQUEST{region} && aws dynamodb update-time-to-live --table-name {table} --time-to-live-specification Enabled=true,AttributeName=purge_at{region}",
+            self.template_fix(),
+            region = self.region_flag()
+        );
+        match classify(
+            self.dynamodb
+                .describe_table()
+                .table_name(table)
+                .send()
+                .await,
+        ) {
+            Lookup::Found(_) => CheckItem::ok(name, "exists"),
+            Lookup::NotFound => CheckItem::missing(name, "does not exist", fix),
+            Lookup::Failed(e) => cannot_check(&name, &e),
+        }
     }
 
     async fn log_groups(&self) -> Vec<CheckItem> {

@@ -207,6 +207,19 @@ pub fn build(loaded: &LoadedConfig, environment: &str, options: &TemplateOptions
             },
         }),
     );
+    resources.insert(
+        "DeployLockTable".into(),
+        json!({
+            "Type": "AWS::DynamoDB::Table",
+            "Properties": {
+                "TableName": names.lock_table,
+                "BillingMode": "PAY_PER_REQUEST",
+                "AttributeDefinitions": [{"AttributeName": "pk", "AttributeType": "S"}],
+                "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}],
+                "TimeToLiveSpecification": {"AttributeName": "purge_at", "Enabled": true},
+            },
+        }),
+    );
     for (service, service_names) in &names.services {
         resources.insert(
             logical_id("LogGroup", service),

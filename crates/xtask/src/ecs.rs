@@ -200,7 +200,7 @@ fn clients(describe: &Rule, update: &Rule) -> AwsClients {
         ecr: mock_sdk_client!(aws_sdk_ecr, none()),
         logs: mock_sdk_client!(aws_sdk_cloudwatchlogs, none()),
         cloudwatch: mock_sdk_client!(aws_sdk_cloudwatch, none()),
-        ssm: mock_sdk_client!(aws_sdk_ssm, none()),
+        dynamodb: mock_sdk_client!(aws_sdk_dynamodb, none()),
         sts: mock_sdk_client!(aws_sdk_sts, none()),
     }
 }

@@ -148,6 +148,9 @@ impl ServiceConfig {
 #[serde(deny_unknown_fields)]
 pub struct HealthConfig {
     pub path: String,
+    /// ECS: the container's own health check, run inside the container (`CMD` form, no shell).
+    #[serde(default)]
+    pub command: Option<CommandLine>,
     #[serde(default)]
     pub interval: Option<HumanDuration>,
     #[serde(default)]

@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+use super::command::CommandLine;
 use super::model::{
     AccessoryConfig, Config, EngineKind, EnvironmentConfig, PortMapping, ServiceKind,
 };
@@ -223,6 +224,15 @@ fn validate_services(config: &Config, out: &mut Vec<Diagnostic>) {
                         format!("health path `{}` must start with `/`", health.path),
                     )
                     .with_hint("e.g. \"/api/v1/utils/health/\""),
+                );
+            }
+            if health.command.as_ref().is_some_and(CommandLine::is_empty) {
+                out.push(
+                    err(
+                        format!("{key}.health.command"),
+                        "the health-check command is empty",
+                    )
+                    .with_hint("e.g. command = [\"/app/healthcheck\"], or remove it"),
                 );
             }
             if health.timeout() >= health.interval() {
@@ -950,6 +960,36 @@ mod tests {
         assert!(
             bad.iter().any(|f| f.contains("secrets_from.json_key")),
             "{bad:?}"
+        );
+    }
+
+    fn with_health(health: &str) -> Result<crate::config::Config, String> {
+        let text = format!(
+            "app = \"kaapi\"\n[image]\ncontext = \".\"\n[services.web]\nport = 80\n[services.web.health]\npath = \"/health\"\n{health}\n[environments.local]\nengine = \"docker\"\n"
+        );
+        match parse(Path::new("deploy.toml"), &text) {
+            Ok((config, _)) => Ok(config),
+            Err(ConfigError::Invalid { diagnostics, .. }) => Err(format!("{diagnostics:?}")),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    #[test]
+    fn a_health_command_is_a_non_empty_command_line() {
+        let config = with_health("command = \"/app/healthcheck --quick\"").expect("valid");
+        let command = config.services["web"]
+            .health
+            .as_ref()
+            .and_then(|h| h.command.as_ref())
+            .map(|c| c.argv().to_vec());
+        assert_eq!(
+            command,
+            Some(vec!["/app/healthcheck".to_owned(), "--quick".to_owned()])
+        );
+        let empty = with_health("command = []").expect_err("empty");
+        assert!(
+            empty.contains("web.health.command") && empty.contains("empty"),
+            "{empty}"
         );
     }
 }

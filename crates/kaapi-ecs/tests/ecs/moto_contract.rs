@@ -369,15 +369,20 @@ async fn engine_calls_are_accepted_by_moto() {
         assert!(breaker.enable() && breaker.rollback());
     }
 
-    // CloudWatch Logs: lines across the services' groups.
+    // CloudWatch Logs: the deploy created the services' missing groups; lines across them.
     let group = "/ecs/kaapi-staging-cluster/kaapi-staging-worker-service";
-    clients
+    let groups = clients
         .logs
-        .create_log_group()
-        .log_group_name(group)
+        .describe_log_groups()
+        .log_group_name_prefix("/ecs/kaapi-staging-cluster/")
         .send()
         .await
-        .expect("log group");
+        .expect("log groups");
+    assert_eq!(groups.log_groups().len(), 3, "{groups:?}");
+    assert!(groups
+        .log_groups()
+        .iter()
+        .any(|g| g.log_group_name() == Some(group)));
     clients
         .logs
         .create_log_stream()

@@ -28,6 +28,7 @@ fn fast_tuning() -> Tuning {
         verify_attempts: 2,
         verify_interval: Duration::from_millis(10),
         lock_ttl: Duration::from_secs(600),
+        lock_renew: Duration::from_secs(60),
         follow_interval: Duration::from_millis(10),
     }
 }
@@ -47,7 +48,7 @@ fn setup(tuning: Tuning, extra: &str) -> Setup {
 fn setup_with(fake: FakeAws, tuning: Tuning, extra: &str) -> Setup {
     let dir = tempfile::tempdir().expect("temp dir");
     let loaded = write_config(dir.path(), extra);
-    let builder = Arc::new(ScriptedBuilder::new(DIGEST));
+    let builder = Arc::new(ScriptedBuilder::pushing_to(DIGEST, &fake));
     let target = Target::from(
         ResolvedEnvironment::resolve(loaded.clone(), "staging").expect("staging exists"),
     );
@@ -386,6 +387,9 @@ async fn an_image_missing_from_the_repository_is_refused() {
     assert_eq!(s.fake.count("ecs:RegisterTaskDefinition"), 0);
     assert!(!s.fake.lock_held());
 
+    s.fake
+        .push_image(DIGEST, &["abc1234".to_owned()])
+        .expect("an earlier push");
     let mut existing = plan("abc1234");
     existing.image = ImageSource::Existing("abc1234".to_owned());
     let report = pipeline::deploy(
@@ -594,4 +598,297 @@ async fn every_container_of_the_app_image_gets_the_digest_and_sidecars_stay() {
     assert_eq!(registered.task_role_arn(), live.task_role_arn());
     assert_eq!(registered.execution_role_arn(), live.execution_role_arn());
     assert_eq!(registered.network_mode(), live.network_mode());
+}
+
+/// An engine on `fake` over the test config with `from` replaced by `to` in deploy.toml.
+fn engine_with_edit(fake: &FakeAws, from: &str, to: &str) -> (EcsEngine, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    write_config(dir.path(), "");
+    let path = dir.path().join("deploy.toml");
+    let text = std::fs::read_to_string(&path).expect("read deploy.toml");
+    assert!(text.contains(from), "the test config has {from}");
+    std::fs::write(&path, text.replace(from, to)).expect("write deploy.toml");
+    let loaded = kaapi_core::config::load(&path).expect("valid config");
+    let target =
+        Target::from(ResolvedEnvironment::resolve(loaded, "staging").expect("staging exists"));
+    let builder = Arc::new(ScriptedBuilder::pushing_to(DIGEST, fake));
+    let engine = EcsEngine::with_clients(target, fake.clients(), fast_tuning(), Some(builder));
+    (engine, dir)
+}
+
+/// An engine on `fake` whose deploy.toml sets `VAR = value` for every service.
+fn engine_with_var(fake: &FakeAws, value: &str) -> (EcsEngine, tempfile::TempDir) {
+    engine_with_edit(
+        fake,
+        "PROJECT_NAME = \"Kaapi\"",
+        &format!("PROJECT_NAME = \"Kaapi\"\nVAR = \"{value}\""),
+    )
+}
+
+fn var_of(fake: &FakeAws, arn: &str) -> Option<String> {
+    let (definition, _) = fake.definition(arn).expect("registered");
+    definition
+        .container_definitions()
+        .iter()
+        .flat_map(|c| c.environment())
+        .find(|kv| kv.name() == Some("VAR"))
+        .and_then(|kv| kv.value().map(str::to_owned))
+}
+
+#[tokio::test]
+async fn rollback_to_a_release_restores_its_variables_exactly() {
+    let fake = FakeAws::kaapi_staging();
+    let (with_a, _a) = engine_with_var(&fake, "a");
+    let first = deploy(&with_a, "aaa1111", &Recorder::default()).await;
+    assert_eq!(first.outcome, Outcome::Succeeded, "{}", first.message);
+    let release_1 = live(&fake);
+    let (with_b, _b) = engine_with_var(&fake, "b");
+    let second = deploy(&with_b, "bbb2222", &Recorder::default()).await;
+    assert_eq!(second.outcome, Outcome::Succeeded, "{}", second.message);
+    let release_2 = live(&fake);
+    assert_eq!(
+        var_of(&fake, &fake.live_revision(BACKEND).expect("live")),
+        Some("b".to_owned())
+    );
+
+    // Today's deploy.toml says VAR=b; release 1 ran with VAR=a, and that is what comes back.
+    let progress = Recorder::default();
+    let plan = pipeline::RollbackPlan {
+        to: Some(1),
+        meta: plan("rollbak").meta,
+        owner: plan("rollbak").owner,
+    };
+    let report = pipeline::rollback(&with_b, &plan, &progress, std::future::pending())
+        .await
+        .expect("the rollback runs to an outcome");
+    assert_eq!(report.outcome, Outcome::Succeeded, "{}", report.message);
+    assert_eq!(report.release, Some(3));
+    for ((ecs_name, one), two) in [BACKEND, WORKER, FLOWER]
+        .iter()
+        .zip(&release_1)
+        .zip(&release_2)
+    {
+        let now = fake.live_revision(ecs_name).expect("live");
+        assert!(
+            &now != one && &now != two,
+            "a new revision was registered for {ecs_name}"
+        );
+        assert_eq!(var_of(&fake, &now), Some("a".to_owned()), "{ecs_name}");
+        assert_eq!(fake.tag(&now, "kaapi:release").as_deref(), Some("3"));
+        assert_eq!(fake.tag(&now, "kaapi:rollback-of").as_deref(), Some("1"));
+    }
+    let copied = release_1[0].rsplit('/').next().expect("family:revision");
+    assert!(
+        progress.contains(&format!("an exact copy of {copied}")),
+        "{:?}",
+        progress.lines()
+    );
+}
+
+const REBUILT: &str = "sha256:9999999999999999999999999999999999999999999999999999999999999999";
+
+/// The rule the scripted ECR stands in for: an IMMUTABLE repository refuses to move a tag to
+/// another digest (and accepts the same digest again).
+#[tokio::test]
+async fn the_scripted_ecr_refuses_to_move_an_immutable_tag() {
+    let fake = FakeAws::kaapi_staging();
+    let tags = vec!["ccc3333".to_owned()];
+    fake.push_image(DIGEST, &tags).expect("a new tag");
+    fake.push_image(DIGEST, &tags)
+        .expect("the same digest again");
+    let refused = fake.push_image(REBUILT, &tags).expect_err("a moved tag");
+    assert!(
+        refused
+            .starts_with("ImageTagAlreadyExistsException: The image tag 'ccc3333' already exists"),
+        "{refused}"
+    );
+}
+
+#[tokio::test]
+async fn a_rerun_of_the_same_commit_deploys_the_digest_already_pushed() {
+    let s = setup(fast_tuning(), "");
+    let first = deploy(&s.engine, "ddd4444", &Recorder::default()).await;
+    assert_eq!(first.outcome, Outcome::Succeeded, "{}", first.message);
+
+    // A fresh runner's rebuild would give another digest, which ECR would refuse under the tag.
+    s.builder.rebuild_as(REBUILT);
+    let progress = Recorder::default();
+    let rerun = deploy(&s.engine, "ddd4444", &progress).await;
+    assert_eq!(rerun.outcome, Outcome::Succeeded, "{}", rerun.message);
+    assert_eq!(rerun.release, Some(2));
+    assert_eq!(rerun.image.map(|i| i.digest), Some(DIGEST.to_owned()));
+    assert!(
+        progress.contains(":ddd4444 already exists (an earlier run of this commit pushed it)"),
+        "{:?}",
+        progress.lines()
+    );
+    assert_eq!(*s.builder.builds.lock().expect("builds"), 1, "no rebuild");
+    assert_eq!(
+        s.builder.pushes.lock().expect("pushes").len(),
+        1,
+        "no second push"
+    );
+    let backend = s.fake.live_revision(BACKEND).expect("live");
+    let (definition, _) = s.fake.definition(&backend).expect("registered");
+    let image = definition.container_definitions()[0]
+        .image()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(image.ends_with(&format!("@{DIGEST}")), "{image}");
+}
+
+#[tokio::test]
+async fn a_deploy_creates_missing_log_groups_or_says_what_to_run() {
+    let s = setup(fast_tuning(), "");
+    s.fake
+        .state()
+        .log_groups
+        .retain(|g| !g.ends_with("/kaapi-staging-worker-service"));
+    let progress = Recorder::default();
+    let report = deploy(&s.engine, "log0001", &progress).await;
+    assert_eq!(report.outcome, Outcome::Succeeded, "{}", report.message);
+    let worker_group = "/ecs/kaapi-staging-cluster/kaapi-staging-worker-service";
+    assert!(
+        progress.contains(&format!("created the missing log group {worker_group}")),
+        "{:?}",
+        progress.lines()
+    );
+    assert_eq!(
+        s.fake.count("logs:CreateLogGroup"),
+        1,
+        "only the missing one"
+    );
+
+    let s = setup(fast_tuning(), "");
+    s.fake.state().log_groups.clear();
+    s.fake.state().deny_create_log_group = true;
+    let refused = pipeline::deploy(
+        &s.engine,
+        &plan("log0002"),
+        &Recorder::default(),
+        std::future::pending(),
+    )
+    .await
+    .expect_err("no log group, no way to create it")
+    .to_string();
+    assert!(
+        refused.contains(
+            "log group /ecs/kaapi-staging-cluster/kaapi-staging-service does not exist and this role may not create it"
+        ) && refused.contains("aws logs create-log-group --log-group-name /ecs/kaapi-staging-cluster/kaapi-staging-service --region eu-west-1"),
+        "{refused}"
+    );
+    assert_eq!(
+        s.fake.count("ecs:RegisterTaskDefinition"),
+        0,
+        "nothing registered"
+    );
+    assert!(!s.fake.lock_held());
+}
+
+#[tokio::test]
+async fn health_command_becomes_the_container_health_check() {
+    let fake = FakeAws::kaapi_staging();
+    let (engine, _dir) = engine_with_edit(
+        &fake,
+        "health = { path = \"/api/v1/utils/health/\" }",
+        "health = { path = \"/api/v1/utils/health/\", command = \"/app/healthcheck --quick\", interval = \"15s\", retries = 4 }",
+    );
+    let report = deploy(&engine, "hc00001", &Recorder::default()).await;
+    assert_eq!(report.outcome, Outcome::Succeeded, "{}", report.message);
+    let backend = fake.live_revision(BACKEND).expect("live");
+    let (definition, _) = fake.definition(&backend).expect("registered");
+    let check = definition.container_definitions()[0]
+        .health_check()
+        .expect("a health check")
+        .clone();
+    assert_eq!(check.command(), ["CMD", "/app/healthcheck", "--quick"]);
+    assert_eq!((check.interval(), check.retries()), (Some(15), Some(4)));
+    // The worker has no [health]: no check is invented for it.
+    let worker = fake.live_revision(WORKER).expect("live");
+    let (definition, _) = fake.definition(&worker).expect("registered");
+    assert!(definition.container_definitions()[0]
+        .health_check()
+        .is_none());
+}
+
+/// The reasons ECS really gives for tasks that stop during a rollout (a task's `stoppedReason`,
+/// its container's `reason`), and the hint each one gets in the deploy's failure message.
+const STOPPED_TASKS: &[(&str, Option<&str>, &str)] = &[
+    (
+        "CannotPullContainerError: pull image manifest has been retried 7 time(s): failed to resolve ref 123456789012.dkr.ecr.eu-west-1.amazonaws.com/kaapi-staging-repo@sha256:2c26b46b: not found",
+        None,
+        "ecr:GetDownloadUrlForLayer",
+    ),
+    (
+        "ResourceInitializationError: unable to pull secrets or registry auth: execution resource retrieval failed: unable to retrieve secrets from ssm: service call has been retried 1 time(s): AccessDeniedException: User: arn:aws:sts::123456789012:assumed-role/kaapi-staging-execution-role/0a1b2c is not authorized to perform: ssm:GetParameters on resource: arn:aws:ssm:eu-west-1:123456789012:parameter/kaapi/staging/SECRET_KEY",
+        None,
+        "ssm:GetParameters or secretsmanager:GetSecretValue",
+    ),
+    (
+        "Essential container in task exited",
+        Some("OutOfMemoryError: Container killed due to memory usage"),
+        "raise the service's `memory`",
+    ),
+    (
+        "Essential container in task exited",
+        None,
+        "kaapi-deploy logs ENV --service NAME",
+    ),
+    (
+        "Task failed ELB health checks in (target-group arn:aws:elasticloadbalancing:eu-west-1:123456789012:targetgroup/kaapi-staging-tg/0123456789abcdef)",
+        None,
+        "must answer health.path with 200",
+    ),
+];
+
+#[tokio::test]
+async fn stopped_task_reasons_reach_the_failure_message_with_a_hint() {
+    for (stopped, container, hint) in STOPPED_TASKS {
+        let s = setup(fast_tuning(), "");
+        first_release(&s).await;
+        s.fake.tasks_stop_with(BACKEND, stopped, *container);
+        s.fake
+            .plan(BACKEND, Plan::CircuitBreaker(Duration::from_millis(40)));
+        let report = deploy(&s.engine, "bad0002", &Recorder::default()).await;
+        assert_eq!(report.outcome, Outcome::RolledBack, "{}", report.message);
+        let message = &report.message;
+        assert!(message.contains("circuit breaker"), "{message}");
+        assert!(
+            message.contains(&format!("a stopped task says: {stopped}")),
+            "{message}"
+        );
+        if let Some(container) = container {
+            assert!(message.contains(container), "{message}");
+        }
+        assert!(
+            message.contains("(hint: ") && message.contains(hint),
+            "{message}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_migration_that_cannot_read_its_secrets_says_what_to_grant() {
+    let s = setup(fast_tuning(), "");
+    first_release(&s).await;
+    s.fake.script_task(TaskScript::FailedToStart(
+        "ResourceInitializationError: unable to pull secrets or registry auth: execution resource retrieval failed: unable to retrieve secrets from ssm",
+    ));
+    let report = deploy(&s.engine, "sec0001", &Recorder::default()).await;
+    assert_eq!(
+        report.outcome,
+        Outcome::FailedMigration,
+        "{}",
+        report.message
+    );
+    assert!(
+        report
+            .message
+            .contains("TaskFailedToStart: ResourceInitializationError")
+            && report
+                .message
+                .contains("the execution role needs ssm:GetParameters"),
+        "{}",
+        report.message
+    );
 }

@@ -92,16 +92,21 @@ pub fn requests(
     };
     let cluster = t.cluster();
     let repository = arn("ecr", &format!("repository/{}", names.repository));
-    let lock = scope.parameter_arn(&names.lock_parameter);
+    let lock = arn("dynamodb", &format!("table/{}", names.lock_table));
 
-    // kaapi-ecs lock.rs: PutParameter (overwrite false), GetParameter, DeleteParameter.
+    // kaapi-ecs lock.rs: conditional PutItem (take), UpdateItem (renew), DeleteItem (release,
+    // force unlock), GetItem (who holds it).
     let all = &["deploy", "ci", "rollback", "migrate"];
-    t.add(
-        all,
-        Request::new("ssm:PutParameter", &lock).with("ssm:Overwrite", &["false"]),
-    );
-    t.add(all, Request::new("ssm:GetParameter", &lock));
-    t.add(all, Request::new("ssm:DeleteParameter", &lock));
+    for action in [
+        "dynamodb:PutItem",
+        "dynamodb:UpdateItem",
+        "dynamodb:DeleteItem",
+        "dynamodb:GetItem",
+    ] {
+        t.add(all, Request::new(action, &lock));
+    }
+    // check: the lock table exists.
+    t.add(&["check"], Request::new("dynamodb:DescribeTable", &lock));
 
     // kaapi-ecs image.rs and kaapi-ci ecr.rs: login, look the image up; the push (docker and
     // kaapi-ci registry.rs) is the registry API, authorized as these ECR actions.
@@ -215,7 +220,16 @@ pub fn requests(
             &["logs", "deploy", "ci", "migrate", "run"],
             Request::new("logs:FilterLogEvents", &group),
         );
+        // kaapi-ecs log_groups.rs: a deploy creates a missing log group.
+        t.add(
+            &["deploy", "ci"],
+            Request::new("logs:CreateLogGroup", &group),
+        );
     }
+    t.add(
+        &["deploy", "ci"],
+        Request::new("logs:DescribeLogGroups", "*"),
+    );
     // Promotion (kaapi-ci promote.rs) pulls from the source environment's repository.
     if let Some(source) = loaded
         .config

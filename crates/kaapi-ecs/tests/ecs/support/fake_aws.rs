@@ -2,7 +2,7 @@
 //! `mock_client!`) whose responses are computed from one shared state: task-definition
 //! revisions, services with deployments that progress on a script (complete after a while, fail
 //! and get rolled back by the circuit breaker, or stay stuck), one-off tasks with scripted exits,
-//! SSM parameters, and a log of every call made.
+//! the deploy lock's DynamoDB item, and a log of every call made.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -77,8 +77,17 @@ pub struct State {
     tasks_script: VecDeque<TaskScript>,
     tasks: Vec<RunningTask>,
     pub throttle_describe_services: usize,
-    params: HashMap<String, String>,
+    /// The deploy lock's item.
+    lock: Option<HashMap<String, aws_sdk_dynamodb::types::AttributeValue>>,
     pub image_digest: String,
+    /// Why the tasks of a service's failing deployment stop, by ECS service name: the task's
+    /// `stoppedReason` and its container's `reason`.
+    stopped_reasons: HashMap<String, (String, Option<String>)>,
+    /// CloudWatch log groups; `deny_create_log_group` answers CreateLogGroup with AccessDenied.
+    pub log_groups: Vec<String>,
+    pub deny_create_log_group: bool,
+    /// The ECR repository: each image's digest and its tags.
+    images: Vec<(String, Vec<String>)>,
     /// When ECS marked each deployment COMPLETED (simulated clock), by deployment id.
     pub completed_at: HashMap<String, Instant>,
     counter: u64,
@@ -124,6 +133,32 @@ impl State {
                 .filter(|(d, _)| d.family() == Some(reference))
                 .max_by_key(|(d, _)| d.revision()),
         }
+    }
+
+    /// A stopped task of the deployment that failed on a service (else its newest one).
+    fn stopped_service_task(&self, arn: &str) -> Option<Task> {
+        let service = arn.rsplit_once("/stopped-")?.1;
+        let (stopped, container) = self.stopped_reasons.get(service)?;
+        let svc = self.services.iter().find(|s| s.name == service)?;
+        let deployment = svc
+            .deployments
+            .iter()
+            .find(|d| d.state == DeploymentRolloutState::Failed)
+            .or(svc.deployments.first())?;
+        Some(
+            Task::builder()
+                .task_arn(arn)
+                .task_definition_arn(&deployment.task_definition)
+                .last_status("STOPPED")
+                .stopped_reason(stopped)
+                .containers(
+                    Container::builder()
+                        .name("backend")
+                        .set_reason(container.clone())
+                        .build(),
+                )
+                .build(),
+        )
     }
 
     /// Moves deployments along their plans (what ECS does between two DescribeServices).
@@ -350,7 +385,24 @@ impl FakeAws {
             "kaapi-staging-flower",
             "flower",
         );
+        // What `infra template` creates next to the services.
+        fake.state().log_groups = [
+            "kaapi-staging-service",
+            "kaapi-staging-worker-service",
+            "kaapi-staging-flower-service",
+        ]
+        .iter()
+        .map(|s| format!("/ecs/{CLUSTER}/{s}"))
+        .collect();
         fake
+    }
+
+    /// The tasks of `ecs_name`'s next deployment stop with these reasons (as ECS writes them).
+    pub fn tasks_stop_with(&self, ecs_name: &str, stopped: &str, container: Option<&str>) {
+        self.state().stopped_reasons.insert(
+            ecs_name.to_owned(),
+            (stopped.to_owned(), container.map(str::to_owned)),
+        );
     }
 
     pub fn plan(&self, ecs_name: &str, plan: Plan) {
@@ -411,11 +463,11 @@ impl FakeAws {
         use aws_sdk_ecs::config::retry::RetryConfig;
         let ecs_rules = self.ecs_rules();
         let ecr_rules = self.ecr_rules();
-        let ssm_rules = self.ssm_rules();
+        let lock_rules = self.dynamodb_rules();
         let logs_rules = self.logs_rules();
         let ecs_refs: Vec<&Rule> = ecs_rules.iter().collect();
         let ecr_refs: Vec<&Rule> = ecr_rules.iter().collect();
-        let ssm_refs: Vec<&Rule> = ssm_rules.iter().collect();
+        let lock_refs: Vec<&Rule> = lock_rules.iter().collect();
         let logs_refs: Vec<&Rule> = logs_rules.iter().collect();
         // The SDK's own retries are off so that the engine's handling of throttling is what the
         // tests see.
@@ -426,7 +478,7 @@ impl FakeAws {
             ecr: mock_client!(aws_sdk_ecr, RuleMode::MatchAny, &ecr_refs),
             logs: mock_client!(aws_sdk_cloudwatchlogs, RuleMode::MatchAny, &logs_refs),
             cloudwatch: mock_client!(aws_sdk_cloudwatch, RuleMode::MatchAny, &[]),
-            ssm: mock_client!(aws_sdk_ssm, RuleMode::MatchAny, &ssm_refs),
+            dynamodb: mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, &lock_refs),
             sts: mock_client!(aws_sdk_sts, RuleMode::MatchAny, &[]),
         }
     }
@@ -664,6 +716,10 @@ impl FakeAws {
                 let mut state = f.state();
                 let mut tasks = Vec::new();
                 for arn in input.tasks() {
+                    if let Some(task) = state.stopped_service_task(arn) {
+                        tasks.push(task);
+                        continue;
+                    }
                     let Some(task) = state.tasks.iter_mut().find(|t| &t.arn == arn) else {
                         continue;
                     };
@@ -698,6 +754,24 @@ impl FakeAws {
                 MockResponse::Output(
                     op::describe_tasks::DescribeTasksOutput::builder()
                         .set_tasks(Some(tasks))
+                        .build(),
+                )
+            }),
+        );
+
+        let f = self.clone();
+        rules.push(
+            mock!(Client::list_tasks).then_compute_response(move |input| {
+                let service = input.service_name().unwrap_or_default().to_owned();
+                f.log(format!("ecs:ListTasks {service}"));
+                let arns = f.state().stopped_reasons.contains_key(&service).then(|| {
+                    vec![format!(
+                        "arn:aws:ecs:{REGION}:{ACCOUNT}:task/{CLUSTER}/stopped-{service}"
+                    )]
+                });
+                MockResponse::Output(
+                    op::list_tasks::ListTasksOutput::builder()
+                        .set_task_arns(arns)
                         .build(),
                 )
             }),
@@ -741,11 +815,11 @@ impl FakeAws {
         rules.push(
             mock!(Client::describe_images).then_compute_response(move |input| {
                 f.log("ecr:DescribeImages".to_owned());
-                let digest = f.state().image_digest.clone();
-                let matches = input.image_ids().iter().any(|id| {
-                    id.image_digest() == Some(digest.as_str()) || id.image_tag() == Some("abc1234")
-                });
-                if matches {
+                let found = input
+                    .image_ids()
+                    .iter()
+                    .find_map(|id| f.find_image(id.image_digest(), id.image_tag()));
+                if let Some(digest) = found {
                     MockResponse::Output(
                         op::describe_images::DescribeImagesOutput::builder()
                             .image_details(ImageDetail::builder().image_digest(digest).build())
@@ -762,66 +836,174 @@ impl FakeAws {
         rules
     }
 
-    fn ssm_rules(&self) -> Vec<Rule> {
-        use aws_sdk_ssm::operation as op;
-        use aws_sdk_ssm::types::Parameter;
-        use aws_sdk_ssm::Client;
+    /// The digest the repository holds under `digest` or `tag`.
+    fn find_image(&self, digest: Option<&str>, tag: Option<&str>) -> Option<String> {
+        let state = self.state();
+        state
+            .images
+            .iter()
+            .find(|(d, tags)| {
+                Some(d.as_str()) == digest || tag.is_some_and(|t| tags.iter().any(|x| x == t))
+            })
+            .map(|(d, _)| d.clone())
+    }
+
+    /// A push to the repository, refused like ECR refuses it for IMMUTABLE tags: a tag that
+    /// already names another digest cannot move (the same digest again is accepted).
+    pub fn push_image(&self, digest: &str, tags: &[String]) -> Result<(), String> {
+        let mut state = self.state();
+        for tag in tags {
+            if state
+                .images
+                .iter()
+                .any(|(d, t)| d != digest && t.contains(tag))
+            {
+                return Err(format!(
+                    "ImageTagAlreadyExistsException: The image tag '{tag}' already exists in the 'kaapi-staging-repo' repository and cannot be overwritten because the repository is immutable."
+                ));
+            }
+        }
+        match state.images.iter_mut().find(|(d, _)| d == digest) {
+            Some((_, existing)) => existing.extend(tags.iter().cloned()),
+            None => state.images.push((digest.to_owned(), tags.to_vec())),
+        }
+        Ok(())
+    }
+
+    /// The deploy lock table, with DynamoDB's conditions as the engine writes them.
+    fn dynamodb_rules(&self) -> Vec<Rule> {
+        use aws_sdk_dynamodb::operation as op;
+        use aws_sdk_dynamodb::types::AttributeValue;
+        use aws_sdk_dynamodb::Client;
+        fn number(item: Option<&HashMap<String, AttributeValue>>, key: &str) -> i64 {
+            item.and_then(|i| i.get(key))
+                .and_then(|v| v.as_n().ok())
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_default()
+        }
+        fn holds(
+            item: Option<&HashMap<String, AttributeValue>>,
+            id: Option<&AttributeValue>,
+        ) -> bool {
+            item.and_then(|i| i.get("lock_id"))
+                .is_some_and(|v| Some(v) == id)
+        }
+        fn refused() -> ErrorMetadata {
+            meta(
+                "ConditionalCheckFailedException",
+                "The conditional request failed",
+            )
+        }
         let mut rules = Vec::new();
         let f = self.clone();
+        rules.push(mock!(Client::put_item).then_compute_response(move |input| {
+            f.log("dynamodb:PutItem".to_owned());
+            let mut state = f.state();
+            let now = number(input.expression_attribute_values(), ":now");
+            if state.lock.is_some() && number(state.lock.as_ref(), "expires_at") >= now {
+                return MockResponse::Error(op::put_item::PutItemError::generic(refused()));
+            }
+            let old = state
+                .lock
+                .replace(input.item().cloned().unwrap_or_default());
+            MockResponse::Output(
+                op::put_item::PutItemOutput::builder()
+                    .set_attributes(old)
+                    .build(),
+            )
+        }));
+        let f = self.clone();
+        rules.push(mock!(Client::get_item).then_compute_response(move |_| {
+            f.log("dynamodb:GetItem".to_owned());
+            MockResponse::Output(
+                op::get_item::GetItemOutput::builder()
+                    .set_item(f.state().lock.clone())
+                    .build(),
+            )
+        }));
+        let f = self.clone();
         rules.push(
-            mock!(Client::put_parameter).then_compute_response(move |input| {
-                f.log("ssm:PutParameter".to_owned());
-                let name = input.name().unwrap_or_default().to_owned();
+            mock!(Client::update_item).then_compute_response(move |input| {
+                f.log("dynamodb:UpdateItem".to_owned());
                 let mut state = f.state();
-                if state.params.contains_key(&name) && input.overwrite() != Some(true) {
-                    return MockResponse::Error(op::put_parameter::PutParameterError::generic(
-                        meta("ParameterAlreadyExists", "exists"),
+                let values = input.expression_attribute_values();
+                if !holds(state.lock.as_ref(), values.and_then(|v| v.get(":id"))) {
+                    return MockResponse::Error(op::update_item::UpdateItemError::generic(
+                        refused(),
                     ));
                 }
-                state
-                    .params
-                    .insert(name, input.value().unwrap_or_default().to_owned());
-                MockResponse::Output(op::put_parameter::PutParameterOutput::builder().build())
-            }),
-        );
-        let f = self.clone();
-        rules.push(
-            mock!(Client::get_parameter).then_compute_response(move |input| {
-                f.log("ssm:GetParameter".to_owned());
-                let name = input.name().unwrap_or_default().to_owned();
-                match f.state().params.get(&name) {
-                    Some(value) => MockResponse::Output(
-                        op::get_parameter::GetParameterOutput::builder()
-                            .parameter(Parameter::builder().name(name).value(value).build())
-                            .build(),
-                    ),
-                    None => MockResponse::Error(op::get_parameter::GetParameterError::generic(
-                        meta("ParameterNotFound", "not found"),
-                    )),
+                if let (Some(item), Some(expires)) =
+                    (state.lock.as_mut(), values.and_then(|v| v.get(":expires")))
+                {
+                    item.insert("expires_at".to_owned(), expires.clone());
                 }
+                MockResponse::Output(op::update_item::UpdateItemOutput::builder().build())
             }),
         );
         let f = self.clone();
         rules.push(
-            mock!(Client::delete_parameter).then_compute_response(move |input| {
-                f.log("ssm:DeleteParameter".to_owned());
-                f.state().params.remove(input.name().unwrap_or_default());
-                MockResponse::Output(op::delete_parameter::DeleteParameterOutput::builder().build())
+            mock!(Client::delete_item).then_compute_response(move |input| {
+                f.log("dynamodb:DeleteItem".to_owned());
+                let mut state = f.state();
+                let conditional = input.condition_expression().is_some();
+                let id = input
+                    .expression_attribute_values()
+                    .and_then(|v| v.get(":id"));
+                if conditional && !holds(state.lock.as_ref(), id) {
+                    return MockResponse::Error(op::delete_item::DeleteItemError::generic(
+                        refused(),
+                    ));
+                }
+                state.lock = None;
+                MockResponse::Output(op::delete_item::DeleteItemOutput::builder().build())
             }),
         );
         rules
     }
 
     pub fn lock_held(&self) -> bool {
-        !self.state().params.is_empty()
+        self.state().lock.is_some()
     }
 
     fn logs_rules(&self) -> Vec<Rule> {
         use aws_sdk_cloudwatchlogs::operation as op;
-        use aws_sdk_cloudwatchlogs::types::FilteredLogEvent;
+        use aws_sdk_cloudwatchlogs::types::{FilteredLogEvent, LogGroup};
         use aws_sdk_cloudwatchlogs::Client;
         let f = self.clone();
+        let groups = self.clone();
+        let create = self.clone();
         vec![
+            mock!(Client::describe_log_groups).then_compute_response(move |input| {
+                let prefix = input.log_group_name_prefix().unwrap_or_default().to_owned();
+                groups.log(format!("logs:DescribeLogGroups {prefix}"));
+                let found = groups
+                    .state()
+                    .log_groups
+                    .iter()
+                    .filter(|g| g.starts_with(&prefix))
+                    .map(|g| LogGroup::builder().log_group_name(g).build())
+                    .collect();
+                MockResponse::Output(
+                    op::describe_log_groups::DescribeLogGroupsOutput::builder()
+                        .set_log_groups(Some(found))
+                        .build(),
+                )
+            }),
+            mock!(Client::create_log_group).then_compute_response(move |input| {
+                let name = input.log_group_name().unwrap_or_default().to_owned();
+                create.log(format!("logs:CreateLogGroup {name}"));
+                let mut state = create.state();
+                if state.deny_create_log_group {
+                    return MockResponse::Error(
+                        op::create_log_group::CreateLogGroupError::generic(meta(
+                            "AccessDeniedException",
+                            "User is not authorized to perform: logs:CreateLogGroup",
+                        )),
+                    );
+                }
+                state.log_groups.push(name);
+                MockResponse::Output(op::create_log_group::CreateLogGroupOutput::builder().build())
+            }),
             mock!(Client::filter_log_events).then_compute_response(move |input| {
                 f.log(format!(
                     "logs:FilterLogEvents {}",

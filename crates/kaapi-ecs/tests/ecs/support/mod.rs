@@ -10,7 +10,7 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 use kaapi_core::config::{self, LoadedConfig};
-use kaapi_core::engine::{BuiltImage, EngineResult, ImageBuilder, RegistryAuth};
+use kaapi_core::engine::{BuiltImage, EngineError, EngineResult, ImageBuilder, RegistryAuth};
 use kaapi_core::progress::{Event, Progress};
 
 /// A three-service Kaapi-like config (web backend, Celery worker, Flower) with an `ecs`
@@ -91,24 +91,43 @@ impl Progress for Recorder {
     }
 }
 
-/// Builds nothing; "pushes" by answering a fixed digest and remembering what it was asked.
+/// Builds nothing; "pushes" by answering its digest and remembering what it was asked, into the
+/// scripted repository when it has one (which refuses to move an immutable tag).
 pub struct ScriptedBuilder {
-    pub digest: String,
+    pub digest: Mutex<String>,
     pub pushes: Mutex<Vec<(String, Vec<String>, bool)>>,
+    pub builds: Mutex<usize>,
+    repository: Option<fake_aws::FakeAws>,
 }
 
 impl ScriptedBuilder {
     pub fn new(digest: &str) -> Self {
         Self {
-            digest: digest.to_owned(),
+            digest: Mutex::new(digest.to_owned()),
             pushes: Mutex::new(Vec::new()),
+            builds: Mutex::new(0),
+            repository: None,
         }
+    }
+
+    /// A builder whose pushes land in `fake`'s ECR repository.
+    pub fn pushing_to(digest: &str, fake: &fake_aws::FakeAws) -> Self {
+        Self {
+            repository: Some(fake.clone()),
+            ..Self::new(digest)
+        }
+    }
+
+    /// The next build gives another digest (a rebuild on a fresh runner is not reproducible).
+    pub fn rebuild_as(&self, digest: &str) {
+        *self.digest.lock().expect("digest lock") = digest.to_owned();
     }
 }
 
 #[async_trait]
 impl ImageBuilder for ScriptedBuilder {
     async fn build(&self, tag: &str, _: &dyn Progress) -> EngineResult<BuiltImage> {
+        *self.builds.lock().expect("builds lock") += 1;
         Ok(BuiltImage {
             id: "sha256:1111111111111111111111111111111111111111111111111111111111111111"
                 .to_owned(),
@@ -129,6 +148,11 @@ impl ImageBuilder for ScriptedBuilder {
             tags.to_vec(),
             auth.is_some(),
         ));
-        Ok(self.digest.clone())
+        let digest = self.digest.lock().expect("digest lock").clone();
+        if let Some(fake) = &self.repository {
+            fake.push_image(&digest, tags)
+                .map_err(EngineError::failed)?;
+        }
+        Ok(digest)
     }
 }

@@ -58,6 +58,7 @@ pub enum Part {
     TaskDefinition(&'static str),
     Service(&'static str),
     LogGroup(&'static str),
+    LockTable,
     ExecutionRole,
     TaskRole,
     OidcProvider,
@@ -77,6 +78,7 @@ pub fn all_parts() -> Vec<Part> {
     parts.extend(SERVICES.map(Part::Service));
     parts.extend(SERVICES.map(Part::LogGroup));
     parts.extend([
+        Part::LockTable,
         Part::ExecutionRole,
         Part::TaskRole,
         Part::OidcProvider,
@@ -104,6 +106,7 @@ pub fn item_name(names: &InfraNames, part: Part) -> String {
         Part::TaskDefinition(s) => format!("task definition {}", service(s).family),
         Part::Service(s) => format!("service {}", service(s).service),
         Part::LogGroup(s) => format!("log group {}", service(s).log_group),
+        Part::LockTable => format!("deploy lock table {}", names.lock_table),
         Part::ExecutionRole => format!("execution role {}", names.execution_role),
         Part::TaskRole => format!("task role {}", names.task_role),
         Part::OidcProvider => "OIDC provider token.actions.githubusercontent.com".to_owned(),
@@ -150,6 +153,9 @@ impl Account<'_> {
         }
         if wanted(Part::Repository) {
             self.create_repository(true, true).await;
+        }
+        if wanted(Part::LockTable) {
+            self.create_lock_table(&names.lock_table).await;
         }
         for (role, part) in [
             (&names.execution_role, Part::ExecutionRole),
@@ -276,6 +282,34 @@ impl Account<'_> {
                     .expect("put secret parameter");
             }
         }
+    }
+
+    /// The deploy lock's table, as `infra template` declares it.
+    pub async fn create_lock_table(&self, table: &str) {
+        use aws_sdk_dynamodb::types::{
+            AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+        };
+        aws_sdk_dynamodb::Client::new(self.aws)
+            .create_table()
+            .table_name(table)
+            .billing_mode(BillingMode::PayPerRequest)
+            .attribute_definitions(
+                AttributeDefinition::builder()
+                    .attribute_name("pk")
+                    .attribute_type(ScalarAttributeType::S)
+                    .build()
+                    .expect("attribute"),
+            )
+            .key_schema(
+                KeySchemaElement::builder()
+                    .attribute_name("pk")
+                    .key_type(KeyType::Hash)
+                    .build()
+                    .expect("key"),
+            )
+            .send()
+            .await
+            .expect("create lock table");
     }
 
     pub async fn create_repository(&self, immutable: bool, scan: bool) {
