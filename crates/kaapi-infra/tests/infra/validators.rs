@@ -193,7 +193,7 @@ fn deploy_policy_is_scoped_to_the_environment() {
     );
     assert_eq!(
         by_sid("DeployLock")["Resource"][0],
-        format!("arn:aws:ssm:{REGION}:{ACCOUNT}:parameter/kaapi-deploy/locks/kaapi/staging")
+        format!("arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/kaapi-staging-deploy-lock")
     );
     assert_eq!(
         by_sid("EcsOneOffTasks")["Condition"]["ArnEquals"]["ecs:cluster"],
