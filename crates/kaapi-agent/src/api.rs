@@ -98,14 +98,37 @@ pub struct RolloutState {
     pub messages: Vec<String>,
 }
 
+/// Where a replica is in its life, as the agent sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReplicaPhase {
+    /// Started, not yet healthy.
+    Starting,
+    /// Serving (web) or working (worker); its health is in `healthy`.
+    Running,
+    /// Out of rotation, finishing its requests before it stops.
+    Draining,
+    Exited,
+}
+
+impl ReplicaPhase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Starting => "starting",
+            Self::Running => "running",
+            Self::Draining => "draining",
+            Self::Exited => "exited",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ReplicaState {
     pub container_id: String,
     pub container_name: String,
     pub service: String,
     pub release: u64,
-    /// `starting`, `running`, `draining`, `exited`.
-    pub state: String,
+    pub state: ReplicaPhase,
     /// None until the first health probe (workers: None).
     pub healthy: Option<bool>,
     /// The 127.0.0.1 host port the container's port is published on.

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use tokio::task::AbortHandle;
 
-use super::api::ReplicaState;
+use super::api::{ReplicaPhase, ReplicaState};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Health {
@@ -131,12 +131,12 @@ impl Replica {
     pub fn to_state(&self) -> ReplicaState {
         let health = self.health();
         let state = if self.draining.load(Ordering::SeqCst) {
-            "draining"
+            ReplicaPhase::Draining
         } else {
             match health {
-                Health::Starting => "starting",
-                Health::Healthy | Health::Unhealthy(_) => "running",
-                Health::Exited(_) | Health::Vanished => "exited",
+                Health::Starting => ReplicaPhase::Starting,
+                Health::Healthy | Health::Unhealthy(_) => ReplicaPhase::Running,
+                Health::Exited(_) | Health::Vanished => ReplicaPhase::Exited,
             }
         };
         ReplicaState {

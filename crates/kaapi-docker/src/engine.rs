@@ -29,7 +29,9 @@ use crate::network;
 use crate::revisions::{self, RELEASE_VARIABLE};
 use crate::task::{self, TaskRequest};
 use crate::{logs, stats};
-use kaapi_agent::api::{labels, EnvironmentSpec, EnvironmentState, RolloutPhase, ServiceSpec};
+use kaapi_agent::api::{
+    labels, EnvironmentSpec, EnvironmentState, ReplicaPhase, RolloutPhase, ServiceSpec,
+};
 
 /// How many releases' images stay tagged (`{app}-{env}:release-N`) so a rollback needs no
 /// registry; older tags are removed, which frees images no recent release uses.
@@ -252,7 +254,7 @@ impl DockerEngine {
             let replicas: Vec<_> = state
                 .replicas
                 .iter()
-                .filter(|r| r.service == service.name && r.state == "running")
+                .filter(|r| r.service == service.name && r.state == ReplicaPhase::Running)
                 .collect();
             replicas.len() == service.replicas as usize
                 && replicas
@@ -520,7 +522,7 @@ impl Engine for DockerEngine {
                         ReplicaStatus {
                             id: source_name(c),
                             state: agent_view
-                                .map(|r| r.state.clone())
+                                .map(|r| r.state.as_str().to_owned())
                                 .or_else(|| c.state.map(|s| s.to_string()))
                                 .unwrap_or_else(|| "unknown".to_owned()),
                             healthy: agent_view.and_then(|r| r.healthy),
