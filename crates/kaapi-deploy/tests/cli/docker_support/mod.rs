@@ -312,12 +312,17 @@ impl Drop for Project {
         for network in networks.lines() {
             docker(&["network", "rm", network]);
         }
-        let images = docker(&["images", "-q", &format!("{}-local", self.app)]);
-        let mut ids: Vec<&str> = images.lines().collect();
-        ids.sort();
-        ids.dedup();
-        for id in ids {
-            docker(&["rmi", "-f", id]);
+        // By tag, not by ID: the same build in another test's project has the same image ID,
+        // and a forced removal by ID would delete it under that test's feet. Removing a tag
+        // deletes the image only once no other tag names it.
+        let images = docker(&[
+            "images",
+            "--format",
+            "{{.Repository}}:{{.Tag}}",
+            &format!("{}-local", self.app),
+        ]);
+        for tag in images.lines().filter(|t| !t.ends_with(":<none>")) {
+            docker(&["rmi", tag]);
         }
     }
 }
