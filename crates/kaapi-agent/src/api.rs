@@ -6,7 +6,9 @@
 //! - `PUT  /environments/{env}/rollouts` body [`EnvironmentSpec`] → 202 [`RolloutTicket`]:
 //!   starts a zero-downtime rollout of every service to the spec (new replicas first, wait
 //!   healthy, switch ingress, drain old, stop old). A rollout already running for the same
-//!   environment → 409.
+//!   environment → 409. When exactly this spec already serves with every replica healthy, the
+//!   rollout completes at once without touching a replica, unless `?mode=restart`
+//!   ([`RolloutMode`]).
 //! - `GET  /environments/{env}/rollouts/{id}` → [`RolloutState`] (poll until not running).
 //! - `GET  /environments/{env}` → [`EnvironmentState`] (404 when unknown).
 //! - `DELETE /environments/{env}` → stops and removes every replica of the environment.
@@ -72,6 +74,33 @@ pub struct EnvironmentSpec {
     /// Which service the ingress sends traffic to.
     pub web_service: Option<String>,
     pub services: Vec<ServiceSpec>,
+}
+
+/// Whether a rollout of the spec that already serves replaces its replicas.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RolloutMode {
+    /// Only what differs from what serves (nothing, when it is the same spec at full strength).
+    #[default]
+    Converge,
+    /// New replicas for every service, even when the same spec serves.
+    Restart,
+}
+
+impl RolloutMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RolloutMode::Converge => "converge",
+            RolloutMode::Restart => "restart",
+        }
+    }
+}
+
+/// The query of `PUT …/rollouts`.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+pub struct RolloutQuery {
+    #[serde(default)]
+    pub mode: RolloutMode,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

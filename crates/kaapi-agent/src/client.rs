@@ -13,7 +13,8 @@ use hyper_util::rt::TokioExecutor;
 use serde::de::DeserializeOwned;
 
 use super::api::{
-    AgentEndpoint, EnvironmentSpec, EnvironmentState, RolloutPhase, RolloutState, RolloutTicket,
+    AgentEndpoint, EnvironmentSpec, EnvironmentState, RolloutMode, RolloutPhase, RolloutState,
+    RolloutTicket,
 };
 use super::error::AgentError;
 use super::server::ENDPOINT_FILE;
@@ -127,8 +128,16 @@ impl AgentClient {
             .map(|_| ())
     }
 
-    pub async fn rollout(&self, spec: &EnvironmentSpec) -> Result<RolloutTicket, AgentError> {
-        let path = format!("/v1/environments/{}/rollouts", segment(&spec.environment)?);
+    pub async fn rollout(
+        &self,
+        spec: &EnvironmentSpec,
+        mode: RolloutMode,
+    ) -> Result<RolloutTicket, AgentError> {
+        let path = format!(
+            "/v1/environments/{}/rollouts?mode={}",
+            segment(&spec.environment)?,
+            mode.as_str()
+        );
         self.call(Method::PUT, &path, Some(serde_json::to_vec(spec)?))
             .await
     }

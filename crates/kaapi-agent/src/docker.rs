@@ -3,9 +3,6 @@
 use std::collections::HashMap;
 
 use bollard::errors::Error as DockerError;
-use bollard::models::{
-    ContainerCreateBody, HostConfig, PortBinding, RestartPolicy, RestartPolicyNameEnum,
-};
 use bollard::query_parameters::{
     CreateContainerOptions, InspectContainerOptions, ListContainersOptions, RemoveContainerOptions,
     StopContainerOptions,
@@ -13,15 +10,8 @@ use bollard::query_parameters::{
 use bollard::Docker;
 
 use super::api::{labels, ServiceSpec};
+use super::container::{self, Owner, Role};
 use super::error::AgentError;
-
-/// Which environment and release a replica belongs to (its labels).
-#[derive(Debug, Clone)]
-pub struct ReplicaOwner<'a> {
-    pub app: &'a str,
-    pub environment: &'a str,
-    pub release: u64,
-}
 
 /// What the Docker Engine says about a container right now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,11 +53,11 @@ impl Containers {
     /// caller can try the next index.
     pub async fn create_replica(
         &self,
-        owner: &ReplicaOwner<'_>,
+        owner: Owner<'_>,
         service: &ServiceSpec,
         name: &str,
     ) -> Result<Option<String>, AgentError> {
-        let body = replica_body(owner, service);
+        let body = container::body(owner, Role::Replica, service);
         let options = CreateContainerOptions {
             name: Some(name.to_owned()),
             ..Default::default()
@@ -213,58 +203,4 @@ fn is_gone(e: &DockerError) -> bool {
             ..
         }
     )
-}
-
-fn replica_body(owner: &ReplicaOwner<'_>, service: &ServiceSpec) -> ContainerCreateBody {
-    let mut env: Vec<String> = service
-        .env
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect();
-    if !service.env.contains_key("KAAPI_RELEASE") {
-        env.push(format!("KAAPI_RELEASE={}", owner.release));
-    }
-    let labels = HashMap::from([
-        (labels::APP.to_owned(), owner.app.to_owned()),
-        (labels::ENVIRONMENT.to_owned(), owner.environment.to_owned()),
-        (labels::SERVICE.to_owned(), service.name.clone()),
-        (labels::RELEASE.to_owned(), owner.release.to_string()),
-        (labels::ROLE.to_owned(), "replica".to_owned()),
-    ]);
-    let port_key = service.port.map(|p| format!("{p}/tcp"));
-    let port_bindings = port_key.clone().map(|key| {
-        // Loopback only, random host port: the ingress is the only way in.
-        HashMap::from([(
-            key,
-            Some(vec![PortBinding {
-                host_ip: Some("127.0.0.1".to_owned()),
-                host_port: Some(String::new()),
-            }]),
-        )])
-    });
-    let host_config = HostConfig {
-        binds: (!service.volumes.is_empty()).then(|| service.volumes.clone()),
-        port_bindings,
-        nano_cpus: service
-            .cpu
-            .map(|units| i64::from(units) * 1_000_000_000 / 1024),
-        memory: service.memory_mib.map(|mib| i64::from(mib) * 1024 * 1024),
-        network_mode: service.network.clone(),
-        // The agent replaces failed replicas itself, like ECS.
-        restart_policy: Some(RestartPolicy {
-            name: Some(RestartPolicyNameEnum::NO),
-            maximum_retry_count: None,
-        }),
-        ..Default::default()
-    };
-    ContainerCreateBody {
-        image: Some(service.image.clone()),
-        cmd: service.command.clone(),
-        env: Some(env),
-        labels: Some(labels),
-        exposed_ports: port_key.map(|key| vec![key]),
-        stop_timeout: Some(i64::from(service.stop_timeout_secs)),
-        host_config: Some(host_config),
-        ..Default::default()
-    }
 }

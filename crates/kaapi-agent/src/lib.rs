@@ -5,6 +5,7 @@
 
 pub mod api;
 mod client;
+pub mod container;
 mod docker;
 mod error;
 mod health;

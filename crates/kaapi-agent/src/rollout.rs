@@ -9,13 +9,15 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use super::api::{EnvironmentSpec, RolloutPhase, RolloutState, RolloutTicket, ServiceSpec};
+use super::api::{
+    EnvironmentSpec, RolloutMode, RolloutPhase, RolloutState, RolloutTicket, ServiceSpec,
+};
 use super::docker::ContainerStatus;
 use super::health::Check;
 use super::ingress::Ingress;
 use super::reconcile::with_ingress_port;
 use super::replica::{Health, Replica};
-use super::runtime::{check_for, Agent, Environment};
+use super::runtime::{check_for, Agent, Current, Environment};
 use super::store::EnvironmentRecord;
 
 /// How long a worker must keep running after its start to count as started.
@@ -34,6 +36,7 @@ pub enum BeginError {
 pub fn begin(
     agent: Arc<Agent>,
     spec: EnvironmentSpec,
+    mode: RolloutMode,
     shutdown: watch::Receiver<bool>,
 ) -> Result<RolloutTicket, BeginError> {
     validate(&spec).map_err(BeginError::Invalid)?;
@@ -59,6 +62,7 @@ pub fn begin(
             agent: &agent,
             environment: &environment,
             spec: &spec,
+            mode,
             id: &id,
         };
         let mut shutdown = shutdown;
@@ -107,10 +111,33 @@ fn validate(spec: &EnvironmentSpec) -> Result<(), String> {
     Ok(())
 }
 
+/// Whether exactly this spec serves at full strength. After a failed rollout the previous
+/// release keeps serving, so rolling back to it is a no-op rather than a restart.
+fn serves_already(current: &Current, spec: &EnvironmentSpec) -> bool {
+    let Some(serving) = &current.spec else {
+        return false;
+    };
+    let same_port = spec.ingress_port.is_none() || spec.ingress_port == serving.ingress_port;
+    same_port
+        && with_ingress_port(spec, serving.ingress_port) == *serving
+        && spec.services.iter().all(|service| {
+            let replicas = current
+                .replicas
+                .get(&service.name)
+                .map(Vec::as_slice)
+                .unwrap_or_default();
+            replicas.len() == service.replicas as usize
+                && replicas
+                    .iter()
+                    .all(|replica| replica.health() == Health::Healthy)
+        })
+}
+
 struct Rollout<'a> {
     agent: &'a Agent,
     environment: &'a Environment,
     spec: &'a EnvironmentSpec,
+    mode: RolloutMode,
     id: &'a str,
 }
 
@@ -126,6 +153,15 @@ impl Rollout<'_> {
             "rolling out release {} of {}/{}",
             spec.release, spec.app, spec.environment
         ));
+        if self.mode == RolloutMode::Converge
+            && serves_already(&*self.environment.current.lock().await, spec)
+        {
+            self.say(format!(
+                "release {} already serves with every replica healthy; nothing to restart",
+                spec.release
+            ));
+            return Ok(());
+        }
         let new_ingress = self.prepare_ingress().await?;
         let mut started: Vec<(ServiceSpec, Arc<Replica>)> = Vec::new();
         for service in &spec.services {

@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 
 use super::api::{AgentEvent, EnvironmentSpec, EnvironmentState, RolloutState, ServiceSpec};
-use super::docker::{Containers, ReplicaOwner};
+use super::container::Owner;
+use super::docker::Containers;
 use super::error::AgentError;
 use super::health::{self, Check, ProbeClient};
 use super::ingress::Ingress;
@@ -118,10 +119,10 @@ impl Agent {
         spec: &EnvironmentSpec,
         service: &ServiceSpec,
     ) -> Result<Arc<Replica>, AgentError> {
-        let owner = ReplicaOwner {
+        let owner = Owner {
             app: &spec.app,
             environment: &spec.environment,
-            release: spec.release,
+            release: Some(spec.release),
         };
         for _ in 0..NAME_ATTEMPTS {
             let index = environment.next_index.fetch_add(1, Ordering::SeqCst);
@@ -131,7 +132,7 @@ impl Agent {
             );
             let Some(id) = self
                 .containers
-                .create_replica(&owner, service, &name)
+                .create_replica(owner, service, &name)
                 .await?
             else {
                 continue;

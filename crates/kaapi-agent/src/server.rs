@@ -6,7 +6,7 @@ use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
 use std::sync::Arc;
 
-use axum::extract::{Path as UrlPath, Request, State};
+use axum::extract::{Path as UrlPath, Query, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -15,7 +15,7 @@ use axum::{Json, Router};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use super::api::{AgentEndpoint, EnvironmentSpec};
+use super::api::{AgentEndpoint, EnvironmentSpec, RolloutQuery};
 use super::error::AgentError;
 use super::reconcile;
 use super::rollout::{self, BeginError};
@@ -186,6 +186,7 @@ async fn health() -> Response {
 async fn start_rollout(
     State(state): State<Arc<ApiState>>,
     UrlPath(env): UrlPath<String>,
+    Query(query): Query<RolloutQuery>,
     Json(spec): Json<EnvironmentSpec>,
 ) -> Response {
     if spec.environment != env {
@@ -198,7 +199,7 @@ async fn start_rollout(
         );
     }
     let shutdown = state.shutdown.subscribe();
-    match rollout::begin(Arc::clone(&state.agent), spec, shutdown) {
+    match rollout::begin(Arc::clone(&state.agent), spec, query.mode, shutdown) {
         Ok(ticket) => (StatusCode::ACCEPTED, Json(ticket)).into_response(),
         Err(BeginError::Invalid(message)) => error(StatusCode::BAD_REQUEST, &message),
         Err(BeginError::Busy(message)) => error(StatusCode::CONFLICT, &message),

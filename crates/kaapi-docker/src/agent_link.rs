@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use kaapi_core::engine::{EngineError, EngineResult};
 
-use kaapi_agent::api::{EnvironmentSpec, EnvironmentState, RolloutState};
+use kaapi_agent::api::{EnvironmentSpec, EnvironmentState, RolloutMode, RolloutState};
 use kaapi_agent::{AgentClient, AgentError};
 
 /// How long a rollout waits for the agent to finish one that is already running for the same
@@ -45,7 +45,7 @@ impl AgentLink {
         let asked = Instant::now();
         let mut said_busy = false;
         let ticket = loop {
-            match self.client.rollout(spec).await {
+            match self.client.rollout(spec, RolloutMode::Converge).await {
                 Ok(ticket) => break ticket,
                 Err(AgentError::Api {
                     status: 409,

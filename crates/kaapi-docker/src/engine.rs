@@ -26,12 +26,10 @@ use crate::history::{Revisions, Store};
 use crate::image::{BuildSpec, DockerImageBuilder};
 use crate::lock::DeployLock;
 use crate::network;
-use crate::revisions::{self, RELEASE_VARIABLE};
+use crate::revisions;
 use crate::task::{self, TaskRequest};
 use crate::{logs, stats};
-use kaapi_agent::api::{
-    labels, EnvironmentSpec, EnvironmentState, ReplicaPhase, RolloutPhase, ServiceSpec,
-};
+use kaapi_agent::api::{labels, EnvironmentSpec, RolloutPhase, ServiceSpec};
 
 /// How many releases' images stay tagged (`{app}-{env}:release-N`) so a rollback needs no
 /// registry; older tags are removed, which frees images no recent release uses.
@@ -204,8 +202,6 @@ impl DockerEngine {
     pub fn environment_spec(&self, release: &Release) -> EngineResult<EnvironmentSpec> {
         let mut services = self.release_specs(release)?;
         for spec in &mut services {
-            spec.env
-                .insert(RELEASE_VARIABLE.to_owned(), release.number.to_string());
             spec.network = Some(self.network_name());
         }
         let web_service = services
@@ -235,32 +231,6 @@ impl DockerEngine {
             ))),
             _ => Ok(port),
         }
-    }
-
-    async fn agent_state(&self) -> EngineResult<Option<EnvironmentState>> {
-        agent_link::environment_if_running(&self.state_dir, self.target.name()).await
-    }
-
-    /// Whether the agent already runs exactly this release at full strength: after a failed
-    /// rollout the agent keeps the previous release, so rolling back to it needs no restart.
-    async fn still_serves(&self, spec: &EnvironmentSpec) -> EngineResult<bool> {
-        let Some(state) = self.agent_state().await? else {
-            return Ok(false);
-        };
-        if state.release != Some(spec.release) || state.active_rollout.is_some() {
-            return Ok(false);
-        }
-        Ok(spec.services.iter().all(|service| {
-            let replicas: Vec<_> = state
-                .replicas
-                .iter()
-                .filter(|r| r.service == service.name && r.state == ReplicaPhase::Running)
-                .collect();
-            replicas.len() == service.replicas as usize
-                && replicas
-                    .iter()
-                    .all(|r| r.release == spec.release && r.healthy != Some(false))
-        }))
     }
 
     /// The ingress health URL the deploy is verified through.
@@ -442,13 +412,6 @@ impl Engine for DockerEngine {
         progress: &dyn Progress,
     ) -> EngineResult<RolloutOutcome> {
         let spec = self.environment_spec(release)?;
-        if self.still_serves(&spec).await? {
-            progress.info(format!(
-                "release {} still serves with every replica healthy; nothing to restart",
-                release.number
-            ));
-            return Ok(RolloutOutcome::Completed);
-        }
         network::ensure(&self.docker, self.app(), self.target.name()).await?;
         let agent = AgentLink::connect(&self.state_dir, &self.program).await?;
         let on_message = |message: &str| progress.info(message.to_owned());

@@ -11,10 +11,6 @@ use kaapi_core::engine::{EngineError, EngineResult};
 use crate::history::NewRevision;
 use kaapi_agent::api::{HealthCheckSpec, ServiceSpec};
 
-/// The variable that tells a process which release it belongs to (set at rollout, not stored
-/// in the revision, which a rollback re-uses under a new release number).
-pub const RELEASE_VARIABLE: &str = "KAAPI_RELEASE";
-
 /// Docker volume of `NAME` in an environment: `{app}-{env}-NAME`.
 pub fn volume_name(app: &str, environment: &str, name: &str) -> String {
     format!("{app}-{environment}-{name}")

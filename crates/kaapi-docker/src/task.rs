@@ -1,10 +1,8 @@
 //! One-off tasks (migrations, `run`): a container of a revision with the same variables and
 //! volumes, its output streamed as progress, its exit code returned, the container removed.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
-use bollard::models::{ContainerCreateBody, HostConfig};
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
 };
@@ -15,8 +13,8 @@ use kaapi_core::progress::Progress;
 
 use crate::containers::ensure_volumes;
 use crate::docker::failed;
-use crate::revisions::RELEASE_VARIABLE;
-use kaapi_agent::api::{labels, ServiceSpec};
+use kaapi_agent::api::ServiceSpec;
+use kaapi_agent::container::{self, Owner, Role};
 
 /// Everything a one-off task needs besides the revision's spec.
 pub struct TaskRequest<'a> {
@@ -49,34 +47,18 @@ pub async fn run(
         spec.name,
         unique_suffix()
     );
-    let mut env: Vec<String> = spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    let mut container_labels = HashMap::from([
-        (labels::APP.to_owned(), request.app.to_owned()),
-        (
-            labels::ENVIRONMENT.to_owned(),
-            request.environment.to_owned(),
-        ),
-        (labels::SERVICE.to_owned(), spec.name.clone()),
-        (labels::ROLE.to_owned(), "task".to_owned()),
-    ]);
-    if let Some(release) = request.release {
-        env.push(format!("{RELEASE_VARIABLE}={release}"));
-        container_labels.insert(labels::RELEASE.to_owned(), release.to_string());
-    }
-    let body = ContainerCreateBody {
-        image: Some(spec.image.clone()),
-        cmd: (!request.command.is_empty()).then(|| request.command.to_vec()),
-        env: Some(env),
-        labels: Some(container_labels),
-        host_config: Some(HostConfig {
-            binds: (!spec.volumes.is_empty()).then(|| spec.volumes.clone()),
-            memory: spec.memory_mib.map(|m| i64::from(m) * 1024 * 1024),
-            cpu_shares: spec.cpu.map(i64::from),
-            network_mode: spec.network.clone(),
-            ..Default::default()
-        }),
-        ..Default::default()
+    let owner = Owner {
+        app: request.app,
+        environment: request.environment,
+        release: request.release,
     };
+    let body = container::body(
+        owner,
+        Role::Task {
+            command: request.command,
+        },
+        spec,
+    );
     let options = CreateContainerOptionsBuilder::default().name(&name).build();
     let created = docker
         .create_container(Some(options), body)

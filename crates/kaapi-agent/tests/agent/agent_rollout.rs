@@ -4,9 +4,10 @@
 use std::time::Duration;
 
 use crate::agent_support::{
-    containers_of, images, ingress_url, roll_out, start_agent, version, Fixture, Load,
+    containers_of, images, ingress_url, roll_out, roll_out_with, start_agent, version, Fixture,
+    Load,
 };
-use kaapi_agent::api::RolloutPhase;
+use kaapi_agent::api::{RolloutMode, RolloutPhase};
 use kaapi_agent::AgentError;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -107,14 +108,17 @@ async fn release_failing_its_health_check_is_abandoned_and_the_old_one_keeps_ser
 
     let load = Load::start(&url, 4, 5_000);
     let broken = fixture.spec(2, &images.broken_health, 2, 0);
-    let ticket = client.rollout(&broken).await.expect("start rollout");
+    let ticket = client
+        .rollout(&broken, RolloutMode::Converge)
+        .await
+        .expect("start rollout");
     let running = client
         .environment(&fixture.environment)
         .await
         .expect("state")
         .expect("known");
     assert_eq!(running.active_rollout.as_deref(), Some(ticket.id.as_str()));
-    match client.rollout(&broken).await {
+    match client.rollout(&broken, RolloutMode::Converge).await {
         Err(AgentError::Api {
             status: 409,
             message,
@@ -172,7 +176,7 @@ async fn release_failing_its_health_check_is_abandoned_and_the_old_one_keeps_ser
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn rolling_out_the_running_release_again_replaces_its_replicas() {
+async fn the_serving_spec_again_is_a_no_op_and_a_restart_replaces_its_replicas() {
     let images = images();
     let fixture = Fixture::new("again");
     fixture.migrate(&images.v1);
@@ -185,8 +189,19 @@ async fn rolling_out_the_running_release_again_replaces_its_replicas() {
     let before = containers_of(&fixture.environment, &[]);
     let url = ingress_url(&client, &fixture.environment).await;
 
+    let unchanged = roll_out(&client, &spec).await;
+    assert_eq!(unchanged.phase, RolloutPhase::Completed, "{unchanged:?}");
+    assert!(
+        unchanged
+            .messages
+            .iter()
+            .any(|m| m.contains("nothing to restart")),
+        "{unchanged:?}"
+    );
+    assert_eq!(containers_of(&fixture.environment, &[]), before);
+
     let load = Load::start(&url, 2, 5_000);
-    let again = roll_out(&client, &spec).await;
+    let again = roll_out_with(&client, &spec, RolloutMode::Restart).await;
     let report = load.finish().await;
     assert_eq!(again.phase, RolloutPhase::Completed, "{again:?}");
     assert_eq!(report.failed, 0, "failed requests: {:?}", report.failures);

@@ -13,7 +13,9 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use kaapi_agent::api::{EnvironmentSpec, HealthCheckSpec, RolloutPhase, RolloutState, ServiceSpec};
+use kaapi_agent::api::{
+    EnvironmentSpec, HealthCheckSpec, RolloutMode, RolloutPhase, RolloutState, ServiceSpec,
+};
 use kaapi_agent::{serve, AgentClient};
 use tokio::task::JoinHandle;
 
@@ -208,7 +210,15 @@ pub async fn start_agent(state_dir: &Path) -> (JoinHandle<()>, AgentClient) {
 }
 
 pub async fn roll_out(client: &AgentClient, spec: &EnvironmentSpec) -> RolloutState {
-    let ticket = client.rollout(spec).await.expect("start rollout");
+    roll_out_with(client, spec, RolloutMode::Converge).await
+}
+
+pub async fn roll_out_with(
+    client: &AgentClient,
+    spec: &EnvironmentSpec,
+    mode: RolloutMode,
+) -> RolloutState {
+    let ticket = client.rollout(spec, mode).await.expect("start rollout");
     let state = tokio::time::timeout(
         Duration::from_secs(90),
         client.wait_rollout(&spec.environment, &ticket.id, |m| {
