@@ -7,7 +7,7 @@ mod policy_tests;
 mod requests;
 mod trust_tests;
 
-use kaapi_core::config::LoadedConfig;
+use kaapi_core::config::{LoadedConfig, ResolvedEnvironment};
 
 pub const REGION: &str = "eu-west-1";
 pub const ACCOUNT: &str = "123456789012";
@@ -59,6 +59,11 @@ fn example_config() -> String {
     format!(
         "{example}\n[environments.staging]\nengine = \"ecs\"\nregion = \"{REGION}\"\nrole_arn = \"arn:aws:iam::{ACCOUNT}:role/example-deploy\"\ntrigger = {{ branch = \"main\" }}\nsecrets_from = {{ ssm = \"/kaapi-example/staging/\" }}\n"
     )
+}
+
+/// `environment` of a test config.
+pub(crate) fn resolve(loaded: &LoadedConfig, environment: &str) -> ResolvedEnvironment {
+    ResolvedEnvironment::resolve(loaded.clone(), environment).expect("a test environment")
 }
 
 /// Each test config, loaded from a temporary directory, with its ECS environments.

@@ -4,7 +4,7 @@
 //! a create call tags, `iam:PassRole` with `iam:PassedToService` for each role of a registered
 //! revision). Written by hand from the code each line names; keep it in step with those calls.
 
-use kaapi_core::config::LoadedConfig;
+use kaapi_core::config::ResolvedEnvironment;
 
 use crate::iam_eval::Request;
 use crate::names::{InfraNames, SecretStore};
@@ -72,13 +72,8 @@ const RUNS_TASKS: &[&str] = &["deploy", "ci", "migrate", "run"];
 
 /// The requests of every command on `environment`; `live_roles` are the execution and task
 /// role ARNs of the live task definitions, which derived revisions keep.
-pub fn requests(
-    loaded: &LoadedConfig,
-    environment: &str,
-    scope: &Scope,
-    live_roles: &[String],
-) -> Vec<Made> {
-    let names = InfraNames::new(loaded, environment);
+pub fn requests(target: &ResolvedEnvironment, scope: &Scope, live_roles: &[String]) -> Vec<Made> {
+    let names = InfraNames::new(target);
     let mut t = Table {
         names: &names,
         scope,
@@ -231,12 +226,13 @@ pub fn requests(
         Request::new("logs:DescribeLogGroups", "*"),
     );
     // Promotion (kaapi-ci promote.rs) pulls from the source environment's repository.
-    if let Some(source) = loaded
-        .config
-        .environment(environment)
-        .and_then(|e| e.promote_from.clone())
+    if let Some(source) = target
+        .env()
+        .promote_from
+        .as_deref()
+        .and_then(|s| target.sibling(s).ok())
     {
-        let source = InfraNames::new(loaded, &source);
+        let source = InfraNames::new(&source);
         let from = arn("ecr", &format!("repository/{}", source.repository));
         for action in [
             "ecr:BatchGetImage",

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use kaapi_core::config::LoadedConfig;
+use kaapi_core::config::ResolvedEnvironment;
 use kaapi_infra::names::InfraNames;
 use kaapi_infra::policy::{self, Scope};
 
@@ -44,10 +44,17 @@ secrets_from = {{ ssm = "/kaapi/staging/" }}
     )
 }
 
-pub fn write_config(dir: &Path) -> LoadedConfig {
+/// The test config written to `dir`, bound to its ECS environment.
+pub fn write_config(dir: &Path) -> ResolvedEnvironment {
     let path = dir.join("deploy.toml");
     std::fs::write(&path, config_text()).expect("write deploy.toml");
-    kaapi_core::config::load(&path).expect("the test config is valid")
+    resolve(&path, ENVIRONMENT)
+}
+
+/// `environment` of the config at `path`.
+pub fn resolve(path: &Path, environment: &str) -> ResolvedEnvironment {
+    let loaded = kaapi_core::config::load(path).expect("the test config is valid");
+    ResolvedEnvironment::resolve(loaded, environment).expect("the test environment")
 }
 
 /// One prerequisite of the complete account.
@@ -128,13 +135,13 @@ pub fn item_name(names: &InfraNames, part: Part) -> String {
 }
 
 pub struct Account<'a> {
-    pub loaded: &'a LoadedConfig,
+    pub target: &'a ResolvedEnvironment,
     pub aws: &'a aws_config::SdkConfig,
 }
 
 impl Account<'_> {
     fn names(&self) -> InfraNames {
-        InfraNames::new(self.loaded, ENVIRONMENT)
+        InfraNames::new(self.target)
     }
 
     /// Creates every prerequisite except `skip`.
@@ -218,13 +225,8 @@ impl Account<'_> {
                 .expect("create OIDC provider");
         }
         if wanted(Part::DeployRole) {
-            let trust = policy::trust_policy(
-                &self.loaded.config,
-                ENVIRONMENT,
-                REPOSITORY,
-                &Scope::new(REGION, ACCOUNT),
-            )
-            .expect("trust policy");
+            let trust = policy::trust_policy(self.target, REPOSITORY, &Scope::new(REGION, ACCOUNT))
+                .expect("trust policy");
             self.create_deploy_role(&trust.to_string()).await;
         }
         if wanted(Part::Database) {
