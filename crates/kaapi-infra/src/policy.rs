@@ -43,7 +43,8 @@ impl Scope {
         }
     }
 
-    fn arn(&self, service: &str, resource: &str) -> String {
+    /// `arn:PARTITION:SERVICE:REGION:ACCOUNT:RESOURCE`.
+    pub fn arn(&self, service: &str, resource: &str) -> String {
         format!(
             "arn:{}:{service}:{}:{}:{resource}",
             self.partition, self.region, self.account

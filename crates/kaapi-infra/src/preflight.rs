@@ -3,7 +3,8 @@
 //! Secrets are looked up by name only, except the keys of a JSON secret, which can only be
 //! listed by reading it (`secretsmanager:GetSecretValue`); no value is ever printed.
 
-use aws_sdk_ecs::error::ProvideErrorMetadata;
+use aws_sdk_ecs::error::{ProvideErrorMetadata, SdkError};
+use kaapi_aws::AwsError;
 use kaapi_core::config::{EngineKind, ResolvedEnvironment};
 use serde::Serialize;
 use serde_json::Value;
@@ -181,9 +182,10 @@ enum Lookup<T> {
     Failed(String),
 }
 
-fn classify<T, E>(result: Result<T, E>) -> Lookup<T>
+fn classify<T, E, R>(result: Result<T, SdkError<E, R>>) -> Lookup<T>
 where
-    E: ProvideErrorMetadata + std::error::Error,
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug + 'static,
 {
     match result {
         Ok(value) => Lookup::Found(value),
@@ -192,11 +194,18 @@ where
     }
 }
 
-fn describe_error<E: ProvideErrorMetadata + std::error::Error>(e: &E) -> String {
-    match (e.code(), e.message()) {
-        (Some(code), Some(message)) => format!("{code}: {message}"),
-        (Some(code), None) => code.to_owned(),
-        _ => aws_sdk_ecs::error::DisplayErrorContext(e).to_string(),
+/// One line: `Code: message` when AWS answered, else what kept the call from AWS (no
+/// credentials, no network) with what to do; never the SDK's whole error chain.
+fn describe_error<E, R>(e: &SdkError<E, R>) -> String
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug + 'static,
+{
+    let error = AwsError::from_sdk("AWS", e);
+    if error.is_access() {
+        error.to_string()
+    } else {
+        kaapi_aws::error::said(e)
     }
 }
 
@@ -413,7 +422,23 @@ impl Checker {
                         {
                             roles.push((family.clone(), role.to_owned()));
                         }
-                        CheckItem::ok(name, format!("revision {}", td.revision()))
+                        let settings = self.target.config().services.get(service);
+                        match crate::task_size::problem(
+                            service,
+                            settings.and_then(|s| s.cpu),
+                            settings.and_then(|s| s.memory),
+                            td,
+                        ) {
+                            Some(problem) => CheckItem::missing(
+                                name,
+                                format!("revision {}: {problem}", td.revision()),
+                                format!(
+                                    "edit services.{service} in {}",
+                                    self.target.path().display()
+                                ),
+                            ),
+                            None => CheckItem::ok(name, format!("revision {}", td.revision())),
+                        }
                     }
                     Some(_) => CheckItem::missing(name, "no active revision", fix),
                     None => CheckItem::missing(name, "no active revision", fix),

@@ -1,18 +1,62 @@
 //! Conformance with the rules AWS enforces and the emulator does not: the generated policy
 //! must allow every request the tool makes, and the generated trust must accept every token
-//! GitHub sends the generated workflows.
+//! GitHub sends the generated workflows. Built for tests only (this crate's and, with the
+//! `conformance` feature, other crates' tests that record the requests the engine makes).
 
-mod definitions;
+pub mod authorizations;
+pub mod definitions;
+#[cfg(test)]
 mod policy_tests;
-mod requests;
+#[cfg(test)]
 mod trust_tests;
 
+#[cfg(test)]
 use kaapi_core::config::{LoadedConfig, ResolvedEnvironment};
 
+use authorizations::{authorizations, ApiCall};
+use definitions::Definitions;
+
+use crate::iam_eval::{evaluate, Decision};
+use crate::policy::Scope;
+
+/// Every problem with `calls` under `policy`, one line each: a call without a mapping, a request
+/// AWS's IAM definitions do not have (action, resource type, condition key), a request the
+/// policy does not allow (with the statement closest to allowing it).
+pub fn refusals(calls: &[ApiCall<'_>], policy: &serde_json::Value, scope: &Scope) -> Vec<String> {
+    let definitions = Definitions::load();
+    let mut problems = Vec::new();
+    for call in calls {
+        let requests = match authorizations(call, scope) {
+            Ok(requests) => requests,
+            Err(e) => {
+                problems.push(e);
+                continue;
+            }
+        };
+        for request in requests {
+            if let Some(problem) = definitions.problem(&request) {
+                problems.push(format!("{call}: {problem}"));
+            }
+            match evaluate(policy, &request) {
+                Ok(Decision::Allowed { .. }) => {}
+                Ok(decision) => problems.push(format!("denied: {request} → {decision:?}")),
+                Err(e) => problems.push(format!("{request}: {e}")),
+            }
+        }
+    }
+    problems.sort();
+    problems.dedup();
+    problems
+}
+
+#[cfg(test)]
 pub const REGION: &str = "eu-west-1";
+#[cfg(test)]
 pub const ACCOUNT: &str = "123456789012";
+#[cfg(test)]
 pub const REPOSITORY: &str = "kaapi-org/kaapi-backend";
 
+#[cfg(test)]
 /// Kaapi-shaped: web and worker, Postgres, Redis, RabbitMQ, SSM secrets, staging on `main` and
 /// production on `v*` tags sharing one deploy role.
 fn kaapi_config() -> String {
@@ -53,6 +97,7 @@ secrets_from = {{ secrets_manager = "kaapi/production/" }}
     )
 }
 
+#[cfg(test)]
 /// The example project's deploy.toml with ECS environments added next to its docker one.
 fn example_config() -> String {
     let example = include_str!("../../../../examples/deploy.toml");
@@ -61,11 +106,13 @@ fn example_config() -> String {
     )
 }
 
+#[cfg(test)]
 /// `environment` of a test config.
 pub(crate) fn resolve(loaded: &LoadedConfig, environment: &str) -> ResolvedEnvironment {
     ResolvedEnvironment::resolve(loaded.clone(), environment).expect("a test environment")
 }
 
+#[cfg(test)]
 /// Each test config, loaded from a temporary directory, with its ECS environments.
 pub(crate) fn configs(dir: &std::path::Path) -> Vec<(LoadedConfig, Vec<&'static str>)> {
     [

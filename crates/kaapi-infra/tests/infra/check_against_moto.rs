@@ -198,3 +198,37 @@ async fn a_docker_environment_has_no_aws_prerequisites() {
     let items = preflight::check_prerequisites(&local, &aws).await;
     assert!(items.is_empty(), "{items:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_aws_is_one_line_per_item_saying_what_to_do() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let target = account::write_config(dir.path());
+    // Nothing listens on port 9: every call fails before AWS answers.
+    let aws = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("eu-west-1"))
+        .endpoint_url("http://127.0.0.1:9")
+        .credentials_provider(aws_credential_types::Credentials::new(
+            "testing", "testing", None, None, "test",
+        ))
+        .retry_config(aws_config::retry::RetryConfig::disabled())
+        .load()
+        .await;
+    let items = check(&target, &aws).await;
+    let failed: Vec<&CheckItem> = items
+        .iter()
+        .filter(|i| i.detail.starts_with("could not be checked"))
+        .collect();
+    assert!(!failed.is_empty(), "{items:?}");
+    for item in failed {
+        assert_eq!(item.status, Status::Missing);
+        assert!(
+            item.detail.contains("AWS could not be reached")
+                && item.detail.contains("check the network")
+                && !item.detail.contains('\n')
+                && !item.detail.to_lowercase().contains("dispatch failure"),
+            "{}: {}",
+            item.name,
+            item.detail
+        );
+    }
+}

@@ -162,7 +162,7 @@ impl Account<'_> {
             self.create_repository(true, true).await;
         }
         if wanted(Part::LockTable) {
-            self.create_lock_table(&names.lock_table).await;
+            kaapi_testkit::moto::create_lock_table(self.aws, &names.lock_table).await;
         }
         for (role, part) in [
             (&names.execution_role, Part::ExecutionRole),
@@ -287,33 +287,6 @@ impl Account<'_> {
     }
 
     /// The deploy lock's table, as `infra template` declares it.
-    pub async fn create_lock_table(&self, table: &str) {
-        use aws_sdk_dynamodb::types::{
-            AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
-        };
-        aws_sdk_dynamodb::Client::new(self.aws)
-            .create_table()
-            .table_name(table)
-            .billing_mode(BillingMode::PayPerRequest)
-            .attribute_definitions(
-                AttributeDefinition::builder()
-                    .attribute_name("pk")
-                    .attribute_type(ScalarAttributeType::S)
-                    .build()
-                    .expect("attribute"),
-            )
-            .key_schema(
-                KeySchemaElement::builder()
-                    .attribute_name("pk")
-                    .key_type(KeyType::Hash)
-                    .build()
-                    .expect("key"),
-            )
-            .send()
-            .await
-            .expect("create lock table");
-    }
-
     pub async fn create_repository(&self, immutable: bool, scan: bool) {
         use aws_sdk_ecr::types::{ImageScanningConfiguration, ImageTagMutability};
         aws_sdk_ecr::Client::new(self.aws)
