@@ -1018,12 +1018,10 @@ impl FakeAws {
         use aws_sdk_cloudwatch::operation::get_metric_data::GetMetricDataOutput;
         let f = self.clone();
         vec![
-            mock!(aws_sdk_cloudwatch::Client::get_metric_data).then_compute_response(
-                move |_| {
-                    f.log("cloudwatch:GetMetricData".to_owned());
-                    MockResponse::Output(GetMetricDataOutput::builder().build())
-                },
-            ),
+            mock!(aws_sdk_cloudwatch::Client::get_metric_data).then_compute_response(move |_| {
+                f.log("cloudwatch:GetMetricData".to_owned());
+                MockResponse::Output(GetMetricDataOutput::builder().build())
+            }),
         ]
     }
 
