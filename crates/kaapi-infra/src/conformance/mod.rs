@@ -56,10 +56,11 @@ pub const ACCOUNT: &str = "123456789012";
 #[cfg(test)]
 pub const REPOSITORY: &str = "kaapi-org/kaapi-backend";
 
-#[cfg(test)]
-/// Kaapi-shaped: web and worker, Postgres, Redis, RabbitMQ, SSM secrets, staging on `main` and
-/// production on `v*` tags sharing one deploy role.
-fn kaapi_config() -> String {
+/// A Kaapi-shaped deploy.toml for tests: web and worker, Postgres, Redis, RabbitMQ, staging
+/// on `main` with secrets in SSM, production on `v*` tags promoting staging's image with secrets
+/// in Secrets Manager; each assumes its deploy role (one role may serve both).
+pub fn kaapi_config(region: &str, account: &str, roles: [&str; 2]) -> String {
+    let [staging_role, production_role] = roles;
     format!(
         r#"app = "kaapi"
 secrets = ["SECRET_KEY", "FIRST_SUPERUSER_PASSWORD"]
@@ -78,18 +79,19 @@ command = "celery -A app.worker worker"
 POSTGRES_SERVER = "db.internal"
 REDIS_URL = "redis://cache.internal:6379/0"
 RABBITMQ_HOST = "mq.internal"
+PROJECT_NAME = "Kaapi"
 
 [environments.staging]
 engine = "ecs"
-region = "{REGION}"
-role_arn = "arn:aws:iam::{ACCOUNT}:role/kaapi-deploy"
+region = "{region}"
+role_arn = "arn:aws:iam::{account}:role/{staging_role}"
 trigger = {{ branch = "main" }}
 secrets_from = {{ ssm = "/kaapi/staging/" }}
 
 [environments.production]
 engine = "ecs"
-region = "{REGION}"
-role_arn = "arn:aws:iam::{ACCOUNT}:role/kaapi-deploy"
+region = "{region}"
+role_arn = "arn:aws:iam::{account}:role/{production_role}"
 trigger = {{ tags = "v*" }}
 promote_from = "staging"
 secrets_from = {{ secrets_manager = "kaapi/production/" }}
@@ -116,7 +118,11 @@ pub(crate) fn resolve(loaded: &LoadedConfig, environment: &str) -> ResolvedEnvir
 /// Each test config, loaded from a temporary directory, with its ECS environments.
 pub(crate) fn configs(dir: &std::path::Path) -> Vec<(LoadedConfig, Vec<&'static str>)> {
     [
-        ("kaapi", kaapi_config(), vec!["staging", "production"]),
+        (
+            "kaapi",
+            kaapi_config(REGION, ACCOUNT, ["kaapi-deploy"; 2]),
+            vec!["staging", "production"],
+        ),
         ("example", example_config(), vec!["staging"]),
     ]
     .into_iter()

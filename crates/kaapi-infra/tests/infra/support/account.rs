@@ -12,36 +12,10 @@ use super::moto::{ACCOUNT, REGION};
 pub const ENVIRONMENT: &str = "staging";
 pub const REPOSITORY: &str = "kaapi-org/kaapi-backend";
 
-/// Kaapi-shaped: a web service and a worker, Postgres, Redis, RabbitMQ, two secrets in SSM.
+/// The Kaapi-shaped test config, with a deploy role per environment.
 pub fn config_text() -> String {
-    format!(
-        r#"app = "kaapi"
-secrets = ["SECRET_KEY", "FIRST_SUPERUSER_PASSWORD"]
-
-[image]
-context = "."
-
-[services.web]
-port = 8000
-command = "fastapi run app/main.py --port 8000"
-
-[services.worker]
-command = "celery -A app.worker worker"
-
-[env]
-POSTGRES_SERVER = "db.internal"
-REDIS_URL = "redis://cache.internal:6379/0"
-RABBITMQ_HOST = "mq.internal"
-PROJECT_NAME = "Kaapi"
-
-[environments.staging]
-engine = "ecs"
-region = "{REGION}"
-role_arn = "arn:aws:iam::{ACCOUNT}:role/kaapi-staging-deploy"
-trigger = {{ branch = "main" }}
-secrets_from = {{ ssm = "/kaapi/staging/" }}
-"#
-    )
+    let roles = ["kaapi-staging-deploy", "kaapi-production-deploy"];
+    kaapi_infra::conformance::kaapi_config(REGION, ACCOUNT, roles)
 }
 
 /// The test config written to `dir`, bound to its ECS environment.
