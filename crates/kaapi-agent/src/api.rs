@@ -73,7 +73,28 @@ pub struct EnvironmentSpec {
     pub ingress_port: Option<u16>,
     /// Which service the ingress sends traffic to.
     pub web_service: Option<String>,
+    /// The other web services, each with an ingress of its own on a stable 127.0.0.1 port
+    /// (Flower's UI, for instance): service → port.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub ingresses: BTreeMap<String, u16>,
     pub services: Vec<ServiceSpec>,
+}
+
+impl EnvironmentSpec {
+    /// Every service with an ingress and the port it wants (`None`: any free port, which only
+    /// the web service's first rollout without `ingress_port` asks for).
+    pub fn ingress_ports(&self) -> Vec<(String, Option<u16>)> {
+        self.web_service
+            .iter()
+            .map(|web| (web.clone(), self.ingress_port))
+            .chain(self.ingresses.iter().map(|(s, p)| (s.clone(), Some(*p))))
+            .collect()
+    }
+
+    /// Whether `service` is served through an ingress.
+    pub fn has_ingress(&self, service: &str) -> bool {
+        self.web_service.as_deref() == Some(service) || self.ingresses.contains_key(service)
+    }
 }
 
 /// Whether a rollout of the spec that already serves replaces its replicas.

@@ -98,24 +98,25 @@ async fn restore_environment(
     Ok(())
 }
 
-/// Opens the ingress of an environment that should have one and has none (after a restart, or
-/// when its port was busy), on its persisted port.
+/// Opens each ingress an environment should have and has not (after a restart, or when its
+/// port was busy), on its persisted port.
 async fn reopen_ingress(environment: &Environment, current: &Current) {
     let Some(spec) = current.spec.as_ref() else {
         return;
     };
-    if spec.web_service.is_none() || environment.ingress_port().is_some() {
-        return;
-    }
-    let port = spec.ingress_port.unwrap_or(0);
-    match Ingress::open(port).await {
-        Ok(ingress) => {
-            environment.set_ingress(Some(ingress));
-            environment.publish(current);
+    for (service, port) in spec.ingress_ports() {
+        if environment.ingress_port(&service).is_some() {
+            continue;
         }
-        Err(e) => {
-            if !environment.ingress_failure_reported() {
-                environment.record_event(None, format!("{e}; retrying every second"));
+        match Ingress::open(port.unwrap_or(0)).await {
+            Ok(ingress) => {
+                environment.set_ingress(&service, ingress);
+                environment.publish(current);
+            }
+            Err(e) => {
+                if !environment.ingress_failure_reported() {
+                    environment.record_event(Some(&service), format!("{e}; retrying every second"));
+                }
             }
         }
     }

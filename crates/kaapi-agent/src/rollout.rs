@@ -101,12 +101,21 @@ fn validate(spec: &EnvironmentSpec) -> Result<(), String> {
             ));
         }
     }
-    if let Some(web) = &spec.web_service {
+    for web in spec.web_service.iter().chain(spec.ingresses.keys()) {
         match spec.services.iter().find(|s| &s.name == web) {
             Some(service) if service.port.is_some() => {}
             Some(_) => return Err(format!("the web service `{web}` has no port")),
             None => return Err(format!("the web service `{web}` is not among the services")),
         }
+    }
+    let mut ports: Vec<u16> = spec
+        .ingress_ports()
+        .iter()
+        .filter_map(|(_, p)| *p)
+        .collect();
+    ports.sort_unstable();
+    if let Some(pair) = ports.windows(2).find(|pair| pair[0] == pair[1]) {
+        return Err(format!("two ingresses want port {}", pair[0]));
     }
     Ok(())
 }
@@ -162,7 +171,7 @@ impl Rollout<'_> {
             ));
             return Ok(());
         }
-        let new_ingress = self.prepare_ingress().await?;
+        let new_ingresses = self.prepare_ingresses().await?;
         let mut started: Vec<(ServiceSpec, Arc<Replica>)> = Vec::new();
         for service in &spec.services {
             for _ in 0..service.replicas {
@@ -187,36 +196,44 @@ impl Rollout<'_> {
             self.abandon(&started).await;
             return Err(reason);
         }
-        let old = self.switch(new_ingress, &started).await?;
+        let old = self.switch(new_ingresses, &started).await?;
         self.drain(old).await;
         self.say(format!("release {} is serving", spec.release));
         Ok(())
     }
 
-    /// The ingress that will serve after the switch: `None` keeps the current one; a new one is
-    /// opened now so that a port conflict fails the rollout before anything starts.
-    async fn prepare_ingress(&self) -> Result<Option<Ingress>, String> {
-        if self.spec.web_service.is_none() {
-            return Ok(None);
+    /// The ingresses that will serve after the switch, by service: a service whose ingress
+    /// already listens on the wanted port keeps it; a new one is opened now so that a port
+    /// conflict fails the rollout before anything starts.
+    async fn prepare_ingresses(&self) -> Result<Vec<(String, Ingress)>, String> {
+        let mut opened = Vec::new();
+        for (service, port) in self.spec.ingress_ports() {
+            let current_port = self.environment.ingress_port(&service);
+            let wanted = port.or(current_port).or_else(|| {
+                self.agent
+                    .store
+                    .record(&self.spec.environment)
+                    .and_then(|record| record.spec.ingress_port)
+            });
+            if current_port.is_some() && wanted == current_port {
+                continue;
+            }
+            // On a failure the ones opened so far close as they drop.
+            let ingress = Ingress::open(wanted.unwrap_or(0))
+                .await
+                .map_err(|e| format!("{service}: {e}"))?;
+            let who = if self.spec.web_service.as_deref() == Some(service.as_str()) {
+                String::new()
+            } else {
+                format!("{service}: ")
+            };
+            self.say(format!(
+                "{who}ingress listens on http://127.0.0.1:{}",
+                ingress.port
+            ));
+            opened.push((service, ingress));
         }
-        let current_port = self.environment.ingress_port();
-        let wanted = self.spec.ingress_port.or(current_port).or_else(|| {
-            self.agent
-                .store
-                .record(&self.spec.environment)
-                .and_then(|record| record.spec.ingress_port)
-        });
-        if current_port.is_some() && wanted == current_port {
-            return Ok(None);
-        }
-        let ingress = Ingress::open(wanted.unwrap_or(0))
-            .await
-            .map_err(|e| e.to_string())?;
-        self.say(format!(
-            "ingress listens on http://127.0.0.1:{}",
-            ingress.port
-        ));
-        Ok(Some(ingress))
+        Ok(opened)
     }
 
     /// Waits until every new replica is ready; the first failure ends the wait.
@@ -284,7 +301,7 @@ impl Rollout<'_> {
     /// state; returns the replicas it replaced.
     async fn switch(
         &self,
-        new_ingress: Option<Ingress>,
+        new_ingresses: Vec<(String, Ingress)>,
         started: &[(ServiceSpec, Arc<Replica>)],
     ) -> Result<Vec<Arc<Replica>>, String> {
         let mut current = self.environment.current.lock().await;
@@ -308,11 +325,15 @@ impl Rollout<'_> {
                 .or_default()
                 .push(Arc::clone(replica));
         }
-        let port = new_ingress
-            .as_ref()
-            .map(|ingress| ingress.port)
-            .or_else(|| self.environment.ingress_port());
-        let spec = with_ingress_port(self.spec, port.filter(|_| self.spec.web_service.is_some()));
+        let web = self.spec.web_service.as_deref();
+        let port = web.and_then(|web| {
+            new_ingresses
+                .iter()
+                .find(|(service, _)| service == web)
+                .map(|(_, ingress)| ingress.port)
+                .or_else(|| self.environment.ingress_port(web))
+        });
+        let spec = with_ingress_port(self.spec, port);
         let previous_release = match current.spec.as_ref().map(|s| s.release) {
             Some(release) if release != spec.release => Some(release),
             _ => current.previous_release,
@@ -329,9 +350,11 @@ impl Rollout<'_> {
         let old_replicas = std::mem::replace(&mut current.replicas, new);
         current.spec = Some(spec);
         current.previous_release = previous_release;
-        if let Some(ingress) = new_ingress {
-            self.environment.set_ingress(Some(ingress));
+        for (service, ingress) in new_ingresses {
+            self.environment.set_ingress(&service, ingress);
         }
+        self.environment
+            .close_ingresses_except(current.spec.as_ref());
         self.environment.reset_backoff();
         self.environment.publish(&current);
         drop(current);

@@ -52,7 +52,8 @@ pub struct Environment {
     pub name: String,
     /// Held by whoever changes the replica set (reconcile, rollout switch, removal).
     pub current: tokio::sync::Mutex<Current>,
-    ingress: Mutex<Option<Ingress>>,
+    /// One ingress per web service, by service name.
+    ingresses: Mutex<BTreeMap<String, Ingress>>,
     /// Whether the event "cannot open the ingress" was recorded since the last open.
     ingress_failure_reported: AtomicBool,
     events: Mutex<VecDeque<AgentEvent>>,
@@ -103,7 +104,7 @@ impl Agent {
     /// Closes every ingress and stops watching replicas (the containers keep running).
     pub fn close_all(&self) {
         for environment in self.environments() {
-            environment.set_ingress(None);
+            environment.close_ingresses();
             if let Ok(current) = environment.current.try_lock() {
                 for replica in current.replicas.values().flatten() {
                     replica.stop_monitor();
@@ -191,7 +192,7 @@ impl Agent {
 
 /// What makes a replica of `service` healthy.
 pub fn check_for(spec: &EnvironmentSpec, service: &ServiceSpec) -> Check {
-    let is_web = service.port.is_some() && spec.web_service.as_deref() == Some(&service.name);
+    let is_web = service.port.is_some() && spec.has_ingress(&service.name);
     match (&service.health, service.port) {
         (Some(health), Some(_)) => Check::Http(health.clone()),
         (None, Some(_)) if is_web => Check::Port,
@@ -204,7 +205,7 @@ impl Environment {
         Environment {
             name: name.to_owned(),
             current: tokio::sync::Mutex::new(Current::default()),
-            ingress: Mutex::new(None),
+            ingresses: Mutex::new(BTreeMap::new()),
             ingress_failure_reported: AtomicBool::new(false),
             events: Mutex::new(VecDeque::new()),
             rollouts: Mutex::new(VecDeque::new()),
@@ -262,15 +263,37 @@ impl Environment {
         self.next_index.fetch_max(used + 1, Ordering::SeqCst);
     }
 
-    pub fn ingress_port(&self) -> Option<u16> {
-        lock(&self.ingress).as_ref().map(|ingress| ingress.port)
+    /// The port of `service`'s ingress, when it has one open.
+    pub fn ingress_port(&self, service: &str) -> Option<u16> {
+        lock(&self.ingresses)
+            .get(service)
+            .map(|ingress| ingress.port)
     }
 
-    /// Replaces the ingress (the old one, if any, closes).
-    pub fn set_ingress(&self, ingress: Option<Ingress>) {
+    /// Replaces `service`'s ingress (the old one, if any, closes).
+    pub fn set_ingress(&self, service: &str, ingress: Ingress) {
         self.ingress_failure_reported.store(false, Ordering::SeqCst);
-        let old = std::mem::replace(&mut *lock(&self.ingress), ingress);
+        let old = lock(&self.ingresses).insert(service.to_owned(), ingress);
         drop(old);
+    }
+
+    /// Closes the ingresses of services that no longer have one in `spec` (all without one).
+    pub fn close_ingresses_except(&self, spec: Option<&EnvironmentSpec>) {
+        let closed: Vec<Ingress> = {
+            let mut ingresses = lock(&self.ingresses);
+            let gone: Vec<String> = ingresses
+                .keys()
+                .filter(|service| !spec.is_some_and(|spec| spec.has_ingress(service)))
+                .cloned()
+                .collect();
+            gone.iter().filter_map(|s| ingresses.remove(s)).collect()
+        };
+        drop(closed);
+    }
+
+    /// Closes every ingress.
+    pub fn close_ingresses(&self) {
+        self.close_ingresses_except(None);
     }
 
     /// `true` when the failure was already reported; marks it reported otherwise.
@@ -278,16 +301,12 @@ impl Environment {
         self.ingress_failure_reported.swap(true, Ordering::SeqCst)
     }
 
-    /// Points the ingress at the current web replicas.
+    /// Points each ingress at its service's current replicas.
     pub fn publish(&self, current: &Current) {
-        let web = current
-            .spec
-            .as_ref()
-            .and_then(|spec| spec.web_service.clone());
-        if let (Some(ingress), Some(web)) = (lock(&self.ingress).as_ref(), web) {
+        for (service, ingress) in lock(&self.ingresses).iter() {
             ingress
                 .backends
-                .set(current.replicas.get(&web).cloned().unwrap_or_default());
+                .set(current.replicas.get(service).cloned().unwrap_or_default());
         }
     }
 
@@ -362,8 +381,9 @@ impl Environment {
             environment: self.name.clone(),
             release: spec.map(|s| s.release),
             previous_release: current.previous_release,
-            ingress_url: self
-                .ingress_port()
+            ingress_url: spec
+                .and_then(|spec| spec.web_service.as_deref())
+                .and_then(|web| self.ingress_port(web))
                 .map(|port| format!("http://127.0.0.1:{port}")),
             desired,
             replicas: current

@@ -240,7 +240,7 @@ async fn remove_environment(
     let Some(environment) = agent.forget(&env) else {
         return StatusCode::NO_CONTENT.into_response();
     };
-    environment.set_ingress(None);
+    environment.close_ingresses();
     let mut current = environment.current.lock().await;
     let replicas: Vec<_> = std::mem::take(&mut current.replicas)
         .into_values()

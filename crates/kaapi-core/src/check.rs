@@ -317,11 +317,51 @@ impl Checker<'_> {
                 report.push(Some(name), unreadable.clone().with_hint(hint));
             }
         }
+        if env.engine == EngineKind::Ecs {
+            self.loopback_hosts(name, env, report);
+        }
         EnvironmentReport {
             name: name.to_owned(),
             engine: env.engine,
             refuses_placeholders: strict,
             variables,
+        }
+    }
+
+    /// On ECS `localhost` is the task itself, never the database or broker a local run reached
+    /// there: warn about every variable of the environment that points at a loopback host.
+    fn loopback_hosts(&self, environment: &str, env: &EnvironmentConfig, report: &mut CheckReport) {
+        let config = &self.loaded.config;
+        let mut flagged: Vec<String> = Vec::new();
+        for (service, settings) in &config.services {
+            for (var, value) in config.plain_env(environment, service) {
+                let Some(host) = loopback_host(&value) else {
+                    continue;
+                };
+                // The most specific place the value comes from (see Config::plain_env).
+                let key = if settings.env.contains_key(&var) {
+                    format!("services.{service}.env.{var}")
+                } else if env.env.contains_key(&var) {
+                    format!("environments.{environment}.env.{var}")
+                } else {
+                    format!("env.{var}")
+                };
+                if flagged.contains(&key) {
+                    continue;
+                }
+                let message = format!(
+                    "`{var}` points at {host}; on ECS (environment `{environment}`) that is the task itself, not a database or broker"
+                );
+                let hint = format!(
+                    "set environments.{environment}.env.{var} to the real host (e.g. the RDS, ElastiCache or Amazon MQ endpoint)"
+                );
+                report.push(
+                    Some(environment),
+                    self.config_diagnostic(Severity::Warning, &key, message)
+                        .with_hint(hint),
+                );
+                flagged.push(key);
+            }
         }
     }
 
@@ -499,6 +539,18 @@ fn is_unset(value: &str, optional: bool) -> bool {
 }
 
 /// A required variable nobody provides, reported where it is declared.
+/// The host of `value` (a host, `host:port` or a URL) when it is a loopback one.
+fn loopback_host(value: &str) -> Option<&str> {
+    let rest = value.split_once("://").map_or(value, |(_, r)| r);
+    let rest = rest.split(['/', '?']).next().unwrap_or(rest);
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, r)| r);
+    let host = match rest.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(v6),
+        None => rest.split(':').next().unwrap_or(rest),
+    };
+    crate::scaffold::is_localhost(host).then_some(host)
+}
+
 fn missing(environment: &str, var: &str, file: &Path, line: Option<usize>) -> Diagnostic {
     Diagnostic::error(
         file,
@@ -559,6 +611,55 @@ mod tests {
             Some((SecretStore::EnvFile, ".env".to_owned()))
         );
         assert_eq!(r(source(None, None, None)), None);
+    }
+
+    #[test]
+    fn loopback_hosts_are_warned_about_on_ecs_environments_naming_the_key_that_sets_them() {
+        let text = "app = \"kaapi\"\n[image]\ncontext = \".\"\n[services.web]\nport = 80\n[env]\nPOSTGRES_SERVER = \"localhost\"\nREDIS_URL = \"redis://user@127.0.0.1:6379/0\"\nSENTRY_DSN = \"https://key@o1.ingest.sentry.io/2\"\n[environments.local]\nengine = \"docker\"\n[environments.staging]\nengine = \"ecs\"\nregion = \"eu-west-1\"\nenv = { RABBITMQ_HOST = \"[::1]:5672\" }\n[environments.production]\nengine = \"ecs\"\nregion = \"eu-west-1\"\nenv = { POSTGRES_SERVER = \"db.internal\", REDIS_URL = \"redis://cache.internal:6379/0\" }\n";
+        let path = Path::new("deploy.toml");
+        let (config, warnings) = crate::config::parse(path, text).expect("valid config");
+        let loaded = LoadedConfig {
+            path: path.to_path_buf(),
+            dir: PathBuf::from("."),
+            config,
+            warnings,
+        };
+        let report = check(&loaded, None);
+        let warned = |environment: &str| -> Vec<String> {
+            report
+                .findings
+                .iter()
+                .filter(|f| f.environment.as_deref() == Some(environment))
+                .filter(|f| f.diagnostic.message.contains("points at"))
+                .map(|f| {
+                    format!(
+                        "{:?} {} {}",
+                        f.diagnostic.severity,
+                        f.diagnostic.key.clone().unwrap_or_default(),
+                        f.diagnostic.message
+                    )
+                })
+                .collect()
+        };
+        assert!(warned("local").is_empty());
+        let staging = warned("staging");
+        assert_eq!(staging.len(), 3, "{staging:?}");
+        for expected in [
+            "Warning env.POSTGRES_SERVER `POSTGRES_SERVER` points at localhost",
+            "Warning env.REDIS_URL `REDIS_URL` points at 127.0.0.1",
+            "Warning environments.staging.env.RABBITMQ_HOST `RABBITMQ_HOST` points at ::1",
+        ] {
+            assert!(
+                staging.iter().any(|f| f.starts_with(expected)),
+                "{expected}: {staging:?}"
+            );
+        }
+        // An environment that points them elsewhere is not warned about.
+        assert!(
+            warned("production").is_empty(),
+            "{:?}",
+            warned("production")
+        );
     }
 
     #[test]

@@ -209,12 +209,26 @@ impl DockerEngine {
             .find(|s| s.port.is_some())
             .map(|s| s.name.clone());
         let ingress_port = self.ingress_port()?;
+        // The other web services' ingresses (validated: services with a port).
+        let ingresses = self
+            .target
+            .env()
+            .ingress_ports
+            .iter()
+            .filter(|(name, _)| {
+                services
+                    .iter()
+                    .any(|s| &s.name == *name && s.port.is_some())
+            })
+            .map(|(name, port)| (name.clone(), *port))
+            .collect();
         Ok(EnvironmentSpec {
             app: self.app().to_owned(),
             environment: self.target.name().to_owned(),
             release: release.number,
             ingress_port,
             web_service,
+            ingresses,
             services,
         })
     }

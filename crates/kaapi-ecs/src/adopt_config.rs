@@ -84,6 +84,7 @@ pub fn ecs_environment(region: &str) -> EnvironmentConfig {
         secrets_from: None,
         registry: None,
         ingress_port: None,
+        ingress_ports: IndexMap::new(),
         role_arn: None,
         rollout_timeout: None,
         names: NameOverrides::default(),

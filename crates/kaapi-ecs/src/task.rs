@@ -15,8 +15,10 @@ use crate::backoff::Backoff;
 use crate::error::aws_error;
 use crate::failure_hints::with_hint;
 use crate::logs;
+use crate::one_off;
+use crate::release_tags::{self as tag_keys, tag};
 use crate::retry::retry_throttled;
-use crate::revisions::{main_container_index, short_revision};
+use crate::revisions::{self, main_container_index, short_revision};
 use crate::session::Ctx;
 
 /// How a task launch is placed, copied from the service.
@@ -100,6 +102,26 @@ pub async fn run_task(
         .ok_or_else(|| EngineError::failed(format!("{revision} has no container")))?;
     let container = definition.definition.container_definitions()[index].clone();
     let container_name = container.name().unwrap_or(service).to_owned();
+    let revision = match one_off::trimmed(&definition.definition, index) {
+        Some(one_off) => {
+            // Tagged without a release number, like `migrate`'s revision: never a release.
+            let mut tags = vec![tag(tag_keys::SERVICE, service)];
+            tags.extend(
+                definition
+                    .tag(tag_keys::IMAGE)
+                    .map(|image| tag(tag_keys::IMAGE, image)),
+            );
+            let registered = revisions::register(ctx, &one_off, tags, progress).await?;
+            progress.info(format!(
+                "{service}: registered {} for the one-off task, with container `{container_name}` only of {}",
+                short_revision(registered.arn()),
+                short_revision(revision)
+            ));
+            registered.arn().to_owned()
+        }
+        None => revision.to_owned(),
+    };
+    let revision = revision.as_str();
 
     let live = ctx.live_service(service).await?;
     let placement = match &live {

@@ -9,8 +9,9 @@ pub mod policy;
 pub mod preflight;
 pub mod repository;
 pub mod secrets_push;
+pub mod task_size;
 pub mod template;
 pub mod trust;
 
-#[cfg(test)]
-mod conformance;
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;

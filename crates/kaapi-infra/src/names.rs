@@ -2,7 +2,7 @@
 //! check, the CloudFormation template and the IAM policy can never disagree.
 
 use indexmap::IndexMap;
-use kaapi_core::config::{Config, LoadedConfig};
+use kaapi_core::config::ResolvedEnvironment;
 use kaapi_core::naming::{self, ServiceNames};
 
 /// The GitHub Actions OIDC issuer (host part, as IAM names the provider).
@@ -62,16 +62,16 @@ pub struct InfraNames {
 }
 
 impl InfraNames {
-    /// Names of `environment`, which must exist in the config.
-    pub fn new(loaded: &LoadedConfig, environment: &str) -> Self {
-        let config = &loaded.config;
-        let env = config.environment(environment);
-        let overrides = env.map(|e| e.names.clone()).unwrap_or_default();
-        let base = naming::names(config, environment);
+    /// Names of the environment `target` is bound to.
+    pub fn new(target: &ResolvedEnvironment) -> Self {
+        let (config, environment) = (target.config(), target.name());
+        let env = target.env();
+        let overrides = env.names.clone();
+        let base = target.names().clone();
         let stem = naming::stem(&config.app, environment);
-        let deploy_role_arn = env.and_then(|e| e.role_arn.clone());
+        let deploy_role_arn = env.role_arn.clone();
         let deploy_role = deploy_role_arn.as_deref().map(role_name_of);
-        let secret_store = env.and_then(|e| e.secrets_from.as_ref()).and_then(|s| {
+        let secret_store = env.secrets_from.as_ref().and_then(|s| {
             if let Some(path) = &s.ssm {
                 Some(SecretStore::Ssm { path: path.clone() })
             } else {
@@ -88,7 +88,7 @@ impl InfraNames {
                 })
             }
         });
-        let variables = referenced_variables(loaded, environment);
+        let variables = referenced_variables(target);
         let backing = |variable: &str, suffix: &str, from_host: fn(&str) -> Option<String>| {
             variables.contains_key(variable).then(|| {
                 variables
@@ -100,7 +100,7 @@ impl InfraNames {
         };
         Self {
             environment: environment.to_owned(),
-            region: env.and_then(|e| e.region.clone()),
+            region: env.region.clone(),
             cluster: base.cluster,
             repository: base.repository,
             services: base.services,
@@ -130,14 +130,11 @@ pub fn role_name_of(arn: &str) -> String {
 
 /// Variables the environment's services see, by name, with the plain value when there is one
 /// (secrets and variables listed only in the example file have none).
-fn referenced_variables(
-    loaded: &LoadedConfig,
-    environment: &str,
-) -> IndexMap<String, Option<String>> {
-    let config: &Config = &loaded.config;
+fn referenced_variables(target: &ResolvedEnvironment) -> IndexMap<String, Option<String>> {
+    let config = target.config();
     let mut vars: IndexMap<String, Option<String>> = IndexMap::new();
     if let Some(example) = &config.variables.example {
-        if let Ok(text) = std::fs::read_to_string(loaded.resolve(example)) {
+        if let Ok(text) = std::fs::read_to_string(target.loaded().resolve(example)) {
             if let Ok(parsed) = kaapi_core::envfile::parse(&text) {
                 for name in parsed.keys() {
                     vars.insert(name.clone(), None);
@@ -149,7 +146,7 @@ fn referenced_variables(
         vars.insert(name.clone(), None);
     }
     for service in config.services.keys() {
-        for (name, value) in config.plain_env(environment, service) {
+        for (name, value) in target.plain_env(service) {
             vars.insert(name, Some(value));
         }
     }

@@ -3,7 +3,7 @@
 //! the CloudFormation template with `${AWS::…}` pseudo parameters in place of the scope.
 
 use kaapi_ci::workflows::DEFAULT_GITHUB_ENVIRONMENT;
-use kaapi_core::config::{Config, LoadedConfig};
+use kaapi_core::config::ResolvedEnvironment;
 use serde_json::{json, Value};
 
 use crate::names::{InfraNames, SecretStore, GITHUB_OIDC_HOST};
@@ -43,7 +43,8 @@ impl Scope {
         }
     }
 
-    fn arn(&self, service: &str, resource: &str) -> String {
+    /// `arn:PARTITION:SERVICE:REGION:ACCOUNT:RESOURCE`.
+    pub fn arn(&self, service: &str, resource: &str) -> String {
         format!(
             "arn:{}:{service}:{}:{}:{resource}",
             self.partition, self.region, self.account
@@ -105,9 +106,9 @@ fn repository_arns(scope: &Scope, repository: &str) -> Vec<String> {
 /// (kaapi-ecs `history.rs`, one standalone `ecs:TagResource`).
 pub const OUTCOME_TAG_KEYS: [&str; 2] = ["kaapi:outcome", "kaapi:detail"];
 
-/// The permissions `kaapi-deploy` needs to deploy, roll back, inspect and check `environment`.
-pub fn deploy_policy(loaded: &LoadedConfig, environment: &str, scope: &Scope) -> Value {
-    deploy_policy_with(loaded, environment, scope, &[])
+/// The permissions `kaapi-deploy` needs to deploy, roll back, inspect and check `target`.
+pub fn deploy_policy(target: &ResolvedEnvironment, scope: &Scope) -> Value {
+    deploy_policy_with(target, scope, &[])
 }
 
 /// The roles the deploy passes to ECS: the execution and task roles the config names, then
@@ -127,12 +128,11 @@ pub fn pass_role_arns(names: &InfraNames, scope: &Scope, extra: &[String]) -> Ve
 
 /// [`deploy_policy`], also allowing `iam:PassRole` on `extra_pass_roles` (full role ARNs).
 pub fn deploy_policy_with(
-    loaded: &LoadedConfig,
-    environment: &str,
+    target: &ResolvedEnvironment,
     scope: &Scope,
     extra_pass_roles: &[String],
 ) -> Value {
-    let names = InfraNames::new(loaded, environment);
+    let names = InfraNames::new(target);
     let cluster_arn = scope.arn("ecs", &format!("cluster/{}", names.cluster));
     let families: Vec<String> = names
         .services
@@ -180,8 +180,8 @@ pub fn deploy_policy_with(
         ),
     ];
     // Promotion copies the image the source environment runs: pull only.
-    if let Some(source) = promotion_source(&loaded.config, environment) {
-        let source_names = InfraNames::new(loaded, &source);
+    if let Some(source) = promotion_source(target) {
+        let source_names = InfraNames::new(&source);
         if source_names.repository != names.repository {
             statements.push(statement(
                 "EcrPullPromotionSource",
@@ -353,11 +353,9 @@ pub fn deploy_policy_with(
     json!({"Version": "2012-10-17", "Statement": statements})
 }
 
-fn promotion_source(config: &Config, environment: &str) -> Option<String> {
-    config
-        .environment(environment)
-        .and_then(|e| e.promote_from.clone())
-        .filter(|s| config.environment(s).is_some())
+fn promotion_source(target: &ResolvedEnvironment) -> Option<ResolvedEnvironment> {
+    let source = target.env().promote_from.as_deref()?;
+    target.sibling(source).ok()
 }
 
 /// The `sub` claims allowed to assume the deploy role. A job that names a GitHub environment
@@ -366,16 +364,13 @@ fn promotion_source(config: &Config, environment: &str) -> Option<String> {
 /// and the refs of the triggers of every environment that shares this environment's role (one
 /// role often serves staging and production); without triggers, the `main` branch and `v*` tags.
 pub fn trusted_subjects(
-    config: &Config,
-    environment: &str,
+    target: &ResolvedEnvironment,
     repository: &str,
     github_environments: &[&str],
 ) -> Vec<String> {
-    let role = config
-        .environment(environment)
-        .and_then(|e| e.role_arn.clone());
+    let (environment, role) = (target.name(), target.env().role_arn.clone());
     let mut refs = Vec::new();
-    for (name, env) in &config.environments {
+    for (name, env) in &target.config().environments {
         let shares_role = name == environment || (role.is_some() && env.role_arn == role);
         if !shares_role {
             continue;
@@ -408,24 +403,16 @@ pub fn trusted_subjects(
 /// `sub` limited to this repository's deploying refs and the GitHub environment the generated
 /// workflows run in (`AWS_ENV_VARS`).
 pub fn trust_policy(
-    config: &Config,
-    environment: &str,
+    target: &ResolvedEnvironment,
     repository: &str,
     scope: &Scope,
 ) -> Result<Value, PolicyError> {
-    trust_policy_for(
-        config,
-        environment,
-        repository,
-        &[DEFAULT_GITHUB_ENVIRONMENT],
-        scope,
-    )
+    trust_policy_for(target, repository, &[DEFAULT_GITHUB_ENVIRONMENT], scope)
 }
 
 /// [`trust_policy`] for workflows written with `init --github-environment NAME`.
 pub fn trust_policy_for(
-    config: &Config,
-    environment: &str,
+    target: &ResolvedEnvironment,
     repository: &str,
     github_environments: &[&str],
     scope: &Scope,
@@ -434,8 +421,7 @@ pub fn trust_policy_for(
         return Err(PolicyError::InvalidRepository(repository.to_owned()));
     }
     Ok(trust_document_for(
-        config,
-        environment,
+        target,
         repository,
         github_environments,
         scope,
@@ -443,29 +429,17 @@ pub fn trust_policy_for(
 }
 
 /// [`trust_policy`] without checking `repository` (the template passes `${GitHubRepository}`).
-pub fn trust_document(
-    config: &Config,
-    environment: &str,
-    repository: &str,
-    scope: &Scope,
-) -> Value {
-    trust_document_for(
-        config,
-        environment,
-        repository,
-        &[DEFAULT_GITHUB_ENVIRONMENT],
-        scope,
-    )
+pub fn trust_document(target: &ResolvedEnvironment, repository: &str, scope: &Scope) -> Value {
+    trust_document_for(target, repository, &[DEFAULT_GITHUB_ENVIRONMENT], scope)
 }
 
 fn trust_document_for(
-    config: &Config,
-    environment: &str,
+    target: &ResolvedEnvironment,
     repository: &str,
     github_environments: &[&str],
     scope: &Scope,
 ) -> Value {
-    let subjects = trusted_subjects(config, environment, repository, github_environments);
+    let subjects = trusted_subjects(target, repository, github_environments);
     let operator = if subjects.iter().any(|s| s.contains('*')) {
         "StringLike"
     } else {

@@ -3,8 +3,9 @@
 //! Secrets are looked up by name only, except the keys of a JSON secret, which can only be
 //! listed by reading it (`secretsmanager:GetSecretValue`); no value is ever printed.
 
-use aws_sdk_ecs::error::ProvideErrorMetadata;
-use kaapi_core::config::{EngineKind, LoadedConfig};
+use aws_sdk_ecs::error::{ProvideErrorMetadata, SdkError};
+use kaapi_aws::AwsError;
+use kaapi_core::config::{EngineKind, ResolvedEnvironment};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -105,36 +106,30 @@ pub struct CheckOptions {
     pub repository: Option<String>,
 }
 
-/// Every prerequisite of `environment`, which must be an ECS environment of the config (a
-/// docker environment has none: the result is empty). The repository the deploy role must
-/// trust comes from `GITHUB_REPOSITORY` or the git remote.
+/// Every prerequisite of `target`'s environment when it runs on ECS (a docker environment has
+/// none: the result is empty). The repository the deploy role must trust comes from
+/// `GITHUB_REPOSITORY` or the git remote.
 pub async fn check_prerequisites(
-    loaded: &LoadedConfig,
-    environment: &str,
+    target: &ResolvedEnvironment,
     aws: &aws_config::SdkConfig,
 ) -> Vec<CheckItem> {
     let options = CheckOptions {
-        repository: crate::repository::detect(&loaded.dir),
+        repository: crate::repository::detect(target.dir()),
     };
-    check_prerequisites_with(loaded, environment, aws, &options).await
+    check_prerequisites_with(target, aws, &options).await
 }
 
 pub async fn check_prerequisites_with(
-    loaded: &LoadedConfig,
-    environment: &str,
+    target: &ResolvedEnvironment,
     aws: &aws_config::SdkConfig,
     options: &CheckOptions,
 ) -> Vec<CheckItem> {
-    let is_ecs = loaded
-        .config
-        .environment(environment)
-        .is_some_and(|e| e.engine == EngineKind::Ecs);
-    if !is_ecs {
+    if target.env().engine != EngineKind::Ecs {
         return Vec::new();
     }
     let checker = Checker {
-        loaded: loaded.clone(),
-        names: InfraNames::new(loaded, environment),
+        target: target.clone(),
+        names: InfraNames::new(target),
         options: options.clone(),
         ecs: aws_sdk_ecs::Client::new(aws),
         ecr: aws_sdk_ecr::Client::new(aws),
@@ -151,7 +146,7 @@ pub async fn check_prerequisites_with(
 }
 
 struct Checker {
-    loaded: LoadedConfig,
+    target: ResolvedEnvironment,
     names: InfraNames,
     options: CheckOptions,
     ecs: aws_sdk_ecs::Client,
@@ -187,9 +182,10 @@ enum Lookup<T> {
     Failed(String),
 }
 
-fn classify<T, E>(result: Result<T, E>) -> Lookup<T>
+fn classify<T, E, R>(result: Result<T, SdkError<E, R>>) -> Lookup<T>
 where
-    E: ProvideErrorMetadata + std::error::Error,
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug + 'static,
 {
     match result {
         Ok(value) => Lookup::Found(value),
@@ -198,11 +194,18 @@ where
     }
 }
 
-fn describe_error<E: ProvideErrorMetadata + std::error::Error>(e: &E) -> String {
-    match (e.code(), e.message()) {
-        (Some(code), Some(message)) => format!("{code}: {message}"),
-        (Some(code), None) => code.to_owned(),
-        _ => aws_sdk_ecs::error::DisplayErrorContext(e).to_string(),
+/// One line: `Code: message` when AWS answered, else what kept the call from AWS (no
+/// credentials, no network) with what to do; never the SDK's whole error chain.
+fn describe_error<E, R>(e: &SdkError<E, R>) -> String
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug + 'static,
+{
+    let error = AwsError::from_sdk("AWS", e);
+    if error.is_access() {
+        error.to_string()
+    } else {
+        kaapi_aws::error::said(e)
     }
 }
 
@@ -419,7 +422,23 @@ impl Checker {
                         {
                             roles.push((family.clone(), role.to_owned()));
                         }
-                        CheckItem::ok(name, format!("revision {}", td.revision()))
+                        let settings = self.target.config().services.get(service);
+                        match crate::task_size::problem(
+                            service,
+                            settings.and_then(|s| s.cpu),
+                            settings.and_then(|s| s.memory),
+                            td,
+                        ) {
+                            Some(problem) => CheckItem::missing(
+                                name,
+                                format!("revision {}: {problem}", td.revision()),
+                                format!(
+                                    "edit services.{service} in {}",
+                                    self.target.path().display()
+                                ),
+                            ),
+                            None => CheckItem::ok(name, format!("revision {}", td.revision())),
+                        }
                     }
                     Some(_) => CheckItem::missing(name, "no active revision", fix),
                     None => CheckItem::missing(name, "no active revision", fix),
@@ -439,7 +458,7 @@ impl Checker {
     }
 
     fn passed_roles(&self, roles: &[(String, String)]) -> Vec<CheckItem> {
-        passed_role_items(&self.loaded, &self.names, roles)
+        passed_role_items(&self.target, &self.names, roles)
     }
 
     async fn services(&self) -> Vec<CheckItem> {
@@ -676,7 +695,7 @@ impl Checker {
     /// else the one `init --github` writes.
     fn workflow_claims(&self, repository: &str) -> Result<Vec<JobClaims>, String> {
         let env = &self.names.environment;
-        let committed = repo_root(&self.loaded.dir)
+        let committed = repo_root(self.target.dir())
             .map(|root| github_claims::committed_claims(&root, env, repository))
             .transpose()
             .map_err(|e| e.to_string())?
@@ -684,7 +703,7 @@ impl Checker {
         match committed {
             Some(claims) => Ok(claims),
             None => github_claims::generated_claims(
-                &self.loaded.config,
+                self.target.config(),
                 env,
                 repository,
                 &kaapi_ci::workflows::WorkflowOptions::default(),
@@ -1046,7 +1065,7 @@ fn refused_subjects(
 /// policy of `infra policy` does not let the deploy pass: its RegisterTaskDefinition would be
 /// denied.
 fn passed_role_items(
-    loaded: &LoadedConfig,
+    target: &ResolvedEnvironment,
     names: &InfraNames,
     roles: &[(String, String)],
 ) -> Vec<CheckItem> {
@@ -1061,7 +1080,7 @@ fn passed_role_items(
             continue;
         };
         let scope = Scope::new(names.region.as_deref().unwrap_or("us-east-1"), account);
-        let policy = policy::deploy_policy(loaded, env, &scope);
+        let policy = policy::deploy_policy(target, &scope);
         let request =
             Request::new("iam:PassRole", role).with("iam:PassedToService", &[ECS_TASKS_SERVICE]);
         if iam_eval::evaluate(&policy, &request).is_ok_and(|d| d.is_allowed()) {
@@ -1143,7 +1162,8 @@ mod tests {
     fn a_live_role_the_policy_cannot_pass_is_named() {
         let dir = tempfile::tempdir().expect("temp dir");
         let (loaded, _) = crate::conformance::configs(dir.path()).remove(0);
-        let names = InfraNames::new(&loaded, "staging");
+        let target = ResolvedEnvironment::resolve(loaded, "staging").expect("staging");
+        let names = InfraNames::new(&target);
         let account = "arn:aws:iam::123456789012:role";
         let roles = [
             (
@@ -1159,7 +1179,7 @@ mod tests {
                 format!("{account}/ecsTaskExecutionRole"),
             ),
         ];
-        let items = passed_role_items(&loaded, &names, &roles);
+        let items = passed_role_items(&target, &names, &roles);
         assert_eq!(items.len(), 1, "{items:?}");
         assert_eq!(
             items[0].name,
@@ -1177,9 +1197,10 @@ mod tests {
     fn a_trust_that_refuses_the_workflow_names_the_subject() {
         let dir = tempfile::tempdir().expect("temp dir");
         let (loaded, _) = crate::conformance::configs(dir.path()).remove(0);
+        let target = ResolvedEnvironment::resolve(loaded, "staging").expect("staging");
         let repository = "o/r";
         let claims = github_claims::generated_claims(
-            &loaded.config,
+            target.config(),
             "staging",
             repository,
             &kaapi_ci::workflows::WorkflowOptions::default(),
@@ -1188,8 +1209,7 @@ mod tests {
         let scope = Scope::new("eu-west-1", "123456789012");
         let role = scope.role_arn("kaapi-deploy");
         let provider = scope.oidc_provider_arn();
-        let generated =
-            policy::trust_policy(&loaded.config, "staging", repository, &scope).expect("trust");
+        let generated = policy::trust_policy(&target, repository, &scope).expect("trust");
         assert_eq!(
             refused_subjects(&generated, &claims, &role, &provider),
             None

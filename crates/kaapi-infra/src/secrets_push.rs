@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use aws_sdk_ssm::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_ssm::types::ParameterType;
 use kaapi_aws::AwsError;
-use kaapi_core::config::LoadedConfig;
+use kaapi_core::config::ResolvedEnvironment;
 use kaapi_core::envfile;
 use serde::Serialize;
 
@@ -25,8 +25,6 @@ pub struct PushReport {
 
 #[derive(Debug, thiserror::Error)]
 pub enum PushError {
-    #[error("environment `{0}` is not in the config")]
-    UnknownEnvironment(String),
     #[error("environment `{environment}` has no secret store: set environments.{environment}.secrets_from.ssm (e.g. \"/app/{environment}/\") or .secrets_manager in deploy.toml")]
     NoStore { environment: String },
     #[error("cannot read {}: {source}", path.display())]
@@ -61,15 +59,12 @@ pub enum PushError {
 /// Reads `file` and writes every declared secret it sets. Refuses (writing nothing) when any
 /// of them holds a placeholder.
 pub async fn push_secrets(
-    loaded: &LoadedConfig,
-    environment: &str,
+    target: &ResolvedEnvironment,
     file: &Path,
     aws: &aws_config::SdkConfig,
 ) -> Result<PushReport, PushError> {
-    if loaded.config.environment(environment).is_none() {
-        return Err(PushError::UnknownEnvironment(environment.to_owned()));
-    }
-    let names = InfraNames::new(loaded, environment);
+    let environment = target.name();
+    let names = InfraNames::new(target);
     let store = names
         .secret_store
         .clone()
@@ -90,7 +85,7 @@ pub async fn push_secrets(
         path: file.to_path_buf(),
         source,
     })?;
-    let declared = &loaded.config.secrets;
+    let declared = &target.config().secrets;
     let mut report = PushReport {
         undeclared: values
             .keys()

@@ -6,7 +6,7 @@
 //! SecureString parameters).
 
 use indexmap::IndexMap;
-use kaapi_core::config::{LoadedConfig, ServiceKind};
+use kaapi_core::config::{ResolvedEnvironment, ServiceKind};
 use serde_json::{json, Map, Value};
 
 use crate::names::{InfraNames, SecretStore, GITHUB_OIDC_HOST};
@@ -44,11 +44,10 @@ pub struct TemplateOptions {
 
 /// The template as YAML text, with a header comment on how to use it.
 pub fn render(
-    loaded: &LoadedConfig,
-    environment: &str,
+    target: &ResolvedEnvironment,
     options: &TemplateOptions,
 ) -> Result<String, TemplateError> {
-    let template = build(loaded, environment, options);
+    let template = build(target, options);
     // Sections in the order people read them (a JSON object would sort them).
     let mut ordered: IndexMap<&str, &Value> = IndexMap::new();
     for section in SECTIONS {
@@ -60,7 +59,7 @@ pub fn render(
     let yaml = serde_yaml::to_string(&ordered)?
         .replace("Version: 2012-10-17\n", "Version: '2012-10-17'\n")
         .replace("Version: 2010-09-09\n", "Version: '2010-09-09'\n");
-    Ok(format!("{}{yaml}", header(environment)))
+    Ok(format!("{}{yaml}", header(target.name())))
 }
 
 fn header(environment: &str) -> String {
@@ -117,9 +116,9 @@ fn is_true(parameter: &str) -> Value {
     json!({"Fn::Equals": [{"Ref": parameter}, "true"]})
 }
 
-pub fn build(loaded: &LoadedConfig, environment: &str, options: &TemplateOptions) -> Value {
-    let config = &loaded.config;
-    let names = InfraNames::new(loaded, environment);
+pub fn build(target: &ResolvedEnvironment, options: &TemplateOptions) -> Value {
+    let (config, environment) = (target.config(), target.name());
+    let names = InfraNames::new(target);
     let cfn = Scope::cloudformation();
     let mut parameters = Map::new();
     let mut conditions = Map::new();
@@ -379,12 +378,7 @@ pub fn build(loaded: &LoadedConfig, environment: &str, options: &TemplateOptions
         .deploy_role
         .clone()
         .unwrap_or_else(|| format!("{}-deploy-role", names.stem));
-    let mut trust = substitute(policy::trust_document(
-        config,
-        environment,
-        "${GitHubRepository}",
-        &cfn,
-    ));
+    let mut trust = substitute(policy::trust_document(target, "${GitHubRepository}", &cfn));
     // Depend on the provider when this stack creates it; else name the account's existing one.
     trust["Statement"][0]["Principal"]["Federated"] = json!({
         "Fn::If": ["CreateOidcProvider", {"Ref": "GitHubOidcProvider"}, sub(&cfn.oidc_provider_arn())],
@@ -408,7 +402,7 @@ pub fn build(loaded: &LoadedConfig, environment: &str, options: &TemplateOptions
             "Type": "AWS::IAM::Policy",
             "Properties": {
                 "PolicyName": format!("kaapi-deploy-{environment}"),
-                "PolicyDocument": substitute(policy::deploy_policy(loaded, environment, &cfn)),
+                "PolicyDocument": substitute(policy::deploy_policy(target, &cfn)),
                 "Roles": [{"Fn::If": ["CreateDeployRoleCondition", {"Ref": "DeployRole"}, deploy_role_name]}],
             },
         }),

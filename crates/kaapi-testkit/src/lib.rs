@@ -5,6 +5,7 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+pub mod aws_record;
 pub mod fake_engine;
 pub mod moto;
 

@@ -87,3 +87,31 @@ impl Moto {
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
     }
 }
+
+/// The deploy lock's DynamoDB table as `infra template` creates it: key `pk`, on demand.
+pub async fn create_lock_table(aws: &aws_config::SdkConfig, table: &str) {
+    use aws_sdk_dynamodb::types::{
+        AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+    };
+    aws_sdk_dynamodb::Client::new(aws)
+        .create_table()
+        .table_name(table)
+        .billing_mode(BillingMode::PayPerRequest)
+        .attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name("pk")
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .expect("attribute"),
+        )
+        .key_schema(
+            KeySchemaElement::builder()
+                .attribute_name("pk")
+                .key_type(KeyType::Hash)
+                .build()
+                .expect("key"),
+        )
+        .send()
+        .await
+        .expect("create the lock table");
+}

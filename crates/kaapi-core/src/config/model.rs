@@ -337,6 +337,10 @@ pub struct EnvironmentConfig {
     /// Docker engine: the stable loopback port of the ingress.
     #[serde(default)]
     pub ingress_port: Option<u16>,
+    /// Docker engine: the stable loopback ports of the other web services (e.g. `flower =
+    /// 5555`), each served through an ingress of its own.
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub ingress_ports: IndexMap<String, u16>,
     /// ECS: role assumed through GitHub's OIDC token.
     #[serde(default)]
     pub role_arn: Option<String>,

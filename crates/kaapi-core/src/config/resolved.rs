@@ -65,6 +65,11 @@ impl ResolvedEnvironment {
         })
     }
 
+    /// Another environment of the same config (e.g. the one a promotion copies from).
+    pub fn sibling(&self, name: &str) -> Result<Self, UnknownEnvironment> {
+        Self::resolve(Arc::clone(&self.loaded), name)
+    }
+
     /// The environment's name (`local`, `staging`, `production`).
     pub fn name(&self) -> &str {
         &self.name

@@ -586,6 +586,7 @@ fn validate_environment(
     if env.ingress_port == Some(0) {
         out.push(err(format!("{key}.ingress_port"), "port 0 is out of range"));
     }
+    validate_ingress_ports(config, &key, env, out);
     for service in env.replicas.keys() {
         if !config.services.contains_key(service) {
             out.push(unknown_service(
@@ -665,6 +666,55 @@ fn validate_environment(
                 .with_hint("remove it; secrets_from provides it"),
             );
         }
+    }
+}
+
+/// `ingress_ports`: docker only, each naming a web service other than the first (which uses
+/// `ingress_port`), each port its own.
+fn validate_ingress_ports(
+    config: &Config,
+    key: &str,
+    env: &EnvironmentConfig,
+    out: &mut Vec<Diagnostic>,
+) {
+    if !env.ingress_ports.is_empty() && env.engine != EngineKind::Docker {
+        out.push(
+            err(
+                format!("{key}.ingress_ports"),
+                "ingress_ports is for the docker engine only",
+            )
+            .with_hint("on ECS the load balancer serves traffic; remove it"),
+        );
+        return;
+    }
+    let first_web = config.web_service().map(|(name, _)| name);
+    let mut taken: Vec<u16> = env.ingress_port.into_iter().collect();
+    for (service, port) in &env.ingress_ports {
+        let field = format!("{key}.ingress_ports.{service}");
+        match config.services.get(service) {
+            None => out.push(unknown_service(&field, service, config)),
+            Some(settings) if settings.port.is_none() => out.push(
+                err(&field, format!("service `{service}` has no port to serve"))
+                    .with_hint(format!("set services.{service}.port, or remove it here")),
+            ),
+            Some(_) if Some(service.as_str()) == first_web => out.push(
+                err(
+                    &field,
+                    format!("`{service}` is the web service: its ingress is ingress_port"),
+                )
+                .with_hint(format!("set {key}.ingress_port instead")),
+            ),
+            Some(_) => {}
+        }
+        if *port == 0 {
+            out.push(err(&field, "port 0 is out of range"));
+        } else if taken.contains(port) {
+            out.push(
+                err(&field, format!("port {port} is already another ingress's"))
+                    .with_hint("give each web service its own port"),
+            );
+        }
+        taken.push(*port);
     }
 }
 
@@ -897,6 +947,44 @@ mod tests {
             flagged[0].starts_with("Warning services.worker.stop_timeout")
                 && flagged[0].contains("600s exceeds ECS's maximum of 120s"),
             "{flagged:?}"
+        );
+    }
+
+    #[test]
+    fn ingress_ports_name_other_web_services_each_on_its_own_port() {
+        let base = "app = \"kaapi\"\n[image]\ncontext = \".\"\n[services.web]\nport = 80\n[services.flower]\nport = 5555\n[services.worker]\ncommand = \"w\"\n";
+        let ok = findings(&format!(
+            "{base}[environments.local]\nengine = \"docker\"\ningress_port = 8000\ningress_ports = {{ flower = 5555 }}\n"
+        ));
+        assert!(!ok.iter().any(|f| f.contains("ingress_ports")), "{ok:?}");
+        for (ports, key, message) in [
+            ("{ flowr = 5555 }", "ingress_ports.flowr", "flowr"),
+            ("{ worker = 5555 }", "ingress_ports.worker", "has no port"),
+            ("{ web = 5555 }", "ingress_ports.web", "is the web service"),
+            (
+                "{ flower = 8000 }",
+                "ingress_ports.flower",
+                "already another ingress's",
+            ),
+        ] {
+            let found = findings(&format!(
+                "{base}[environments.local]\nengine = \"docker\"\ningress_port = 8000\ningress_ports = {ports}\n"
+            ));
+            assert!(
+                found.iter().any(
+                    |f| f.starts_with(&format!("Error environments.local.{key}"))
+                        && f.contains(message)
+                ),
+                "{ports}: {found:?}"
+            );
+        }
+        let ecs = findings(&format!(
+            "{base}[environments.staging]\nengine = \"ecs\"\nregion = \"eu-west-1\"\ningress_ports = {{ flower = 5555 }}\n"
+        ));
+        assert!(
+            ecs.iter()
+                .any(|f| f.contains("ingress_ports is for the docker engine only")),
+            "{ecs:?}"
         );
     }
 

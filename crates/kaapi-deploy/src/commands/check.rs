@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use kaapi_core::check::{self, CheckReport, Provision};
-use kaapi_core::config::{self, ConfigError, EngineKind, EnvironmentConfig, LoadedConfig};
+use kaapi_core::config::{self, ConfigError, EngineKind, ResolvedEnvironment};
 use serde::Serialize;
 
 use crate::cli::CheckArgs;
@@ -34,7 +34,7 @@ pub async fn run(config: Option<&Path>, args: &CheckArgs) -> CliResult {
     };
     let mut report = check::check(&loaded, args.environment.as_deref());
     if let Some(target) = target.filter(|_| !args.offline) {
-        check_engine_prerequisites(&loaded, target.name(), target.env(), &mut report).await?;
+        check_engine_prerequisites(&target, &mut report).await?;
     }
     if args.json {
         output::print_json(&JsonReport {
@@ -60,45 +60,40 @@ pub async fn run(config: Option<&Path>, args: &CheckArgs) -> CliResult {
 /// need AWS, so they run only when the environment is named (`check staging`), not for a
 /// plain offline `check`. The docker engine needs nothing beyond `check::check`.
 async fn check_engine_prerequisites(
-    loaded: &LoadedConfig,
-    name: &str,
-    env: &EnvironmentConfig,
+    target: &ResolvedEnvironment,
     report: &mut CheckReport,
 ) -> CliResult {
-    if env.engine == EngineKind::Docker {
+    if target.env().engine == EngineKind::Docker {
         return Ok(());
     }
     #[cfg(not(feature = "ecs"))]
     {
-        let _ = (loaded, report);
+        let name = target.name();
+        let _ = report;
         Err(crate::engines::without_ecs(&format!(
             "checking the AWS prerequisites of `{name}` (`check {name} --offline` skips them)"
         )))
     }
     #[cfg(feature = "ecs")]
     {
-        aws_prerequisites(loaded, name, env, report).await
+        aws_prerequisites(target, report).await
     }
 }
 
 #[cfg(feature = "ecs")]
-async fn aws_prerequisites(
-    loaded: &LoadedConfig,
-    name: &str,
-    env: &EnvironmentConfig,
-    report: &mut CheckReport,
-) -> CliResult {
+async fn aws_prerequisites(target: &ResolvedEnvironment, report: &mut CheckReport) -> CliResult {
     use kaapi_core::diagnostics::Diagnostic;
     use kaapi_infra::preflight::Status;
 
-    let aws = kaapi_aws::load(env, None, &kaapi_aws::process_vars()).await?;
-    let items = kaapi_infra::preflight::check_prerequisites(loaded, name, &aws).await;
+    let (path, name) = (target.path(), target.name());
+    let aws = kaapi_aws::load(target.env(), None, &kaapi_aws::process_vars()).await?;
+    let items = kaapi_infra::preflight::check_prerequisites(target, &aws).await;
     for item in items {
         let message = format!("{}: {}", item.name, item.detail);
         let diagnostic = match item.status {
             Status::Ok => continue,
-            Status::Missing => Diagnostic::error(&loaded.path, message),
-            Status::Warning => Diagnostic::warning(&loaded.path, message),
+            Status::Missing => Diagnostic::error(path, message),
+            Status::Warning => Diagnostic::warning(path, message),
         };
         let diagnostic = match item.fix {
             Some(fix) => diagnostic.with_hint(fix),

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use kaapi_core::config::{EngineKind, LoadedConfig, ResolvedEnvironment};
+use kaapi_core::config::{EngineKind, ResolvedEnvironment};
 use kaapi_infra::policy::{self, Scope};
 use kaapi_infra::template::{self, TemplateOptions};
 
@@ -57,13 +57,13 @@ fn load_ecs(config: Option<&Path>, environment: &str) -> CliResult<ResolvedEnvir
 }
 
 /// `--repository`, else GITHUB_REPOSITORY or the git remote.
-fn repository(loaded: &LoadedConfig, flag: Option<&str>) -> CliResult<Option<String>> {
+fn repository(target: &ResolvedEnvironment, flag: Option<&str>) -> CliResult<Option<String>> {
     match flag {
         Some(repo) if kaapi_infra::repository::is_owner_repo(repo) => Ok(Some(repo.to_owned())),
         Some(repo) => Err(CliError::Usage(format!(
             "--repository `{repo}` is not OWNER/REPO"
         ))),
-        None => Ok(kaapi_infra::repository::detect(&loaded.dir)),
+        None => Ok(kaapi_infra::repository::detect(target.dir())),
     }
 }
 
@@ -94,12 +94,10 @@ fn run_template(
     output: Option<&Path>,
 ) -> CliResult {
     let target = load_ecs(config, environment)?;
-    let loaded = target.loaded();
     let options = TemplateOptions {
-        repository: repository(loaded, repository_flag)?,
+        repository: repository(&target, repository_flag)?,
     };
-    let yaml = template::render(loaded, environment, &options)
-        .map_err(|e| CliError::Failed(e.to_string()))?;
+    let yaml = template::render(&target, &options).map_err(|e| CliError::Failed(e.to_string()))?;
     match output {
         Some(path) => {
             write_file(path, &yaml)?;
@@ -153,14 +151,14 @@ async fn run_policy(
         }
     };
     policy::validate_account(&account).map_err(|e| CliError::Usage(e.to_string()))?;
-    let repository = repository(loaded, repository_flag)?.ok_or_else(|| {
+    let repository = repository(&target, repository_flag)?.ok_or_else(|| {
         CliError::Usage(
             "cannot tell this repository from GITHUB_REPOSITORY or the git remote `origin`; pass --repository OWNER/REPO"
                 .to_owned(),
         )
     })?;
     let scope = Scope::new(&region, &account);
-    let deploy = policy::deploy_policy_with(loaded, environment, &scope, options.pass_roles);
+    let deploy = policy::deploy_policy_with(&target, &scope, options.pass_roles);
     let github_environments: Vec<&str> = if options.github_environments.is_empty() {
         vec![kaapi_ci::workflows::DEFAULT_GITHUB_ENVIRONMENT]
     } else {
@@ -170,14 +168,8 @@ async fn run_policy(
             .map(String::as_str)
             .collect()
     };
-    let trust = policy::trust_policy_for(
-        &loaded.config,
-        environment,
-        &repository,
-        &github_environments,
-        &scope,
-    )
-    .map_err(|e| CliError::Usage(e.to_string()))?;
+    let trust = policy::trust_policy_for(&target, &repository, &github_environments, &scope)
+        .map_err(|e| CliError::Usage(e.to_string()))?;
     let render = |value: &serde_json::Value| {
         serde_json::to_string_pretty(value)
             .map_err(|e| CliError::Failed(format!("cannot render JSON: {e}")))

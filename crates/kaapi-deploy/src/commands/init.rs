@@ -43,10 +43,40 @@ pub fn run(args: &InitArgs) -> CliResult {
     std::fs::write(&target, &text)
         .map_err(|e| CliError::Failed(format!("cannot write {}: {e}", target.display())))?;
     print_summary(&target, &shape);
+    if ignore_state_dir(dir)? {
+        println!("{} .kaapi/ to .gitignore", green("added"));
+    }
     if args.github {
         super::init_github::run(dir, None, args.force, args.github_environment.as_deref())?;
     }
     Ok(())
+}
+
+/// The local engine's state directory, beside deploy.toml.
+const STATE_DIR_ENTRY: &str = ".kaapi/";
+
+/// Adds `.kaapi/` to the `.gitignore` beside deploy.toml (creating it) unless an entry already
+/// ignores it: the state directory is not source, and left untracked it makes every deploy's
+/// tree, and so its image tag, `-dirty`. True when the file was changed.
+fn ignore_state_dir(dir: &Path) -> CliResult<bool> {
+    let path = dir.join(".gitignore");
+    let existing = read(&path)?.unwrap_or_default();
+    let ignored = existing
+        .lines()
+        .map(|line| line.trim().trim_start_matches('/').trim_end_matches('/'))
+        .any(|entry| entry == STATE_DIR_ENTRY.trim_end_matches('/'));
+    if ignored {
+        return Ok(false);
+    }
+    let separator = if existing.is_empty() || existing.ends_with('\n') {
+        ""
+    } else {
+        "\n"
+    };
+    let text = format!("{existing}{separator}{STATE_DIR_ENTRY}\n");
+    std::fs::write(&path, text)
+        .map_err(|e| CliError::Failed(format!("cannot write {}: {e}", path.display())))?;
+    Ok(true)
 }
 
 /// Reads the files `init` learns from; only the Dockerfile is required.

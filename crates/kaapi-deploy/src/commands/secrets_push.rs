@@ -11,7 +11,7 @@ use crate::project;
 pub async fn run(config: Option<&Path>, environment: &str, from: &Path) -> CliResult {
     let target = project::resolve(config, environment)?;
     let aws = kaapi_aws::load(target.env(), None, &kaapi_aws::process_vars()).await?;
-    let report = push_secrets(target.loaded(), environment, from, &aws)
+    let report = push_secrets(&target, from, &aws)
         .await
         .map_err(|e| match e {
             PushError::Aws { .. } => CliError::Failed(e.to_string()),

@@ -226,6 +226,17 @@ fn init_writes_a_config_for_the_kaapi_shape_that_loads() {
     assert_eq!(forced.code, Some(0), "{}", forced.stderr);
     let loaded = config::load(&root.join("deploy.toml")).expect("loads");
     assert_eq!(loaded.config.app, "kaapi");
+    // The state directory is ignored by git once, however often init runs.
+    assert_eq!(
+        std::fs::read_to_string(root.join(".gitignore")).expect("init wrote .gitignore"),
+        ".kaapi/\n"
+    );
+    assert!(
+        init.stdout.contains("added .kaapi/ to .gitignore"),
+        "{}",
+        init.stdout
+    );
+    assert!(!forced.stdout.contains(".gitignore"), "{}", forced.stdout);
 }
 
 #[test]
@@ -468,8 +479,14 @@ fn init_in_a_plain_tree_uses_the_shell_cmd_and_adds_no_worker() {
     )
     .expect("write");
     std::fs::write(root.join("requirements.txt"), "flask\ngunicorn\n").expect("write");
+    // A .gitignore of the user's own, without a final newline: appended to, on a line of its own.
+    std::fs::write(root.join(".gitignore"), "target").expect("write");
     let init = run(dir.path(), &["init", "--dir", "shop"]);
     assert_eq!(init.code, Some(0), "{}", init.stderr);
+    assert_eq!(
+        std::fs::read_to_string(root.join(".gitignore")).expect("read .gitignore"),
+        "target\n.kaapi/\n"
+    );
     let loaded = config::load(&root.join("deploy.toml")).expect("loads");
     let c = &loaded.config;
     assert_eq!(c.app, "shop");

@@ -223,8 +223,10 @@ fn no_command_reveals_a_secret_value_and_push_stores_them_encrypted() {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     runtime.block_on(async {
         let loaded = kaapi_core::config::load(&dir.path().join("deploy.toml")).expect("config");
+        let staging =
+            kaapi_core::config::ResolvedEnvironment::resolve(loaded, "staging").expect("staging");
         let aws = moto.sdk_config().await;
-        let items = kaapi_infra::preflight::check_prerequisites(&loaded, "staging", &aws).await;
+        let items = kaapi_infra::preflight::check_prerequisites(&staging, &aws).await;
         let secret_items: Vec<_> = items
             .iter()
             .filter(|i| i.name.starts_with("secret "))

@@ -9,6 +9,7 @@ mod docker_accessories;
 mod docker_bench;
 mod docker_deploy;
 mod docker_failures;
+mod docker_ingresses;
 mod docker_lock;
 mod docker_migrate;
 mod docker_registry;

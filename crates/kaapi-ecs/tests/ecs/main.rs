@@ -3,6 +3,7 @@
 mod support;
 
 mod adopt_on_moto;
+mod iam_conformance;
 mod moto_contract;
 mod moto_lock;
 mod registry_override;

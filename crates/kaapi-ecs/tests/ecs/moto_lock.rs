@@ -7,10 +7,7 @@ use std::time::Duration;
 
 use crate::support::moto::Moto;
 use crate::support::{write_config, Recorder};
-use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
-    ScalarAttributeType,
-};
+use aws_sdk_dynamodb::types::AttributeValue;
 use kaapi_core::config::{LoadedConfig, ResolvedEnvironment};
 use kaapi_core::engine::{Engine, EngineError, LockOwner};
 use kaapi_ecs::{AwsClients, EcsEngine, Target, Tuning};
@@ -22,31 +19,6 @@ fn owner(name: &str) -> LockOwner {
         holder: format!("{name}@laptop"),
         url: Some(format!("https://ci.example.org/runs/{name}")),
     }
-}
-
-async fn create_table(clients: &AwsClients) {
-    clients
-        .dynamodb
-        .create_table()
-        .table_name(TABLE)
-        .billing_mode(BillingMode::PayPerRequest)
-        .attribute_definitions(
-            AttributeDefinition::builder()
-                .attribute_name("pk")
-                .attribute_type(ScalarAttributeType::S)
-                .build()
-                .expect("attribute"),
-        )
-        .key_schema(
-            KeySchemaElement::builder()
-                .attribute_name("pk")
-                .key_type(KeyType::Hash)
-                .build()
-                .expect("key"),
-        )
-        .send()
-        .await
-        .expect("CreateTable");
 }
 
 /// The lock item's owner, or `None` when staging is not locked.
@@ -97,7 +69,7 @@ async fn world(with_table: bool) -> World {
     let loaded = write_config(dir.path(), "");
     let clients = AwsClients::from_sdk_config(moto.sdk_config().await);
     if with_table {
-        create_table(&clients).await;
+        kaapi_testkit::moto::create_lock_table(&moto.sdk_config().await, TABLE).await;
     }
     World {
         moto,

@@ -598,6 +598,31 @@ async fn every_container_of_the_app_image_gets_the_digest_and_sidecars_stay() {
     assert_eq!(registered.task_role_arn(), live.task_role_arn());
     assert_eq!(registered.execution_role_arn(), live.execution_role_arn());
     assert_eq!(registered.network_mode(), live.network_mode());
+
+    // The migration ran the backend container alone: RunTask cannot leave a container out, so
+    // it ran on a one-off revision without the worker (which would otherwise start beside the
+    // migration on the old schema) and without the sidecar, never counted as a release.
+    let run_task: Vec<String> = s
+        .fake
+        .calls()
+        .into_iter()
+        .filter_map(|c| c.strip_prefix("ecs:RunTask ").map(str::to_owned))
+        .collect();
+    assert_eq!(run_task.len(), 1, "{:?}", s.fake.calls());
+    assert_ne!(run_task[0], revision, "not the release's own revision");
+    let (one_off, tags) = s.fake.definition(&run_task[0]).expect("one-off revision");
+    let names: Vec<&str> = one_off
+        .container_definitions()
+        .iter()
+        .filter_map(|c| c.name())
+        .collect();
+    assert_eq!(names, ["backend"]);
+    assert_eq!(one_off.container_definitions()[0], containers[0]);
+    assert_eq!(one_off.cpu(), registered.cpu());
+    assert!(
+        !tags.iter().any(|t| t.key() == Some("kaapi:release")),
+        "{tags:?}"
+    );
 }
 
 /// An engine on `fake` over the test config with `from` replaced by `to` in deploy.toml.

@@ -1,21 +1,66 @@
 //! Conformance with the rules AWS enforces and the emulator does not: the generated policy
 //! must allow every request the tool makes, and the generated trust must accept every token
-//! GitHub sends the generated workflows.
+//! GitHub sends the generated workflows. Built for tests only (this crate's and, with the
+//! `conformance` feature, other crates' tests that record the requests the engine makes).
 
-mod definitions;
+pub mod authorizations;
+pub mod definitions;
+#[cfg(test)]
 mod policy_tests;
-mod requests;
+#[cfg(test)]
 mod trust_tests;
 
-use kaapi_core::config::LoadedConfig;
+#[cfg(test)]
+use kaapi_core::config::{LoadedConfig, ResolvedEnvironment};
 
+use authorizations::{authorizations, ApiCall};
+use definitions::Definitions;
+
+use crate::iam_eval::{evaluate, Decision};
+use crate::policy::Scope;
+
+/// Every problem with `calls` under `policy`, one line each: a call without a mapping, a request
+/// AWS's IAM definitions do not have (action, resource type, condition key), a request the
+/// policy does not allow (with the statement closest to allowing it).
+pub fn refusals(calls: &[ApiCall<'_>], policy: &serde_json::Value, scope: &Scope) -> Vec<String> {
+    let definitions = Definitions::load();
+    let mut problems = Vec::new();
+    for call in calls {
+        let requests = match authorizations(call, scope) {
+            Ok(requests) => requests,
+            Err(e) => {
+                problems.push(e);
+                continue;
+            }
+        };
+        for request in requests {
+            if let Some(problem) = definitions.problem(&request) {
+                problems.push(format!("{call}: {problem}"));
+            }
+            match evaluate(policy, &request) {
+                Ok(Decision::Allowed { .. }) => {}
+                Ok(decision) => problems.push(format!("denied: {request} → {decision:?}")),
+                Err(e) => problems.push(format!("{request}: {e}")),
+            }
+        }
+    }
+    problems.sort();
+    problems.dedup();
+    problems
+}
+
+#[cfg(test)]
 pub const REGION: &str = "eu-west-1";
+#[cfg(test)]
 pub const ACCOUNT: &str = "123456789012";
+#[cfg(test)]
 pub const REPOSITORY: &str = "kaapi-org/kaapi-backend";
 
-/// Kaapi-shaped: web and worker, Postgres, Redis, RabbitMQ, SSM secrets, staging on `main` and
-/// production on `v*` tags sharing one deploy role.
-fn kaapi_config() -> String {
+/// A Kaapi-shaped deploy.toml for tests: web and worker, Postgres, Redis, RabbitMQ, staging
+/// on `main` with secrets in SSM, production on `v*` tags promoting staging's image with secrets
+/// in Secrets Manager; each assumes its deploy role (one role may serve both).
+pub fn kaapi_config(region: &str, account: &str, roles: [&str; 2]) -> String {
+    let [staging_role, production_role] = roles;
     format!(
         r#"app = "kaapi"
 secrets = ["SECRET_KEY", "FIRST_SUPERUSER_PASSWORD"]
@@ -34,18 +79,19 @@ command = "celery -A app.worker worker"
 POSTGRES_SERVER = "db.internal"
 REDIS_URL = "redis://cache.internal:6379/0"
 RABBITMQ_HOST = "mq.internal"
+PROJECT_NAME = "Kaapi"
 
 [environments.staging]
 engine = "ecs"
-region = "{REGION}"
-role_arn = "arn:aws:iam::{ACCOUNT}:role/kaapi-deploy"
+region = "{region}"
+role_arn = "arn:aws:iam::{account}:role/{staging_role}"
 trigger = {{ branch = "main" }}
 secrets_from = {{ ssm = "/kaapi/staging/" }}
 
 [environments.production]
 engine = "ecs"
-region = "{REGION}"
-role_arn = "arn:aws:iam::{ACCOUNT}:role/kaapi-deploy"
+region = "{region}"
+role_arn = "arn:aws:iam::{account}:role/{production_role}"
 trigger = {{ tags = "v*" }}
 promote_from = "staging"
 secrets_from = {{ secrets_manager = "kaapi/production/" }}
@@ -53,6 +99,7 @@ secrets_from = {{ secrets_manager = "kaapi/production/" }}
     )
 }
 
+#[cfg(test)]
 /// The example project's deploy.toml with ECS environments added next to its docker one.
 fn example_config() -> String {
     let example = include_str!("../../../../examples/deploy.toml");
@@ -61,10 +108,21 @@ fn example_config() -> String {
     )
 }
 
+#[cfg(test)]
+/// `environment` of a test config.
+pub(crate) fn resolve(loaded: &LoadedConfig, environment: &str) -> ResolvedEnvironment {
+    ResolvedEnvironment::resolve(loaded.clone(), environment).expect("a test environment")
+}
+
+#[cfg(test)]
 /// Each test config, loaded from a temporary directory, with its ECS environments.
 pub(crate) fn configs(dir: &std::path::Path) -> Vec<(LoadedConfig, Vec<&'static str>)> {
     [
-        ("kaapi", kaapi_config(), vec!["staging", "production"]),
+        (
+            "kaapi",
+            kaapi_config(REGION, ACCOUNT, ["kaapi-deploy"; 2]),
+            vec!["staging", "production"],
+        ),
         ("example", example_config(), vec!["staging"]),
     ]
     .into_iter()

@@ -46,8 +46,7 @@ fn the_trust_accepts_every_generated_workflow_and_refuses_other_repositories() {
             };
             for env in &environments {
                 let trust = trust_policy_for(
-                    &loaded.config,
-                    env,
+                    &super::resolve(&loaded, env),
                     REPOSITORY,
                     &[github_environment],
                     &scope,
@@ -79,8 +78,7 @@ fn jobs_without_an_environment_are_trusted_by_their_trigger_ref_only() {
     let scope = Scope::new(REGION, ACCOUNT);
     let (loaded, _) = configs(dir.path()).remove(0);
     let trust = trust_policy_for(
-        &loaded.config,
-        "staging",
+        &super::resolve(&loaded, "staging"),
         REPOSITORY,
         &["AWS_ENV_VARS"],
         &scope,
@@ -124,8 +122,7 @@ fn a_wrong_audience_is_refused() {
     let scope = Scope::new(REGION, ACCOUNT);
     let (loaded, _) = configs(dir.path()).remove(0);
     let trust = trust_policy_for(
-        &loaded.config,
-        "staging",
+        &super::resolve(&loaded, "staging"),
         REPOSITORY,
         &["AWS_ENV_VARS"],
         &scope,

@@ -1,19 +1,19 @@
 //! `check_prerequisites` against moto: a complete account is all ok; each prerequisite removed
 //! in turn is reported missing (and nothing else is); misconfigurations are warnings.
 
-use crate::support::account::{self, Account, Part, ENVIRONMENT, REPOSITORY};
+use crate::support::account::{self, Account, Part, REPOSITORY};
 use crate::support::moto::Moto;
 use kaapi_infra::names::InfraNames;
 use kaapi_infra::preflight::{self, CheckItem, CheckOptions, Status};
 
 async fn check(
-    loaded: &kaapi_core::config::LoadedConfig,
+    target: &kaapi_core::config::ResolvedEnvironment,
     aws: &aws_config::SdkConfig,
 ) -> Vec<CheckItem> {
     let options = CheckOptions {
         repository: Some(REPOSITORY.to_owned()),
     };
-    preflight::check_prerequisites_with(loaded, ENVIRONMENT, aws, &options).await
+    preflight::check_prerequisites_with(target, aws, &options).await
 }
 
 /// moto's ECS drops `deploymentConfiguration` (see `moto_forgets_circuit_breakers`), so against
@@ -55,17 +55,17 @@ async fn moto_forgets_circuit_breakers(aws: &aws_config::SdkConfig, names: &Infr
 async fn complete_account_is_ok_and_each_missing_part_is_reported_alone() {
     let moto = Moto::start();
     let dir = tempfile::tempdir().expect("temp dir");
-    let loaded = account::write_config(dir.path());
+    let target = account::write_config(dir.path());
     let aws = moto.sdk_config().await;
-    let names = InfraNames::new(&loaded, ENVIRONMENT);
+    let names = InfraNames::new(&target);
     let account = Account {
-        loaded: &loaded,
+        target: &target,
         aws: &aws,
     };
 
     account.create(None).await;
     moto_forgets_circuit_breakers(&aws, &names).await;
-    let items = check(&loaded, &aws).await;
+    let items = check(&target, &aws).await;
     assert!(
         not_ok(&items).is_empty(),
         "complete account:\n{}",
@@ -86,7 +86,7 @@ async fn complete_account_is_ok_and_each_missing_part_is_reported_alone() {
     for part in account::all_parts() {
         moto.reset();
         account.create(Some(part)).await;
-        let items = check(&loaded, &aws).await;
+        let items = check(&target, &aws).await;
         let mut expected = vec![account::item_name(&names, part)];
         if part == Part::Cluster {
             // Services cannot exist without their cluster.
@@ -123,18 +123,18 @@ async fn complete_account_is_ok_and_each_missing_part_is_reported_alone() {
 async fn misconfigured_resources_are_warnings() {
     let moto = Moto::start();
     let dir = tempfile::tempdir().expect("temp dir");
-    let loaded = account::write_config(dir.path());
+    let target = account::write_config(dir.path());
     let aws = moto.sdk_config().await;
-    let names = InfraNames::new(&loaded, ENVIRONMENT);
+    let names = InfraNames::new(&target);
     let account = Account {
-        loaded: &loaded,
+        target: &target,
         aws: &aws,
     };
 
     // Mutable tags, no scan on push.
     account.create(Some(Part::Repository)).await;
     account.create_repository(false, false).await;
-    let items = check(&loaded, &aws).await;
+    let items = check(&target, &aws).await;
     let repo = items
         .iter()
         .find(|i| i.name == account::item_name(&names, Part::Repository))
@@ -169,7 +169,7 @@ async fn misconfigured_resources_are_warnings() {
             "Condition": {"StringEquals": {"token.actions.githubusercontent.com:aud": "sts.amazonaws.com"},
                           "StringLike": {"token.actions.githubusercontent.com:sub": trust_sub}}}]});
         account.create_deploy_role(&trust.to_string()).await;
-        let items = check(&loaded, &aws).await;
+        let items = check(&target, &aws).await;
         let role = items
             .iter()
             .find(|i| i.name == account::item_name(&names, Part::DeployRole))
@@ -188,13 +188,47 @@ async fn a_docker_environment_has_no_aws_prerequisites() {
     );
     let path = dir.path().join("deploy.toml");
     std::fs::write(&path, text).expect("write config");
-    let loaded = kaapi_core::config::load(&path).expect("valid config");
+    let local = account::resolve(&path, "local");
     // No AWS endpoint answers here: a docker environment must not call AWS at all.
     let aws = aws_config::defaults(aws_config::BehaviorVersion::latest())
         .region(aws_config::Region::new("eu-west-1"))
         .endpoint_url("http://127.0.0.1:9")
         .load()
         .await;
-    let items = preflight::check_prerequisites(&loaded, "local", &aws).await;
+    let items = preflight::check_prerequisites(&local, &aws).await;
     assert!(items.is_empty(), "{items:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_aws_is_one_line_per_item_saying_what_to_do() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let target = account::write_config(dir.path());
+    // Nothing listens on port 9: every call fails before AWS answers.
+    let aws = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("eu-west-1"))
+        .endpoint_url("http://127.0.0.1:9")
+        .credentials_provider(aws_credential_types::Credentials::new(
+            "testing", "testing", None, None, "test",
+        ))
+        .retry_config(aws_config::retry::RetryConfig::disabled())
+        .load()
+        .await;
+    let items = check(&target, &aws).await;
+    let failed: Vec<&CheckItem> = items
+        .iter()
+        .filter(|i| i.detail.starts_with("could not be checked"))
+        .collect();
+    assert!(!failed.is_empty(), "{items:?}");
+    for item in failed {
+        assert_eq!(item.status, Status::Missing);
+        assert!(
+            item.detail.contains("AWS could not be reached")
+                && item.detail.contains("check the network")
+                && !item.detail.contains('\n')
+                && !item.detail.to_lowercase().contains("dispatch failure"),
+            "{}: {}",
+            item.name,
+            item.detail
+        );
+    }
 }

@@ -11,7 +11,7 @@ const VALUES: [(&str, &str); 2] = [
     ("POSTGRES_PASSWORD", "pg-value-never-printed"),
 ];
 
-fn write_config(dir: &std::path::Path) -> kaapi_core::config::LoadedConfig {
+fn write_config(dir: &std::path::Path) -> kaapi_core::config::ResolvedEnvironment {
     let text = format!(
         r#"
 app = "kaapi"
@@ -31,14 +31,14 @@ secrets_from = {{ secrets_manager = "{SECRET}", json_key = true }}
     );
     let path = dir.join("deploy.toml");
     std::fs::write(&path, text).expect("write deploy.toml");
-    kaapi_core::config::load(&path).expect("the test config is valid")
+    crate::support::account::resolve(&path, "production")
 }
 
 async fn secret_items(
-    loaded: &kaapi_core::config::LoadedConfig,
+    target: &kaapi_core::config::ResolvedEnvironment,
     aws: &aws_config::SdkConfig,
 ) -> Vec<CheckItem> {
-    preflight::check_prerequisites_with(loaded, "production", aws, &CheckOptions::default())
+    preflight::check_prerequisites_with(target, aws, &CheckOptions::default())
         .await
         .into_iter()
         .filter(|i| i.name.starts_with("secret "))
@@ -56,11 +56,11 @@ fn assert_no_value(items: &[CheckItem]) {
 async fn keys_of_a_json_secret_are_checked_and_a_missing_one_is_named() {
     let moto = Moto::start();
     let dir = tempfile::tempdir().expect("temp dir");
-    let loaded = write_config(dir.path());
+    let target = write_config(dir.path());
     let aws = moto.sdk_config().await;
     let client = aws_sdk_secretsmanager::Client::new(&aws);
 
-    let absent = secret_items(&loaded, &aws).await;
+    let absent = secret_items(&target, &aws).await;
     assert_eq!(absent.len(), 1, "{absent:?}");
     assert_eq!(absent[0].status, Status::Missing);
     assert!(absent[0].detail.contains("does not exist"), "{absent:?}");
@@ -76,7 +76,7 @@ async fn keys_of_a_json_secret_are_checked_and_a_missing_one_is_named() {
         .send()
         .await
         .expect("create the JSON secret");
-    let items = secret_items(&loaded, &aws).await;
+    let items = secret_items(&target, &aws).await;
     let statuses: Vec<(&str, Status)> = items.iter().map(|i| (i.name.as_str(), i.status)).collect();
     assert_eq!(
         statuses,
@@ -101,7 +101,7 @@ async fn keys_of_a_json_secret_are_checked_and_a_missing_one_is_named() {
         .send()
         .await
         .expect("overwrite with a plain string");
-    let not_json = secret_items(&loaded, &aws).await;
+    let not_json = secret_items(&target, &aws).await;
     assert_eq!(not_json.len(), 1, "{not_json:?}");
     assert_eq!(not_json[0].status, Status::Missing);
     assert!(not_json[0].detail.contains("not JSON"), "{not_json:?}");

@@ -15,7 +15,7 @@ fn write(dir: &std::path::Path, name: &str, text: &str) -> std::path::PathBuf {
 async fn pushes_to_ssm_and_refuses_placeholders() {
     let moto = Moto::start();
     let dir = tempfile::tempdir().expect("temp dir");
-    let loaded = account::write_config(dir.path());
+    let target = account::write_config(dir.path());
     let aws = moto.sdk_config().await;
     let ssm = aws_sdk_ssm::Client::new(&aws);
 
@@ -25,7 +25,7 @@ async fn pushes_to_ssm_and_refuses_placeholders() {
         "bad.env",
         "SECRET_KEY=real-value-1\nFIRST_SUPERUSER_PASSWORD=changethis\n",
     );
-    let error = push_secrets(&loaded, ENVIRONMENT, &file, &aws)
+    let error = push_secrets(&target, &file, &aws)
         .await
         .expect_err("placeholder refused");
     assert!(
@@ -45,15 +45,13 @@ async fn pushes_to_ssm_and_refuses_placeholders() {
     );
 
     let file = write(dir.path(), "good.env", "SECRET_KEY=real-value-1\nOTHER=x\n");
-    let report = push_secrets(&loaded, ENVIRONMENT, &file, &aws)
-        .await
-        .expect("push");
+    let report = push_secrets(&target, &file, &aws).await.expect("push");
     assert_eq!(report.pushed, vec!["/kaapi/staging/SECRET_KEY"]);
     assert_eq!(report.undeclared, vec!["OTHER"]);
     assert_eq!(report.absent, vec!["FIRST_SUPERUSER_PASSWORD"]);
     // Overwrites.
     let file = write(dir.path(), "good2.env", "SECRET_KEY=real-value-2\n");
-    push_secrets(&loaded, ENVIRONMENT, &file, &aws)
+    push_secrets(&target, &file, &aws)
         .await
         .expect("push again");
     let parameter = ssm
@@ -68,7 +66,7 @@ async fn pushes_to_ssm_and_refuses_placeholders() {
     assert_eq!(parameter.r#type().map(|t| t.as_str()), Some("SecureString"));
 
     let file = write(dir.path(), "none.env", "OTHER=x\n");
-    let error = push_secrets(&loaded, ENVIRONMENT, &file, &aws)
+    let error = push_secrets(&target, &file, &aws)
         .await
         .expect_err("nothing to push");
     assert!(matches!(error, PushError::Nothing { .. }), "{error}");
@@ -87,7 +85,7 @@ async fn pushes_to_secrets_manager_creating_then_updating() {
         ),
     )
     .expect("write config");
-    let loaded = kaapi_core::config::load(&path).expect("valid config");
+    let target = account::resolve(&path, ENVIRONMENT);
     let aws = moto.sdk_config().await;
     let client = aws_sdk_secretsmanager::Client::new(&aws);
     for value in ["first-value-1", "second-value-2"] {
@@ -96,9 +94,7 @@ async fn pushes_to_secrets_manager_creating_then_updating() {
             "s.env",
             &format!("SECRET_KEY={value}\nFIRST_SUPERUSER_PASSWORD=pw-{value}\n"),
         );
-        let report = push_secrets(&loaded, ENVIRONMENT, &file, &aws)
-            .await
-            .expect("push");
+        let report = push_secrets(&target, &file, &aws).await.expect("push");
         assert_eq!(
             report.pushed,
             vec![
@@ -115,7 +111,7 @@ async fn pushes_to_secrets_manager_creating_then_updating() {
         assert_eq!(secret.secret_string(), Some(value));
     }
     // The check finds them by name.
-    let items = kaapi_infra::preflight::check_prerequisites(&loaded, ENVIRONMENT, &aws).await;
+    let items = kaapi_infra::preflight::check_prerequisites(&target, &aws).await;
     let secrets: Vec<_> = items
         .iter()
         .filter(|i| i.name.starts_with("secret "))

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::support::account::{self, Part, ENVIRONMENT, REPOSITORY};
+use crate::support::account::{self, Part, REPOSITORY};
 use crate::support::moto::{Moto, ACCOUNT, REGION};
 use aws_sdk_cloudformation::types::{Capability, Parameter, StackStatus};
 use kaapi_infra::names::InfraNames;
@@ -22,13 +22,12 @@ fn parameter(key: &str, value: &str) -> Parameter {
 async fn stack_from_the_template_satisfies_the_check() {
     let moto = Moto::start();
     let dir = tempfile::tempdir().expect("temp dir");
-    let loaded = account::write_config(dir.path());
+    let target = account::write_config(dir.path());
     let aws = moto.sdk_config().await;
-    let names = InfraNames::new(&loaded, ENVIRONMENT);
+    let names = InfraNames::new(&target);
 
     let yaml = template::render(
-        &loaded,
-        ENVIRONMENT,
+        &target,
         &TemplateOptions {
             repository: Some(REPOSITORY.to_owned()),
         },
@@ -98,8 +97,7 @@ async fn stack_from_the_template_satisfies_the_check() {
     }
 
     let items = preflight::check_prerequisites_with(
-        &loaded,
-        ENVIRONMENT,
+        &target,
         &aws,
         &CheckOptions {
             repository: Some(REPOSITORY.to_owned()),

@@ -24,7 +24,7 @@ fn run(tool: &str, args: &[&str]) -> (bool, String) {
 
 /// Configs covering the optional parts: everything on, and a bare one (no backing services,
 /// Secrets Manager instead of SSM, a promotion source).
-fn configs(dir: &std::path::Path) -> Vec<kaapi_core::config::LoadedConfig> {
+fn configs(dir: &std::path::Path) -> Vec<kaapi_core::config::ResolvedEnvironment> {
     let full = account::write_config(dir);
     let bare_dir = dir.join("bare");
     std::fs::create_dir_all(&bare_dir).expect("mkdir");
@@ -39,18 +39,18 @@ fn configs(dir: &std::path::Path) -> Vec<kaapi_core::config::LoadedConfig> {
         + "\n[environments.qa]\nengine = \"ecs\"\nregion = \"eu-west-1\"\nsecrets_from = { ssm = \"/kaapi/qa/\" }\n";
     let path = bare_dir.join("deploy.toml");
     std::fs::write(&path, bare_text).expect("write bare config");
-    let bare = kaapi_core::config::load(&path).expect("bare config is valid");
+    let bare = account::resolve(&path, ENVIRONMENT);
     vec![full, bare]
 }
 
 #[test]
 fn generated_template_passes_cfn_lint_without_findings() {
     let dir = tempfile::tempdir().expect("temp dir");
-    for (index, loaded) in configs(dir.path()).iter().enumerate() {
+    for (index, target) in configs(dir.path()).iter().enumerate() {
         let options = TemplateOptions {
             repository: Some(REPOSITORY.to_owned()),
         };
-        let yaml = template::render(loaded, ENVIRONMENT, &options).expect("render template");
+        let yaml = template::render(target, &options).expect("render template");
         let file = dir.path().join(format!("template-{index}.yaml"));
         std::fs::write(&file, &yaml).expect("write template");
         let file = file.to_string_lossy().into_owned();
@@ -85,10 +85,9 @@ fn trust_config() -> String {
 fn generated_policies_pass_parliament_without_findings() {
     let dir = tempfile::tempdir().expect("temp dir");
     let scope = Scope::new(REGION, ACCOUNT);
-    for (index, loaded) in configs(dir.path()).iter().enumerate() {
-        let deploy = policy::deploy_policy(loaded, ENVIRONMENT, &scope);
-        let trust = policy::trust_policy(&loaded.config, ENVIRONMENT, REPOSITORY, &scope)
-            .expect("trust policy");
+    for (index, target) in configs(dir.path()).iter().enumerate() {
+        let deploy = policy::deploy_policy(target, &scope);
+        let trust = policy::trust_policy(target, REPOSITORY, &scope).expect("trust policy");
 
         let deploy_file = dir.path().join(format!("{index}-deploy-policy.json"));
         std::fs::write(
@@ -166,8 +165,8 @@ fn parliament_does_catch_a_bad_policy() {
 #[test]
 fn deploy_policy_is_scoped_to_the_environment() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let loaded = account::write_config(dir.path());
-    let deploy = policy::deploy_policy(&loaded, ENVIRONMENT, &Scope::new(REGION, ACCOUNT));
+    let target = account::write_config(dir.path());
+    let deploy = policy::deploy_policy(&target, &Scope::new(REGION, ACCOUNT));
     let statements = deploy["Statement"].as_array().expect("statements");
     let by_sid = |sid: &str| {
         statements
@@ -209,13 +208,8 @@ fn deploy_policy_is_scoped_to_the_environment() {
             );
         }
     }
-    let trust = policy::trust_policy(
-        &loaded.config,
-        ENVIRONMENT,
-        REPOSITORY,
-        &Scope::new(REGION, ACCOUNT),
-    )
-    .expect("trust");
+    let trust =
+        policy::trust_policy(&target, REPOSITORY, &Scope::new(REGION, ACCOUNT)).expect("trust");
     let condition = &trust["Statement"][0]["Condition"];
     assert_eq!(
         condition["StringEquals"]["token.actions.githubusercontent.com:aud"],

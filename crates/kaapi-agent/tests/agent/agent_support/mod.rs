@@ -168,6 +168,7 @@ impl Fixture {
             release,
             ingress_port: None,
             web_service: Some("backend".to_owned()),
+            ingresses: Default::default(),
             services,
         }
     }

@@ -16,6 +16,7 @@ use aws_sdk_ecs::types::{
 use aws_smithy_mocks::{mock, mock_client, MockResponse, Rule, RuleMode};
 use base64::Engine as _;
 use kaapi_ecs::AwsClients;
+use kaapi_testkit::aws_record::Recorder;
 use tokio::time::Instant;
 
 pub const ACCOUNT: &str = "123456789012";
@@ -460,11 +461,31 @@ impl FakeAws {
     }
 
     pub fn clients(&self) -> AwsClients {
+        self.clients_recorded_by(None)
+    }
+
+    /// [`Self::clients`] whose every request `recorder` sees as it goes on the wire.
+    pub fn recorded_clients(&self, recorder: &Recorder) -> AwsClients {
+        self.clients_recorded_by(Some(recorder))
+    }
+
+    fn clients_recorded_by(&self, recorder: Option<&Recorder>) -> AwsClients {
         use aws_sdk_ecs::config::retry::RetryConfig;
+        // Each SDK's config builder is its own type: one closure per client.
+        macro_rules! recorded {
+            ($sdk:ident) => {
+                move |b: $sdk::config::Builder| match recorder {
+                    Some(r) => b.http_client(r.wrap(aws_smithy_mocks::create_mock_http_client())),
+                    None => b,
+                }
+            };
+        }
         let ecs_rules = self.ecs_rules();
         let ecr_rules = self.ecr_rules();
         let lock_rules = self.dynamodb_rules();
         let logs_rules = self.logs_rules();
+        let metrics_rules = self.metrics_rules();
+        let metrics_refs: Vec<&Rule> = metrics_rules.iter().collect();
         let ecs_refs: Vec<&Rule> = ecs_rules.iter().collect();
         let ecr_refs: Vec<&Rule> = ecr_rules.iter().collect();
         let lock_refs: Vec<&Rule> = lock_rules.iter().collect();
@@ -473,13 +494,40 @@ impl FakeAws {
         // tests see.
         AwsClients {
             region: REGION.to_owned(),
-            ecs: mock_client!(aws_sdk_ecs, RuleMode::MatchAny, &ecs_refs, |b| b
-                .retry_config(RetryConfig::disabled())),
-            ecr: mock_client!(aws_sdk_ecr, RuleMode::MatchAny, &ecr_refs),
-            logs: mock_client!(aws_sdk_cloudwatchlogs, RuleMode::MatchAny, &logs_refs),
-            cloudwatch: mock_client!(aws_sdk_cloudwatch, RuleMode::MatchAny, &[]),
-            dynamodb: mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, &lock_refs),
-            sts: mock_client!(aws_sdk_sts, RuleMode::MatchAny, &[]),
+            ecs: mock_client!(
+                aws_sdk_ecs,
+                RuleMode::MatchAny,
+                &ecs_refs,
+                |b: aws_sdk_ecs::config::Builder| {
+                    let recorded = recorded!(aws_sdk_ecs);
+                    recorded(b.retry_config(RetryConfig::disabled()))
+                }
+            ),
+            ecr: mock_client!(
+                aws_sdk_ecr,
+                RuleMode::MatchAny,
+                &ecr_refs,
+                recorded!(aws_sdk_ecr)
+            ),
+            logs: mock_client!(
+                aws_sdk_cloudwatchlogs,
+                RuleMode::MatchAny,
+                &logs_refs,
+                recorded!(aws_sdk_cloudwatchlogs)
+            ),
+            cloudwatch: mock_client!(
+                aws_sdk_cloudwatch,
+                RuleMode::MatchAny,
+                &metrics_refs,
+                recorded!(aws_sdk_cloudwatch)
+            ),
+            dynamodb: mock_client!(
+                aws_sdk_dynamodb,
+                RuleMode::MatchAny,
+                &lock_refs,
+                recorded!(aws_sdk_dynamodb)
+            ),
+            sts: mock_client!(aws_sdk_sts, RuleMode::MatchAny, &[], recorded!(aws_sdk_sts)),
         }
     }
 
@@ -963,6 +1011,18 @@ impl FakeAws {
 
     pub fn lock_held(&self) -> bool {
         self.state().lock.is_some()
+    }
+
+    /// CloudWatch metrics (`status`): no datapoints yet.
+    fn metrics_rules(&self) -> Vec<Rule> {
+        use aws_sdk_cloudwatch::operation::get_metric_data::GetMetricDataOutput;
+        let f = self.clone();
+        vec![
+            mock!(aws_sdk_cloudwatch::Client::get_metric_data).then_compute_response(move |_| {
+                f.log("cloudwatch:GetMetricData".to_owned());
+                MockResponse::Output(GetMetricDataOutput::builder().build())
+            }),
+        ]
     }
 
     fn logs_rules(&self) -> Vec<Rule> {

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use kaapi_core::config::LoadedConfig;
+use kaapi_core::config::ResolvedEnvironment;
 use kaapi_infra::names::InfraNames;
 use kaapi_infra::policy::{self, Scope};
 
@@ -12,42 +12,23 @@ use super::moto::{ACCOUNT, REGION};
 pub const ENVIRONMENT: &str = "staging";
 pub const REPOSITORY: &str = "kaapi-org/kaapi-backend";
 
-/// Kaapi-shaped: a web service and a worker, Postgres, Redis, RabbitMQ, two secrets in SSM.
+/// The Kaapi-shaped test config, with a deploy role per environment.
 pub fn config_text() -> String {
-    format!(
-        r#"app = "kaapi"
-secrets = ["SECRET_KEY", "FIRST_SUPERUSER_PASSWORD"]
-
-[image]
-context = "."
-
-[services.web]
-port = 8000
-command = "fastapi run app/main.py --port 8000"
-
-[services.worker]
-command = "celery -A app.worker worker"
-
-[env]
-POSTGRES_SERVER = "db.internal"
-REDIS_URL = "redis://cache.internal:6379/0"
-RABBITMQ_HOST = "mq.internal"
-PROJECT_NAME = "Kaapi"
-
-[environments.staging]
-engine = "ecs"
-region = "{REGION}"
-role_arn = "arn:aws:iam::{ACCOUNT}:role/kaapi-staging-deploy"
-trigger = {{ branch = "main" }}
-secrets_from = {{ ssm = "/kaapi/staging/" }}
-"#
-    )
+    let roles = ["kaapi-staging-deploy", "kaapi-production-deploy"];
+    kaapi_infra::conformance::kaapi_config(REGION, ACCOUNT, roles)
 }
 
-pub fn write_config(dir: &Path) -> LoadedConfig {
+/// The test config written to `dir`, bound to its ECS environment.
+pub fn write_config(dir: &Path) -> ResolvedEnvironment {
     let path = dir.join("deploy.toml");
     std::fs::write(&path, config_text()).expect("write deploy.toml");
-    kaapi_core::config::load(&path).expect("the test config is valid")
+    resolve(&path, ENVIRONMENT)
+}
+
+/// `environment` of the config at `path`.
+pub fn resolve(path: &Path, environment: &str) -> ResolvedEnvironment {
+    let loaded = kaapi_core::config::load(path).expect("the test config is valid");
+    ResolvedEnvironment::resolve(loaded, environment).expect("the test environment")
 }
 
 /// One prerequisite of the complete account.
@@ -128,13 +109,13 @@ pub fn item_name(names: &InfraNames, part: Part) -> String {
 }
 
 pub struct Account<'a> {
-    pub loaded: &'a LoadedConfig,
+    pub target: &'a ResolvedEnvironment,
     pub aws: &'a aws_config::SdkConfig,
 }
 
 impl Account<'_> {
     fn names(&self) -> InfraNames {
-        InfraNames::new(self.loaded, ENVIRONMENT)
+        InfraNames::new(self.target)
     }
 
     /// Creates every prerequisite except `skip`.
@@ -155,7 +136,7 @@ impl Account<'_> {
             self.create_repository(true, true).await;
         }
         if wanted(Part::LockTable) {
-            self.create_lock_table(&names.lock_table).await;
+            kaapi_testkit::moto::create_lock_table(self.aws, &names.lock_table).await;
         }
         for (role, part) in [
             (&names.execution_role, Part::ExecutionRole),
@@ -218,13 +199,8 @@ impl Account<'_> {
                 .expect("create OIDC provider");
         }
         if wanted(Part::DeployRole) {
-            let trust = policy::trust_policy(
-                &self.loaded.config,
-                ENVIRONMENT,
-                REPOSITORY,
-                &Scope::new(REGION, ACCOUNT),
-            )
-            .expect("trust policy");
+            let trust = policy::trust_policy(self.target, REPOSITORY, &Scope::new(REGION, ACCOUNT))
+                .expect("trust policy");
             self.create_deploy_role(&trust.to_string()).await;
         }
         if wanted(Part::Database) {
@@ -285,33 +261,6 @@ impl Account<'_> {
     }
 
     /// The deploy lock's table, as `infra template` declares it.
-    pub async fn create_lock_table(&self, table: &str) {
-        use aws_sdk_dynamodb::types::{
-            AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
-        };
-        aws_sdk_dynamodb::Client::new(self.aws)
-            .create_table()
-            .table_name(table)
-            .billing_mode(BillingMode::PayPerRequest)
-            .attribute_definitions(
-                AttributeDefinition::builder()
-                    .attribute_name("pk")
-                    .attribute_type(ScalarAttributeType::S)
-                    .build()
-                    .expect("attribute"),
-            )
-            .key_schema(
-                KeySchemaElement::builder()
-                    .attribute_name("pk")
-                    .key_type(KeyType::Hash)
-                    .build()
-                    .expect("key"),
-            )
-            .send()
-            .await
-            .expect("create lock table");
-    }
-
     pub async fn create_repository(&self, immutable: bool, scan: bool) {
         use aws_sdk_ecr::types::{ImageScanningConfiguration, ImageTagMutability};
         aws_sdk_ecr::Client::new(self.aws)

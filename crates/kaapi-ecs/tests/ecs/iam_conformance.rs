@@ -1,0 +1,207 @@
+//! IAM as AWS enforces it, which neither moto nor the scripted responses do: every request the
+//! ECS engine really sends during deploys (with migrations and a log group to create), a
+//! rollback, `migrate`, `run`, `status` and `logs` is recorded on the wire, mapped to what IAM
+//! authorizes for it (action, resource ARNs from the request itself, condition keys, implied
+//! TagResource and PassRole), checked against AWS's IAM definitions and evaluated against the
+//! policy `infra policy` generates. A call without a mapping fails the test.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use kaapi_core::config::ResolvedEnvironment;
+use kaapi_core::engine::{Engine, ImageSource, LockOwner, LogQuery, TaskOn};
+use kaapi_core::pipeline::{self, DeployPlan, MigratePlan, Migrations, RollbackPlan};
+use kaapi_core::release::{Outcome, ReleaseMeta};
+use kaapi_ecs::{EcsEngine, Target, Tuning};
+use kaapi_infra::conformance::authorizations::ApiCall;
+use kaapi_infra::conformance::refusals;
+use kaapi_infra::policy::{deploy_policy, deploy_policy_with, Scope};
+use kaapi_testkit::aws_record::{Call, Recorder as Wire};
+
+use crate::support::fake_aws::{FakeAws, ACCOUNT, DIGEST, REGION};
+use crate::support::{write_config, Recorder, ScriptedBuilder};
+
+const SERVICES: [&str; 3] = [
+    "kaapi-staging-service",
+    "kaapi-staging-worker-service",
+    "kaapi-staging-flower-service",
+];
+
+fn tuning() -> Tuning {
+    Tuning {
+        poll_initial: Duration::from_millis(5),
+        poll_max: Duration::from_millis(20),
+        rollout_timeout: Duration::from_secs(3),
+        task_timeout: Duration::from_secs(5),
+        verify_attempts: 2,
+        verify_interval: Duration::from_millis(10),
+        follow_interval: Duration::from_millis(10),
+        ..Tuning::default()
+    }
+}
+
+fn meta(commit: &str) -> ReleaseMeta {
+    ReleaseMeta {
+        commit: commit.to_owned(),
+        version: None,
+        author: "alice <alice@example.org>".to_owned(),
+        created_at: Utc::now(),
+    }
+}
+
+fn owner() -> LockOwner {
+    LockOwner {
+        holder: "alice@laptop (pid 42)".to_owned(),
+        url: None,
+    }
+}
+
+fn migrations() -> Migrations {
+    Migrations {
+        service: "backend".to_owned(),
+        command: vec!["alembic".into(), "upgrade".into(), "head".into()],
+    }
+}
+
+/// The roles the live task definitions carry, which derived revisions keep: what `check` names
+/// and `infra policy --pass-role` adds.
+fn live_roles(fake: &FakeAws) -> Vec<String> {
+    let mut roles: Vec<String> = Vec::new();
+    for service in SERVICES {
+        let revision = fake.live_revision(service).expect("a live service");
+        let (definition, _) = fake.definition(&revision).expect("its task definition");
+        for role in [definition.execution_role_arn(), definition.task_role_arn()]
+            .into_iter()
+            .flatten()
+        {
+            if !roles.iter().any(|r| r == role) {
+                roles.push(role.to_owned());
+            }
+        }
+    }
+    roles
+}
+
+/// Runs every command the engine serves, each request recorded; returns the calls.
+async fn every_command(fake: &FakeAws, target: &ResolvedEnvironment) -> Vec<Call> {
+    let wire = Wire::new();
+    let builder = Arc::new(ScriptedBuilder::pushing_to(DIGEST, fake));
+    let engine = EcsEngine::with_clients(
+        Target::from(target.clone()),
+        fake.recorded_clients(&wire),
+        tuning(),
+        Some(builder),
+    );
+    let progress = Recorder::default();
+    for commit in ["aaa1111", "bbb2222"] {
+        let plan = DeployPlan {
+            image: ImageSource::Build,
+            meta: meta(commit),
+            owner: owner(),
+            migrations: Some(migrations()),
+        };
+        let report = pipeline::deploy(&engine, &plan, &progress, std::future::pending())
+            .await
+            .expect("the deploy runs to an outcome");
+        assert_eq!(report.outcome, Outcome::Succeeded, "{}", report.message);
+    }
+    let rollback = RollbackPlan {
+        to: Some(1),
+        meta: meta("ccc3333"),
+        owner: owner(),
+    };
+    let report = pipeline::rollback(&engine, &rollback, &progress, std::future::pending())
+        .await
+        .expect("the rollback runs to an outcome");
+    assert_eq!(report.outcome, Outcome::Succeeded, "{}", report.message);
+    let migrate = MigratePlan {
+        meta: meta("ddd4444"),
+        owner: owner(),
+        migrations: migrations(),
+    };
+    let exit = pipeline::migrate(&engine, &migrate, &progress, std::future::pending())
+        .await
+        .expect("migrate runs");
+    assert_eq!(exit.exit_code, 0);
+    let current = engine
+        .current_release()
+        .await
+        .expect("releases")
+        .expect("a release");
+    let command = vec!["python".to_owned(), "-V".to_owned()];
+    let exit = engine
+        .run_task(TaskOn::Release(&current), "backend", &command, &progress)
+        .await
+        .expect("run");
+    assert_eq!(exit.exit_code, 0);
+    engine.status().await.expect("status");
+    let query = LogQuery {
+        service: Some("backend".to_owned()),
+        since: Some(Duration::from_secs(600)),
+        follow: false,
+    };
+    engine.logs(&query, &|_| {}).await.expect("logs");
+    wire.calls()
+}
+
+/// The recorded calls as the conformance check reads them.
+fn api_calls(calls: &[Call]) -> Vec<ApiCall<'_>> {
+    calls
+        .iter()
+        .map(|c| ApiCall {
+            service: &c.service,
+            operation: &c.operation,
+            params: &c.params,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn the_generated_policy_allows_every_request_the_engine_sends() {
+    let fake = FakeAws::kaapi_staging();
+    // One log group is missing: the deploy creates it.
+    fake.state().log_groups.clear();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let loaded = write_config(dir.path(), "");
+    let target = ResolvedEnvironment::resolve(loaded, "staging").expect("staging");
+    let live = live_roles(&fake);
+    let calls = every_command(&fake, &target).await;
+
+    // What was recorded covers what this test is about; none of it went unread.
+    for expected in [
+        "ecs:RegisterTaskDefinition",
+        "ecs:RunTask",
+        "ecs:UpdateService",
+        "ecs:TagResource",
+        "ecs:DescribeServices",
+        "ecs:DescribeTasks",
+        "dynamodb:PutItem",
+        "dynamodb:DeleteItem",
+        "ecr:DescribeImages",
+    ] {
+        assert!(
+            calls
+                .iter()
+                .any(|c| format!("{}:{}", c.service, c.operation) == expected),
+            "no {expected} recorded: {calls:#?}"
+        );
+    }
+
+    let scope = Scope::new(REGION, ACCOUNT);
+    let policy = deploy_policy_with(&target, &scope, &live);
+    let problems = refusals(&api_calls(&calls), &policy, &scope);
+    assert!(
+        problems.is_empty(),
+        "{} recorded calls; on AWS:\n{}",
+        calls.len(),
+        problems.join("\n")
+    );
+
+    // The evaluation is not vacuous: without the live roles, passing them is denied.
+    let without = refusals(&api_calls(&calls), &deploy_policy(&target, &scope), &scope);
+    assert!(
+        !without.is_empty() && without.iter().all(|p| p.contains("iam:PassRole")),
+        "{without:#?}"
+    );
+}
