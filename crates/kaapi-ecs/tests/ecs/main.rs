@@ -5,5 +5,6 @@ mod support;
 mod adopt_on_moto;
 mod moto_contract;
 mod moto_lock;
+mod moto_plan;
 mod registry_override;
 mod scenarios;
