@@ -135,6 +135,7 @@ fn plan(ctx: &GithubContext, version: Option<&str>) -> CiPlan {
                 url: ctx.run_url(),
             },
             migrations: Some(Migrations {
+            force: false,
                 service: "backend".to_owned(),
                 command: vec!["migrate".into(), "up".into()],
             }),
