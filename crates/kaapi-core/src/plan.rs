@@ -181,7 +181,9 @@ fn named_changes(
     after: &BTreeMap<String, String>,
     out: &mut Vec<Change>,
 ) {
-    let names = before.keys().chain(after.keys().filter(|k| !before.contains_key(*k)));
+    let names = before
+        .keys()
+        .chain(after.keys().filter(|k| !before.contains_key(*k)));
     for name in names {
         let kind = match (before.get(name), after.get(name)) {
             (Some(b), Some(a)) if b == a => continue,
@@ -252,10 +254,16 @@ mod tests {
     fn variables_and_secrets_are_named_never_valued() {
         let now = vec![view("web")];
         let mut next = now.clone();
-        next[0].env.insert("LOG_LEVEL".to_owned(), "debug-value".to_owned());
-        next[0].env.insert("NEW_VAR".to_owned(), "x-value".to_owned());
+        next[0]
+            .env
+            .insert("LOG_LEVEL".to_owned(), "debug-value".to_owned());
+        next[0]
+            .env
+            .insert("NEW_VAR".to_owned(), "x-value".to_owned());
         next[0].secrets.remove("SECRET_KEY");
-        next[0].secrets.insert("API_TOKEN".to_owned(), "ref-2".to_owned());
+        next[0]
+            .secrets
+            .insert("API_TOKEN".to_owned(), "ref-2".to_owned());
         let changes = diff(&now, &next);
         let lines: Vec<String> = changes.iter().map(ToString::to_string).collect();
         assert_eq!(

@@ -18,9 +18,7 @@ use crate::error::engine_error;
 use crate::session::Ctx;
 use crate::target::Target;
 use crate::tuning::Tuning;
-use crate::{
-    history, image, lock, logs, plan_view, revisions, rollout, status, task, verify,
-};
+use crate::{history, image, lock, logs, plan_view, revisions, rollout, status, task, verify};
 
 pub struct EcsEngine {
     ctx: Ctx,

@@ -24,7 +24,12 @@ pub fn view(definition: &TaskDefinition, service: &str, replicas: u32) -> Servic
     let pairs = |c: &aws_sdk_ecs::types::ContainerDefinition| {
         c.environment()
             .iter()
-            .filter_map(|p| Some((p.name()?.to_owned(), p.value().unwrap_or_default().to_owned())))
+            .filter_map(|p| {
+                Some((
+                    p.name()?.to_owned(),
+                    p.value().unwrap_or_default().to_owned(),
+                ))
+            })
             .collect()
     };
     let secrets = |c: &aws_sdk_ecs::types::ContainerDefinition| {
@@ -133,6 +138,9 @@ mod tests {
         assert_eq!(view.image, "sha256:abc");
         assert_eq!(view.env.get("A").map(String::as_str), Some("1"));
         assert!(view.secrets.contains_key("SECRET_KEY"));
-        assert_eq!((view.cpu, view.memory_mib, view.replicas), (Some(256), Some(512), 2));
+        assert_eq!(
+            (view.cpu, view.memory_mib, view.replicas),
+            (Some(256), Some(512), 2)
+        );
     }
 }

@@ -135,10 +135,10 @@ fn plan(ctx: &GithubContext, version: Option<&str>) -> CiPlan {
                 url: ctx.run_url(),
             },
             migrations: Some(Migrations {
-            force: false,
                 service: "backend".to_owned(),
                 command: vec!["migrate".into(), "up".into()],
             }),
+            force: false,
         },
         image_origin: "built from this commit".to_owned(),
     }

@@ -20,7 +20,8 @@ fn bash_completes(script_path: &std::path::Path, words: &[&str]) -> Vec<String> 
         .collect::<Vec<_>>()
         .join(" ");
     let program = format!(
-        "source '{}'; COMP_WORDS=({words_array}); COMP_CWORD={}; COMP_LINE='{}'; COMP_POINT=${{#COMP_LINE}}; _kaapi-deploy kaapi-deploy '{}' '{}'; printf '%s\\n' \"${{COMPREPLY[@]}}\"",
+        // The function the script registers for kaapi-deploy, called as bash's `complete` would.
+        "source '{}'; function=$(complete -p kaapi-deploy | sed -E 's/.*-F ([^ ]+).*/\\1/'); COMP_WORDS=({words_array}); COMP_CWORD={}; COMP_LINE='{}'; COMP_POINT=${{#COMP_LINE}}; \"$function\" kaapi-deploy '{}' '{}'; printf '%s\\n' \"${{COMPREPLY[@]}}\"",
         script_path.display(),
         words.len() - 1,
         words.join(" "),
@@ -63,5 +64,9 @@ fn zsh_and_fish_scripts_name_every_command() {
         .args(["completions", "tcsh"])
         .output()
         .expect("run kaapi-deploy");
-    assert_eq!(refused.status.code(), Some(2), "an unknown shell is a usage error");
+    assert_eq!(
+        refused.status.code(),
+        Some(2),
+        "an unknown shell is a usage error"
+    );
 }

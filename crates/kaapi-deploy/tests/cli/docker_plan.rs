@@ -26,11 +26,17 @@ fn plan_shows_changes_and_an_unchanged_deploy_does_nothing() {
     let project = Project::new("plan");
 
     let (code, stdout, stderr) = run(&project, &["plan", "local"]);
-    assert_eq!(code, 3, "a first deploy changes everything:\n{stdout}\n{stderr}");
+    assert_eq!(
+        code, 3,
+        "a first deploy changes everything:\n{stdout}\n{stderr}"
+    );
     assert!(stdout.contains("nothing serves yet"), "{stdout}");
     assert!(stdout.contains("+ backend: service"), "{stdout}");
     assert!(stdout.contains("+ worker: service"), "{stdout}");
-    assert!(stdout.contains("`/app migrate` runs before the rollout"), "{stdout}");
+    assert!(
+        stdout.contains("`/app migrate` runs before the rollout"),
+        "{stdout}"
+    );
     assert!(project.releases().is_empty(), "plan registers nothing");
 
     project.deploy();
@@ -49,7 +55,10 @@ fn plan_shows_changes_and_an_unchanged_deploy_does_nothing() {
     let report: serde_json::Value = serde_json::from_str(&stdout).expect("report JSON");
     assert_eq!(report["unchanged"], true, "{report:#}");
     assert_eq!(report["release"], 1, "{report:#}");
-    assert!(report["migration"].is_null(), "no migrations ran: {report:#}");
+    assert!(
+        report["migration"].is_null(),
+        "no migrations ran: {report:#}"
+    );
     let build: f64 = report["phases"]
         .as_array()
         .expect("phases")
@@ -100,9 +109,15 @@ fn plan_shows_changes_and_an_unchanged_deploy_does_nothing() {
     ] {
         assert!(stdout.contains(line), "missing `{line}` in:\n{stdout}");
     }
-    assert!(!stdout.contains("~ backend: image"), "the same tree builds the same image: {stdout}");
+    assert!(
+        !stdout.contains("~ backend: image"),
+        "the same tree builds the same image: {stdout}"
+    );
     for secret in ["never-shown", "test-secret-value"] {
-        assert!(!stdout.contains(secret) && !stderr.contains(secret), "{stdout}\n{stderr}");
+        assert!(
+            !stdout.contains(secret) && !stderr.contains(secret),
+            "{stdout}\n{stderr}"
+        );
     }
 
     let (code, stdout, stderr) = run(&project, &["deploy", "local", "--dry-run", "--json"]);

@@ -24,7 +24,7 @@ fn owner(name: &str) -> LockOwner {
     }
 }
 
-async fn create_table(clients: &AwsClients) {
+pub(crate) async fn create_table(clients: &AwsClients) {
     clients
         .dynamodb
         .create_table()

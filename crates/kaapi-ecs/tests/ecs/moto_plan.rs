@@ -11,6 +11,7 @@ use kaapi_core::release::ReleaseMeta;
 use kaapi_ecs::{AwsClients, EcsEngine, Target};
 
 use crate::moto_contract::{prerequisites, tuning, CLUSTER, MANIFEST, REPO};
+use crate::moto_lock::create_table;
 use crate::support::moto::Moto;
 use crate::support::{write_config, Recorder};
 
@@ -35,6 +36,7 @@ async fn plan_compares_live_task_definitions_with_the_next_revision() {
     let dir = tempfile::tempdir().expect("temp dir");
     let clients = AwsClients::from_sdk_config(moto.sdk_config().await);
     prerequisites(&moto, &clients).await;
+    create_table(&clients).await;
     clients
         .ecr
         .put_image()
@@ -56,7 +58,10 @@ async fn plan_compares_live_task_definitions_with_the_next_revision() {
     let preview = pipeline::preview(&engine, &preview_plan, &progress)
         .await
         .expect("preview");
-    assert!(preview.image_before.as_deref().is_some_and(|i| i.ends_with(":latest")));
+    assert!(preview
+        .image_before
+        .as_deref()
+        .is_some_and(|i| i.ends_with(":latest")));
     assert!(preview.image_after.starts_with("sha256:"), "{preview:?}");
     let lines: Vec<String> = preview.changes.iter().map(ToString::to_string).collect();
     for line in [
@@ -65,7 +70,10 @@ async fn plan_compares_live_task_definitions_with_the_next_revision() {
         "+ backend: secret SECRET_KEY",
         "+ worker: command: celery -A app.worker worker",
     ] {
-        assert!(lines.iter().any(|l| l == line), "missing `{line}` in {lines:#?}");
+        assert!(
+            lines.iter().any(|l| l == line),
+            "missing `{line}` in {lines:#?}"
+        );
     }
     assert!(engine.releases().await.expect("releases").is_empty());
 
@@ -94,7 +102,11 @@ async fn plan_compares_live_task_definitions_with_the_next_revision() {
             .expect("update service");
     }
     engine
-        .record(release.number, kaapi_core::release::Outcome::Succeeded, None)
+        .record(
+            release.number,
+            kaapi_core::release::Outcome::Succeeded,
+            None,
+        )
         .await
         .expect("record");
 
