@@ -166,7 +166,7 @@ impl Rollout<'_> {
             && serves_already(&*self.environment.current.lock().await, spec)
         {
             self.say(format!(
-                "release {} already serves with every replica healthy; nothing to restart",
+                "release {} still serves with every replica healthy; nothing to restart",
                 spec.release
             ));
             return Ok(());

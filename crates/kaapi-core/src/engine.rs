@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use crate::plan::ServiceView;
 use crate::progress::Progress;
 use crate::release::{ImageRef, Outcome, Release, ReleaseMeta};
 
@@ -284,6 +285,26 @@ pub trait Engine: Send + Sync {
             .await?
             .into_iter()
             .find(|r| r.outcome == Outcome::Succeeded))
+    }
+
+    /// What every service runs now: the current release's revisions with the live replica
+    /// counts; empty when nothing is deployed. Read-only.
+    async fn running_services(&self) -> EngineResult<Vec<ServiceView>> {
+        Err(self.unsupported("planning"))
+    }
+
+    /// What every service would run if `image` were deployed now with today's config, without
+    /// registering anything.
+    async fn planned_services(&self, _image: &ImageRef) -> EngineResult<Vec<ServiceView>> {
+        Err(self.unsupported("planning"))
+    }
+
+    /// The error of a verb this engine does not implement.
+    fn unsupported(&self, what: &str) -> EngineError {
+        EngineError::failed(format!(
+            "the {} engine does not support {what}",
+            self.name()
+        ))
     }
 
     async fn status(&self) -> EngineResult<StatusReport>;

@@ -10,6 +10,7 @@ pub mod envfile;
 pub mod interpolate;
 pub mod naming;
 pub mod pipeline;
+pub mod plan;
 pub mod progress;
 pub mod release;
 pub mod scaffold;

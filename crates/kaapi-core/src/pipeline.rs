@@ -12,6 +12,7 @@ use serde::Serialize;
 use crate::engine::{
     Engine, EngineError, EngineResult, ImageSource, LockOwner, RolloutOutcome, TaskExit, TaskOn,
 };
+use crate::plan::{diff, main_image, Change, DeployPreview};
 use crate::progress::{Event, Phase, Progress};
 use crate::release::{ImageRef, Outcome, Release, ReleaseMeta};
 
@@ -22,6 +23,8 @@ pub struct DeployPlan {
     pub meta: ReleaseMeta,
     pub owner: LockOwner,
     pub migrations: Option<Migrations>,
+    /// Deploy even when the image and every service's spec equal what serves now.
+    pub force: bool,
 }
 
 /// The migrations step of a config: the service whose revision runs it, and the command.
@@ -62,6 +65,9 @@ pub struct DeployReport {
     pub migration: Option<TaskExit>,
     pub phases: Vec<PhaseTiming>,
     pub total_seconds: f64,
+    /// Set when nothing was deployed because nothing would change (no release registered).
+    #[serde(default)]
+    pub unchanged: bool,
 }
 
 impl DeployReport {
@@ -209,6 +215,11 @@ async fn deploy_locked(
     // Before the release exists: an accessory that cannot start stops the deploy here, with
     // nothing recorded and nothing serving changed.
     start_accessories(engine, timer).await?;
+    if let (false, Some(current)) = (plan.force, &previous) {
+        if let Some(report) = unchanged_report(engine, current, &image, progress).await {
+            return Ok(report);
+        }
+    }
     let release = timer
         .phase(
             Phase::Register,
@@ -226,6 +237,7 @@ async fn deploy_locked(
         migration: None,
         phases: Vec::new(),
         total_seconds: 0.0,
+        unchanged: false,
     };
 
     if let Some(migrations) = &plan.migrations {
@@ -328,6 +340,86 @@ async fn deploy_locked(
             finish(engine, &mut report, Outcome::Failed, detail).await
         }
     }
+}
+
+/// The report of a deploy that changes nothing, when `image` and today's config give exactly
+/// what `current` runs; `None` when anything differs or the engine cannot tell (then it deploys).
+async fn unchanged_report(
+    engine: &dyn Engine,
+    current: &Release,
+    image: &ImageRef,
+    progress: &dyn Progress,
+) -> Option<DeployReport> {
+    let changes = match compare(engine, image).await {
+        Ok(changes) => changes,
+        Err(e) => {
+            progress.info(format!("cannot compare with what runs ({e}); deploying"));
+            return None;
+        }
+    };
+    if !changes.is_empty() {
+        return None;
+    }
+    Some(DeployReport {
+        environment: engine.environment().to_owned(),
+        release: Some(current.number),
+        image: Some(image.clone()),
+        outcome: Outcome::Succeeded,
+        message: format!(
+            "nothing to deploy: release {} already runs image {} with the same settings (`deploy --force` deploys anyway)",
+            current.number, image.digest
+        ),
+        serving: Some(current.number),
+        migration: None,
+        phases: Vec::new(),
+        total_seconds: 0.0,
+        unchanged: true,
+    })
+}
+
+/// The changes deploying `image` with today's config would make to what runs now.
+async fn compare(engine: &dyn Engine, image: &ImageRef) -> EngineResult<Vec<Change>> {
+    let now = engine.running_services().await?;
+    let next = engine.planned_services(image).await?;
+    Ok(diff(&now, &next))
+}
+
+/// What `plan` needs besides the engine.
+#[derive(Debug, Clone)]
+pub struct PreviewPlan {
+    pub image: ImageSource,
+    pub meta: ReleaseMeta,
+    pub migrations: Option<Migrations>,
+}
+
+/// What a deploy would change (`plan ENV`, `deploy --dry-run`): prepares the image (a cached
+/// build; pushed where the environment has a registry, which changes nothing that runs), then
+/// compares. Takes no lock, registers nothing, changes nothing that serves.
+pub async fn preview(
+    engine: &dyn Engine,
+    plan: &PreviewPlan,
+    progress: &dyn Progress,
+) -> EngineResult<DeployPreview> {
+    let image = engine
+        .prepare_image(&plan.image, &plan.meta, progress)
+        .await?;
+    let current = engine.current_release().await?;
+    let now = engine.running_services().await?;
+    let next = engine.planned_services(&image).await?;
+    let changes = diff(&now, &next);
+    let migrations = plan
+        .migrations
+        .as_ref()
+        .filter(|_| !changes.is_empty())
+        .map(|m| m.command.clone());
+    Ok(DeployPreview {
+        environment: engine.environment().to_owned(),
+        current_release: current.map(|r| r.number),
+        image_before: main_image(&now),
+        image_after: main_image(&next).unwrap_or_else(|| image.digest.clone()),
+        changes,
+        migrations,
+    })
 }
 
 async fn finish(
@@ -488,6 +580,7 @@ async fn rollback_locked(
         migration: None,
         phases: Vec::new(),
         total_seconds: 0.0,
+        unchanged: false,
     };
     let rollout = timer
         .phase(Phase::Rollout, engine.roll_out(&release, progress))

@@ -35,6 +35,9 @@ pub enum Command {
     Secrets(SecretsCommand),
     /// Build, migrate, roll out and verify a new release.
     Deploy(DeployArgs),
+    /// Show what a deploy would change, without changing anything (exit 3 when it would
+    /// change something).
+    Plan(PlanArgs),
     /// Roll back to the previous good release, or to release N.
     Rollback(RollbackArgs),
     /// List the releases of an environment.
@@ -59,6 +62,8 @@ pub enum Command {
     Accessory(AccessoryArgs),
     /// Remove an environment's deploy lock.
     Unlock(UnlockArgs),
+    /// Print a shell completion script (bash, zsh, fish) to stdout.
+    Completions(CompletionsArgs),
     /// The local engine's agent (keeps replicas alive, serves the ingress).
     #[command(subcommand)]
     Agent(AgentCommand),
@@ -149,6 +154,23 @@ pub struct DeployArgs {
     /// Rebuild even when the environment promotes from another.
     #[arg(long)]
     pub rebuild: bool,
+    /// Only show what the deploy would change, like `plan` (exit 3 when it would change
+    /// something).
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Deploy even when the image and every service's settings equal what runs now.
+    #[arg(long, conflicts_with = "dry_run")]
+    pub force: bool,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    pub environment: String,
+    /// Plan a deploy of an image that already exists instead of a build of the working tree.
+    #[arg(long)]
+    pub image: Option<String>,
     #[arg(long)]
     pub json: bool,
 }
@@ -255,6 +277,13 @@ pub struct AdoptArgs {
     /// Replace an existing file.
     #[arg(long)]
     pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell, e.g. `bash` (then `source <(kaapi-deploy completions bash)`).
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
 }
 
 #[derive(Debug, Args)]

@@ -1,8 +1,12 @@
 //! Exit codes everywhere: 0 success; 1 the operation ran and failed; 2 usage or an unreadable
-//! or invalid config.
+//! or invalid config; 3 (`plan`, `deploy --dry-run`) a deploy would change something.
 
 use kaapi_core::config::ConfigError;
 use kaapi_core::engine::EngineError;
+
+/// `plan` and `deploy --dry-run`: the plan ran and a deploy would change something (0: nothing
+/// would change).
+pub const CHANGES_PENDING: u8 = 3;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {

@@ -43,7 +43,15 @@ fn main() -> ExitCode {
 async fn dispatch(cli: Cli) -> CliResult<ExitCode> {
     let config = cli.config.as_deref();
     match &cli.command {
+        Command::Deploy(args) if args.dry_run => {
+            let image = args.image.as_deref();
+            return commands::plan::run(config, &args.environment, image, args.json).await;
+        }
         Command::Deploy(args) => commands::deploy::run(config, args).await?,
+        Command::Plan(args) => {
+            let image = args.image.as_deref();
+            return commands::plan::run(config, &args.environment, image, args.json).await;
+        }
         Command::Rollback(args) => commands::rollback::run(config, args).await?,
         Command::Releases(args) => commands::releases::run(config, args).await?,
         Command::Status(args) => commands::status::run(config, args).await?,
@@ -53,6 +61,7 @@ async fn dispatch(cli: Cli) -> CliResult<ExitCode> {
             return Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)));
         }
         Command::Unlock(args) => commands::unlock::run(config, args).await?,
+        Command::Completions(args) => commands::completions::run(args)?,
         Command::Accessory(args) => commands::accessory::run(config, args).await?,
         Command::Init(args) => commands::init::run(args)?,
         #[cfg(feature = "ecs")]

@@ -14,6 +14,7 @@ use kaapi_core::engine::{
     LogQuery, ReplicaStatus, RolloutOutcome, RunningTasks, ServiceStatus, StatusEvent,
     StatusReport, TaskExit, TaskOn,
 };
+use kaapi_core::plan::ServiceView;
 use kaapi_core::progress::Progress;
 use kaapi_core::release::{ImageRef, Outcome, Release, ReleaseMeta};
 
@@ -26,6 +27,7 @@ use crate::history::{Revisions, Store};
 use crate::image::{BuildSpec, DockerImageBuilder};
 use crate::lock::DeployLock;
 use crate::network;
+use crate::plan_view;
 use crate::revisions;
 use crate::task::{self, TaskRequest};
 use crate::{logs, stats};
@@ -464,6 +466,38 @@ impl Engine for DockerEngine {
 
     async fn releases(&self) -> EngineResult<Vec<Release>> {
         Ok(self.store.releases(self.target.name())?)
+    }
+
+    async fn running_services(&self) -> EngineResult<Vec<ServiceView>> {
+        let Some(current) = self.current_release().await? else {
+            return Ok(Vec::new());
+        };
+        let specs = self.release_specs(&current)?;
+        // The agent's desired count for the release it keeps running; 0 when it runs another
+        // release or does not run at all, so that a deploy brings the release back.
+        let desired = agent_link::environment_if_running(&self.state_dir, self.target.name())
+            .await?
+            .filter(|state| state.release == Some(current.number))
+            .map(|state| state.desired)
+            .unwrap_or_default();
+        let secrets = &self.target.config().secrets;
+        Ok(specs
+            .iter()
+            .map(|spec| {
+                let replicas = desired.get(&spec.name).copied().unwrap_or(0);
+                plan_view::view(spec, secrets, Some(replicas))
+            })
+            .collect())
+    }
+
+    async fn planned_services(&self, image: &ImageRef) -> EngineResult<Vec<ServiceView>> {
+        let image_id = self.local_image_id(&image.reference).await?;
+        let secrets = revisions::read_secrets(&self.target)?;
+        let secret_names = &self.target.config().secrets;
+        Ok(revisions::revisions(&self.target, &image_id, &secrets)?
+            .iter()
+            .map(|revision| plan_view::view(&revision.spec, secret_names, None))
+            .collect())
     }
 
     async fn status(&self) -> EngineResult<StatusReport> {

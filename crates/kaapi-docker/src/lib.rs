@@ -18,6 +18,7 @@ pub mod image;
 pub mod lock;
 pub mod logs;
 pub mod network;
+pub mod plan_view;
 pub mod revisions;
 pub mod stats;
 pub mod task;

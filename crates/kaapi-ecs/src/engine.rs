@@ -9,6 +9,7 @@ use kaapi_core::engine::{
     Engine, EngineError, EngineResult, ImageBuilder, ImageSource, LockOwner, LockToken, LogLine,
     LogQuery, RolloutOutcome, RunningTasks, StatusReport, TaskExit, TaskOn,
 };
+use kaapi_core::plan::ServiceView;
 use kaapi_core::progress::{Progress, Silent};
 use kaapi_core::release::{ImageRef, Outcome, Release, ReleaseMeta};
 
@@ -17,7 +18,7 @@ use crate::error::engine_error;
 use crate::session::Ctx;
 use crate::target::Target;
 use crate::tuning::Tuning;
-use crate::{history, image, lock, logs, revisions, rollout, status, task, verify};
+use crate::{history, image, lock, logs, plan_view, revisions, rollout, status, task, verify};
 
 pub struct EcsEngine {
     ctx: Ctx,
@@ -300,6 +301,14 @@ impl Engine for EcsEngine {
         let walked = history::walk(&self.ctx, &Silent, |r| r.outcome == Outcome::Succeeded).await?;
         walked.iter().for_each(|r| self.remember(r));
         Ok(walked.into_iter().find(|r| r.outcome == Outcome::Succeeded))
+    }
+
+    async fn running_services(&self) -> EngineResult<Vec<ServiceView>> {
+        plan_view::running(&self.ctx).await
+    }
+
+    async fn planned_services(&self, image: &ImageRef) -> EngineResult<Vec<ServiceView>> {
+        plan_view::planned(&self.ctx, image).await
     }
 
     async fn status(&self) -> EngineResult<StatusReport> {

@@ -14,6 +14,7 @@ pub mod lock;
 pub mod log_groups;
 pub mod logs;
 mod one_off;
+pub mod plan_view;
 pub mod release_tags;
 mod retry;
 pub mod revisions;

@@ -402,7 +402,7 @@ pub fn short_revision(arn: &str) -> &str {
     arn.rsplit('/').next().unwrap_or(arn)
 }
 
-fn revision_spec<'a>(
+pub(crate) fn revision_spec<'a>(
     ctx: &'a Ctx,
     service: &'a str,
     account: &'a str,
@@ -422,7 +422,7 @@ fn revision_spec<'a>(
 }
 
 /// The new definition of a service: derived from its base, or from the config when AWS has none.
-fn derive_or_create(
+pub(crate) fn derive_or_create(
     base: Option<&Described>,
     spec: &RevisionSpec<'_>,
     progress: &dyn Progress,

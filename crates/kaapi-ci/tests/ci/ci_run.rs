@@ -138,6 +138,7 @@ fn plan(ctx: &GithubContext, version: Option<&str>) -> CiPlan {
                 service: "backend".to_owned(),
                 command: vec!["migrate".into(), "up".into()],
             }),
+            force: false,
         },
         image_origin: "built from this commit".to_owned(),
     }

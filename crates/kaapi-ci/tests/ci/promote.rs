@@ -375,6 +375,7 @@ async fn a_version_tag_deploys_the_image_staging_built_for_the_same_commit() {
                 url: None,
             },
             migrations: None,
+            force: false,
         },
         image_origin: choice.origin.clone(),
     };

@@ -56,6 +56,7 @@ fn plan() -> DeployPlan {
             url: None,
         },
         migrations: Some(migrations()),
+        force: false,
     }
 }
 

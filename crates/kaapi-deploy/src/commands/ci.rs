@@ -114,6 +114,7 @@ async fn prepare(
                 url: ctx.run_url(),
             },
             migrations: Migrations::of(&loaded.config),
+            force: false,
         },
         image_origin,
     };

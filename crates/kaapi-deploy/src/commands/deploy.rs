@@ -23,6 +23,7 @@ pub async fn run(config: Option<&Path>, args: &DeployArgs) -> CliResult {
         meta: gitinfo::release_meta(target.dir(), None),
         owner: gitinfo::lock_owner(target.dir()),
         migrations: Migrations::of(target.config()),
+        force: args.force,
     };
     let report =
         pipeline::deploy(engine.as_ref(), &plan, &ProgressPrinter::new(), ctrl_c()).await?;

@@ -7,6 +7,7 @@ pub mod adopt;
 pub mod agent;
 pub mod check;
 pub mod ci;
+pub mod completions;
 pub mod deploy;
 #[cfg(feature = "ecs")]
 pub mod infra;
@@ -14,6 +15,7 @@ pub mod init;
 pub mod init_github;
 pub mod logs;
 pub mod migrate;
+pub mod plan;
 #[cfg(feature = "ecs")]
 pub mod promote;
 pub mod releases;
@@ -34,6 +36,8 @@ use crate::output::{self, green, red};
 pub fn finish_report(report: &DeployReport, json: bool, url: Option<String>) -> CliResult {
     if json {
         output::print_json(report)?;
+    } else if report.unchanged {
+        println!("{} {}", green("unchanged:"), report.message);
     } else if report.succeeded() {
         println!("{} {}", green("deployed:"), report.message);
         if let Some(url) = url {

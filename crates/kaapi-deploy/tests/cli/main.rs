@@ -3,6 +3,7 @@
 mod docker_support;
 
 mod agent_command;
+mod completions;
 mod config_init_check;
 mod config_malformed;
 mod docker_accessories;
@@ -12,6 +13,7 @@ mod docker_failures;
 mod docker_ingresses;
 mod docker_lock;
 mod docker_migrate;
+mod docker_plan;
 mod docker_registry;
 mod docker_replicas;
 mod faults_agent_kill;

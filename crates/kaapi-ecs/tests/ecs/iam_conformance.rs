@@ -100,6 +100,8 @@ async fn every_command(fake: &FakeAws, target: &ResolvedEnvironment) -> Vec<Call
             meta: meta(commit),
             owner: owner(),
             migrations: Some(migrations()),
+            // Record every call a rollout makes, even where the scripted services already run it.
+            force: true,
         };
         let report = pipeline::deploy(&engine, &plan, &progress, std::future::pending())
             .await

@@ -6,5 +6,6 @@ mod adopt_on_moto;
 mod iam_conformance;
 mod moto_contract;
 mod moto_lock;
+mod moto_plan;
 mod registry_override;
 mod scenarios;

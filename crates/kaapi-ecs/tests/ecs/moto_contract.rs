@@ -19,8 +19,8 @@ use kaapi_core::engine::{Engine, EngineError, ImageSource, LogQuery, RolloutOutc
 use kaapi_core::release::{Outcome, ReleaseMeta};
 use kaapi_ecs::{AwsClients, EcsEngine, Target, Tuning};
 
-const CLUSTER: &str = "kaapi-staging-cluster";
-const REPO: &str = "kaapi-staging-repo";
+pub(crate) const CLUSTER: &str = "kaapi-staging-cluster";
+pub(crate) const REPO: &str = "kaapi-staging-repo";
 const SERVICES: [(&str, &str, &str); 3] = [
     ("backend", "kaapi-staging-service", "kaapi-staging-backend"),
     (
@@ -46,9 +46,9 @@ sg = ec2.create_security_group(GroupName="kaapi", Description="kaapi", VpcId=vpc
 print(subnet, sg)
 "#;
 
-const MANIFEST: &str = r#"{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.v2+json","config":{"mediaType":"application/vnd.docker.container.image.v1+json","size":2,"digest":"sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"},"layers":[]}"#;
+pub(crate) const MANIFEST: &str = r#"{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.v2+json","config":{"mediaType":"application/vnd.docker.container.image.v1+json","size":2,"digest":"sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"},"layers":[]}"#;
 
-fn tuning() -> Tuning {
+pub(crate) fn tuning() -> Tuning {
     Tuning {
         poll_initial: Duration::from_millis(100),
         poll_max: Duration::from_millis(300),
@@ -60,7 +60,7 @@ fn tuning() -> Tuning {
 
 /// The prerequisites `check`/the infrastructure templates would create: repository, cluster,
 /// network, a hand-made first task definition and a service per config service.
-async fn prerequisites(moto: &Moto, clients: &AwsClients) {
+pub(crate) async fn prerequisites(moto: &Moto, clients: &AwsClients) {
     let ids = moto.boto3(NETWORK);
     let (subnet, sg) = ids.split_once(' ').expect("subnet and security group");
     clients
