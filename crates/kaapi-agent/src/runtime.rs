@@ -13,6 +13,7 @@ use super::docker::{Containers, ReplicaOwner};
 use super::error::AgentError;
 use super::health::{self, Check, ProbeClient};
 use super::ingress::Ingress;
+use super::metrics::Metrics;
 use super::replica::{Health, Replica};
 use super::store::Store;
 
@@ -62,6 +63,8 @@ pub struct Environment {
     /// The app of the last rollout asked for (to find its containers by label).
     app: Mutex<Option<String>>,
     next_index: AtomicU64,
+    /// Traffic, restarts and rollouts; kept across ingress replacements.
+    pub metrics: Arc<Metrics>,
 }
 
 pub fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -211,6 +214,7 @@ impl Environment {
             backoff: Mutex::new(HashMap::new()),
             app: Mutex::new(None),
             next_index: AtomicU64::new(1),
+            metrics: Arc::default(),
         }
     }
 
@@ -268,6 +272,9 @@ impl Environment {
     /// Replaces the ingress (the old one, if any, closes).
     pub fn set_ingress(&self, ingress: Option<Ingress>) {
         self.ingress_failure_reported.store(false, Ordering::SeqCst);
+        if let Some(ingress) = &ingress {
+            ingress.backends.count_into(Arc::clone(&self.metrics));
+        }
         let old = std::mem::replace(&mut *lock(&self.ingress), ingress);
         drop(old);
     }
