@@ -358,38 +358,25 @@ pub fn render(environments: &[(String, Arc<Metrics>)]) -> String {
             );
         }
     }
-    family(
+    counts(
         &mut out,
-        "kaapi_replica_restarts_total",
-        "counter",
+        ("kaapi_replica_restarts_total", "service"),
         "Replicas replaced after they exited, vanished or failed their health check.",
+        environments,
+        |m| lock(&m.restarts).clone(),
     );
-    for (env, metrics) in environments {
-        for (service, count) in lock(&metrics.restarts).iter() {
-            line(
-                &mut out,
-                "kaapi_replica_restarts_total",
-                &[("environment", env.as_str()), ("service", service.as_str())],
-                *count as f64,
-            );
-        }
-    }
-    family(
+    counts(
         &mut out,
-        "kaapi_rollouts_total",
-        "counter",
+        ("kaapi_rollouts_total", "outcome"),
         "Rollouts the agent ran, by outcome.",
+        environments,
+        |m| {
+            lock(&m.rollouts)
+                .iter()
+                .map(|(outcome, count)| ((*outcome).to_owned(), *count))
+                .collect()
+        },
     );
-    for (env, metrics) in environments {
-        for (outcome, count) in lock(&metrics.rollouts).iter() {
-            line(
-                &mut out,
-                "kaapi_rollouts_total",
-                &[("environment", env.as_str()), ("outcome", *outcome)],
-                *count as f64,
-            );
-        }
-    }
     family(
         &mut out,
         "kaapi_rollout_duration_seconds",
@@ -405,6 +392,27 @@ pub fn render(environments: &[(String, Arc<Metrics>)]) -> String {
         );
     }
     out
+}
+
+/// A counter family with one label besides `environment`: `(name, label)`.
+fn counts(
+    out: &mut String,
+    (name, label): (&str, &str),
+    help: &str,
+    environments: &[(String, Arc<Metrics>)],
+    values: impl Fn(&Metrics) -> BTreeMap<String, u64>,
+) {
+    family(out, name, "counter", help);
+    for (env, metrics) in environments {
+        for (value, count) in values(metrics) {
+            line(
+                out,
+                name,
+                &[("environment", env.as_str()), (label, value.as_str())],
+                count as f64,
+            );
+        }
+    }
 }
 
 fn labelled_stats(metrics: &Metrics) -> Vec<(String, Arc<ReleaseStats>)> {

@@ -13,6 +13,7 @@ pub mod image;
 pub mod lock;
 pub mod log_groups;
 pub mod logs;
+pub mod metrics;
 pub mod release_tags;
 mod retry;
 pub mod revisions;

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use aws_sdk_cloudwatch::types::{Dimension, Metric, MetricDataQuery, MetricStat, ScanBy};
+use aws_sdk_cloudwatch::types::{Dimension, Metric, MetricDataQuery, MetricStat};
 use aws_sdk_ecs::types::Service;
 use chrono::{DateTime, Utc};
 use kaapi_core::engine::{EngineResult, ReplicaStatus, ServiceStatus, StatusEvent, StatusReport};
@@ -85,22 +85,9 @@ async fn metrics(
     if queries.is_empty() {
         return Ok(HashMap::new());
     }
-    let end = std::time::SystemTime::now();
-    let start = end - std::time::Duration::from_secs(15 * 60);
-    let out = retry_throttled(&ctx.tuning, "cloudwatch:GetMetricData", progress, || {
-        ctx.clients
-            .cloudwatch
-            .get_metric_data()
-            .set_metric_data_queries(Some(queries.clone()))
-            .start_time(start.into())
-            .end_time(end.into())
-            .scan_by(ScanBy::TimestampDescending)
-            .send()
-    })
-    .await
-    .map_err(|e| aws_error("cloudwatch:GetMetricData", e))?;
-    Ok(out
-        .metric_data_results()
+    let window = std::time::Duration::from_secs(15 * 60);
+    let results = crate::metrics::get_metric_data(ctx, queries, window, progress).await?;
+    Ok(results
         .iter()
         .filter_map(|r| Some((r.id()?.to_owned(), *r.values().first()?)))
         .collect())

@@ -7,6 +7,7 @@ pub mod adopt;
 pub mod agent;
 pub mod check;
 pub mod ci;
+pub mod dashboard;
 pub mod deploy;
 #[cfg(feature = "ecs")]
 pub mod infra;

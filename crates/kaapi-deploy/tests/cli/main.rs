@@ -5,6 +5,7 @@ mod docker_support;
 mod agent_command;
 mod config_init_check;
 mod config_malformed;
+mod dashboard;
 mod docker_accessories;
 mod docker_bench;
 mod docker_deploy;
