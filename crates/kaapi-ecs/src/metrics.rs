@@ -16,8 +16,8 @@ use serde::Serialize;
 use crate::error::aws_error;
 use crate::retry::retry_throttled;
 use crate::session::Ctx;
-use crate::tuning::Tuning;
 use crate::status::target_group_dimension;
+use crate::tuning::Tuning;
 
 /// One point per minute: CloudWatch's finest period for ECS service metrics.
 pub const PERIOD_SECS: i32 = 60;
