@@ -5,9 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
-use aws_sdk_cloudwatch::types::{
-    Dimension, Metric, MetricDataQuery, MetricDataResult, MetricStat, ScanBy,
-};
+use aws_sdk_cloudwatch::types::{MetricDataQuery, MetricDataResult, ScanBy};
 use chrono::{DateTime, Utc};
 use kaapi_core::engine::{EngineResult, Traffic, TrafficSample};
 use kaapi_core::progress::Progress;
@@ -16,7 +14,7 @@ use serde::Serialize;
 use crate::error::aws_error;
 use crate::retry::retry_throttled;
 use crate::session::Ctx;
-use crate::status::target_group_dimension;
+use crate::status::{ecs_metric, target_group_dimension};
 use crate::tuning::Tuning;
 
 /// One point per minute: CloudWatch's finest period for ECS service metrics.
@@ -116,33 +114,8 @@ impl Kind {
 }
 
 fn ecs_query(kind: Kind, index: usize, target: &ServiceMetrics, name: &str) -> MetricDataQuery {
-    let metric = Metric::builder()
-        .namespace("AWS/ECS")
-        .metric_name(name)
-        .dimensions(
-            Dimension::builder()
-                .name("ClusterName")
-                .value(&target.cluster)
-                .build(),
-        )
-        .dimensions(
-            Dimension::builder()
-                .name("ServiceName")
-                .value(&target.service)
-                .build(),
-        )
-        .build();
-    MetricDataQuery::builder()
-        .id(format!("{}{index}", kind.prefix()))
-        .metric_stat(
-            MetricStat::builder()
-                .metric(metric)
-                .period(PERIOD_SECS)
-                .stat("Average")
-                .build(),
-        )
-        .return_data(true)
-        .build()
+    let id = format!("{}{index}", kind.prefix());
+    ecs_metric(id, &target.cluster, &target.service, name, PERIOD_SECS)
 }
 
 /// An ALB metric of one target group. ALB publishes target-group metrics per (load balancer,

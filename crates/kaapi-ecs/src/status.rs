@@ -38,7 +38,14 @@ pub fn target_group_dimension(arn: &str) -> Option<&str> {
     arn.find("targetgroup/").map(|i| &arn[i..])
 }
 
-fn ecs_metric(id: String, cluster: &str, service: &str, name: &str) -> MetricDataQuery {
+/// The average of an AWS/ECS service metric per `period` seconds.
+pub(crate) fn ecs_metric(
+    id: String,
+    cluster: &str,
+    service: &str,
+    name: &str,
+    period: i32,
+) -> MetricDataQuery {
     let metric = Metric::builder()
         .namespace("AWS/ECS")
         .metric_name(name)
@@ -60,7 +67,7 @@ fn ecs_metric(id: String, cluster: &str, service: &str, name: &str) -> MetricDat
         .metric_stat(
             MetricStat::builder()
                 .metric(metric)
-                .period(300)
+                .period(period)
                 .stat("Average")
                 .build(),
         )
@@ -127,12 +134,14 @@ pub async fn status(ctx: &Ctx, progress: &dyn Progress) -> EngineResult<StatusRe
             ctx.cluster(),
             name,
             "CPUUtilization",
+            300,
         ));
         queries.push(ecs_metric(
             format!("mem{i}"),
             ctx.cluster(),
             name,
             "MemoryUtilization",
+            300,
         ));
         let target_group = live
             .iter()
