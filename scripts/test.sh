@@ -7,6 +7,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 bash scripts/setup-docker.sh
 bash scripts/setup-python.sh
+bash scripts/setup-chromium.sh
 bash examples/backend/build-static.sh
 
 export KAAPI_VENV="${KAAPI_VENV:-/opt/kaapi-venv}"

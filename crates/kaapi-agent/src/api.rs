@@ -12,6 +12,9 @@
 //! - `GET  /environments/{env}/rollouts/{id}` → [`RolloutState`] (poll until not running).
 //! - `GET  /environments/{env}` → [`EnvironmentState`] (404 when unknown).
 //! - `DELETE /environments/{env}` → stops and removes every replica of the environment.
+//! - `GET  /environments/{env}/metrics` → [`MetricsSeries`] (per-second traffic samples).
+//! - `GET  /metrics` (outside `/v1`, no token) → every environment's counters in the
+//!   Prometheus text format.
 //! - `POST /shutdown` → the agent stops its listeners and exits (containers keep running; a
 //!   restarted agent adopts them by label).
 
@@ -220,4 +223,28 @@ pub mod labels {
     pub const RELEASE: &str = "dev.kaapi.release";
     /// `replica` for managed replicas, `task` for one-off tasks.
     pub const ROLE: &str = "dev.kaapi.role";
+}
+
+/// `GET /v1/environments/{env}/metrics`: the ingress' recent traffic, one sample per period,
+/// oldest first (the agent keeps the last ten minutes).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MetricsSeries {
+    pub environment: String,
+    pub period_ms: u64,
+    pub samples: Vec<MetricsSample>,
+}
+
+/// What the ingress answered during one period.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MetricsSample {
+    /// End of the period.
+    pub at: DateTime<Utc>,
+    /// The release serving at the end of the period.
+    pub release: Option<u64>,
+    pub requests: u64,
+    /// 5xx answers from replicas plus requests the ingress could not serve.
+    pub errors: u64,
+    /// Latency quantiles (milliseconds, to the response headers), none without requests.
+    pub p50_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
 }

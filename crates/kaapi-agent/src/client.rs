@@ -13,8 +13,8 @@ use hyper_util::rt::TokioExecutor;
 use serde::de::DeserializeOwned;
 
 use super::api::{
-    AgentEndpoint, EnvironmentSpec, EnvironmentState, RolloutMode, RolloutPhase, RolloutState,
-    RolloutTicket,
+    AgentEndpoint, EnvironmentSpec, EnvironmentState, MetricsSeries, RolloutMode, RolloutPhase,
+    RolloutState, RolloutTicket,
 };
 use super::error::AgentError;
 use super::server::ENDPOINT_FILE;
@@ -191,6 +191,16 @@ impl AgentClient {
         let path = format!("/v1/environments/{}", segment(env)?);
         match self.call(Method::GET, &path, None).await {
             Ok(state) => Ok(Some(state)),
+            Err(AgentError::Api { status: 404, .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The environment's recent traffic, `None` when the agent does not know it.
+    pub async fn metrics_series(&self, env: &str) -> Result<Option<MetricsSeries>, AgentError> {
+        let path = format!("/v1/environments/{}/metrics", segment(env)?);
+        match self.call(Method::GET, &path, None).await {
+            Ok(series) => Ok(Some(series)),
             Err(AgentError::Api { status: 404, .. }) => Ok(None),
             Err(e) => Err(e),
         }

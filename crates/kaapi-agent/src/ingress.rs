@@ -1,14 +1,15 @@
 //! The per-environment ingress: a reverse proxy on 127.0.0.1:{port} that sends each request to a
 //! serving replica of the current release (round robin), counts in-flight requests per replica,
-//! and retries once on another replica when an upstream fails before answering.
+//! and retries once on another replica when an upstream fails before answering. Every answer is
+//! counted on the environment's [`Metrics`] (release, status class, latency to the headers).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
@@ -23,6 +24,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use super::error::AgentError;
+use super::metrics::{Metrics, ReleaseStats, StatusClass};
 use super::replica::Replica;
 
 const MAX_REQUEST_BODY: usize = 16 * 1024 * 1024;
@@ -35,27 +37,48 @@ type UpstreamClient = Client<HttpConnector, Full<Bytes>>;
 /// The replicas the ingress may send traffic to; replaced atomically on a switch.
 #[derive(Default)]
 pub struct Backends {
-    replicas: RwLock<Vec<Arc<Replica>>>,
+    replicas: RwLock<Vec<Backend>>,
     next: AtomicUsize,
+    /// The environment's counters, attached once when the ingress is given to it.
+    metrics: OnceLock<Arc<Metrics>>,
+}
+
+/// A replica with the counters of its release, looked up when the set changes, not per request.
+struct Backend {
+    replica: Arc<Replica>,
+    stats: Option<Arc<ReleaseStats>>,
 }
 
 impl Backends {
     pub fn set(&self, replicas: Vec<Arc<Replica>>) {
+        let metrics = self.metrics.get();
+        let backends = replicas
+            .into_iter()
+            .map(|replica| Backend {
+                stats: metrics.map(|m| m.release(replica.release)),
+                replica,
+            })
+            .collect();
         *self
             .replicas
             .write()
-            .unwrap_or_else(PoisonError::into_inner) = replicas;
+            .unwrap_or_else(PoisonError::into_inner) = backends;
+    }
+
+    /// Counts this ingress' answers on `metrics` from now on (the first call wins).
+    pub fn count_into(&self, metrics: Arc<Metrics>) {
+        let _ = self.metrics.set(metrics);
     }
 
     /// Picks a serving replica (not `avoid` when another one serves) and counts the request
     /// on it before the lock is released, so that a switch never misses an in-flight request.
     fn pick(&self, avoid: Option<&str>) -> Option<InFlight> {
         let replicas = self.replicas.read().unwrap_or_else(PoisonError::into_inner);
-        let serving: Vec<&Arc<Replica>> = replicas.iter().filter(|r| r.is_serving()).collect();
-        let preferred: Vec<&Arc<Replica>> = serving
+        let serving: Vec<&Backend> = replicas.iter().filter(|b| b.replica.is_serving()).collect();
+        let preferred: Vec<&Backend> = serving
             .iter()
             .copied()
-            .filter(|r| Some(r.name.as_str()) != avoid)
+            .filter(|b| Some(b.replica.name.as_str()) != avoid)
             .collect();
         let pool = if preferred.is_empty() {
             serving
@@ -66,14 +89,20 @@ impl Backends {
             return None;
         }
         let index = self.next.fetch_add(1, Ordering::Relaxed) % pool.len();
-        let replica = Arc::clone(pool[index]);
+        let backend = pool[index];
+        let replica = Arc::clone(&backend.replica);
         replica.begin_request();
-        Some(InFlight(replica))
+        Some(InFlight(replica, backend.stats.clone()))
     }
 }
 
-/// Counts one request on a replica until the response body is finished or dropped.
-struct InFlight(Arc<Replica>);
+/// Counts one request on a replica until the response body is finished or dropped; carries the
+/// counters of the replica's release.
+struct InFlight(Arc<Replica>, Option<Arc<ReleaseStats>>);
+
+/// Marks a response the ingress made itself (no replica answered).
+#[derive(Clone, Copy)]
+struct AnsweredByIngress;
 
 impl Drop for InFlight {
     fn drop(&mut self) {
@@ -200,7 +229,32 @@ async fn accept_loop(listener: TcpListener, proxy: Arc<Proxy>, mut closed: watch
 }
 
 impl Proxy {
+    /// Forwards one request and counts its answer.
     async fn handle(&self, request: Request<Incoming>, peer: SocketAddr) -> Response<ProxyBody> {
+        let started = Instant::now();
+        let mut counted_on = None;
+        let response = self.forward(request, peer, &mut counted_on).await;
+        let status = response.status();
+        let class = match response.extensions().get::<AnsweredByIngress>() {
+            Some(_) if status == StatusCode::BAD_REQUEST => StatusClass::ClientError,
+            Some(_) => StatusClass::IngressError,
+            None => StatusClass::of(status.as_u16()),
+        };
+        match (&counted_on, self.backends.metrics.get()) {
+            (Some(stats), _) => stats.observe(class, started.elapsed()),
+            (None, Some(metrics)) => metrics.unrouted().observe(class, started.elapsed()),
+            (None, None) => {}
+        }
+        response
+    }
+
+    /// `counted_on` gets the counters of the last replica tried.
+    async fn forward(
+        &self,
+        request: Request<Incoming>,
+        peer: SocketAddr,
+        counted_on: &mut Option<Arc<ReleaseStats>>,
+    ) -> Response<ProxyBody> {
         let (parts, body) = request.into_parts();
         let body = match Limited::new(body, MAX_REQUEST_BODY).collect().await {
             Ok(collected) => collected.to_bytes(),
@@ -234,6 +288,7 @@ impl Proxy {
                     "no healthy replica is serving this environment right now",
                 );
             };
+            counted_on.clone_from(&in_flight.1);
             let Some(port) = in_flight.0.host_port else {
                 avoid = Some(in_flight.0.name.clone());
                 continue;
@@ -350,6 +405,7 @@ fn local(status: StatusCode, message: &str) -> Response<ProxyBody> {
             .boxed(),
     );
     *response.status_mut() = status;
+    response.extensions_mut().insert(AnsweredByIngress);
     response.headers_mut().insert(
         hyper::header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
@@ -466,6 +522,32 @@ mod tests {
         assert_eq!(slow.in_flight(), 1);
         assert_eq!(request.await.expect("request task").1, "slow");
         assert_eq!(slow.in_flight(), 0);
+    }
+
+    #[tokio::test]
+    async fn every_answer_is_counted_on_its_release_and_status_class() {
+        let ingress = Ingress::open(0).await.expect("open");
+        let metrics = Arc::new(Metrics::default());
+        ingress.backends.count_into(Arc::clone(&metrics));
+        let (status, _) = send(ingress.port, Method::GET).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        let live = replica("live", upstream("live", Duration::ZERO).await);
+        ingress.backends.set(vec![live]);
+        for _ in 0..3 {
+            assert_eq!(send(ingress.port, Method::GET).await.0, StatusCode::OK);
+        }
+        let text = crate::metrics::render(&[("local".to_owned(), metrics)]);
+        for expected in [
+            r#"kaapi_ingress_requests_total{environment="local",release="1",class="2xx"} 3"#,
+            r#"kaapi_ingress_requests_total{environment="local",release="1",class="5xx"} 0"#,
+            r#"kaapi_ingress_requests_total{environment="local",release="none",class="error"} 1"#,
+            r#"kaapi_ingress_request_duration_seconds_count{environment="local",release="1"} 3"#,
+        ] {
+            assert!(
+                text.lines().any(|l| l == expected),
+                "{expected} missing in\n{text}"
+            );
+        }
     }
 
     #[tokio::test]

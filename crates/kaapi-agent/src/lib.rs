@@ -10,6 +10,7 @@ mod docker;
 mod error;
 mod health;
 mod ingress;
+mod metrics;
 pub mod process;
 mod reconcile;
 mod replica;

@@ -152,6 +152,7 @@ pub async fn reconcile(agent: &Agent, environment: &Environment) {
         for bad in failed {
             let reason = bad.failure().unwrap_or_default();
             let who = format!("{} replica {} {reason}", service.name, bad.name);
+            environment.metrics.replica_restarted(&service.name);
             if let Some(wait) = backoff {
                 environment.record_event(
                     Some(&service.name),

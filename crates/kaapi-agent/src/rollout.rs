@@ -66,10 +66,14 @@ pub fn begin(
             id: &id,
         };
         let mut shutdown = shutdown;
+        let begun = Instant::now();
         let outcome = tokio::select! {
             outcome = rollout.execute() => outcome,
             _ = shutdown.changed() => Err("the agent stopped during the rollout".to_owned()),
         };
+        environment
+            .metrics
+            .rollout_ended(outcome.is_ok(), begun.elapsed());
         environment.update_rollout(&id, |state| match outcome {
             Ok(()) => state.phase = RolloutPhase::Completed,
             Err(reason) => {

@@ -14,6 +14,7 @@ use super::docker::Containers;
 use super::error::AgentError;
 use super::health::{self, Check, ProbeClient};
 use super::ingress::Ingress;
+use super::metrics::Metrics;
 use super::replica::{Health, Replica};
 use super::store::Store;
 
@@ -64,6 +65,8 @@ pub struct Environment {
     /// The app of the last rollout asked for (to find its containers by label).
     app: Mutex<Option<String>>,
     next_index: AtomicU64,
+    /// Traffic, restarts and rollouts; kept across ingress replacements.
+    pub metrics: Arc<Metrics>,
 }
 
 pub fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -213,6 +216,7 @@ impl Environment {
             backoff: Mutex::new(HashMap::new()),
             app: Mutex::new(None),
             next_index: AtomicU64::new(1),
+            metrics: Arc::default(),
         }
     }
 
@@ -273,6 +277,7 @@ impl Environment {
     /// Replaces `service`'s ingress (the old one, if any, closes).
     pub fn set_ingress(&self, service: &str, ingress: Ingress) {
         self.ingress_failure_reported.store(false, Ordering::SeqCst);
+        ingress.backends.count_into(Arc::clone(&self.metrics));
         let old = lock(&self.ingresses).insert(service.to_owned(), ingress);
         drop(old);
     }

@@ -1,5 +1,9 @@
 //! The agent process body: its JSON API on 127.0.0.1 (bearer token), the reconcile loop, and a
 //! clean exit on `POST /v1/shutdown`, SIGTERM or SIGINT (containers keep running).
+//!
+//! `GET /metrics` needs no token: it is read-only, holds no secret (counts per environment,
+//! release and service), and the API listens on 127.0.0.1 only; a scraper on this machine reads
+//! the port from `agent.json`. Every other route needs the bearer token.
 
 use std::fs::File;
 use std::os::unix::fs::DirBuilderExt;
@@ -17,6 +21,7 @@ use tokio::sync::watch;
 
 use super::api::{AgentEndpoint, EnvironmentSpec, RolloutQuery};
 use super::error::AgentError;
+use super::metrics;
 use super::reconcile;
 use super::rollout::{self, BeginError};
 use super::runtime::Agent;
@@ -95,6 +100,10 @@ pub async fn serve(state_dir: &Path) -> Result<(), AgentError> {
     );
 
     tokio::spawn(reconcile::run(Arc::clone(&agent), shutdown_rx.clone()));
+    tokio::spawn(metrics::run_sampler(
+        Arc::clone(&agent),
+        shutdown_rx.clone(),
+    ));
     let api = Arc::new(ApiState {
         agent: Arc::clone(&agent),
         token,
@@ -150,10 +159,13 @@ fn router(state: Arc<ApiState>) -> Router {
             get(environment_state).delete(remove_environment),
         )
         .route("/v1/shutdown", post(shutdown))
+        .route("/v1/environments/{env}/metrics", get(metrics_series))
         .layer(middleware::from_fn_with_state(
             Arc::clone(&state),
             authorize,
         ))
+        // Added after the token layer, so outside it (see the module doc).
+        .route("/metrics", get(prometheus_metrics))
         .with_state(state)
 }
 
@@ -276,6 +288,33 @@ async fn shutdown(State(state): State<Arc<ApiState>>) -> Response {
     (
         StatusCode::ACCEPTED,
         Json(serde_json::json!({ "status": "stopping" })),
+    )
+        .into_response()
+}
+
+async fn metrics_series(
+    State(state): State<Arc<ApiState>>,
+    UrlPath(env): UrlPath<String>,
+) -> Response {
+    match state.agent.environment(&env) {
+        Some(environment) => Json(environment.metrics.series(&env)).into_response(),
+        None => error(StatusCode::NOT_FOUND, &format!("no environment `{env}`")),
+    }
+}
+
+async fn prometheus_metrics(State(state): State<Arc<ApiState>>) -> Response {
+    let environments: Vec<_> = state
+        .agent
+        .environments()
+        .into_iter()
+        .map(|e| (e.name.clone(), Arc::clone(&e.metrics)))
+        .collect();
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        metrics::render(&environments),
     )
         .into_response()
 }

@@ -175,6 +175,25 @@ pub struct StatusReport {
     pub services: Vec<ServiceStatus>,
 }
 
+/// An environment's traffic over time, one sample per period, oldest first (for plots).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Traffic {
+    pub period_secs: u64,
+    pub samples: Vec<TrafficSample>,
+}
+
+/// What the environment's web traffic did during one period.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TrafficSample {
+    /// Start of the period.
+    pub at: DateTime<Utc>,
+    pub requests: u64,
+    /// Server errors (5xx).
+    pub errors: u64,
+    pub p50_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct LogLine {
     pub at: Option<DateTime<Utc>>,
@@ -308,6 +327,12 @@ pub trait Engine: Send + Sync {
     }
 
     async fn status(&self) -> EngineResult<StatusReport>;
+
+    /// The last `window` of traffic where the engine measures it outside the local agent (ECS:
+    /// the load balancer's metrics in CloudWatch); `None` when it does not.
+    async fn traffic(&self, _window: Duration) -> EngineResult<Option<Traffic>> {
+        Ok(None)
+    }
 
     /// Sends log lines to `sink` until done (or forever when following).
     async fn logs(

@@ -44,6 +44,9 @@ pub enum Command {
     Releases(EnvJsonArgs),
     /// Show services, replicas, health, releases and recent events.
     Status(EnvJsonArgs),
+    /// Serve a read-only web dashboard on 127.0.0.1: releases, health, replicas, a deploy in
+    /// progress, and request, error and latency plots.
+    Dashboard(DashboardArgs),
     /// Show logs, merged across replicas.
     Logs(LogsArgs),
     /// Run a one-off command as a task of the current release.
@@ -143,6 +146,15 @@ pub struct EnvJsonArgs {
     pub environment: String,
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DashboardArgs {
+    /// The environment to show (default: every environment of deploy.toml).
+    pub environment: Option<String>,
+    /// Port on 127.0.0.1 (0: any free port).
+    #[arg(long, default_value_t = 7878)]
+    pub port: u16,
 }
 
 #[derive(Debug, Args)]

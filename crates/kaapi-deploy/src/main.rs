@@ -3,6 +3,7 @@
 
 mod cli;
 mod commands;
+mod dashboard;
 mod engines;
 mod exit;
 mod gitinfo;
@@ -55,6 +56,7 @@ async fn dispatch(cli: Cli) -> CliResult<ExitCode> {
         Command::Rollback(args) => commands::rollback::run(config, args).await?,
         Command::Releases(args) => commands::releases::run(config, args).await?,
         Command::Status(args) => commands::status::run(config, args).await?,
+        Command::Dashboard(args) => commands::dashboard::run(config, args).await?,
         Command::Logs(args) => commands::logs::run(config, args).await?,
         Command::Run(args) => {
             let code = commands::run::run(config, args).await?;

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use kaapi_core::config::ResolvedEnvironment;
 use kaapi_core::engine::{
     Engine, EngineError, EngineResult, ImageBuilder, ImageSource, LockOwner, LockToken, LogLine,
-    LogQuery, RolloutOutcome, RunningTasks, StatusReport, TaskExit, TaskOn,
+    LogQuery, RolloutOutcome, RunningTasks, StatusReport, TaskExit, TaskOn, Traffic,
 };
 use kaapi_core::plan::ServiceView;
 use kaapi_core::progress::{Progress, Silent};
@@ -313,6 +313,12 @@ impl Engine for EcsEngine {
 
     async fn status(&self) -> EngineResult<StatusReport> {
         status::status(&self.ctx, &Silent).await
+    }
+
+    async fn traffic(&self, window: std::time::Duration) -> EngineResult<Option<Traffic>> {
+        crate::metrics::traffic(&self.ctx, window, &Silent)
+            .await
+            .map(Some)
     }
 
     async fn logs(

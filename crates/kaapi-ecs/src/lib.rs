@@ -13,6 +13,7 @@ pub mod image;
 pub mod lock;
 pub mod log_groups;
 pub mod logs;
+pub mod metrics;
 mod one_off;
 pub mod plan_view;
 pub mod release_tags;

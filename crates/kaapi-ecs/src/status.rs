@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use aws_sdk_cloudwatch::types::{Dimension, Metric, MetricDataQuery, MetricStat, ScanBy};
+use aws_sdk_cloudwatch::types::{Dimension, Metric, MetricDataQuery, MetricStat};
 use aws_sdk_ecs::types::Service;
 use chrono::{DateTime, Utc};
 use kaapi_core::engine::{EngineResult, ReplicaStatus, ServiceStatus, StatusEvent, StatusReport};
@@ -38,7 +38,14 @@ pub fn target_group_dimension(arn: &str) -> Option<&str> {
     arn.find("targetgroup/").map(|i| &arn[i..])
 }
 
-fn ecs_metric(id: String, cluster: &str, service: &str, name: &str) -> MetricDataQuery {
+/// The average of an AWS/ECS service metric per `period` seconds.
+pub(crate) fn ecs_metric(
+    id: String,
+    cluster: &str,
+    service: &str,
+    name: &str,
+    period: i32,
+) -> MetricDataQuery {
     let metric = Metric::builder()
         .namespace("AWS/ECS")
         .metric_name(name)
@@ -60,7 +67,7 @@ fn ecs_metric(id: String, cluster: &str, service: &str, name: &str) -> MetricDat
         .metric_stat(
             MetricStat::builder()
                 .metric(metric)
-                .period(300)
+                .period(period)
                 .stat("Average")
                 .build(),
         )
@@ -85,22 +92,9 @@ async fn metrics(
     if queries.is_empty() {
         return Ok(HashMap::new());
     }
-    let end = std::time::SystemTime::now();
-    let start = end - std::time::Duration::from_secs(15 * 60);
-    let out = retry_throttled(&ctx.tuning, "cloudwatch:GetMetricData", progress, || {
-        ctx.clients
-            .cloudwatch
-            .get_metric_data()
-            .set_metric_data_queries(Some(queries.clone()))
-            .start_time(start.into())
-            .end_time(end.into())
-            .scan_by(ScanBy::TimestampDescending)
-            .send()
-    })
-    .await
-    .map_err(|e| aws_error("cloudwatch:GetMetricData", e))?;
-    Ok(out
-        .metric_data_results()
+    let window = std::time::Duration::from_secs(15 * 60);
+    let results = crate::metrics::get_metric_data(ctx, queries, window, progress).await?;
+    Ok(results
         .iter()
         .filter_map(|r| Some((r.id()?.to_owned(), *r.values().first()?)))
         .collect())
@@ -140,12 +134,14 @@ pub async fn status(ctx: &Ctx, progress: &dyn Progress) -> EngineResult<StatusRe
             ctx.cluster(),
             name,
             "CPUUtilization",
+            300,
         ));
         queries.push(ecs_metric(
             format!("mem{i}"),
             ctx.cluster(),
             name,
             "MemoryUtilization",
+            300,
         ));
         let target_group = live
             .iter()

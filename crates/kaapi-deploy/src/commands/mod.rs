@@ -8,6 +8,7 @@ pub mod agent;
 pub mod check;
 pub mod ci;
 pub mod completions;
+pub mod dashboard;
 pub mod deploy;
 #[cfg(feature = "ecs")]
 pub mod infra;

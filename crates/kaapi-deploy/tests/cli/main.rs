@@ -6,6 +6,7 @@ mod agent_command;
 mod completions;
 mod config_init_check;
 mod config_malformed;
+mod dashboard;
 mod docker_accessories;
 mod docker_bench;
 mod docker_deploy;
