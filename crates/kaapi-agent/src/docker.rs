@@ -14,6 +14,7 @@ use bollard::Docker;
 
 use super::api::{labels, ServiceSpec};
 use super::error::AgentError;
+use crate::post_mortem::PostMortem;
 
 /// Which environment and release a replica belongs to (its labels).
 #[derive(Debug, Clone)]
@@ -133,6 +134,11 @@ impl Containers {
                 ContainerStatus::NotStarted
             },
         )
+    }
+
+    /// How a container ended and its last `lines` log lines, for a failure report.
+    pub async fn post_mortem(&self, id: &str, lines: usize) -> PostMortem {
+        crate::post_mortem::read(&self.docker, id, lines).await
     }
 
     /// Stops gracefully (SIGTERM, then SIGKILL after `timeout_secs`) and removes; errors are

@@ -9,6 +9,7 @@ mod docker;
 mod error;
 mod health;
 mod ingress;
+pub mod post_mortem;
 pub mod process;
 mod reconcile;
 mod replica;

@@ -6,6 +6,7 @@ mod commands;
 mod engines;
 mod exit;
 mod gitinfo;
+mod notify;
 mod output;
 mod project;
 

@@ -18,6 +18,7 @@ use kaapi_core::progress::Progress;
 use kaapi_core::release::{ImageRef, Outcome, Release, ReleaseMeta};
 
 use crate::accessories;
+use crate::diagnose;
 use crate::accessory_spec;
 use crate::agent_link::{self, AgentLink};
 use crate::containers::{self, label, source_name};
@@ -44,6 +45,7 @@ pub struct DockerEngine {
     docker: Docker,
     store: Store,
     tasks: RunningTasks,
+    failed_rollouts: diagnose::FailedRollouts,
 }
 
 impl DockerEngine {
@@ -63,6 +65,7 @@ impl DockerEngine {
             docker,
             store,
             tasks: RunningTasks::default(),
+            failed_rollouts: diagnose::FailedRollouts::default(),
         })
     }
 
@@ -453,6 +456,10 @@ impl Engine for DockerEngine {
         let agent = AgentLink::connect(&self.state_dir, &self.program).await?;
         let on_message = |message: &str| progress.info(message.to_owned());
         let state = agent.roll_out(&spec, &on_message).await?;
+        if state.phase != RolloutPhase::Completed {
+            self.failed_rollouts
+                .keep(release.number, &state.failed_replicas);
+        }
         Ok(match state.phase {
             RolloutPhase::Completed => RolloutOutcome::Completed,
             RolloutPhase::Failed | RolloutPhase::Running => RolloutOutcome::Failed {
@@ -462,6 +469,20 @@ impl Engine for DockerEngine {
                 engine_rolled_back_to: None,
             },
         })
+    }
+
+    async fn diagnose(
+        &self,
+        release: &Release,
+        _progress: &dyn Progress,
+    ) -> Vec<kaapi_core::diagnosis::Diagnosis> {
+        if let Some(failed) = self.failed_rollouts.take(release.number) {
+            return failed;
+        }
+        match self.agent_state().await {
+            Ok(Some(state)) => diagnose::live_replicas(&self.docker, &state, release.number).await,
+            _ => Vec::new(),
+        }
     }
 
     async fn verify(&self, progress: &dyn Progress) -> EngineResult<Result<(), String>> {

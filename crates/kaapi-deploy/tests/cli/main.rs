@@ -8,6 +8,7 @@ mod config_malformed;
 mod docker_accessories;
 mod docker_bench;
 mod docker_deploy;
+mod docker_diagnosis;
 mod docker_failures;
 mod docker_lock;
 mod docker_migrate;
