@@ -13,9 +13,9 @@ use super::api::{
     EnvironmentSpec, FailedReplica, RolloutPhase, RolloutState, RolloutTicket, ServiceSpec,
 };
 use super::docker::ContainerStatus;
-use super::post_mortem::PostMortem;
 use super::health::Check;
 use super::ingress::Ingress;
+use super::post_mortem::PostMortem;
 use super::reconcile::with_ingress_port;
 use super::replica::{Health, Replica};
 use super::runtime::{check_for, Agent, Environment};

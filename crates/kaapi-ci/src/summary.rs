@@ -246,7 +246,9 @@ fn diagnosis_section(diagnoses: &[Diagnosis], out: &mut String) {
         }
         let lines: Vec<&String> = diagnosis.events.iter().chain(&diagnosis.logs).collect();
         if !lines.is_empty() {
-            out.push_str("\n  <details><summary>events and last log lines</summary>\n\n  ```text\n");
+            out.push_str(
+                "\n  <details><summary>events and last log lines</summary>\n\n  ```text\n",
+            );
             for line in lines {
                 // A fence inside the block would end it early.
                 let _ = writeln!(out, "  {}", line.replace("```", "'''"));

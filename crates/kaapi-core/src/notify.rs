@@ -214,7 +214,10 @@ mod tests {
 
     #[test]
     fn chat_formats_carry_every_fact() {
-        let n = notice(Outcome::RolledBack, Some("backend (x): out of memory (exit 137)"));
+        let n = notice(
+            Outcome::RolledBack,
+            Some("backend (x): out of memory (exit 137)"),
+        );
         let slack = body(WebhookFormat::Slack, &n);
         let text = slack["text"].as_str().expect("slack text");
         for part in [
@@ -235,7 +238,10 @@ mod tests {
     #[test]
     fn discord_messages_stay_under_its_limit() {
         let long = "x".repeat(5000);
-        let discord = body(WebhookFormat::Discord, &notice(Outcome::Failed, Some(&long)));
+        let discord = body(
+            WebhookFormat::Discord,
+            &notice(Outcome::Failed, Some(&long)),
+        );
         let content = discord["content"].as_str().expect("content");
         assert!(content.chars().count() <= DISCORD_MAX);
     }
@@ -250,8 +256,9 @@ mod tests {
 
     #[test]
     fn a_url_in_url_env_is_refused_without_repeating_it() {
-        let error = VariableName::try_from("https://hooks.slack.com/services/T0/B0/secret".to_owned())
-            .expect_err("a URL is not a variable name");
+        let error =
+            VariableName::try_from("https://hooks.slack.com/services/T0/B0/secret".to_owned())
+                .expect_err("a URL is not a variable name");
         assert!(!error.contains("hooks.slack.com"), "{error}");
         assert!(VariableName::try_from("SLACK_WEBHOOK_URL".to_owned()).is_ok());
         assert!(VariableName::try_from("has space".to_owned()).is_err());

@@ -22,7 +22,10 @@ impl FailedRollouts {
     }
 
     pub fn take(&self, release: u64) -> Option<Vec<Diagnosis>> {
-        self.0.lock().ok().and_then(|mut kept| kept.remove(&release))
+        self.0
+            .lock()
+            .ok()
+            .and_then(|mut kept| kept.remove(&release))
     }
 }
 

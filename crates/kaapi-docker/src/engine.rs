@@ -18,10 +18,10 @@ use kaapi_core::progress::Progress;
 use kaapi_core::release::{ImageRef, Outcome, Release, ReleaseMeta};
 
 use crate::accessories;
-use crate::diagnose;
 use crate::accessory_spec;
 use crate::agent_link::{self, AgentLink};
 use crate::containers::{self, label, source_name};
+use crate::diagnose;
 use crate::docker::{self, failed};
 use crate::history::{Revisions, Store};
 use crate::image::{BuildSpec, DockerImageBuilder};

@@ -82,7 +82,10 @@ pub async fn diagnose_release(
         };
         let ecs_name = ecs_name.to_owned();
         let events = service_events(ctx, &ecs_name, progress).await;
-        let container = match ctx.describe_task_definition(&revision.revision, progress).await {
+        let container = match ctx
+            .describe_task_definition(&revision.revision, progress)
+            .await
+        {
             Ok(Some(described)) => {
                 main_container_index(&described.definition, &[revision.service.as_str()])
                     .map(|i| described.definition.container_definitions()[i].clone())

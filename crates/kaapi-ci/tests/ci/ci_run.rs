@@ -177,7 +177,11 @@ fn timings(phases: &[&str], failed: &[&str]) -> Vec<String> {
     rows.push("| Phase | Start | Duration | Outcome |".to_owned());
     rows.push("| --- | ---: | ---: | --- |".to_owned());
     rows.extend(phases.iter().map(|p| {
-        let outcome = if failed.contains(p) { "**failed**" } else { "ok" };
+        let outcome = if failed.contains(p) {
+            "**failed**"
+        } else {
+            "ok"
+        };
         format!("| {p} | +T | T | {outcome} |")
     }));
     rows.push("| **total** | | **T** | |".to_owned());
@@ -202,7 +206,10 @@ fn summary_lines(path: &Option<std::path::PathBuf>) -> String {
         .map(|line| {
             let numeric = |t: &str| !t.is_empty() && t.chars().all(|c| c.is_ascii_digit());
             let parts: Vec<&str> = line.rsplitn(3, ", ").collect();
-            if line.starts_with("    ") && parts.len() == 3 && numeric(parts[0]) && numeric(parts[1])
+            if line.starts_with("    ")
+                && parts.len() == 3
+                && numeric(parts[0])
+                && numeric(parts[1])
             {
                 return format!("{}, S, E", parts[2]);
             }
@@ -399,7 +406,10 @@ async fn a_failed_migration_reports_what_failed_and_what_still_serves() {
         ]
         .map(str::to_owned),
     );
-    expected.extend(timings(&["lock", "build", "register", "migrate"], &["migrate"]));
+    expected.extend(timings(
+        &["lock", "build", "register", "migrate"],
+        &["migrate"],
+    ));
     expected.extend(
         [
             "",

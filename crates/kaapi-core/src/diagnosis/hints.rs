@@ -79,9 +79,15 @@ pub(super) fn classify(
         Cause::ImagePull
     } else if has("ResourceInitializationError") || mentions_secret_failure(reason) {
         Cause::Secrets
+    } else if has("failed ELB health checks") || has("failed container health checks") {
+        // ECS stops such tasks itself, so their exit code says nothing about the cause.
+        Cause::HealthCheck
+    } else if exit_code.is_some() {
+        // A process that exited failed its probes too; the exit is the cause.
+        Cause::Exited
     } else if health_output.is_some() || has("health check") || has("did not become healthy") {
         Cause::HealthCheck
-    } else if exit_code.is_some() || has("exited") {
+    } else if has("exited") {
         Cause::Exited
     } else {
         Cause::Unknown

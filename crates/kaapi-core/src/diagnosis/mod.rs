@@ -132,7 +132,12 @@ impl Diagnosis {
     /// One line for notifications and headlines: `backend (kaapi-web-1): out of memory (exit
     /// 137); hint: …`.
     pub fn one_line(&self) -> String {
-        let mut line = format!("{} ({}): {}", self.service, self.replica, self.cause.as_str());
+        let mut line = format!(
+            "{} ({}): {}",
+            self.service,
+            self.replica,
+            self.cause.as_str()
+        );
         if let Some(code) = self.exit_code {
             let _ = write!(line, " (exit {code})");
         }

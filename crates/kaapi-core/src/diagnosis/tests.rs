@@ -51,7 +51,10 @@ fn ecs_secret_access_denied_names_the_permissions() {
 fn ecs_ssm_access_denied_is_a_secrets_failure_too() {
     let d = facts("ResourceInitializationError: unable to pull secrets or registry auth: execution resource retrieval failed: unable to retrieve secrets from ssm: service call has been retried 1 time(s): AccessDeniedException: User: arn:aws:sts::123456789012:assumed-role/x is not authorized to perform: ssm:GetParameters").diagnose();
     assert_eq!(d.cause, Cause::Secrets);
-    assert!(d.hint.unwrap_or_default().contains("execution role may not read"));
+    assert!(d
+        .hint
+        .unwrap_or_default()
+        .contains("execution role may not read"));
 }
 
 #[test]
@@ -112,7 +115,9 @@ fn a_crash_naming_a_missing_variable_says_which() {
     let d = f.diagnose();
     assert_eq!(d.cause, Cause::Exited);
     assert!(
-        d.hint.as_deref().is_some_and(|h| h.contains("`DATABASE_URL`")),
+        d.hint
+            .as_deref()
+            .is_some_and(|h| h.contains("`DATABASE_URL`")),
         "{:?}",
         d.hint
     );
@@ -123,10 +128,7 @@ fn an_invalid_variable_is_named_too() {
     let mut f = facts("exited (code 2) while starting");
     f.exit_code = Some(2);
     f.logs = lines(&["error: PORT=\"eighty\" is not valid"]);
-    assert!(f
-        .diagnose()
-        .hint
-        .is_some_and(|h| h.contains("`PORT`")));
+    assert!(f.diagnose().hint.is_some_and(|h| h.contains("`PORT`")));
 }
 
 #[test]
@@ -167,7 +169,8 @@ fn logs_and_events_are_bounded() {
 fn the_platform_text_table_picks_the_most_specific_reason() {
     let oom = "Essential container in task exited (OutOfMemoryError: Container killed due to memory usage)";
     assert!(hint_for(oom).is_some_and(|h| h.contains("`memory`")));
-    assert!(hint_for("Essential container in task exited").is_some_and(|h| h.contains("kaapi-deploy logs")));
+    assert!(hint_for("Essential container in task exited")
+        .is_some_and(|h| h.contains("kaapi-deploy logs")));
     assert_eq!(with_hint("nothing known"), "nothing known");
 }
 
@@ -178,8 +181,25 @@ fn render_shows_everything_on_one_screen() {
     f.logs = lines(&["starting", "boom"]);
     f.events = lines(&["(service kaapi-web) has started 1 tasks"]);
     let text = f.diagnose().render();
-    for part in ["backend kaapi-web-1: exited", "exit code: 1", "| boom", "events:", "hint:"] {
+    for part in [
+        "backend kaapi-web-1: exited",
+        "exit code: 1",
+        "| boom",
+        "events:",
+        "hint:",
+    ] {
         assert!(text.contains(part), "{part} missing in\n{text}");
     }
     assert!(text.lines().count() < 30);
+}
+
+#[test]
+fn a_replica_that_exited_is_an_exit_even_when_its_probe_failed_first() {
+    let mut f = facts("backend: replica x failed its health check: connection refused");
+    f.health_output = Some("connection refused".to_owned());
+    f.exit_code = Some(1);
+    assert_eq!(f.diagnose().cause, Cause::Exited);
+    let mut f = facts("Task failed ELB health checks in (target-group x)");
+    f.exit_code = Some(143);
+    assert_eq!(f.diagnose().cause, Cause::HealthCheck);
 }

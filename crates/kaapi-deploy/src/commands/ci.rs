@@ -74,7 +74,14 @@ pub async fn run(config: Option<&Path>, args: &CiArgs) -> CliResult {
     if let Some(report) = &outcome.report {
         let target = project::resolve_in(loaded.clone(), &environment)?;
         let run_url = ctx.run_url();
-        notify::report(&target, "deploy", report, &plan.plan.meta, run_url.as_deref()).await;
+        notify::report(
+            &target,
+            "deploy",
+            report,
+            &plan.plan.meta,
+            run_url.as_deref(),
+        )
+        .await;
     }
     match (&outcome.report, &outcome.error) {
         (Some(report), _) if outcome.exit_code == 0 => {

@@ -19,7 +19,9 @@ struct Received {
 
 /// Answers every request with `status` (or never, when `None`) and reports what it received.
 async fn receiver(status: Option<u16>) -> (String, mpsc::UnboundedReceiver<Received>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind loopback");
     let url = format!(
         "http://{}/hooks/T000/B000/abcdef",
         listener.local_addr().expect("addr")
@@ -44,7 +46,8 @@ async fn receiver(status: Option<u16>) -> (String, mpsc::UnboundedReceiver<Recei
                 let header = |name: &str| {
                     head.lines().find_map(|l| {
                         let (key, value) = l.split_once(':')?;
-                        key.eq_ignore_ascii_case(name).then(|| value.trim().to_owned())
+                        key.eq_ignore_ascii_case(name)
+                            .then(|| value.trim().to_owned())
                     })
                 };
                 let length: usize = header("content-length")
@@ -157,7 +160,11 @@ async fn a_refusing_receiver_is_a_warning_that_names_the_variable_not_the_url() 
     assert_eq!(warnings.len(), 1, "{warnings:?}");
     assert!(warnings[0].contains("HOOK_URL"), "{}", warnings[0]);
     assert!(warnings[0].contains("500"), "{}", warnings[0]);
-    assert!(!warnings[0].contains("/hooks/"), "the URL leaked: {}", warnings[0]);
+    assert!(
+        !warnings[0].contains("/hooks/"),
+        "the URL leaked: {}",
+        warnings[0]
+    );
 }
 
 #[tokio::test]
@@ -170,7 +177,11 @@ async fn a_receiver_that_never_answers_is_given_up_after_the_timeout() {
         "bounded by the timeout"
     );
     assert_eq!(warnings.len(), 1, "{warnings:?}");
-    assert!(!warnings[0].contains("/hooks/"), "the URL leaked: {}", warnings[0]);
+    assert!(
+        !warnings[0].contains("/hooks/"),
+        "the URL leaked: {}",
+        warnings[0]
+    );
 }
 
 #[tokio::test]
@@ -186,7 +197,8 @@ async fn an_unset_variable_skips_that_webhook_with_a_warning() {
 
 #[test]
 fn a_webhook_url_written_in_the_config_is_refused() {
-    let text = "webhooks = [{ format = \"slack\", url_env = \"https://hooks.slack.com/services/T/B/x\" }]";
+    let text =
+        "webhooks = [{ format = \"slack\", url_env = \"https://hooks.slack.com/services/T/B/x\" }]";
     let error = toml::from_str::<NotificationsConfig>(text).expect_err("a URL is refused");
     assert!(error.to_string().contains("not the URL itself"), "{error}");
     let ok = WebhookConfig {

@@ -30,7 +30,9 @@ fn with_busybox(project: &Project) {
 fn worker_runs(project: &Project, version: &str, script: &str, memory: Option<u32>) {
     project.configure(version, "");
     let text = std::fs::read_to_string(&project.config).expect("deploy.toml");
-    let memory = memory.map(|m| format!("memory = {m}\n")).unwrap_or_default();
+    let memory = memory
+        .map(|m| format!("memory = {m}\n"))
+        .unwrap_or_default();
     let command = format!(
         "command = [\"/bin/busybox\", \"sh\", \"-c\", {}]\n{memory}",
         toml_string(script)
@@ -103,12 +105,18 @@ fn every_failure_cause_is_diagnosed_with_its_last_lines_and_a_hint() {
         .expect("run kaapi-deploy");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
-    assert!(!stderr.contains(SECRET), "a secret value was printed:\n{stderr}");
+    assert!(
+        !stderr.contains(SECRET),
+        "a secret value was printed:\n{stderr}"
+    );
     let why = stderr.split("why it failed:").nth(1).unwrap_or_default();
     assert!(why.contains("failed health check"), "{stderr}");
     assert!(why.contains("last health check:"), "{stderr}");
     assert!(why.contains("hint:"), "{stderr}");
-    assert!(why.contains("last ") && why.contains("log line(s):"), "{stderr}");
+    assert!(
+        why.contains("last ") && why.contains("log line(s):"),
+        "{stderr}"
+    );
 
     // A memory limit exceeded: Docker's OOM kill, and the hint to raise `memory`.
     worker_runs(

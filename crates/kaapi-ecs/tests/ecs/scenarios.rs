@@ -948,7 +948,10 @@ async fn a_failed_migration_task_is_diagnosed_with_its_log_lines() {
     s.fake.script_task(TaskScript::Exit(1));
     let report = deploy(&s.engine, "mig0002", &Recorder::default()).await;
     assert_eq!(report.outcome, Outcome::FailedMigration);
-    let diagnosis = report.diagnosis.first().expect("the migration is diagnosed");
+    let diagnosis = report
+        .diagnosis
+        .first()
+        .expect("the migration is diagnosed");
     assert_eq!(diagnosis.service, "backend");
     assert_eq!(diagnosis.exit_code, Some(1));
     assert!(diagnosis.logs.iter().any(|l| l.contains("Running upgrade")));
@@ -967,7 +970,10 @@ async fn a_migration_that_cannot_read_its_secret_is_diagnosed_as_such() {
     ));
     let report = deploy(&s.engine, "sec0002", &Recorder::default()).await;
     assert_eq!(report.outcome, Outcome::FailedMigration);
-    let diagnosis = report.diagnosis.first().expect("the migration is diagnosed");
+    let diagnosis = report
+        .diagnosis
+        .first()
+        .expect("the migration is diagnosed");
     assert_eq!(diagnosis.cause, kaapi_core::diagnosis::Cause::Secrets);
     assert!(
         diagnosis
