@@ -148,7 +148,7 @@ fn every_failure_cause_is_diagnosed_with_its_last_lines_and_a_hint() {
         .find(|d| d["service"] == "worker")
         .expect("the worker is diagnosed");
     assert_eq!(missing["cause"], "exited", "{missing}");
-    assert!(logs(&missing).contains("DATABASE_URL"), "{missing}");
+    assert!(logs(missing).contains("DATABASE_URL"), "{missing}");
     assert!(
         text(&missing["hint"]).contains("`DATABASE_URL`"),
         "{missing}"
