@@ -212,7 +212,7 @@ fn timeline(phases: &[PhaseTiming], total: Option<f64>, out: &mut String) {
         );
     }
     if let Some(total) = total {
-        let _ = writeln!(out, "| **total** | | **{total:.1}s** | |");
+        let _ = writeln!(out, "| **total** | — | **{total:.1}s** | — |");
     }
 }
 

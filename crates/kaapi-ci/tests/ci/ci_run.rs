@@ -184,7 +184,7 @@ fn timings(phases: &[&str], failed: &[&str]) -> Vec<String> {
         };
         format!("| {p} | +T | T | {outcome} |")
     }));
-    rows.push("| **total** | | **T** | |".to_owned());
+    rows.push("| **total** | — | **T** | — |".to_owned());
     rows
 }
 
