@@ -149,6 +149,28 @@ pub struct RolloutState {
     pub reason: Option<String>,
     /// Progress messages so far, oldest first (clients print the ones they have not seen).
     pub messages: Vec<String>,
+    /// The replicas that made a failed rollout fail, read before they were removed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failed_replicas: Vec<FailedReplica>,
+}
+
+/// What the agent saw of a replica that failed a rollout, read from the Docker Engine before
+/// the replica was removed (its logs and exit are gone after that).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailedReplica {
+    pub service: String,
+    pub container_name: String,
+    /// Why it failed, in the agent's words (`exited (code 1)`, `failed its health check: …`).
+    pub reason: String,
+    pub exit_code: Option<i64>,
+    /// Docker's `State.OOMKilled`: killed for exceeding its memory limit.
+    #[serde(default)]
+    pub oom_killed: bool,
+    /// The last health-check result, when a check ran.
+    pub last_probe: Option<String>,
+    /// Its last log lines, oldest first.
+    #[serde(default)]
+    pub logs: Vec<String>,
 }
 
 /// Where a replica is in its life, as the agent sees it.

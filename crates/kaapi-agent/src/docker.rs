@@ -12,6 +12,7 @@ use bollard::Docker;
 use super::api::{labels, ServiceSpec};
 use super::container::{self, Owner, Role};
 use super::error::AgentError;
+use crate::post_mortem::PostMortem;
 
 /// What the Docker Engine says about a container right now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,6 +124,11 @@ impl Containers {
                 ContainerStatus::NotStarted
             },
         )
+    }
+
+    /// How a container ended and its last `lines` log lines, for a failure report.
+    pub async fn post_mortem(&self, id: &str, lines: usize) -> PostMortem {
+        crate::post_mortem::read(&self.docker, id, lines).await
     }
 
     /// Stops gracefully (SIGTERM, then SIGKILL after `timeout_secs`) and removes; errors are

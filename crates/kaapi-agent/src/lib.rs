@@ -11,6 +11,7 @@ mod error;
 mod health;
 mod ingress;
 mod metrics;
+pub mod post_mortem;
 pub mod process;
 mod reconcile;
 mod replica;

@@ -10,11 +10,13 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 use super::api::{
-    EnvironmentSpec, RolloutMode, RolloutPhase, RolloutState, RolloutTicket, ServiceSpec,
+    EnvironmentSpec, FailedReplica, RolloutMode, RolloutPhase, RolloutState, RolloutTicket,
+    ServiceSpec,
 };
 use super::docker::ContainerStatus;
 use super::health::Check;
 use super::ingress::Ingress;
+use super::post_mortem::PostMortem;
 use super::reconcile::with_ingress_port;
 use super::replica::{Health, Replica};
 use super::runtime::{check_for, Agent, Current, Environment};
@@ -25,6 +27,8 @@ const WORKER_SETTLE: Duration = Duration::from_secs(1);
 /// Added to every readiness deadline for image start-up and Docker latency.
 const DEADLINE_MARGIN: Duration = Duration::from_secs(10);
 const POLL: Duration = Duration::from_millis(100);
+/// How many of a failed replica's last log lines a rollout reports.
+const FAILED_LOG_LINES: usize = 20;
 
 #[derive(Debug)]
 pub enum BeginError {
@@ -48,6 +52,7 @@ pub fn begin(
         phase: RolloutPhase::Running,
         reason: None,
         messages: Vec::new(),
+        failed_replicas: Vec::new(),
     };
     if !environment.begin_rollout(state) {
         return Err(BeginError::Busy(format!(
@@ -190,6 +195,17 @@ impl Rollout<'_> {
                     }
                     Err(e) => {
                         let reason = format!("{}: cannot start a replica: {e}", service.name);
+                        let failed = FailedReplica {
+                            service: service.name.clone(),
+                            container_name: String::new(),
+                            reason: reason.clone(),
+                            exit_code: None,
+                            oom_killed: false,
+                            last_probe: None,
+                            logs: Vec::new(),
+                        };
+                        self.environment
+                            .update_rollout(self.id, |state| state.failed_replicas.push(failed));
                         self.abandon(&started).await;
                         return Err(reason);
                     }
@@ -197,6 +213,7 @@ impl Rollout<'_> {
             }
         }
         if let Err(reason) = self.wait_ready(&started).await {
+            self.record_failures(&started).await;
             self.abandon(&started).await;
             return Err(reason);
         }
@@ -399,6 +416,40 @@ impl Rollout<'_> {
         futures_util::future::join_all(stops).await;
     }
 
+    /// Reads how each failed (or never healthy) new replica ended and its last lines into the
+    /// rollout state, before [`Self::abandon`] removes them.
+    async fn record_failures(&self, started: &[(ServiceSpec, Arc<Replica>)]) {
+        let mut failed = Vec::new();
+        let mut slow = Vec::new();
+        for (_, replica) in started {
+            let seen = self
+                .agent
+                .containers
+                .post_mortem(&replica.container_id, FAILED_LOG_LINES)
+                .await;
+            let why = match (replica.failure(), seen.exit_code) {
+                (Some(why), _) => why,
+                (None, Some(code)) => format!("exited (code {code})"),
+                (None, None) => {
+                    if replica.health() == Health::Starting {
+                        slow.push((replica, seen));
+                    }
+                    continue;
+                }
+            };
+            failed.push(report(replica, why, seen));
+        }
+        // A rollout that timed out has no failed replica: the not yet healthy ones are the cause.
+        if failed.is_empty() {
+            failed = slow
+                .into_iter()
+                .map(|(r, seen)| report(r, "did not become healthy in time".to_owned(), seen))
+                .collect();
+        }
+        self.environment
+            .update_rollout(self.id, |state| state.failed_replicas.extend(failed));
+    }
+
     /// Removes every replica this rollout started; the old release keeps serving.
     async fn abandon(&self, started: &[(ServiceSpec, Arc<Replica>)]) {
         let replicas: Vec<Arc<Replica>> = started.iter().map(|(_, r)| Arc::clone(r)).collect();
@@ -409,6 +460,18 @@ impl Rollout<'_> {
             ));
         }
         self.agent.discard(&replicas).await;
+    }
+}
+
+fn report(replica: &Replica, reason: String, seen: PostMortem) -> FailedReplica {
+    FailedReplica {
+        service: replica.service.clone(),
+        container_name: replica.name.clone(),
+        reason,
+        exit_code: seen.exit_code,
+        oom_killed: seen.oom_killed,
+        last_probe: replica.last_probe(),
+        logs: seen.logs,
     }
 }
 

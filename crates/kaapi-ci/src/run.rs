@@ -42,6 +42,7 @@ pub struct CiOutcome {
 /// pipeline that stopped with an error can still say where.
 struct PhaseRecorder<'a> {
     inner: &'a dyn Progress,
+    created: std::time::Instant,
     finished: Mutex<Vec<(PhaseTiming, bool)>>,
 }
 
@@ -49,10 +50,14 @@ impl Progress for PhaseRecorder<'_> {
     fn event(&self, event: Event) {
         if let Event::PhaseFinished { phase, elapsed, ok } = &event {
             if let Ok(mut finished) = self.finished.lock() {
+                let seconds = elapsed.as_secs_f64();
+                let started_seconds = (self.created.elapsed().as_secs_f64() - seconds).max(0.0);
                 finished.push((
                     PhaseTiming {
                         phase: *phase,
-                        seconds: elapsed.as_secs_f64(),
+                        started_seconds,
+                        seconds,
+                        ok: *ok,
                     },
                     *ok,
                 ));
@@ -86,6 +91,7 @@ pub async fn run_ci(
 ) -> CiOutcome {
     let recorder = PhaseRecorder {
         inner: progress,
+        created: std::time::Instant::now(),
         finished: Mutex::new(Vec::new()),
     };
     let result = pipeline::deploy(engine, &ci.plan, &recorder, interrupt).await;

@@ -3,6 +3,7 @@
 
 use std::fmt::Write;
 
+use kaapi_core::diagnosis::Diagnosis;
 use kaapi_core::pipeline::{DeployPlan, DeployReport, PhaseTiming};
 use kaapi_core::progress::Phase;
 use kaapi_core::release::{Outcome, Release};
@@ -179,13 +180,81 @@ fn steps_table(input: &SummaryInput<'_>, phases: &[PhaseTiming], out: &mut Strin
     let _ = writeln!(out, "| Rollback | {rollback} |");
 }
 
-fn timings_table(phases: &[PhaseTiming], total: Option<f64>, out: &mut String) {
-    out.push_str("| Phase | Seconds |\n| --- | ---: |\n");
+/// The phase timeline: a Mermaid gantt (GitHub renders it in job summaries) and the same as a
+/// table (phase, start, duration, outcome) for every other reader.
+fn timeline(phases: &[PhaseTiming], total: Option<f64>, out: &mut String) {
+    if phases.is_empty() {
+        out.push_str("No phase started.\n");
+        return;
+    }
+    out.push_str("```mermaid\ngantt\n    dateFormat x\n    axisFormat %M:%S\n");
+    for (index, timing) in phases.iter().enumerate() {
+        let start = millis(timing.started_seconds);
+        // A bar of at least 1 ms, or Mermaid draws nothing.
+        let end = start + millis(timing.seconds).max(1);
+        let tag = if timing.ok { "done" } else { "crit" };
+        let _ = writeln!(
+            out,
+            "    {} :{tag}, p{index}, {start}, {end}",
+            timing.phase.as_str()
+        );
+    }
+    out.push_str("```\n\n");
+    out.push_str("| Phase | Start | Duration | Outcome |\n| --- | ---: | ---: | --- |\n");
     for timing in phases {
-        let _ = writeln!(out, "| {} | {:.1} |", timing.phase.as_str(), timing.seconds);
+        let _ = writeln!(
+            out,
+            "| {} | +{:.1}s | {:.1}s | {} |",
+            timing.phase.as_str(),
+            timing.started_seconds,
+            timing.seconds,
+            if timing.ok { "ok" } else { "**failed**" }
+        );
     }
     if let Some(total) = total {
-        let _ = writeln!(out, "| **total** | **{total:.1}** |");
+        let _ = writeln!(out, "| **total** | — | **{total:.1}s** | — |");
+    }
+}
+
+fn millis(seconds: f64) -> u64 {
+    // Phase times are small and positive; the cast saturates otherwise.
+    (seconds.max(0.0) * 1000.0).round() as u64
+}
+
+/// Why each failed replica or task failed, with its events and last lines folded away.
+fn diagnosis_section(diagnoses: &[Diagnosis], out: &mut String) {
+    for diagnosis in diagnoses {
+        let _ = writeln!(
+            out,
+            "- **{}** {}: {}{}",
+            diagnosis.service,
+            code(&diagnosis.replica),
+            diagnosis.cause.as_str(),
+            diagnosis
+                .exit_code
+                .map(|c| format!(" (exit {c})"))
+                .unwrap_or_default()
+        );
+        if !diagnosis.reason.is_empty() {
+            let _ = writeln!(out, "  - reason: {}", code(&diagnosis.reason));
+        }
+        if let Some(probe) = &diagnosis.health_output {
+            let _ = writeln!(out, "  - last health check: {}", code(probe));
+        }
+        if let Some(hint) = &diagnosis.hint {
+            let _ = writeln!(out, "  - hint: {hint}");
+        }
+        let lines: Vec<&String> = diagnosis.events.iter().chain(&diagnosis.logs).collect();
+        if !lines.is_empty() {
+            out.push_str(
+                "\n  <details><summary>events and last log lines</summary>\n\n  ```text\n",
+            );
+            for line in lines {
+                // A fence inside the block would end it early.
+                let _ = writeln!(out, "  {}", line.replace("```", "'''"));
+            }
+            out.push_str("  ```\n\n  </details>\n");
+        }
     }
 }
 
@@ -228,14 +297,20 @@ pub fn render(input: &SummaryInput<'_>) -> String {
     deployed_table(input, &mut out);
     out.push_str("\n### Steps\n\n");
     steps_table(input, phases, &mut out);
-    out.push_str("\n### Timings\n\n");
-    timings_table(phases, total, &mut out);
+    out.push_str("\n### Timeline\n\n");
+    timeline(phases, total, &mut out);
     if let Some(failure) = failure {
         out.push_str("\n### What failed\n\n");
         for line in failure.lines() {
             let _ = writeln!(out, "> {line}");
         }
         let _ = writeln!(out, "\n{}", serving_line(input));
+        if let Ended::Report(report) = input.ended {
+            if !report.diagnosis.is_empty() {
+                out.push_str("\n### Why\n\n");
+                diagnosis_section(&report.diagnosis, &mut out);
+            }
+        }
     }
     out
 }

@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use crate::diagnosis::Diagnosis;
 use crate::plan::ServiceView;
 use crate::progress::Progress;
 use crate::release::{ImageRef, Outcome, Release, ReleaseMeta};
@@ -120,6 +121,9 @@ pub struct TaskExit {
     pub exit_code: i64,
     /// Why it stopped, when the engine says more than the code (e.g. `TaskFailedToStart`).
     pub reason: Option<String>,
+    /// Why it failed and its last lines, when it failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub diagnosis: Option<Diagnosis>,
 }
 
 /// How a rollout ended, as the engine observed it.
@@ -286,6 +290,14 @@ pub trait Engine: Send + Sync {
         release: &Release,
         progress: &dyn Progress,
     ) -> EngineResult<RolloutOutcome>;
+
+    /// Why the replicas or tasks of `release` failed, after a failed rollout or verification:
+    /// one [`Diagnosis`] per failed replica or task (exit, out-of-memory kill, health output,
+    /// platform reasons and events, last log lines). Best effort: what cannot be read is left
+    /// out, and it never fails the deploy.
+    async fn diagnose(&self, _release: &Release, _progress: &dyn Progress) -> Vec<Diagnosis> {
+        Vec::new()
+    }
 
     /// Checks the web service's health path from outside; `Err` says what failed.
     async fn verify(&self, progress: &dyn Progress) -> EngineResult<Result<(), String>>;

@@ -4,11 +4,13 @@
 
 pub mod check;
 pub mod config;
+pub mod diagnosis;
 pub mod diagnostics;
 pub mod engine;
 pub mod envfile;
 pub mod interpolate;
 pub mod naming;
+pub mod notify;
 pub mod pipeline;
 pub mod plan;
 pub mod progress;

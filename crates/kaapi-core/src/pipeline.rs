@@ -9,6 +9,7 @@ use std::time::Instant;
 use futures_util::future::{select, Either};
 use serde::Serialize;
 
+use crate::diagnosis::Diagnosis;
 use crate::engine::{
     Engine, EngineError, EngineResult, ImageSource, LockOwner, RolloutOutcome, TaskExit, TaskOn,
 };
@@ -48,7 +49,10 @@ impl Migrations {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PhaseTiming {
     pub phase: Phase,
+    /// When it started, in seconds after the command started.
+    pub started_seconds: f64,
     pub seconds: f64,
+    pub ok: bool,
 }
 
 /// What happened, for people (message) and machines (`--json`, CI outputs, benchmarks).
@@ -68,6 +72,8 @@ pub struct DeployReport {
     /// Set when nothing was deployed because nothing would change (no release registered).
     #[serde(default)]
     pub unchanged: bool,
+    /// Why each failed replica or task failed, with its last lines (empty on success).
+    pub diagnosis: Vec<Diagnosis>,
 }
 
 impl DeployReport {
@@ -79,6 +85,7 @@ impl DeployReport {
 /// Collects phase timings and forwards events.
 struct Timer<'a> {
     progress: &'a dyn Progress,
+    created: Instant,
     phases: Mutex<Vec<PhaseTiming>>,
     /// Release registered so far (0 = none), so an interrupted deploy can still be recorded.
     registered: AtomicU64,
@@ -88,6 +95,7 @@ impl<'a> Timer<'a> {
     fn new(progress: &'a dyn Progress) -> Self {
         Self {
             progress,
+            created: Instant::now(),
             phases: Mutex::new(Vec::new()),
             registered: AtomicU64::new(0),
         }
@@ -109,10 +117,28 @@ impl<'a> Timer<'a> {
         if let Ok(mut phases) = self.phases.lock() {
             phases.push(PhaseTiming {
                 phase,
+                started_seconds: started.duration_since(self.created).as_secs_f64(),
                 seconds: elapsed.as_secs_f64(),
+                ok: result.is_ok(),
             });
         }
         result
+    }
+
+    /// Marks the last run of `phase` as failed: a rollout or verification that ran but judged
+    /// the release bad.
+    fn mark_failed(&self, phase: Phase) {
+        if let Ok(mut phases) = self.phases.lock() {
+            if let Some(timing) = phases.iter_mut().rev().find(|t| t.phase == phase) {
+                timing.ok = false;
+            }
+        }
+    }
+
+    fn ran(&self, phase: Phase) -> bool {
+        self.phases
+            .lock()
+            .is_ok_and(|phases| phases.iter().any(|t| t.phase == phase))
     }
 
     fn timings(&self) -> Vec<PhaseTiming> {
@@ -238,6 +264,7 @@ async fn deploy_locked(
         phases: Vec::new(),
         total_seconds: 0.0,
         unchanged: false,
+        diagnosis: Vec::new(),
     };
 
     if let Some(migrations) = &plan.migrations {
@@ -261,6 +288,8 @@ async fn deploy_locked(
         };
         report.migration = Some(exit.clone());
         if exit.exit_code != 0 {
+            timer.mark_failed(Phase::Migrate);
+            report.diagnosis = exit.diagnosis.clone().into_iter().collect();
             let reason = exit
                 .reason
                 .as_deref()
@@ -304,7 +333,14 @@ async fn deploy_locked(
         return finish(engine, &mut report, Outcome::Succeeded, detail).await;
     };
 
+    timer.mark_failed(if timer.ran(Phase::Verify) {
+        Phase::Verify
+    } else {
+        Phase::Rollout
+    });
     progress.warning(failure.clone());
+    // Before rolling back: the failed replicas or tasks may not outlive the rollback.
+    report.diagnosis = engine.diagnose(&release, progress).await;
     let Some(previous) = previous else {
         let detail = format!("{failure}; there is no earlier release to roll back to");
         report.serving = None;
@@ -324,6 +360,7 @@ async fn deploy_locked(
             finish(engine, &mut report, Outcome::RolledBack, detail).await
         }
         Ok(RolloutOutcome::Failed { reason, .. }) => {
+            timer.mark_failed(Phase::Rollback);
             report.serving = None;
             let detail = format!(
                 "{failure}; the rollback to release {} failed too: {reason}",
@@ -374,6 +411,7 @@ async fn unchanged_report(
         phases: Vec::new(),
         total_seconds: 0.0,
         unchanged: true,
+        diagnosis: Vec::new(),
     })
 }
 
@@ -581,6 +619,7 @@ async fn rollback_locked(
         phases: Vec::new(),
         total_seconds: 0.0,
         unchanged: false,
+        diagnosis: Vec::new(),
     };
     let rollout = timer
         .phase(Phase::Rollout, engine.roll_out(&release, progress))
@@ -604,12 +643,21 @@ async fn rollback_locked(
         );
         return finish(engine, &mut report, Outcome::Succeeded, detail).await;
     };
+    timer.mark_failed(if timer.ran(Phase::Verify) {
+        Phase::Verify
+    } else {
+        Phase::Rollout
+    });
+    report.diagnosis = engine.diagnose(&release, progress).await;
     match current {
         Some(current) => {
             let restored = timer
                 .phase(Phase::Rollback, engine.roll_out(&current, progress))
                 .await;
             let ok = matches!(restored, Ok(RolloutOutcome::Completed));
+            if !ok {
+                timer.mark_failed(Phase::Rollback);
+            }
             report.serving = ok.then_some(current.number);
             let detail = if ok {
                 format!("{failure}; release {} serves again", current.number)

@@ -7,6 +7,7 @@ mod dashboard;
 mod engines;
 mod exit;
 mod gitinfo;
+mod notify;
 mod output;
 mod project;
 

@@ -111,3 +111,14 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
     out.extend(rows.iter().map(|r| render(r.clone())));
     out.join("\n")
 }
+
+/// Prints why each failed replica or task failed, with its last lines and a hint, on stderr.
+pub fn print_diagnoses(diagnoses: &[kaapi_core::diagnosis::Diagnosis]) {
+    if diagnoses.is_empty() {
+        return;
+    }
+    eprintln!("\n{}", bold("why it failed:"));
+    for diagnosis in diagnoses {
+        eprint!("{}", diagnosis.render());
+    }
+}

@@ -22,6 +22,7 @@ use crate::accessories;
 use crate::accessory_spec;
 use crate::agent_link::{self, AgentLink};
 use crate::containers::{self, label, source_name};
+use crate::diagnose;
 use crate::docker::{self, failed};
 use crate::history::{Revisions, Store};
 use crate::image::{BuildSpec, DockerImageBuilder};
@@ -31,7 +32,7 @@ use crate::plan_view;
 use crate::revisions;
 use crate::task::{self, TaskRequest};
 use crate::{logs, stats};
-use kaapi_agent::api::{labels, EnvironmentSpec, RolloutPhase, ServiceSpec};
+use kaapi_agent::api::{labels, EnvironmentSpec, EnvironmentState, RolloutPhase, ServiceSpec};
 
 /// How many releases' images stay tagged (`{app}-{env}:release-N`) so a rollback needs no
 /// registry; older tags are removed, which frees images no recent release uses.
@@ -44,6 +45,7 @@ pub struct DockerEngine {
     docker: Docker,
     store: Store,
     tasks: RunningTasks,
+    failed_rollouts: diagnose::FailedRollouts,
 }
 
 impl DockerEngine {
@@ -63,6 +65,7 @@ impl DockerEngine {
             docker,
             store,
             tasks: RunningTasks::default(),
+            failed_rollouts: diagnose::FailedRollouts::default(),
         })
     }
 
@@ -249,6 +252,11 @@ impl DockerEngine {
         }
     }
 
+    /// What the agent runs for this environment; `None` when no agent runs.
+    async fn agent_state(&self) -> EngineResult<Option<EnvironmentState>> {
+        agent_link::environment_if_running(&self.state_dir, self.target.name()).await
+    }
+
     /// The ingress health URL the deploy is verified through.
     fn health_url(&self) -> Option<String> {
         let (_, web) = self.target.config().web_service()?;
@@ -432,6 +440,10 @@ impl Engine for DockerEngine {
         let agent = AgentLink::connect(&self.state_dir, &self.program).await?;
         let on_message = |message: &str| progress.info(message.to_owned());
         let state = agent.roll_out(&spec, &on_message).await?;
+        if state.phase != RolloutPhase::Completed {
+            self.failed_rollouts
+                .keep(release.number, &state.failed_replicas);
+        }
         Ok(match state.phase {
             RolloutPhase::Completed => RolloutOutcome::Completed,
             RolloutPhase::Failed | RolloutPhase::Running => RolloutOutcome::Failed {
@@ -441,6 +453,20 @@ impl Engine for DockerEngine {
                 engine_rolled_back_to: None,
             },
         })
+    }
+
+    async fn diagnose(
+        &self,
+        release: &Release,
+        _progress: &dyn Progress,
+    ) -> Vec<kaapi_core::diagnosis::Diagnosis> {
+        if let Some(failed) = self.failed_rollouts.take(release.number) {
+            return failed;
+        }
+        match self.agent_state().await {
+            Ok(Some(state)) => diagnose::live_replicas(&self.docker, &state, release.number).await,
+            _ => Vec::new(),
+        }
     }
 
     async fn verify(&self, progress: &dyn Progress) -> EngineResult<Result<(), String>> {
@@ -475,7 +501,8 @@ impl Engine for DockerEngine {
         let specs = self.release_specs(&current)?;
         // The agent's desired count for the release it keeps running; 0 when it runs another
         // release or does not run at all, so that a deploy brings the release back.
-        let desired = agent_link::environment_if_running(&self.state_dir, self.target.name())
+        let desired = self
+            .agent_state()
             .await?
             .filter(|state| state.release == Some(current.number))
             .map(|state| state.desired)

@@ -10,6 +10,7 @@ mod buildkit;
 mod buildkit_progress;
 mod buildkit_solve;
 pub mod containers;
+pub mod diagnose;
 pub mod docker;
 pub mod dockerignore;
 pub mod engine;

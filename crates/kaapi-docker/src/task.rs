@@ -8,6 +8,8 @@ use bollard::query_parameters::{
 };
 use bollard::Docker;
 use futures_util::StreamExt;
+use kaapi_agent::post_mortem;
+use kaapi_core::diagnosis::{Cause, Diagnosis, Facts, LOG_LINES};
 use kaapi_core::engine::{EngineError, EngineResult, RunningTasks, TaskExit};
 use kaapi_core::progress::Progress;
 
@@ -140,25 +142,56 @@ async fn run_created(
         Some(limit) => match tokio::time::timeout(limit, both).await {
             Ok(code) => code?,
             Err(_) => {
+                let reason = format!("timed out after {}s and was stopped", limit.as_secs());
+                let diagnosis = diagnose_task(docker, id, request, &reason).await;
                 return Ok(TaskExit {
                     exit_code: -1,
-                    reason: Some(format!(
-                        "timed out after {}s and was stopped",
-                        limit.as_secs()
-                    )),
-                })
+                    reason: Some(reason),
+                    diagnosis: Some(diagnosis),
+                });
             }
         },
         None => both.await?,
     };
-    let reason = match code {
-        137 => Some("killed (out of memory or SIGKILL)".to_owned()),
+    if code == 0 {
+        return Ok(TaskExit {
+            exit_code: code,
+            reason: None,
+            diagnosis: None,
+        });
+    }
+    let diagnosis = diagnose_task(docker, id, request, &format!("exited with code {code}")).await;
+    let reason = match (code, diagnosis.cause) {
+        (_, Cause::OutOfMemory) => Some("killed: out of memory".to_owned()),
+        (137, _) => Some("killed (SIGKILL)".to_owned()),
         _ => None,
     };
     Ok(TaskExit {
         exit_code: code,
         reason,
+        diagnosis: Some(diagnosis),
     })
+}
+
+/// How the one-off container ended (out-of-memory kill included) and its last lines, read
+/// before it is removed.
+async fn diagnose_task(
+    docker: &Docker,
+    id: &str,
+    request: &TaskRequest<'_>,
+    reason: &str,
+) -> Diagnosis {
+    let seen = post_mortem::read(docker, id, LOG_LINES).await;
+    Facts {
+        service: request.spec.name.clone(),
+        replica: request.source.to_owned(),
+        reason: reason.to_owned(),
+        exit_code: seen.exit_code,
+        oom_killed: seen.oom_killed,
+        logs: seen.logs,
+        ..Facts::default()
+    }
+    .diagnose()
 }
 
 /// Enough to keep two tasks started in the same second apart.

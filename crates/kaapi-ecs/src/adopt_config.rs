@@ -90,6 +90,7 @@ pub fn ecs_environment(region: &str) -> EnvironmentConfig {
         names: NameOverrides::default(),
         env: IndexMap::new(),
         replicas: IndexMap::new(),
+        notifications: None,
     }
 }
 
@@ -176,6 +177,7 @@ pub fn adopted(
         // Accessories run on the docker engine only; ECS backing services are RDS and friends.
         accessories: IndexMap::new(),
         environments: IndexMap::new(),
+        notifications: None,
     };
     config.environments.insert(
         request.environment.clone(),

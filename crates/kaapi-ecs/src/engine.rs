@@ -18,7 +18,9 @@ use crate::error::engine_error;
 use crate::session::Ctx;
 use crate::target::Target;
 use crate::tuning::Tuning;
-use crate::{history, image, lock, logs, plan_view, revisions, rollout, status, task, verify};
+use crate::{
+    diagnose, history, image, lock, logs, plan_view, revisions, rollout, status, task, verify,
+};
 
 pub struct EcsEngine {
     ctx: Ctx,
@@ -271,6 +273,14 @@ impl Engine for EcsEngine {
     ) -> EngineResult<RolloutOutcome> {
         self.ensure_lock_held()?;
         rollout::roll_out(&self.ctx, release, progress).await
+    }
+
+    async fn diagnose(
+        &self,
+        release: &Release,
+        progress: &dyn Progress,
+    ) -> Vec<kaapi_core::diagnosis::Diagnosis> {
+        diagnose::diagnose_release(&self.ctx, release, progress).await
     }
 
     async fn verify(&self, progress: &dyn Progress) -> EngineResult<Result<(), String>> {

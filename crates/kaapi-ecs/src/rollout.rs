@@ -11,13 +11,13 @@ use aws_sdk_ecs::types::{
     DeploymentCircuitBreaker, DeploymentConfiguration, DeploymentRolloutState, DesiredStatus,
     Service,
 };
+use kaapi_core::diagnosis::with_hint;
 use kaapi_core::engine::{EngineError, EngineResult, RolloutOutcome};
 use kaapi_core::progress::Progress;
 use kaapi_core::release::Release;
 
 use crate::backoff::Backoff;
 use crate::error::aws_error;
-use crate::failure_hints::with_hint;
 use crate::release_tags as tags;
 use crate::retry::retry_throttled;
 use crate::revisions::short_revision;
@@ -299,11 +299,7 @@ async fn stopped_task_reason(ctx: &Ctx, tracked: &Tracked) -> Option<String> {
         .tasks()
         .iter()
         .filter(|t| t.task_definition_arn() == Some(tracked.task_definition.as_str()))
-        .find_map(|task| {
-            let mut parts: Vec<&str> = task.stopped_reason().into_iter().collect();
-            parts.extend(task.containers().iter().filter_map(|c| c.reason()));
-            (!parts.is_empty()).then(|| parts.join("; "))
-        })
+        .find_map(crate::diagnose::stopped_reason)
 }
 
 /// Prints service events newer than the rollout's start that we have not shown yet, oldest

@@ -8,12 +8,12 @@ use aws_sdk_ecs::types::{
     ContainerOverride, LaunchType, NetworkConfiguration, PropagateTags, Task, TaskOverride,
     TaskStopCode,
 };
+use kaapi_core::diagnosis::with_hint;
 use kaapi_core::engine::{EngineError, EngineResult, RunningTasks, TaskExit};
 use kaapi_core::progress::Progress;
 
 use crate::backoff::Backoff;
 use crate::error::aws_error;
-use crate::failure_hints::with_hint;
 use crate::logs;
 use crate::one_off;
 use crate::release_tags::{self as tag_keys, tag};
@@ -32,6 +32,15 @@ struct Placement {
 
 /// The exit of a stopped task, from its main container.
 pub fn exit_of(task: &Task, container: &str) -> TaskExit {
+    let mut exit = exit_without_diagnosis(task, container);
+    if exit.exit_code != 0 {
+        let facts = crate::diagnose::task_facts(task, container, Some(container));
+        exit.diagnosis = Some(facts.diagnose());
+    }
+    exit
+}
+
+fn exit_without_diagnosis(task: &Task, container: &str) -> TaskExit {
     let main = task
         .containers()
         .iter()
@@ -46,6 +55,7 @@ pub fn exit_of(task: &Task, container: &str) -> TaskExit {
             exit_code: i64::from(code),
             reason: (code != 0 && !container_reason.is_empty())
                 .then(|| with_hint(container_reason)),
+            diagnosis: None,
         },
         _ => {
             let code = stop_code.map(|c| c.as_str()).unwrap_or("stopped");
@@ -57,6 +67,7 @@ pub fn exit_of(task: &Task, container: &str) -> TaskExit {
             TaskExit {
                 exit_code: 1,
                 reason: Some(with_hint(reason.trim_end_matches(": "))),
+                diagnosis: None,
             }
         }
     }
@@ -179,6 +190,7 @@ pub async fn run_task(
                 .trim_end()
                 .to_owned(),
             ),
+            diagnosis: None,
         });
     }
     let task_arn = out
@@ -208,23 +220,31 @@ pub async fn run_task(
         }
     };
     running.remove(&task_arn);
-    if let Some(options) = container.log_configuration().and_then(|l| l.options()) {
-        if let (Some(group), Some(prefix)) = (
-            options.get("awslogs-group"),
-            options.get("awslogs-stream-prefix"),
-        ) {
-            let stream = format!("{prefix}/{container_name}/{task_id}");
-            match logs::stream_lines(ctx, group, &stream, progress).await {
-                Ok(lines) => {
-                    for line in lines {
-                        progress.output(&format!("{service}/{task_id}"), &line.line);
-                    }
+    let mut output = Vec::new();
+    if let Some((group, stream)) = crate::diagnose::log_stream(&container, &task_id) {
+        match logs::stream_lines(ctx, &group, &stream, progress).await {
+            Ok(lines) => {
+                for line in lines {
+                    progress.output(&format!("{service}/{task_id}"), &line.line);
+                    output.push(line.line);
                 }
-                Err(e) => progress.warning(format!("could not read the task's logs: {e}")),
             }
+            Err(e) => progress.warning(format!("could not read the task's logs: {e}")),
         }
     }
-    let exit = exit_of(&stopped, &container_name);
+    let mut exit = exit_of(&stopped, &container_name);
+    if let Some(diagnosis) = exit.diagnosis.take() {
+        // The task's service, not its container name, and the lines it wrote.
+        let facts = kaapi_core::diagnosis::Facts {
+            service: service.to_owned(),
+            replica: diagnosis.replica,
+            reason: diagnosis.reason,
+            exit_code: diagnosis.exit_code,
+            logs: output,
+            ..Default::default()
+        };
+        exit.diagnosis = Some(facts.diagnose());
+    }
     progress.info(format!(
         "{service}: task {task_id} exited with code {}{}",
         exit.exit_code,

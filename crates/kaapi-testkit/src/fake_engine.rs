@@ -7,6 +7,7 @@ use std::collections::VecDeque;
 use std::sync::Mutex;
 
 use async_trait::async_trait;
+use kaapi_core::diagnosis::Diagnosis;
 use kaapi_core::engine::{
     Engine, EngineError, EngineResult, ImageSource, LockOwner, LockToken, LogLine, LogQuery,
     RolloutOutcome, StatusReport, TaskExit, TaskOn,
@@ -30,6 +31,9 @@ pub struct Script {
     pub hang_rollout: bool,
     /// Never finish a one-off task (to test interruption).
     pub hang_task: bool,
+    /// What diagnose answers; when not empty, each diagnose call is recorded as
+    /// `diagnose N`.
+    pub diagnoses: Vec<Diagnosis>,
 }
 
 /// The digest prepare_image gives when the script names no image.
@@ -217,7 +221,16 @@ impl Engine for FakeEngine {
         Ok(exit.unwrap_or(TaskExit {
             exit_code: 0,
             reason: None,
+            diagnosis: None,
         }))
+    }
+
+    async fn diagnose(&self, release: &Release, _progress: &dyn Progress) -> Vec<Diagnosis> {
+        let diagnoses = self.script.lock().expect("script").diagnoses.clone();
+        if !diagnoses.is_empty() {
+            self.call(format!("diagnose {}", release.number));
+        }
+        diagnoses
     }
 
     async fn stop_tasks(&self) -> EngineResult<()> {

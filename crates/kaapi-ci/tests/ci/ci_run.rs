@@ -160,14 +160,32 @@ fn assert_lines(actual: &str, expected: &[&str]) {
 const NEW: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
 const OLD: &str = "sha256:2222222222222222222222222222222222222222222222222222222222222222";
 
-/// The timings table with every duration shown as `T` (see [`summary_lines`]).
-fn timings(phases: &[&str]) -> Vec<String> {
+/// The timeline (gantt and table) with every time shown as `T` (see [`summary_lines`]);
+/// the phases in `failed` are marked failed.
+fn timings(phases: &[&str], failed: &[&str]) -> Vec<String> {
     let mut rows = vec![
-        "| Phase | Seconds |".to_owned(),
-        "| --- | ---: |".to_owned(),
+        "```mermaid".to_owned(),
+        "gantt".to_owned(),
+        "    dateFormat x".to_owned(),
+        "    axisFormat %M:%S".to_owned(),
     ];
-    rows.extend(phases.iter().map(|p| format!("| {p} | T |")));
-    rows.push("| **total** | **T** |".to_owned());
+    for (i, p) in phases.iter().enumerate() {
+        let tag = if failed.contains(p) { "crit" } else { "done" };
+        rows.push(format!("    {p} :{tag}, p{i}, S, E"));
+    }
+    rows.push("```".to_owned());
+    rows.push(String::new());
+    rows.push("| Phase | Start | Duration | Outcome |".to_owned());
+    rows.push("| --- | ---: | ---: | --- |".to_owned());
+    rows.extend(phases.iter().map(|p| {
+        let outcome = if failed.contains(p) {
+            "**failed**"
+        } else {
+            "ok"
+        };
+        format!("| {p} | +T | T | {outcome} |")
+    }));
+    rows.push("| **total** | — | **T** | — |".to_owned());
     rows
 }
 
@@ -181,30 +199,50 @@ fn is_duration(text: &str) -> bool {
     })
 }
 
-/// The summary file with the durations of two-column rows replaced by `T` (a loaded machine
-/// may take a tenth of a second anywhere); each must still be a duration.
+/// The summary file with every time replaced by `T` (a loaded machine may take a tenth of a
+/// second anywhere), and the gantt's bar times by `S, E`; each must still be a time.
 fn summary_lines(path: &Option<std::path::PathBuf>) -> String {
     read(path)
         .lines()
         .map(|line| {
+            let numeric = |t: &str| !t.is_empty() && t.chars().all(|c| c.is_ascii_digit());
+            let parts: Vec<&str> = line.rsplitn(3, ", ").collect();
+            if line.starts_with("    ")
+                && parts.len() == 3
+                && numeric(parts[0])
+                && numeric(parts[1])
+            {
+                return format!("{}, S, E", parts[2]);
+            }
             let Some(inner) = line.strip_prefix("| ").and_then(|l| l.strip_suffix(" |")) else {
                 return line.to_owned();
             };
-            match inner.split_once(" | ") {
-                Some((name, value)) if is_duration(value) => format!("| {name} | T |"),
-                Some((name, value))
-                    if value
-                        .strip_prefix("**")
-                        .and_then(|v| v.strip_suffix("**"))
-                        .is_some_and(is_duration) =>
-                {
-                    format!("| {name} | **T** |")
-                }
-                _ => line.to_owned(),
-            }
+            let cells: Vec<String> = inner.split(" | ").map(time_as_t).collect();
+            format!("| {} |", cells.join(" | "))
         })
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// `1.2`, `1.2s`, `+1.2s`, `**1.2s**` → `T`, `T`, `+T`, `**T**`; anything else unchanged.
+fn time_as_t(cell: &str) -> String {
+    let (bold, inner) = match cell.strip_prefix("**").and_then(|c| c.strip_suffix("**")) {
+        Some(inner) => (true, inner),
+        None => (false, cell),
+    };
+    let (plus, inner) = match inner.strip_prefix('+') {
+        Some(rest) => ("+", rest),
+        None => ("", inner),
+    };
+    let number = inner.strip_suffix('s').unwrap_or(inner);
+    if !is_duration(number) {
+        return cell.to_owned();
+    }
+    if bold {
+        format!("**{plus}T**")
+    } else {
+        format!("{plus}T")
+    }
 }
 
 fn deployed_rows(release: &str, digest: &str, version: &str) -> Vec<String> {
@@ -241,6 +279,7 @@ async fn a_successful_deploy_writes_outputs_and_a_summary() {
             migration_exit: Some(TaskExit {
                 exit_code: 0,
                 reason: None,
+                diagnosis: None,
             }),
             rollouts: VecDeque::from([RolloutOutcome::Completed]),
             verify: Some(Ok(())),
@@ -281,14 +320,15 @@ async fn a_successful_deploy_writes_outputs_and_a_summary() {
             "| Verification | passed |",
             "| Rollback | not needed |",
             "",
-            "### Timings",
+            "### Timeline",
             "",
         ]
         .map(str::to_owned),
     );
-    expected.extend(timings(&[
-        "lock", "build", "register", "migrate", "rollout", "verify",
-    ]));
+    expected.extend(timings(
+        &["lock", "build", "register", "migrate", "rollout", "verify"],
+        &[],
+    ));
     let expected: Vec<&str> = expected.iter().map(String::as_str).collect();
     assert_lines(&summary_lines(&files.ctx.summary_file), &expected);
     assert_eq!(
@@ -316,6 +356,7 @@ async fn a_failed_migration_reports_what_failed_and_what_still_serves() {
             migration_exit: Some(TaskExit {
                 exit_code: 3,
                 reason: None,
+                diagnosis: None,
             }),
             rollouts: VecDeque::new(),
             verify: None,
@@ -361,12 +402,15 @@ async fn a_failed_migration_reports_what_failed_and_what_still_serves() {
             "| Verification | not run |",
             "| Rollback | not needed |",
             "",
-            "### Timings",
+            "### Timeline",
             "",
         ]
         .map(str::to_owned),
     );
-    expected.extend(timings(&["lock", "build", "register", "migrate"]));
+    expected.extend(timings(
+        &["lock", "build", "register", "migrate"],
+        &["migrate"],
+    ));
     expected.extend(
         [
             "",
@@ -397,6 +441,7 @@ async fn a_rolled_back_deploy_names_the_failure_and_the_release_serving_again() 
             migration_exit: Some(TaskExit {
                 exit_code: 0,
                 reason: None,
+                diagnosis: None,
             }),
             rollouts: VecDeque::from([RolloutOutcome::Completed, RolloutOutcome::Completed]),
             verify: Some(Err("GET /api/v1/utils/health/ answered 500".to_owned())),
@@ -441,14 +486,17 @@ async fn a_rolled_back_deploy_names_the_failure_and_the_release_serving_again() 
             "| Verification | **failed** |",
             "| Rollback | rolled back to release 1 |",
             "",
-            "### Timings",
+            "### Timeline",
             "",
         ]
         .map(str::to_owned),
     );
-    expected.extend(timings(&[
-        "lock", "build", "register", "migrate", "rollout", "verify", "rollback",
-    ]));
+    expected.extend(timings(
+        &[
+            "lock", "build", "register", "migrate", "rollout", "verify", "rollback",
+        ],
+        &["verify"],
+    ));
     expected.extend(
         [
             "",

@@ -31,6 +31,9 @@ pub struct Config {
     #[serde(default)]
     pub variables: VariablesConfig,
     pub environments: IndexMap<String, EnvironmentConfig>,
+    /// Webhooks told how each deploy and rollback ended (an environment may override them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notifications: Option<crate::notify::NotificationsConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -355,6 +358,9 @@ pub struct EnvironmentConfig {
     /// Per-service replica counts for this environment.
     #[serde(default)]
     pub replicas: IndexMap<String, u32>,
+    /// Replaces the shared `[notifications]` for this environment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notifications: Option<crate::notify::NotificationsConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]

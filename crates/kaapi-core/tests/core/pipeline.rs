@@ -96,6 +96,7 @@ async fn a_failed_migration_changes_nothing_that_serves() {
         migration_exit: Some(TaskExit {
             exit_code: 3,
             reason: None,
+            diagnosis: None,
         }),
         ..Script::default()
     });
@@ -223,6 +224,7 @@ async fn rollback_to_a_release_that_never_served_is_refused() {
         migration_exit: Some(TaskExit {
             exit_code: 1,
             reason: None,
+            diagnosis: None,
         }),
         ..Script::default()
     });
@@ -309,4 +311,67 @@ async fn an_interrupted_rollback_is_recorded_and_releases_the_lock() {
     assert!(error.to_string().contains("interrupted"), "{error}");
     assert_eq!(engine.outcome_of(3), Some(Outcome::Interrupted));
     assert!(!engine.is_locked());
+}
+
+#[tokio::test]
+async fn a_failed_rollout_is_diagnosed_before_the_rollback_and_reported() {
+    let diagnosis = kaapi_core::diagnosis::Facts {
+        service: "backend".into(),
+        replica: "app-backend-2-a".into(),
+        reason: "backend: replica app-backend-2-a exited (code 137) while starting".into(),
+        exit_code: Some(137),
+        oom_killed: true,
+        ..Default::default()
+    }
+    .diagnose();
+    let engine = with_good_release(Script {
+        rollouts: VecDeque::from([RolloutOutcome::Failed {
+            reason: "replica crashed".into(),
+            engine_rolled_back_to: None,
+        }]),
+        diagnoses: vec![diagnosis.clone()],
+        ..Script::default()
+    });
+    let report = deploy(&engine).await.expect("deploy");
+    assert_eq!(report.outcome, Outcome::RolledBack);
+    assert_eq!(report.diagnosis, vec![diagnosis]);
+    let calls = engine.calls();
+    let diagnosed = calls.iter().position(|c| c == "diagnose 2");
+    let rolled_back = calls.iter().position(|c| c == "roll_out 1");
+    assert!(
+        diagnosed.is_some() && diagnosed < rolled_back,
+        "diagnosed before the rollback: {calls:?}"
+    );
+    let rollout = report
+        .phases
+        .iter()
+        .find(|p| p.phase == kaapi_core::progress::Phase::Rollout)
+        .expect("rollout timed");
+    assert!(!rollout.ok, "a rollout that failed is timed as failed");
+    let json = serde_json::to_value(&report).expect("json");
+    assert_eq!(json["diagnosis"][0]["cause"], "out_of_memory");
+}
+
+#[tokio::test]
+async fn a_failed_migration_carries_the_task_diagnosis() {
+    let diagnosis = kaapi_core::diagnosis::Facts {
+        service: "backend".into(),
+        replica: "migrate".into(),
+        reason: "exited with code 1".into(),
+        exit_code: Some(1),
+        logs: vec!["KeyError: 'DATABASE_URL'".into()],
+        ..Default::default()
+    }
+    .diagnose();
+    let engine = with_good_release(Script {
+        migration_exit: Some(TaskExit {
+            exit_code: 1,
+            reason: None,
+            diagnosis: Some(diagnosis.clone()),
+        }),
+        ..Script::default()
+    });
+    let report = deploy(&engine).await.expect("deploy");
+    assert_eq!(report.outcome, Outcome::FailedMigration);
+    assert_eq!(report.diagnosis, vec![diagnosis]);
 }

@@ -16,8 +16,8 @@ use kaapi_core::release::ReleaseMeta;
 use super::ctrl_c;
 use crate::cli::CiArgs;
 use crate::exit::{CliError, CliResult};
-use crate::output::{green, red, ProgressPrinter};
-use crate::{engines, project};
+use crate::output::{green, print_diagnoses, red, ProgressPrinter};
+use crate::{engines, notify, project};
 
 pub async fn run(config: Option<&Path>, args: &CiArgs) -> CliResult {
     let vars = github::process_vars();
@@ -71,6 +71,18 @@ pub async fn run(config: Option<&Path>, args: &CiArgs) -> CliResult {
     for annotation in &outcome.annotations {
         println!("{annotation}");
     }
+    if let Some(report) = &outcome.report {
+        let target = project::resolve_in(loaded.clone(), &environment)?;
+        let run_url = ctx.run_url();
+        notify::report(
+            &target,
+            "deploy",
+            report,
+            &plan.plan.meta,
+            run_url.as_deref(),
+        )
+        .await;
+    }
     match (&outcome.report, &outcome.error) {
         (Some(report), _) if outcome.exit_code == 0 => {
             println!("{} {}", green("deployed:"), report.message);
@@ -80,6 +92,7 @@ pub async fn run(config: Option<&Path>, args: &CiArgs) -> CliResult {
             Ok(())
         }
         (Some(report), _) => {
+            print_diagnoses(&report.diagnosis);
             eprintln!("{} {}", red("deploy failed:"), report.message);
             Err(CliError::Failed(String::new()))
         }

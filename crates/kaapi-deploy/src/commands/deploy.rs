@@ -9,7 +9,7 @@ use super::{ctrl_c, finish_report};
 use crate::cli::DeployArgs;
 use crate::exit::CliResult;
 use crate::output::ProgressPrinter;
-use crate::{engines, gitinfo, project};
+use crate::{engines, gitinfo, notify, project};
 
 pub async fn run(config: Option<&Path>, args: &DeployArgs) -> CliResult {
     let target = project::resolve(config, &args.environment)?;
@@ -27,5 +27,6 @@ pub async fn run(config: Option<&Path>, args: &DeployArgs) -> CliResult {
     };
     let report =
         pipeline::deploy(engine.as_ref(), &plan, &ProgressPrinter::new(), ctrl_c()).await?;
+    notify::report(&target, "deploy", &report, &plan.meta, None).await;
     finish_report(&report, args.json, engine.url())
 }

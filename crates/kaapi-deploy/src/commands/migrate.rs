@@ -7,7 +7,7 @@ use kaapi_core::pipeline::{self, MigratePlan, Migrations};
 
 use crate::cli::EnvJsonArgs;
 use crate::exit::{CliError, CliResult};
-use crate::output::{green, print_json, red, ProgressPrinter};
+use crate::output::{green, print_diagnoses, print_json, red, ProgressPrinter};
 use crate::{engines, gitinfo, project};
 
 use super::ctrl_c;
@@ -37,6 +37,9 @@ pub async fn run(config: Option<&Path>, args: &EnvJsonArgs) -> CliResult {
             command.join(" ")
         );
     } else {
+        if let Some(diagnosis) = &exit.diagnosis {
+            print_diagnoses(std::slice::from_ref(diagnosis));
+        }
         let reason = exit
             .reason
             .as_deref()

@@ -45,6 +45,7 @@ pub fn finish_report(report: &DeployReport, json: bool, url: Option<String>) -> 
             println!("{url}");
         }
     } else {
+        output::print_diagnoses(&report.diagnosis);
         eprintln!("{} {}", red("deploy failed:"), report.message);
     }
     if report.succeeded() {

@@ -8,7 +8,7 @@ use super::{ctrl_c, finish_report};
 use crate::cli::RollbackArgs;
 use crate::exit::CliResult;
 use crate::output::ProgressPrinter;
-use crate::{engines, gitinfo, project};
+use crate::{engines, gitinfo, notify, project};
 
 pub async fn run(config: Option<&Path>, args: &RollbackArgs) -> CliResult {
     let target = project::resolve(config, &args.environment)?;
@@ -20,5 +20,6 @@ pub async fn run(config: Option<&Path>, args: &RollbackArgs) -> CliResult {
     };
     let report =
         pipeline::rollback(engine.as_ref(), &plan, &ProgressPrinter::new(), ctrl_c()).await?;
+    notify::report(&target, "rollback", &report, &plan.meta, None).await;
     finish_report(&report, args.json, engine.url())
 }

@@ -8,7 +8,7 @@ use kaapi_core::engine::TaskOn;
 use super::ctrl_c;
 use crate::cli::RunArgs;
 use crate::exit::{CliError, CliResult};
-use crate::output::ProgressPrinter;
+use crate::output::{print_diagnoses, ProgressPrinter};
 use crate::{engines, project};
 
 /// Returns the command's exit code.
@@ -58,6 +58,9 @@ pub async fn run(config: Option<&Path>, args: &RunArgs) -> CliResult<i64> {
             return Err(CliError::Failed("interrupted; the one-off task was stopped".to_owned()));
         }
     };
+    if let Some(diagnosis) = &exit.diagnosis {
+        print_diagnoses(std::slice::from_ref(diagnosis));
+    }
     if let Some(reason) = &exit.reason {
         eprintln!("task stopped: {reason}");
     }

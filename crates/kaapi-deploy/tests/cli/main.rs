@@ -10,6 +10,7 @@ mod dashboard;
 mod docker_accessories;
 mod docker_bench;
 mod docker_deploy;
+mod docker_diagnosis;
 mod docker_failures;
 mod docker_ingresses;
 mod docker_lock;

@@ -919,3 +919,95 @@ async fn a_migration_that_cannot_read_its_secrets_says_what_to_grant() {
         report.message
     );
 }
+
+#[tokio::test]
+async fn each_stopped_task_is_diagnosed_with_its_cause_events_and_last_lines() {
+    use kaapi_core::diagnosis::Cause;
+    let causes = [
+        Cause::ImagePull,
+        Cause::Secrets,
+        Cause::OutOfMemory,
+        Cause::Exited,
+        Cause::HealthCheck,
+    ];
+    for ((stopped, container, _), cause) in STOPPED_TASKS.iter().zip(causes) {
+        let s = setup(fast_tuning(), "");
+        first_release(&s).await;
+        s.fake.tasks_stop_with(BACKEND, stopped, *container);
+        s.fake
+            .plan(BACKEND, Plan::CircuitBreaker(Duration::from_millis(40)));
+        let report = deploy(&s.engine, "bad0002", &Recorder::default()).await;
+        assert_eq!(report.outcome, Outcome::RolledBack, "{}", report.message);
+        let diagnosis = report
+            .diagnosis
+            .iter()
+            .find(|d| d.service == "backend")
+            .unwrap_or_else(|| panic!("backend diagnosed for {stopped}: {:?}", report.diagnosis));
+        assert_eq!(diagnosis.cause, cause, "{stopped}");
+        assert_eq!(diagnosis.replica, "stopped-kaapi-staging-service");
+        assert!(diagnosis.reason.contains(stopped), "{}", diagnosis.reason);
+        if let Some(container) = container {
+            assert!(diagnosis.reason.contains(container), "{}", diagnosis.reason);
+        }
+        assert!(diagnosis.hint.is_some(), "{stopped}");
+        assert!(
+            diagnosis
+                .events
+                .iter()
+                .any(|e| e.contains("rolling back to deployment")),
+            "the service's events: {:?}",
+            diagnosis.events
+        );
+        assert!(
+            diagnosis.logs.iter().any(|l| l.contains("Running upgrade")),
+            "the task's last lines from CloudWatch: {:?}",
+            diagnosis.logs
+        );
+        // Services that did not fail are not diagnosed.
+        assert!(report.diagnosis.iter().all(|d| d.service == "backend"));
+    }
+}
+
+#[tokio::test]
+async fn a_failed_migration_task_is_diagnosed_with_its_log_lines() {
+    let s = setup(fast_tuning(), "");
+    first_release(&s).await;
+    s.fake.script_task(TaskScript::Exit(1));
+    let report = deploy(&s.engine, "mig0002", &Recorder::default()).await;
+    assert_eq!(report.outcome, Outcome::FailedMigration);
+    let diagnosis = report
+        .diagnosis
+        .first()
+        .expect("the migration is diagnosed");
+    assert_eq!(diagnosis.service, "backend");
+    assert_eq!(diagnosis.exit_code, Some(1));
+    assert!(diagnosis.logs.iter().any(|l| l.contains("Running upgrade")));
+    assert_eq!(
+        report.migration.as_ref().and_then(|m| m.diagnosis.as_ref()),
+        Some(diagnosis)
+    );
+}
+
+#[tokio::test]
+async fn a_migration_that_cannot_read_its_secret_is_diagnosed_as_such() {
+    let s = setup(fast_tuning(), "");
+    first_release(&s).await;
+    s.fake.script_task(TaskScript::FailedToStart(
+        "ResourceInitializationError: unable to pull secrets or registry auth: execution resource retrieval failed: unable to retrieve secret from asm: service call has been retried 1 time(s): failed to fetch secret arn:aws:secretsmanager:eu-west-1:123456789012:secret:kaapi-staging from secrets manager: ResourceNotFoundException: Secrets Manager can't find the specified secret.",
+    ));
+    let report = deploy(&s.engine, "sec0002", &Recorder::default()).await;
+    assert_eq!(report.outcome, Outcome::FailedMigration);
+    let diagnosis = report
+        .diagnosis
+        .first()
+        .expect("the migration is diagnosed");
+    assert_eq!(diagnosis.cause, kaapi_core::diagnosis::Cause::Secrets);
+    assert!(
+        diagnosis
+            .hint
+            .as_deref()
+            .is_some_and(|h| h.contains("does not exist")),
+        "{:?}",
+        diagnosis.hint
+    );
+}
