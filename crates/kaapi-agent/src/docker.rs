@@ -250,6 +250,9 @@ fn replica_body(owner: &ReplicaOwner<'_>, service: &ServiceSpec) -> ContainerCre
             .map(|units| i64::from(units) * 1_000_000_000 / 1024),
         memory: service.memory_mib.map(|mib| i64::from(mib) * 1024 * 1024),
         network_mode: service.network.clone(),
+        log_config: Some(super::container_logs::log_config(
+            service.logs.unwrap_or_default(),
+        )),
         // The agent replaces failed replicas itself, like ECS.
         restart_policy: Some(RestartPolicy {
             name: Some(RestartPolicyNameEnum::NO),

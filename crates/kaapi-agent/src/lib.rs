@@ -3,12 +3,16 @@
 //! The engine talks to it through [`AgentClient`]; the CLI runs [`serve`] as
 //! `kaapi-deploy agent run --state-dir D`.
 
+mod agent_log;
 pub mod api;
 mod client;
+pub mod container_logs;
 mod docker;
 mod error;
+mod handshake;
 mod health;
 mod ingress;
+pub mod private;
 pub mod process;
 mod reconcile;
 mod replica;
