@@ -27,6 +27,7 @@ use crate::image::{BuildSpec, DockerImageBuilder};
 use crate::lock::DeployLock;
 use crate::network;
 use crate::revisions::{self, RELEASE_VARIABLE};
+use crate::settle;
 use crate::task::{self, TaskRequest};
 use crate::{logs, stats};
 use kaapi_agent::api::{
@@ -72,6 +73,34 @@ impl DockerEngine {
 
     fn lock(&self) -> DeployLock<'_> {
         DeployLock::new(&self.store, self.target.name())
+    }
+
+    /// Settles unfinished releases from what the agent serves (see [`settle`]); call only when
+    /// no live deploy holds the lock.
+    fn settle_unfinished(
+        &self,
+        state: Option<&EnvironmentState>,
+        progress: &dyn Progress,
+    ) -> EngineResult<()> {
+        // While a rollout runs, what it will serve is not known yet.
+        let served = state
+            .filter(|s| s.active_rollout.is_none())
+            .and_then(|s| s.release);
+        for settled in settle::settle(&self.store, self.target.name(), served)? {
+            progress.warning(format!(
+                "release {} was left unfinished; recorded as {} from what the agent serves",
+                settled.number,
+                settled.outcome.as_str()
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether a deploy that is still running holds the lock (one on another host counts).
+    fn lock_held_by_live_deploy(&self) -> EngineResult<bool> {
+        Ok(self.lock().holder()?.is_some_and(|row| {
+            row.host != crate::lock::host_name() || kaapi_agent::process::alive(row.pid)
+        }))
     }
 
     /// Local repository of the environment's images: `{app}-{env}`.
@@ -160,6 +189,7 @@ impl DockerEngine {
     async fn task_spec(&self, on: TaskOn<'_>, service: &str) -> EngineResult<ServiceSpec> {
         let mut spec = self.stored_task_spec(on, service).await?;
         spec.network = Some(self.network_name());
+        spec.logs = Some(revisions::log_limits(&self.target));
         Ok(spec)
     }
 
@@ -192,6 +222,7 @@ impl DockerEngine {
         accessories::Owner {
             app: self.app(),
             environment: self.target.name(),
+            logs: revisions::log_limits(&self.target),
         }
     }
 
@@ -207,6 +238,7 @@ impl DockerEngine {
             spec.env
                 .insert(RELEASE_VARIABLE.to_owned(), release.number.to_string());
             spec.network = Some(self.network_name());
+            spec.logs = Some(revisions::log_limits(&self.target));
         }
         let web_service = services
             .iter()
@@ -291,7 +323,11 @@ impl Engine for DockerEngine {
         owner: &LockOwner,
         progress: &dyn Progress,
     ) -> EngineResult<LockToken> {
-        self.lock().acquire(owner, progress)
+        let token = self.lock().acquire(owner, progress)?;
+        // This deploy holds the lock: what earlier deploys left unfinished can be settled.
+        let state = agent_link::environment_if_running(&self.state_dir, self.target.name()).await?;
+        self.settle_unfinished(state.as_ref(), progress)?;
+        Ok(token)
     }
 
     async fn release_lock(&self, token: &LockToken) -> EngineResult<()> {
@@ -299,7 +335,11 @@ impl Engine for DockerEngine {
     }
 
     async fn force_unlock(&self) -> EngineResult<()> {
-        self.lock().force_unlock()
+        self.lock().force_unlock()?;
+        // The release the removed lock's deploy was making is settled, not left in progress.
+        let state = agent_link::environment_if_running(&self.state_dir, self.target.name()).await?;
+        self.settle_unfinished(state.as_ref(), &kaapi_core::progress::Silent)?;
+        Ok(())
     }
 
     async fn prepare_image(
@@ -493,6 +533,9 @@ impl Engine for DockerEngine {
         let state =
             agent_link::environment_reviving(&self.state_dir, &self.program, self.target.name())
                 .await?;
+        if !self.lock_held_by_live_deploy()? {
+            self.settle_unfinished(state.as_ref(), &kaapi_core::progress::Silent)?;
+        }
         let containers =
             containers::replicas(&self.docker, self.app(), self.target.name(), None).await?;
         let running_ids: Vec<String> = containers

@@ -19,6 +19,7 @@ pub mod lock;
 pub mod logs;
 pub mod network;
 pub mod revisions;
+pub mod settle;
 pub mod stats;
 pub mod task;
 pub mod verify;

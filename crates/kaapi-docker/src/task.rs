@@ -73,6 +73,9 @@ pub async fn run(
             memory: spec.memory_mib.map(|m| i64::from(m) * 1024 * 1024),
             cpu_shares: spec.cpu.map(i64::from),
             network_mode: spec.network.clone(),
+            log_config: Some(kaapi_agent::container_logs::log_config(
+                spec.logs.unwrap_or_default(),
+            )),
             ..Default::default()
         }),
         ..Default::default()

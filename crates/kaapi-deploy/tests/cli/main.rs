@@ -3,6 +3,7 @@
 mod docker_support;
 
 mod agent_command;
+mod agent_handshake;
 mod config_init_check;
 mod config_malformed;
 mod docker_accessories;
@@ -21,3 +22,4 @@ mod faults_replica_kill;
 #[cfg(feature = "ecs")]
 mod infra_secrets_leak;
 mod local_only;
+mod state_private;
