@@ -37,7 +37,7 @@ impl AgentClient {
     /// or a listener that cannot prove it is the agent: it is sent nothing but a nonce).
     pub async fn connect(state_dir: &Path) -> Result<Option<Self>, AgentError> {
         match find(state_dir).await? {
-            Found::Proven(client) => Ok(Some(client)),
+            Found::Proven(client) => Ok(Some(*client)),
             Found::Unproven(_) | Found::Nothing => Ok(None),
         }
     }
@@ -49,7 +49,7 @@ impl AgentClient {
     pub async fn ensure_running(state_dir: &Path, program: &Path) -> Result<Self, AgentError> {
         match find(state_dir).await? {
             Found::Proven(client) if client.endpoint.version == handshake::VERSION => {
-                return Ok(client)
+                return Ok(*client)
             }
             Found::Proven(client) => {
                 eprintln!(
@@ -318,7 +318,7 @@ fn segment(name: &str) -> Result<&str, AgentError> {
 /// What agent.json leads to.
 enum Found {
     /// A listener that proved it holds the token.
-    Proven(AgentClient),
+    Proven(Box<AgentClient>),
     /// A live recorded process whose listener did not prove it (an impostor on its port, a
     /// hung agent, or one from before the handshake).
     Unproven(AgentEndpoint),
@@ -341,7 +341,7 @@ async fn find(state_dir: &Path) -> Result<Found, AgentError> {
     }
     let proving = AgentClient::new(endpoint.clone()).prove();
     match tokio::time::timeout(HANDSHAKE_TIMEOUT, proving).await {
-        Ok(Some(client)) => Ok(Found::Proven(client)),
+        Ok(Some(client)) => Ok(Found::Proven(Box::new(client))),
         _ => Ok(Found::Unproven(endpoint)),
     }
 }
