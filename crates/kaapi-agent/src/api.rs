@@ -1,6 +1,10 @@
 //! The agent's API, shared by the agent (server) and the engine (client). JSON over HTTP on
 //! 127.0.0.1; the agent writes `{state_dir}/agent.json` ([`AgentEndpoint`]) so clients find it.
 //!
+//! Before sending the token, a client proves the listener is the agent:
+//! `POST /v1/handshake` body `{"nonce": 64 hex}` → `{"version", "proof"}`, the proof being
+//! HMAC-SHA256 under the token (see the `handshake` module); no token is sent with it.
+//!
 //! Routes (all under `http://127.0.0.1:{port}/v1`, header `authorization: Bearer {token}`):
 //! - `GET  /health` → 200 when the agent serves.
 //! - `PUT  /environments/{env}/rollouts` body [`EnvironmentSpec`] → 202 [`RolloutTicket`]:
@@ -64,6 +68,26 @@ pub struct ServiceSpec {
     /// Set at rollout, not stored in revisions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<String>,
+    /// How much log Docker keeps for each of its containers; `None`: [`LogLimits::default`].
+    /// Set at rollout, not stored in revisions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logs: Option<LogLimits>,
+}
+
+/// The bound on a container's log: at most `max_files` json-file logs of `max_size_mb` MiB.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogLimits {
+    pub max_size_mb: u32,
+    pub max_files: u32,
+}
+
+impl Default for LogLimits {
+    fn default() -> Self {
+        LogLimits {
+            max_size_mb: 10,
+            max_files: 3,
+        }
+    }
 }
 
 /// The desired state of one environment.

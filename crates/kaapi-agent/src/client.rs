@@ -17,10 +17,12 @@ use super::api::{
     RolloutState, RolloutTicket,
 };
 use super::error::AgentError;
+use super::handshake;
 use super::server::ENDPOINT_FILE;
 
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 const START_TIMEOUT: Duration = Duration::from_secs(10);
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
 const POLL: Duration = Duration::from_millis(150);
 /// Consecutive failed polls after which the agent counts as gone.
 const POLL_FAILURES: u32 = 20;
@@ -32,42 +34,37 @@ pub struct AgentClient {
 }
 
 impl AgentClient {
-    /// The running agent of `state_dir`, or `None` when none answers (no or stale agent.json).
+    /// The running agent of `state_dir`, or `None` when none answers (no or stale agent.json,
+    /// or a listener that cannot prove it is the agent: it is sent nothing but a nonce).
     pub async fn connect(state_dir: &Path) -> Result<Option<Self>, AgentError> {
-        let path = state_dir.join(ENDPOINT_FILE);
-        let bytes = match std::fs::read(&path) {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(AgentError::io("cannot read", &path, e)),
-        };
-        // A half-written or foreign file is as good as none: a new agent replaces it.
-        let Ok(endpoint) = serde_json::from_slice::<AgentEndpoint>(&bytes) else {
-            return Ok(None);
-        };
-        if !crate::process::alive(endpoint.pid) {
-            return Ok(None);
-        }
-        let client = AgentClient::new(endpoint);
-        match tokio::time::timeout(Duration::from_secs(2), client.health()).await {
-            Ok(Ok(())) => Ok(Some(client)),
-            _ => Ok(None),
+        match find(state_dir).await? {
+            Found::Proven(client) => Ok(Some(*client)),
+            Found::Unproven(_) | Found::Nothing => Ok(None),
         }
     }
 
     /// The running agent, started first when none answers: `{program} agent run --state-dir D`,
-    /// detached in its own process group so it outlives the CLI, logging to `D/agent.log`.
+    /// detached in its own process group so it outlives the CLI, logging to `D/agent.log`. An
+    /// agent of another version is stopped first (its containers keep running and the new agent
+    /// adopts them).
     pub async fn ensure_running(state_dir: &Path, program: &Path) -> Result<Self, AgentError> {
-        if let Some(client) = AgentClient::connect(state_dir).await? {
-            return Ok(client);
+        match find(state_dir).await? {
+            Found::Proven(client) if client.endpoint.version == handshake::VERSION => {
+                return Ok(*client)
+            }
+            Found::Proven(client) => {
+                eprintln!(
+                    "restarting the agent: it runs version {}, this is {}",
+                    client.endpoint.version,
+                    handshake::VERSION
+                );
+                client.shutdown().await?;
+            }
+            Found::Unproven(endpoint) => stop_unproven_agent(state_dir, &endpoint).await?,
+            Found::Nothing => {}
         }
-        std::fs::create_dir_all(state_dir)
-            .map_err(|e| AgentError::io("cannot create the state directory", state_dir, e))?;
-        let log_path = state_dir.join("agent.log");
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-            .map_err(|e| AgentError::io("cannot open", &log_path, e))?;
+        crate::private::ensure_dir(state_dir)?;
+        let (log, log_path) = crate::agent_log::open(state_dir, crate::agent_log::ROTATE_BYTES)?;
         let log_err = log
             .try_clone()
             .map_err(|e| AgentError::io("cannot open", &log_path, e))?;
@@ -116,6 +113,37 @@ impl AgentClient {
             .pool_idle_timeout(Duration::from_secs(10))
             .build_http();
         AgentClient { endpoint, http }
+    }
+
+    /// Challenges the listener of the endpoint; on a valid proof, the version it answered
+    /// replaces the one recorded in agent.json.
+    async fn prove(mut self) -> Option<Self> {
+        let nonce = handshake::new_nonce();
+        let challenge = serde_json::to_vec(&handshake::Challenge {
+            nonce: nonce.clone(),
+        })
+        .ok()?;
+        let request = Request::builder()
+            .method(Method::POST)
+            .uri(format!(
+                "http://127.0.0.1:{}{}",
+                self.endpoint.port,
+                handshake::PATH
+            ))
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(challenge)))
+            .ok()?;
+        let response = self.http.request(request).await.ok()?;
+        if !response.status().is_success() {
+            return None;
+        }
+        let body = response.into_body().collect().await.ok()?.to_bytes();
+        let proof: handshake::Proof = serde_json::from_slice(&body).ok()?;
+        if !handshake::verify(&self.endpoint.token, self.endpoint.port, &nonce, &proof) {
+            return None;
+        }
+        self.endpoint.version = proof.version;
+        Some(self)
     }
 
     pub fn endpoint(&self) -> &AgentEndpoint {
@@ -304,6 +332,65 @@ fn segment(name: &str) -> Result<&str, AgentError> {
             "`{name}` is not a valid environment or rollout name; use letters, digits, `-`, `_`, `.`"
         )))
     }
+}
+
+/// What agent.json leads to.
+enum Found {
+    /// A listener that proved it holds the token.
+    Proven(Box<AgentClient>),
+    /// A live recorded process whose listener did not prove it (an impostor on its port, a
+    /// hung agent, or one from before the handshake).
+    Unproven(AgentEndpoint),
+    Nothing,
+}
+
+async fn find(state_dir: &Path) -> Result<Found, AgentError> {
+    let path = state_dir.join(ENDPOINT_FILE);
+    let bytes = match std::fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Found::Nothing),
+        Err(e) => return Err(AgentError::io("cannot read", &path, e)),
+    };
+    // A half-written or foreign file is as good as none: a new agent replaces it.
+    let Ok(endpoint) = serde_json::from_slice::<AgentEndpoint>(&bytes) else {
+        return Ok(Found::Nothing);
+    };
+    if !crate::process::alive(endpoint.pid) {
+        return Ok(Found::Nothing);
+    }
+    let proving = AgentClient::new(endpoint.clone()).prove();
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, proving).await {
+        Ok(Some(client)) => Ok(Found::Proven(Box::new(client))),
+        _ => Ok(Found::Unproven(endpoint)),
+    }
+}
+
+/// The recorded process is asked to stop with SIGTERM only when its command line shows it is
+/// this directory's agent (it may be one that predates the handshake); any other process (a
+/// reused pid) is left alone and simply replaced in agent.json by the new agent.
+async fn stop_unproven_agent(state_dir: &Path, endpoint: &AgentEndpoint) -> Result<(), AgentError> {
+    if endpoint.pid == std::process::id() || !crate::process::is_agent_of(endpoint.pid, state_dir) {
+        return Ok(());
+    }
+    eprintln!(
+        "restarting the agent (pid {}): it does not answer the handshake",
+        endpoint.pid
+    );
+    crate::process::terminate(endpoint.pid)
+        .map_err(|e| AgentError::Start(format!("cannot stop agent pid {}: {e}", endpoint.pid)))?;
+    let asked = Instant::now();
+    while crate::process::alive(endpoint.pid) {
+        if asked.elapsed() > START_TIMEOUT {
+            return Err(AgentError::Start(format!(
+                "the agent (pid {}) did not stop within {} s; stop it with `kill {}`",
+                endpoint.pid,
+                START_TIMEOUT.as_secs(),
+                endpoint.pid
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
 }
 
 fn last_line(path: &Path) -> String {

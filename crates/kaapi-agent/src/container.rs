@@ -9,6 +9,7 @@ use bollard::models::{
 };
 
 use crate::api::{labels, ServiceSpec};
+use crate::container_logs;
 
 /// The variable that tells a process which release it belongs to. Set when the container is
 /// created, never stored in a revision: a rollback re-uses a revision under a new number.
@@ -64,6 +65,7 @@ pub fn body(owner: Owner<'_>, role: Role<'_>, service: &ServiceSpec) -> Containe
         nano_cpus: service.cpu.map(nano_cpus),
         memory: service.memory_mib.map(|mib| i64::from(mib) * 1024 * 1024),
         network_mode: service.network.clone(),
+        log_config: Some(container_logs::log_config(service.logs.unwrap_or_default())),
         ..Default::default()
     };
     let mut body = ContainerCreateBody {
@@ -130,6 +132,7 @@ mod tests {
             memory_mib: Some(256),
             volumes: vec!["data:/data".to_owned()],
             network: Some("app-local".to_owned()),
+            logs: None,
         }
     }
 
@@ -155,6 +158,11 @@ mod tests {
             assert_eq!(host.nano_cpus, Some(500_000_000));
             assert_eq!(host.memory, Some(256 * 1024 * 1024));
             assert_eq!(host.network_mode.as_deref(), Some("app-local"));
+            let log_config = host
+                .log_config
+                .as_ref()
+                .expect("every container's log is bounded");
+            assert_eq!(log_config.typ.as_deref(), Some("json-file"));
             let env = made.env.as_ref().expect("env is always set");
             assert!(env.contains(&"KAAPI_RELEASE=7".to_owned()));
             assert!(!env.iter().any(|v| v == "KAAPI_RELEASE=stale"));

@@ -10,6 +10,9 @@ pub enum AgentError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// The state directory or a file in it is not private (a link, another user's).
+    #[error(transparent)]
+    Private(#[from] crate::private::PrivateError),
     #[error("Docker Engine: {0}; is Docker running (`docker info`)?")]
     Docker(#[from] bollard::errors::Error),
     #[error("{0}")]

@@ -1,5 +1,7 @@
 //! Watches one replica: its container state every half second and, for a web service, an HTTP
-//! probe of its health path on 127.0.0.1 at the health check's interval.
+//! probe on 127.0.0.1 at the health check's interval. A replica not yet healthy is probed every
+//! [`STARTUP_PROBE`] so that a rollout switches as soon as it answers; failures still count at
+//! the configured interval.
 
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
@@ -15,6 +17,11 @@ use super::docker::{ContainerStatus, Containers};
 use super::replica::{Health, Replica};
 
 const STATE_TICK: Duration = Duration::from_millis(500);
+/// How often a starting replica is probed until its first healthy answer.
+pub const STARTUP_PROBE: Duration = Duration::from_millis(150);
+/// The path an application without a health path is asked for; any answer of its own will do.
+const ANSWER_PATH: &str = "/";
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(2);
 
 pub type ProbeClient = Client<HttpConnector, Empty<Bytes>>;
 
@@ -30,8 +37,9 @@ pub fn probe_client() -> ProbeClient {
 pub enum Check {
     /// A worker: running is healthy.
     Running,
-    /// A web service without a health check: its port accepts connections.
-    Port,
+    /// A web service without a health path: an HTTP request gets an answer from the application.
+    /// A TCP connect proves nothing: Docker's proxy accepts it whether or not the app listens.
+    Answers,
     Http(HealthCheckSpec),
 }
 
@@ -40,16 +48,28 @@ pub enum Check {
 pub async fn probe(client: &ProbeClient, port: u16, check: &Check) -> Result<String, String> {
     match check {
         Check::Running => Ok("running".to_owned()),
-        Check::Port => match tokio::time::timeout(
-            Duration::from_secs(2),
-            tokio::net::TcpStream::connect(("127.0.0.1", port)),
-        )
-        .await
-        {
-            Ok(Ok(_)) => Ok(format!("port {port} accepts connections")),
-            Ok(Err(e)) => Err(format!("connect to 127.0.0.1:{port} → {e}")),
-            Err(_) => Err(format!("connect to 127.0.0.1:{port} → timed out")),
-        },
+        Check::Answers => {
+            let what = format!("GET {ANSWER_PATH}");
+            let uri = match format!("http://127.0.0.1:{port}{ANSWER_PATH}").parse::<hyper::Uri>() {
+                Ok(uri) => uri,
+                Err(e) => return Err(format!("{what} → invalid address ({e})")),
+            };
+            match tokio::time::timeout(ANSWER_TIMEOUT, client.get(uri)).await {
+                Ok(Ok(response)) if is_gateway_error(response.status()) => Err(format!(
+                    "{what} → {} (a proxy's error, not the application's answer)",
+                    response.status().as_u16()
+                )),
+                Ok(Ok(response)) => Ok(format!(
+                    "{what} → {} (the application answers)",
+                    response.status().as_u16()
+                )),
+                Ok(Err(e)) => Err(format!("{what} → {}", describe(&e))),
+                Err(_) => Err(format!(
+                    "{what} → no answer within {} ms",
+                    ANSWER_TIMEOUT.as_millis()
+                )),
+            }
+        }
         Check::Http(spec) => {
             let what = format!("GET {}", spec.path);
             let uri = match format!("http://127.0.0.1:{port}{}", spec.path).parse::<hyper::Uri>() {
@@ -67,6 +87,11 @@ pub async fn probe(client: &ProbeClient, port: u16, check: &Check) -> Result<Str
             }
         }
     }
+}
+
+/// Answers a proxy gives when the application behind it does not answer.
+fn is_gateway_error(status: hyper::StatusCode) -> bool {
+    matches!(status.as_u16(), 502..=504)
 }
 
 fn describe(e: &hyper_util::client::legacy::Error) -> String {
@@ -103,9 +128,12 @@ async fn monitor(
             spec.retries.max(1),
             Duration::from_millis(spec.start_period_ms),
         ),
-        Check::Port | Check::Running => (Duration::from_secs(1), 3, Duration::from_secs(5)),
+        Check::Answers | Check::Running => (Duration::from_secs(1), 3, Duration::from_secs(5)),
     };
     let mut next_probe = Instant::now();
+    // When the next failed probe counts towards `retries`: fast start-up probes must not use
+    // up the retries faster than the configured interval would.
+    let mut next_counted = Instant::now();
     let mut failures = 0u32;
     loop {
         let Some((id, port)) = replica
@@ -128,8 +156,17 @@ async fn monitor(
             // A Docker hiccup says nothing about the replica: look again next tick.
             Err(_) => {}
         }
-        if Instant::now() >= next_probe {
-            next_probe = Instant::now() + interval;
+        let starting = replica
+            .upgrade()
+            .is_some_and(|r| r.health() == Health::Starting);
+        let pace = if starting {
+            STARTUP_PROBE.min(interval)
+        } else {
+            interval
+        };
+        let at = Instant::now();
+        if at >= next_probe {
+            next_probe = at + pace;
             let result = match (&check, port) {
                 (Check::Running, _) => Ok("running".to_owned()),
                 (_, Some(port)) => probe(&client, port, &check).await,
@@ -148,7 +185,8 @@ async fn monitor(
                     current.set_last_probe(description.clone());
                     let in_start_period = current.health() == Health::Starting
                         && current.started.elapsed() < start_period;
-                    if !in_start_period {
+                    if !in_start_period && at >= next_counted {
+                        next_counted = at + interval;
                         failures += 1;
                         if failures >= retries {
                             current.set_health(Health::Unhealthy(description));
@@ -157,12 +195,74 @@ async fn monitor(
                 }
             }
         }
-        tokio::time::sleep(STATE_TICK.min(interval)).await;
+        tokio::time::sleep(STATE_TICK.min(pace)).await;
     }
 }
 
 fn set(replica: &Weak<Replica>, health: Health) {
     if let Some(replica) = replica.upgrade() {
         replica.set_health(health);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    /// A loopback server that answers every connection with `reply` (raw bytes, maybe none)
+    /// after reading the request, then closes it.
+    async fn server(reply: &'static [u8]) -> u16 {
+        let listener = TcpListener::bind(("127.0.0.1", 0))
+            .await
+            .expect("bind loopback");
+        let port = listener.local_addr().expect("address").port();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let mut buffer = [0u8; 1024];
+                let _ = stream.read(&mut buffer).await;
+                let _ = stream.write_all(reply).await;
+            }
+        });
+        port
+    }
+
+    #[tokio::test]
+    async fn an_application_answer_of_any_status_is_ready() {
+        let port = server(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n").await;
+        let result = probe(&probe_client(), port, &Check::Answers).await;
+        assert_eq!(
+            result,
+            Ok("GET / → 404 (the application answers)".to_owned())
+        );
+    }
+
+    #[tokio::test]
+    async fn an_accepted_connection_closed_without_an_answer_is_not_ready() {
+        let port = server(b"").await;
+        let result = probe(&probe_client(), port, &Check::Answers).await;
+        assert!(result.is_err(), "{result:?}");
+    }
+
+    #[tokio::test]
+    async fn a_proxy_error_is_not_ready() {
+        let port = server(b"HTTP/1.1 502 Bad Gateway\r\ncontent-length: 0\r\n\r\n").await;
+        let result = probe(&probe_client(), port, &Check::Answers).await;
+        assert_eq!(
+            result,
+            Err("GET / → 502 (a proxy's error, not the application's answer)".to_owned())
+        );
+    }
+
+    #[tokio::test]
+    async fn a_closed_port_is_not_ready() {
+        let listener = TcpListener::bind(("127.0.0.1", 0))
+            .await
+            .expect("bind loopback");
+        let port = listener.local_addr().expect("address").port();
+        drop(listener);
+        let result = probe(&probe_client(), port, &Check::Answers).await;
+        assert!(result.is_err(), "{result:?}");
     }
 }

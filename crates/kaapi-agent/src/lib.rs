@@ -3,15 +3,19 @@
 //! The engine talks to it through [`AgentClient`]; the CLI runs [`serve`] as
 //! `kaapi-deploy agent run --state-dir D`.
 
+mod agent_log;
 pub mod api;
 mod client;
 pub mod container;
+pub mod container_logs;
 mod docker;
 mod error;
+mod handshake;
 mod health;
 mod ingress;
 mod metrics;
 pub mod post_mortem;
+pub mod private;
 pub mod process;
 mod reconcile;
 mod replica;

@@ -12,3 +12,34 @@ pub fn alive(pid: u32) -> bool {
         Err(_) => false,
     }
 }
+
+/// Whether `pid` is an agent process of `state_dir` (`… agent run --state-dir D`), read from
+/// its command line: a recorded pid may since belong to an unrelated process.
+pub fn is_agent_of(pid: u32, state_dir: &std::path::Path) -> bool {
+    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+        return false;
+    };
+    let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+    let runs_agent = args.windows(2).any(|w| w == [b"agent".as_slice(), b"run"]);
+    let wanted = std::fs::canonicalize(state_dir).ok();
+    let same_dir = args.windows(2).any(|w| {
+        use std::os::unix::ffi::OsStrExt;
+        w[0] == b"--state-dir"
+            && std::fs::canonicalize(std::ffi::OsStr::from_bytes(w[1]))
+                .ok()
+                .is_some_and(|dir| Some(dir) == wanted)
+    });
+    runs_agent && same_dir
+}
+
+/// Asks `pid` to stop with SIGTERM (the agent stops cleanly on it).
+pub fn terminate(pid: u32) -> std::io::Result<()> {
+    let pid = libc::pid_t::try_from(pid)
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "pid out of range"))?;
+    // SAFETY: kill has no memory preconditions; a stale pid gives ESRCH.
+    if unsafe { libc::kill(pid, libc::SIGTERM) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}

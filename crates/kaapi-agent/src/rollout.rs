@@ -493,7 +493,7 @@ fn exited(code: Option<i64>) -> String {
 fn readiness_budget(check: &Check) -> Duration {
     match check {
         Check::Running => WORKER_SETTLE + DEADLINE_MARGIN,
-        Check::Port => Duration::from_secs(20) + DEADLINE_MARGIN,
+        Check::Answers => Duration::from_secs(20) + DEADLINE_MARGIN,
         Check::Http(health) => {
             let per_try = health.interval_ms + health.timeout_ms;
             Duration::from_millis(

@@ -198,7 +198,7 @@ pub fn check_for(spec: &EnvironmentSpec, service: &ServiceSpec) -> Check {
     let is_web = service.port.is_some() && spec.has_ingress(&service.name);
     match (&service.health, service.port) {
         (Some(health), Some(_)) => Check::Http(health.clone()),
-        (None, Some(_)) if is_web => Check::Port,
+        (None, Some(_)) if is_web => Check::Answers,
         _ => Check::Running,
     }
 }

@@ -5,8 +5,6 @@
 //! release and service), and the API listens on 127.0.0.1 only; a scraper on this machine reads
 //! the port from `agent.json`. Every other route needs the bearer token.
 
-use std::fs::File;
-use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -21,7 +19,9 @@ use tokio::sync::watch;
 
 use super::api::{AgentEndpoint, EnvironmentSpec, RolloutQuery};
 use super::error::AgentError;
+use super::handshake;
 use super::metrics;
+use super::private;
 use super::reconcile;
 use super::rollout::{self, BeginError};
 use super::runtime::Agent;
@@ -33,6 +33,7 @@ const LOCK_FILE: &str = "agent.lock";
 struct ApiState {
     agent: Arc<Agent>,
     token: String,
+    port: u16,
     shutdown: watch::Sender<bool>,
 }
 
@@ -51,15 +52,10 @@ impl Drop for StopGuard {
 
 /// Runs the agent until it is told to stop.
 pub async fn serve(state_dir: &Path) -> Result<(), AgentError> {
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(state_dir)
-        .map_err(|e| AgentError::io("cannot create the state directory", state_dir, e))?;
+    private::ensure_dir(state_dir)?;
     // One agent per state directory: the lock dies with the process, never goes stale.
     let lock_path = state_dir.join(LOCK_FILE);
-    let lock =
-        File::create(&lock_path).map_err(|e| AgentError::io("cannot create", &lock_path, e))?;
+    let lock = private::open_file(&lock_path, private::Access::ReadWrite)?;
     if lock.try_lock().is_err() {
         return Err(AgentError::Start(format!(
             "another agent already runs for {}; stop it with `kaapi-deploy agent stop`",
@@ -89,7 +85,7 @@ pub async fn serve(state_dir: &Path) -> Result<(), AgentError> {
         pid: std::process::id(),
         port,
         token: token.clone(),
-        version: env!("CARGO_PKG_VERSION").to_owned(),
+        version: handshake::VERSION.to_owned(),
     };
     let endpoint_path = state_dir.join(ENDPOINT_FILE);
     write_private(&endpoint_path, &serde_json::to_vec_pretty(&endpoint)?)?;
@@ -107,6 +103,7 @@ pub async fn serve(state_dir: &Path) -> Result<(), AgentError> {
     let api = Arc::new(ApiState {
         agent: Arc::clone(&agent),
         token,
+        port,
         shutdown: shutdown.clone(),
     });
     let result = axum::serve(listener, router(api))
@@ -127,25 +124,25 @@ pub async fn serve(state_dir: &Path) -> Result<(), AgentError> {
 }
 
 async fn stop_requested(mut shutdown: watch::Receiver<bool>) {
-    let mut terminate =
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(signal) => Some(signal),
-            Err(e) => {
-                eprintln!("agent: cannot watch SIGTERM: {e}");
-                None
-            }
-        };
-    let sigterm = async {
-        match terminate.as_mut() {
-            Some(signal) => {
-                signal.recv().await;
-            }
-            None => std::future::pending::<()>().await,
-        }
-    };
+    use tokio::signal::unix::SignalKind;
+    // SIGINT too: an agent run in a terminal stops cleanly on Ctrl-C.
     tokio::select! {
         _ = shutdown.wait_for(|stop| *stop) => {}
-        _ = sigterm => eprintln!("agent: SIGTERM received"),
+        _ = signal(SignalKind::terminate(), "SIGTERM") => eprintln!("agent: SIGTERM received"),
+        _ = signal(SignalKind::interrupt(), "SIGINT") => eprintln!("agent: SIGINT received"),
+    }
+}
+
+/// Resolves when the signal arrives; never when it cannot be watched (said once).
+async fn signal(kind: tokio::signal::unix::SignalKind, name: &str) {
+    match tokio::signal::unix::signal(kind) {
+        Ok(mut signal) => {
+            signal.recv().await;
+        }
+        Err(e) => {
+            eprintln!("agent: cannot watch {name}: {e}");
+            std::future::pending::<()>().await;
+        }
     }
 }
 
@@ -166,6 +163,8 @@ fn router(state: Arc<ApiState>) -> Router {
         ))
         // Added after the token layer, so outside it (see the module doc).
         .route("/metrics", get(prometheus_metrics))
+        // Added after the token check: a client proves the agent here before sending the token.
+        .route(handshake::PATH, post(answer_handshake))
         .with_state(state)
 }
 
@@ -189,6 +188,21 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 fn error(status: StatusCode, message: &str) -> Response {
     (status, Json(serde_json::json!({ "error": message }))).into_response()
+}
+
+async fn answer_handshake(
+    State(state): State<Arc<ApiState>>,
+    Json(challenge): Json<handshake::Challenge>,
+) -> Response {
+    if !handshake::is_valid_nonce(&challenge.nonce) {
+        return error(StatusCode::BAD_REQUEST, "the nonce must be 64 hex digits");
+    }
+    Json(handshake::answer(
+        &state.token,
+        state.port,
+        &challenge.nonce,
+    ))
+    .into_response()
 }
 
 async fn health() -> Response {

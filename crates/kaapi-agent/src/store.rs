@@ -2,8 +2,6 @@
 //! atomically to `{state_dir}/agent-state.json` with mode 0600 (it holds environment values).
 
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -81,19 +79,7 @@ impl Store {
     }
 }
 
-/// Writes `bytes` to `path` through a 0600 temporary file and a rename, so that readers never
-/// see a partial file and other users never see the content.
+/// Writes `bytes` to `path` privately and atomically (see [`crate::private::write_file`]).
 pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), AgentError> {
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(|e| AgentError::io("cannot create", &tmp, e))?;
-    file.write_all(bytes)
-        .and_then(|()| file.sync_all())
-        .map_err(|e| AgentError::io("cannot write", &tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| AgentError::io("cannot replace", path, e))
+    Ok(crate::private::write_file(path, bytes)?)
 }

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use kaapi_core::engine::RegistryAuth;
-use reqwest::header::{HeaderMap, ACCEPT, CONTENT_TYPE, LOCATION};
+use reqwest::header::{HeaderMap, ACCEPT, CONTENT_RANGE, CONTENT_TYPE, LOCATION};
 use reqwest::{Method, RequestBuilder, Response, StatusCode, Url};
 use sha2::{Digest, Sha256};
 
@@ -31,7 +31,7 @@ pub enum RegistryError {
         status: StatusCode,
         body: String,
     },
-    #[error("the manifest at {url} has digest {actual}, not the {expected} asked for")]
+    #[error("the content at {url} has digest {actual}, not the {expected} asked for")]
     DigestMismatch {
         url: String,
         expected: String,
@@ -52,10 +52,23 @@ fn body_hint(body: &str) -> String {
 
 /// `sha256:<hex>` of `bytes`.
 pub fn sha256_digest(bytes: &[u8]) -> String {
-    let hash = Sha256::digest(bytes);
-    let hex: String = hash.iter().map(|b| format!("{b:02x}")).collect();
+    let mut hasher = Sha256::new();
+    hasher.update(bytes);
+    hex_digest(hasher)
+}
+
+fn hex_digest(hasher: Sha256) -> String {
+    let hex: String = hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     format!("sha256:{hex}")
 }
+
+/// The most of a blob held in memory while it is copied; registries take chunks of 5 MiB and
+/// more (ECR's minimum) in any order of size.
+pub const UPLOAD_CHUNK: usize = 8 * 1024 * 1024;
 
 /// One repository of one registry, with how to authenticate to it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -374,7 +387,9 @@ impl RegistryClient {
         Self::upload_location(&url, &response)
     }
 
-    /// GETs the blob from the source and PUTs it to the upload in one request.
+    /// Streams the blob from the source to the upload: up to [`UPLOAD_CHUNK`] bytes are held at
+    /// a time, sent as `PATCH` chunks, and the upload is committed by the final `PUT` only when
+    /// the bytes hash to the digest. A blob of one chunk goes in the `PUT` alone.
     async fn upload(
         &self,
         from: &Repository,
@@ -383,19 +398,42 @@ impl RegistryClient {
         mut location: Url,
     ) -> Result<(), RegistryError> {
         let get_url = from.url(&format!("blobs/{digest}"));
-        let response = self.send(Method::GET, &get_url, from, |r| r).await?;
+        let mut response = self.send(Method::GET, &get_url, from, |r| r).await?;
         if !response.status().is_success() {
             return Err(status_error(&get_url, response).await);
         }
-        let bytes = response
-            .bytes()
+        let mut hasher = Sha256::new();
+        // Room for one chunk up front (or the whole of a smaller blob): no regrowth copies.
+        let capacity = response
+            .content_length()
+            .and_then(|length| usize::try_from(length).ok())
+            .map_or(UPLOAD_CHUNK, |length| length.min(UPLOAD_CHUNK));
+        let mut pending: Vec<u8> = Vec::with_capacity(capacity);
+        let mut offset: u64 = 0;
+        while let Some(chunk) = response
+            .chunk()
             .await
-            .map_err(|e| http_error(&Method::GET, &get_url, e))?;
-        if sha256_digest(&bytes) != digest {
+            .map_err(|e| http_error(&Method::GET, &get_url, e))?
+        {
+            hasher.update(&chunk);
+            pending.extend_from_slice(&chunk);
+            if pending.len() >= UPLOAD_CHUNK {
+                let part = std::mem::replace(&mut pending, Vec::with_capacity(UPLOAD_CHUNK));
+                let length = part.len() as u64;
+                location = self.patch(to, location, offset, part).await?;
+                offset += length;
+            }
+        }
+        if offset > 0 && !pending.is_empty() {
+            let part = std::mem::take(&mut pending);
+            location = self.patch(to, location, offset, part).await?;
+        }
+        let actual = hex_digest(hasher);
+        if actual != digest {
             return Err(RegistryError::DigestMismatch {
                 url: get_url,
                 expected: digest.to_owned(),
-                actual: sha256_digest(&bytes),
+                actual,
             });
         }
         location.query_pairs_mut().append_pair("digest", digest);
@@ -403,13 +441,36 @@ impl RegistryClient {
         let response = self
             .send(Method::PUT, &put_url, to, |r| {
                 r.header(CONTENT_TYPE, "application/octet-stream")
-                    .body(bytes)
+                    .body(pending)
             })
             .await?;
         if response.status() != StatusCode::CREATED {
             return Err(status_error(&put_url, response).await);
         }
         Ok(())
+    }
+
+    /// Sends one chunk of an upload at `offset`; returns where the upload continues.
+    async fn patch(
+        &self,
+        to: &Repository,
+        location: Url,
+        offset: u64,
+        part: Vec<u8>,
+    ) -> Result<Url, RegistryError> {
+        let url = location.to_string();
+        let end = offset + part.len() as u64 - 1;
+        let response = self
+            .send(Method::PATCH, &url, to, |r| {
+                r.header(CONTENT_TYPE, "application/octet-stream")
+                    .header(CONTENT_RANGE, format!("{offset}-{end}"))
+                    .body(part)
+            })
+            .await?;
+        if response.status() != StatusCode::ACCEPTED {
+            return Err(status_error(&url, response).await);
+        }
+        Self::upload_location(&url, &response)
     }
 
     async fn copy_blob(

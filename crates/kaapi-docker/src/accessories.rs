@@ -24,7 +24,7 @@ use crate::accessory_spec::{AccessoryHealth, AccessorySpec, HealthTiming};
 use crate::containers::{self, ensure_volumes};
 use crate::docker::failed;
 use crate::network;
-use kaapi_agent::api::labels;
+use kaapi_agent::api::{labels, LogLimits};
 
 /// `dev.kaapi.role` of accessory containers (replicas: `replica`, one-off tasks: `task`).
 pub const ROLE: &str = "accessory";
@@ -36,6 +36,8 @@ pub const SPEC_LABEL: &str = "dev.kaapi.accessory-spec";
 pub struct Owner<'a> {
     pub app: &'a str,
     pub environment: &'a str,
+    /// Not part of the fingerprint: new limits apply when an accessory is next recreated.
+    pub logs: LogLimits,
 }
 
 /// What `up` did to one accessory.
@@ -245,6 +247,7 @@ fn body(owner: Owner<'_>, spec: &AccessorySpec, fingerprint: &str) -> ContainerC
             binds: (!spec.volumes.is_empty()).then(|| spec.volumes.clone()),
             port_bindings: Some(port_bindings),
             network_mode: Some(spec.network.clone()),
+            log_config: Some(kaapi_agent::container_logs::log_config(owner.logs)),
             // Back after a Docker restart, like compose's backing services.
             restart_policy: Some(RestartPolicy {
                 name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),

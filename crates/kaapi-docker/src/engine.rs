@@ -30,6 +30,7 @@ use crate::lock::DeployLock;
 use crate::network;
 use crate::plan_view;
 use crate::revisions;
+use crate::settle;
 use crate::task::{self, TaskRequest};
 use crate::{logs, stats};
 use kaapi_agent::api::{labels, EnvironmentSpec, EnvironmentState, RolloutPhase, ServiceSpec};
@@ -75,6 +76,34 @@ impl DockerEngine {
 
     fn lock(&self) -> DeployLock<'_> {
         DeployLock::new(&self.store, self.target.name())
+    }
+
+    /// Settles unfinished releases from what the agent serves (see [`settle`]); call only when
+    /// no live deploy holds the lock.
+    fn settle_unfinished(
+        &self,
+        state: Option<&EnvironmentState>,
+        progress: &dyn Progress,
+    ) -> EngineResult<()> {
+        // While a rollout runs, what it will serve is not known yet.
+        let served = state
+            .filter(|s| s.active_rollout.is_none())
+            .and_then(|s| s.release);
+        for settled in settle::settle(&self.store, self.target.name(), served)? {
+            progress.warning(format!(
+                "release {} was left unfinished; recorded as {} from what the agent serves",
+                settled.number,
+                settled.outcome.as_str()
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether a deploy that is still running holds the lock (one on another host counts).
+    fn lock_held_by_live_deploy(&self) -> EngineResult<bool> {
+        Ok(self.lock().holder()?.is_some_and(|row| {
+            row.host != crate::lock::host_name() || kaapi_agent::process::alive(row.pid)
+        }))
     }
 
     /// Local repository of the environment's images: `{app}-{env}`.
@@ -163,6 +192,7 @@ impl DockerEngine {
     async fn task_spec(&self, on: TaskOn<'_>, service: &str) -> EngineResult<ServiceSpec> {
         let mut spec = self.stored_task_spec(on, service).await?;
         spec.network = Some(self.network_name());
+        spec.logs = Some(revisions::log_limits(&self.target));
         Ok(spec)
     }
 
@@ -195,6 +225,7 @@ impl DockerEngine {
         accessories::Owner {
             app: self.app(),
             environment: self.target.name(),
+            logs: revisions::log_limits(&self.target),
         }
     }
 
@@ -208,6 +239,7 @@ impl DockerEngine {
         let mut services = self.release_specs(release)?;
         for spec in &mut services {
             spec.network = Some(self.network_name());
+            spec.logs = Some(revisions::log_limits(&self.target));
         }
         let web_service = services
             .iter()
@@ -285,7 +317,11 @@ impl Engine for DockerEngine {
         owner: &LockOwner,
         progress: &dyn Progress,
     ) -> EngineResult<LockToken> {
-        self.lock().acquire(owner, progress)
+        let token = self.lock().acquire(owner, progress)?;
+        // This deploy holds the lock: what earlier deploys left unfinished can be settled.
+        let state = agent_link::environment_if_running(&self.state_dir, self.target.name()).await?;
+        self.settle_unfinished(state.as_ref(), progress)?;
+        Ok(token)
     }
 
     async fn release_lock(&self, token: &LockToken) -> EngineResult<()> {
@@ -293,7 +329,11 @@ impl Engine for DockerEngine {
     }
 
     async fn force_unlock(&self) -> EngineResult<()> {
-        self.lock().force_unlock()
+        self.lock().force_unlock()?;
+        // The release the removed lock's deploy was making is settled, not left in progress.
+        let state = agent_link::environment_if_running(&self.state_dir, self.target.name()).await?;
+        self.settle_unfinished(state.as_ref(), &kaapi_core::progress::Silent)?;
+        Ok(())
     }
 
     async fn prepare_image(
@@ -531,6 +571,9 @@ impl Engine for DockerEngine {
         let state =
             agent_link::environment_reviving(&self.state_dir, &self.program, self.target.name())
                 .await?;
+        if !self.lock_held_by_live_deploy()? {
+            self.settle_unfinished(state.as_ref(), &kaapi_core::progress::Silent)?;
+        }
         let containers =
             containers::replicas(&self.docker, self.app(), self.target.name(), None).await?;
         let running_ids: Vec<String> = containers

@@ -70,6 +70,9 @@ pub enum StoreError {
     },
     #[error("release database {}: {message}", path.display())]
     Other { path: PathBuf, message: String },
+    /// The state directory or the database file is not private (a link, another user's).
+    #[error(transparent)]
+    StateDir(#[from] kaapi_agent::private::PrivateError),
 }
 
 impl From<StoreError> for EngineError {
@@ -101,13 +104,9 @@ impl Store {
     /// Opens (creating when needed) `{state_dir}/releases.db`, readable by its owner only.
     pub fn open(state_dir: &Path) -> Result<Self, StoreError> {
         let path = state_dir.join(DATABASE_FILE);
-        let other = |message: String| StoreError::Other {
-            path: path.clone(),
-            message,
-        };
-        std::fs::create_dir_all(state_dir)
-            .map_err(|e| other(format!("cannot create {}: {e}", state_dir.display())))?;
-        create_private(&path).map_err(|e| other(format!("cannot create it: {e}")))?;
+        // The history is often the first to create the state directory: private from the start.
+        kaapi_agent::private::ensure_dir(state_dir)?;
+        kaapi_agent::private::open_file(&path, kaapi_agent::private::Access::ReadWrite)?;
         let sqlite = |source| StoreError::Sqlite {
             path: path.clone(),
             source,
@@ -473,17 +472,6 @@ fn migrate(connection: &mut Connection) -> rusqlite::Result<()> {
     tx.commit()
 }
 
-/// Creates the file mode 0600 if absent, and tightens it if it exists (it holds secrets).
-fn create_private(path: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .open(path)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -502,6 +490,7 @@ mod tests {
             memory_mib: Some(256),
             volumes: vec!["app-local-data:/data".to_owned()],
             network: None,
+            logs: None,
         }
     }
 

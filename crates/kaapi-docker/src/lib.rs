@@ -21,6 +21,7 @@ pub mod logs;
 pub mod network;
 pub mod plan_view;
 pub mod revisions;
+pub mod settle;
 pub mod stats;
 pub mod task;
 pub mod verify;

@@ -72,6 +72,7 @@ mod tests {
             memory_mib: None,
             volumes: Vec::new(),
             network: None,
+            logs: None,
         };
         let view = view(&spec, &["SECRET_KEY".to_owned()], Some(5));
         assert_eq!(view.env.keys().collect::<Vec<_>>(), ["LOG_LEVEL"]);

@@ -9,7 +9,16 @@ use kaapi_core::config::ResolvedEnvironment;
 use kaapi_core::engine::{EngineError, EngineResult};
 
 use crate::history::NewRevision;
-use kaapi_agent::api::{HealthCheckSpec, ServiceSpec};
+use kaapi_agent::api::{HealthCheckSpec, LogLimits, ServiceSpec};
+
+/// How much log each container keeps (`[container_logs]`), set at rollout like the network.
+pub fn log_limits(target: &ResolvedEnvironment) -> LogLimits {
+    let logs = target.config().container_logs;
+    LogLimits {
+        max_size_mb: logs.max_size_mb,
+        max_files: logs.max_files,
+    }
+}
 
 /// Docker volume of `NAME` in an environment: `{app}-{env}-NAME`.
 pub fn volume_name(app: &str, environment: &str, name: &str) -> String {
@@ -144,6 +153,7 @@ pub fn service_spec(
         memory_mib: settings.memory,
         volumes,
         network: None,
+        logs: None,
     })
 }
 

@@ -176,6 +176,7 @@ pub fn adopted(
         variables: VariablesConfig::default(),
         // Accessories run on the docker engine only; ECS backing services are RDS and friends.
         accessories: IndexMap::new(),
+        container_logs: Default::default(),
         environments: IndexMap::new(),
         notifications: None,
     };

@@ -1,7 +1,7 @@
 //! Logs from CloudWatch: the lines of one task's stream, and `logs [--follow]` across the
 //! services' log groups with FilterLogEvents (following by polling from the last timestamp).
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use kaapi_core::engine::{EngineResult, LogLine, LogQuery};
@@ -103,7 +103,7 @@ pub async fn logs(
         .since
         .unwrap_or(std::time::Duration::from_secs(10 * 60));
     let mut start = Utc::now().timestamp_millis() - since.as_millis() as i64;
-    let mut seen: HashSet<String> = HashSet::new();
+    let mut seen = SeenEvents::default();
     loop {
         let mut batch = Vec::new();
         for service in &services {
@@ -116,13 +116,51 @@ pub async fn logs(
             start = newest.timestamp_millis();
         }
         for (id, line) in batch {
-            if seen.insert(id) {
+            if seen.first_time(id, line.at) {
                 sink(line);
             }
         }
+        seen.forget_before(start);
         if !query.follow {
             return Ok(());
         }
         tokio::time::sleep(ctx.tuning.follow_interval).await;
+    }
+}
+
+/// The event IDs already printed while following. A poll starts at the newest timestamp seen,
+/// so only events at or after it can come again: older IDs are forgotten, which keeps the set
+/// as small as one timestamp's events however long `--follow` runs.
+#[derive(Default)]
+struct SeenEvents {
+    ids: HashMap<String, i64>,
+}
+
+impl SeenEvents {
+    fn first_time(&mut self, id: String, at: Option<DateTime<Utc>>) -> bool {
+        let at = at.map_or(i64::MIN, |at| at.timestamp_millis());
+        self.ids.insert(id, at).is_none()
+    }
+
+    fn forget_before(&mut self, start_millis: i64) {
+        self.ids.retain(|_, at| *at >= start_millis);
+    }
+}
+
+#[cfg(test)]
+mod seen_tests {
+    use super::*;
+
+    #[test]
+    fn following_forgets_event_ids_the_next_poll_cannot_return() {
+        let mut seen = SeenEvents::default();
+        for n in 0..10_000i64 {
+            let at = DateTime::from_timestamp_millis(n);
+            assert!(seen.first_time(format!("e{n}"), at));
+            // The overlap of the next poll (same timestamp) is still recognised.
+            assert!(!seen.first_time(format!("e{n}"), at));
+            seen.forget_before(n);
+            assert!(seen.ids.len() <= 1, "{} ids kept", seen.ids.len());
+        }
     }
 }

@@ -2,5 +2,6 @@
 
 mod agent_support;
 
+mod agent_readiness;
 mod agent_recovery;
 mod agent_rollout;

@@ -3,3 +3,4 @@
 mod ecr;
 mod errors;
 mod oidc;
+mod registry_copy;

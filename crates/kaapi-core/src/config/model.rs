@@ -30,10 +30,47 @@ pub struct Config {
     pub secrets: Vec<String>,
     #[serde(default)]
     pub variables: VariablesConfig,
+    /// Docker engine: how much log every container it starts keeps.
+    #[serde(default, skip_serializing_if = "ContainerLogsConfig::is_default")]
+    pub container_logs: ContainerLogsConfig,
     pub environments: IndexMap<String, EnvironmentConfig>,
     /// Webhooks told how each deploy and rollback ended (an environment may override them).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notifications: Option<crate::notify::NotificationsConfig>,
+}
+
+/// The bound on each container's log (Docker's json-file rotation): at most `max_files` files
+/// of `max_size_mb` MiB.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContainerLogsConfig {
+    #[serde(default = "default_log_max_size_mb")]
+    pub max_size_mb: u32,
+    #[serde(default = "default_log_max_files")]
+    pub max_files: u32,
+}
+
+fn default_log_max_size_mb() -> u32 {
+    10
+}
+
+fn default_log_max_files() -> u32 {
+    3
+}
+
+impl Default for ContainerLogsConfig {
+    fn default() -> Self {
+        ContainerLogsConfig {
+            max_size_mb: default_log_max_size_mb(),
+            max_files: default_log_max_files(),
+        }
+    }
+}
+
+impl ContainerLogsConfig {
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -20,6 +20,7 @@ pub fn validate(config: &Config) -> Vec<Diagnostic> {
         validate_accessory(config, name, accessory, &mut out);
     }
     validate_variables(config, &mut out);
+    validate_container_logs(config, &mut out);
     for (name, env) in &config.environments {
         validate_environment(config, name, env, &mut out);
     }
@@ -31,6 +32,28 @@ pub fn validate(config: &Config) -> Vec<Diagnostic> {
         );
     }
     out
+}
+
+fn validate_container_logs(config: &Config, out: &mut Vec<Diagnostic>) {
+    let logs = &config.container_logs;
+    if !(1..=10_240).contains(&logs.max_size_mb) {
+        out.push(
+            err(
+                "container_logs.max_size_mb",
+                format!("{} MiB is out of range", logs.max_size_mb),
+            )
+            .with_hint("use 1 to 10240 (MiB per log file; the default is 10)"),
+        );
+    }
+    if !(1..=100).contains(&logs.max_files) {
+        out.push(
+            err(
+                "container_logs.max_files",
+                format!("{} files is out of range", logs.max_files),
+            )
+            .with_hint("use 1 to 100 (the default is 3)"),
+        );
+    }
 }
 
 /// Two environments with the same trigger would make a ref deploy to whichever comes first.

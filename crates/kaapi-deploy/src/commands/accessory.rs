@@ -29,6 +29,7 @@ pub async fn run(config: Option<&Path>, args: &AccessoryArgs) -> CliResult {
     let owner = Owner {
         app: target.app(),
         environment: target.name(),
+        logs: kaapi_docker::revisions::log_limits(&target),
     };
     let progress = ProgressPrinter::new();
     match args.action {

@@ -91,7 +91,20 @@ fn a_deploy_killed_mid_rollout_leaves_nothing_that_stops_the_next_one() {
             .unwrap_or("missing")
             .to_owned()
     };
-    assert_eq!(outcome(2), "interrupted");
+    // The agent may have finished release 2's rollout after its deploy was killed: the history
+    // then says it succeeded (it served), else that it was interrupted.
+    let detail_2 = releases
+        .iter()
+        .find(|r| r["number"] == 2)
+        .and_then(|r| r["detail"].as_str())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        outcome(2) == "interrupted"
+            || (outcome(2) == "succeeded" && detail_2.contains("the agent finished the rollout")),
+        "release 2: {} ({detail_2})",
+        outcome(2)
+    );
     assert_eq!(outcome(3), "succeeded");
     // No orphans: only release 3's replicas remain, as many as desired.
     assert!(

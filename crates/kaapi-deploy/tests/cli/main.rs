@@ -3,6 +3,7 @@
 mod docker_support;
 
 mod agent_command;
+mod agent_handshake;
 mod completions;
 mod config_init_check;
 mod config_malformed;
@@ -26,3 +27,4 @@ mod faults_replica_kill;
 #[cfg(feature = "ecs")]
 mod infra_secrets_leak;
 mod local_only;
+mod state_private;

@@ -152,6 +152,7 @@ impl Fixture {
             memory_mib: Some(128),
             volumes: vec![format!("{}:/data", self.volume)],
             network: None,
+            logs: None,
         };
         let mut services = vec![service("backend", web, None, Some(8000))];
         if workers > 0 {
