@@ -10,7 +10,7 @@ use chrono::Utc;
 
 use super::api::{AgentEvent, EnvironmentSpec, EnvironmentState, RolloutState, ServiceSpec};
 use super::container::Owner;
-use super::docker::Containers;
+use super::docker::{ContainerStatus, Containers};
 use super::error::AgentError;
 use super::health::{self, Check, ProbeClient};
 use super::ingress::Ingress;
@@ -145,6 +145,19 @@ impl Agent {
                 Some(port) => match self.containers.host_port(&id, port).await {
                     Ok(Some(host_port)) => Some(host_port),
                     Ok(None) => {
+                        // A container that exits at once never gets its port published: keep
+                        // it so the rollout reports its exit code and last lines, then removes it.
+                        if let Ok(ContainerStatus::Exited(code)) = self.containers.status(&id).await
+                        {
+                            return Ok(Arc::new(Replica::new(
+                                id,
+                                name,
+                                service.name.clone(),
+                                spec.release,
+                                None,
+                                Health::Exited(code),
+                            )));
+                        }
                         self.containers.remove(&id).await;
                         return Err(AgentError::Invalid(format!(
                             "replica {name}: Docker did not publish port {port} on 127.0.0.1"

@@ -42,6 +42,8 @@ pub async fn post_all(
     lookup: impl Fn(&str) -> Option<String>,
 ) -> Vec<String> {
     let mut warnings = Vec::new();
+    // The TLS provider the client uses; one already installed by another part stays.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let client = match reqwest::Client::builder()
         .timeout(config.timeout())
         .connect_timeout(config.timeout())
