@@ -138,6 +138,12 @@ pub enum RolloutOutcome {
     },
 }
 
+impl RolloutOutcome {
+    pub fn completed(&self) -> bool {
+        matches!(self, RolloutOutcome::Completed)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ReplicaStatus {
     pub id: String,

@@ -105,21 +105,33 @@ impl<'a> Timer<'a> {
     where
         F: Future<Output = EngineResult<T>>,
     {
+        self.judged_phase(phase, work, |_| true).await
+    }
+
+    /// A phase whose answer can itself say it failed (a rollout that ran and failed, a task
+    /// that exited non-zero): `succeeded` judges it, so the phase line does not say "ok".
+    async fn judged_phase<T, F>(
+        &self,
+        phase: Phase,
+        work: F,
+        succeeded: impl Fn(&T) -> bool,
+    ) -> EngineResult<T>
+    where
+        F: Future<Output = EngineResult<T>>,
+    {
         self.progress.event(Event::PhaseStarted { phase });
         let started = Instant::now();
         let result = work.await;
         let elapsed = started.elapsed();
-        self.progress.event(Event::PhaseFinished {
-            phase,
-            elapsed,
-            ok: result.is_ok(),
-        });
+        let ok = result.as_ref().is_ok_and(succeeded);
+        self.progress
+            .event(Event::PhaseFinished { phase, elapsed, ok });
         if let Ok(mut phases) = self.phases.lock() {
             phases.push(PhaseTiming {
                 phase,
                 started_seconds: started.duration_since(self.created).as_secs_f64(),
                 seconds: elapsed.as_secs_f64(),
-                ok: result.is_ok(),
+                ok,
             });
         }
         result
@@ -269,7 +281,7 @@ async fn deploy_locked(
 
     if let Some(migrations) = &plan.migrations {
         let exit = timer
-            .phase(
+            .judged_phase(
                 Phase::Migrate,
                 engine.run_task(
                     TaskOn::Release(&release),
@@ -277,6 +289,7 @@ async fn deploy_locked(
                     &migrations.command,
                     progress,
                 ),
+                |exit| exit.exit_code == 0,
             )
             .await;
         let exit = match exit {
@@ -304,11 +317,18 @@ async fn deploy_locked(
     }
 
     let rollout = timer
-        .phase(Phase::Rollout, engine.roll_out(&release, progress))
+        .judged_phase(
+            Phase::Rollout,
+            engine.roll_out(&release, progress),
+            RolloutOutcome::completed,
+        )
         .await;
     let failure = match rollout {
         Ok(RolloutOutcome::Completed) => {
-            match timer.phase(Phase::Verify, engine.verify(progress)).await {
+            match timer
+                .judged_phase(Phase::Verify, engine.verify(progress), Result::is_ok)
+                .await
+            {
                 Ok(Ok(())) => None,
                 Ok(Err(reason)) => Some(format!("verification failed: {reason}")),
                 Err(e) => Some(format!("verification could not run: {e}")),
@@ -348,7 +368,11 @@ async fn deploy_locked(
     };
     progress.info(format!("rolling back to release {}", previous.number));
     let restored = timer
-        .phase(Phase::Rollback, engine.roll_out(&previous, progress))
+        .judged_phase(
+            Phase::Rollback,
+            engine.roll_out(&previous, progress),
+            RolloutOutcome::completed,
+        )
         .await;
     match restored {
         Ok(RolloutOutcome::Completed) => {
@@ -569,7 +593,7 @@ pub async fn migrate(
         start_accessories(engine, &timer).await?;
         let migrations = &plan.migrations;
         timer
-            .phase(
+            .judged_phase(
                 Phase::Migrate,
                 engine.run_task(
                     TaskOn::Image(&image),
@@ -577,6 +601,7 @@ pub async fn migrate(
                     &migrations.command,
                     progress,
                 ),
+                |exit| exit.exit_code == 0,
             )
             .await
     };
@@ -622,11 +647,18 @@ async fn rollback_locked(
         diagnosis: Vec::new(),
     };
     let rollout = timer
-        .phase(Phase::Rollout, engine.roll_out(&release, progress))
+        .judged_phase(
+            Phase::Rollout,
+            engine.roll_out(&release, progress),
+            RolloutOutcome::completed,
+        )
         .await;
     let failure = match rollout {
         Ok(RolloutOutcome::Completed) => {
-            match timer.phase(Phase::Verify, engine.verify(progress)).await {
+            match timer
+                .judged_phase(Phase::Verify, engine.verify(progress), Result::is_ok)
+                .await
+            {
                 Ok(Ok(())) => None,
                 Ok(Err(reason)) => Some(format!("verification failed: {reason}")),
                 Err(e) => Some(format!("verification could not run: {e}")),
@@ -652,7 +684,11 @@ async fn rollback_locked(
     match current {
         Some(current) => {
             let restored = timer
-                .phase(Phase::Rollback, engine.roll_out(&current, progress))
+                .judged_phase(
+                    Phase::Rollback,
+                    engine.roll_out(&current, progress),
+                    RolloutOutcome::completed,
+                )
                 .await;
             let ok = matches!(restored, Ok(RolloutOutcome::Completed));
             if !ok {

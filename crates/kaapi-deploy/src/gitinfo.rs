@@ -3,7 +3,9 @@
 use std::path::Path;
 use std::process::Command;
 
+use kaapi_core::config::ResolvedEnvironment;
 use kaapi_core::engine::LockOwner;
+use kaapi_core::interpolate::interpolate;
 use kaapi_core::release::ReleaseMeta;
 
 fn git(dir: &Path, args: &[&str]) -> Option<String> {
@@ -43,6 +45,26 @@ pub fn author(dir: &Path) -> String {
         .or_else(|| git(dir, &["config", "user.name"]).filter(|a| !a.is_empty()))
         .or_else(|| std::env::var("USER").ok())
         .unwrap_or_else(|| "unknown".to_owned())
+}
+
+/// Build arguments that, by convention, carry the version a build ships.
+const VERSION_BUILD_ARGS: [&str; 2] = ["APP_VERSION", "VERSION"];
+
+/// The version a deploy of `target` ships: the `APP_VERSION` (or `VERSION`) build argument as
+/// the build expands it, else a git tag on the commit; `None` when there is neither.
+pub fn release_version(target: &ResolvedEnvironment) -> Option<String> {
+    let build_args = &target.config().image.build_args;
+    VERSION_BUILD_ARGS
+        .iter()
+        .find_map(|name| build_args.get(*name))
+        .and_then(|value| interpolate(value, |name| std::env::var(name).ok()).ok())
+        .filter(|version| !version.is_empty())
+        .or_else(|| {
+            git(
+                target.dir(),
+                &["describe", "--tags", "--exact-match", "HEAD"],
+            )
+        })
 }
 
 pub fn release_meta(dir: &Path, version: Option<String>) -> ReleaseMeta {

@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use chrono::Utc;
 use kaapi_core::engine::{Engine, EngineResult, ImageSource, LockOwner, RolloutOutcome, TaskExit};
 use kaapi_core::pipeline::{self, DeployPlan, MigratePlan, Migrations, RollbackPlan};
-use kaapi_core::progress::Silent;
+use kaapi_core::progress::{Event, Progress, Silent};
 use kaapi_core::release::{Outcome, ReleaseMeta};
 use kaapi_testkit::fake_engine::{FakeEngine, Script};
 
@@ -57,6 +57,27 @@ fn plan() -> DeployPlan {
         },
         migrations: Some(migrations()),
         force: false,
+    }
+}
+
+/// The end of every phase as the progress line reports it: `rollout ok`, `rollout failed`.
+#[derive(Default)]
+struct PhaseLines(std::sync::Mutex<Vec<String>>);
+
+impl PhaseLines {
+    fn finished(&self) -> Vec<String> {
+        self.0.lock().map(|lines| lines.clone()).unwrap_or_default()
+    }
+}
+
+impl Progress for PhaseLines {
+    fn event(&self, event: Event) {
+        if let Event::PhaseFinished { phase, ok, .. } = event {
+            if let Ok(mut lines) = self.0.lock() {
+                let verdict = if ok { "ok" } else { "failed" };
+                lines.push(format!("{} {verdict}", phase.as_str()));
+            }
+        }
     }
 }
 
@@ -332,9 +353,16 @@ async fn a_failed_rollout_is_diagnosed_before_the_rollback_and_reported() {
         diagnoses: vec![diagnosis.clone()],
         ..Script::default()
     });
-    let report = deploy(&engine).await.expect("deploy");
+    let progress = PhaseLines::default();
+    let report = pipeline::deploy(&engine, &plan(), &progress, std::future::pending())
+        .await
+        .expect("deploy");
     assert_eq!(report.outcome, Outcome::RolledBack);
     assert_eq!(report.diagnosis, vec![diagnosis]);
+    // What the user reads: the rollout failed, the rollback that followed succeeded.
+    let lines = progress.finished();
+    assert!(lines.contains(&"rollout failed".to_owned()), "{lines:?}");
+    assert!(lines.contains(&"rollback ok".to_owned()), "{lines:?}");
     let calls = engine.calls();
     let diagnosed = calls.iter().position(|c| c == "diagnose 2");
     let rolled_back = calls.iter().position(|c| c == "roll_out 1");

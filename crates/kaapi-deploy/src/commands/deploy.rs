@@ -20,7 +20,7 @@ pub async fn run(config: Option<&Path>, args: &DeployArgs) -> CliResult {
             .clone()
             .map(ImageSource::Existing)
             .unwrap_or(ImageSource::Build),
-        meta: gitinfo::release_meta(target.dir(), None),
+        meta: gitinfo::release_meta(target.dir(), gitinfo::release_version(&target)),
         owner: gitinfo::lock_owner(target.dir()),
         migrations: Migrations::of(target.config()),
         force: args.force,

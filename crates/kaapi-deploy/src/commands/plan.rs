@@ -25,7 +25,7 @@ pub async fn run(
         image: image
             .map(|i| ImageSource::Existing(i.to_owned()))
             .unwrap_or(ImageSource::Build),
-        meta: gitinfo::release_meta(target.dir(), None),
+        meta: gitinfo::release_meta(target.dir(), gitinfo::release_version(&target)),
         migrations: Migrations::of(target.config()),
     };
     let preview = pipeline::preview(engine.as_ref(), &plan, &ProgressPrinter::new()).await?;

@@ -30,6 +30,8 @@ fn deploy_redeploy_and_roll_back_without_dropping_a_request() {
     let releases = project.releases();
     assert_eq!(releases.len(), 1);
     assert_eq!(outcome_of(&releases, 1), "succeeded");
+    // The version the build argument APP_VERSION ships.
+    assert_eq!(releases[0]["meta"]["version"], "1.0.0", "{releases:?}");
     assert!(releases[0]["image"]["digest"]
         .as_str()
         .is_some_and(|d| d.starts_with("sha256:")));
