@@ -132,11 +132,30 @@ impl Notice {
         }
     }
 
+    /// A deploy or rollback that is starting (outcome `in_progress`, no release yet).
+    pub fn started(action: &str, environment: &str, meta: &ReleaseMeta, url: Option<&str>) -> Self {
+        Self {
+            action: action.to_owned(),
+            environment: environment.to_owned(),
+            outcome: Outcome::InProgress,
+            release: None,
+            image: None,
+            commit: meta.commit.clone(),
+            version: meta.version.clone(),
+            author: meta.author.clone(),
+            duration_seconds: 0.0,
+            message: format!("{action} of {environment} started"),
+            diagnosis: None,
+            url: url.map(str::to_owned),
+        }
+    }
+
     /// One line of headline: `✅ staging: deploy of release 4 succeeded`.
     pub fn headline(&self) -> String {
         let mark = match self.outcome {
             Outcome::Succeeded => "✅",
             Outcome::RolledBack => "↩️",
+            Outcome::InProgress => "🚀",
             _ => "❌",
         };
         let what = match self.release {
@@ -147,6 +166,7 @@ impl Notice {
             Outcome::Succeeded => "succeeded".to_owned(),
             Outcome::RolledBack => "failed and was rolled back".to_owned(),
             Outcome::FailedMigration => "failed in its migrations".to_owned(),
+            Outcome::InProgress => "started".to_owned(),
             other => other.to_string(),
         };
         format!("{mark} {}: {what} {outcome}", self.environment)
@@ -210,6 +230,25 @@ mod tests {
             diagnosis: diagnosis.map(str::to_owned),
             url: None,
         }
+    }
+
+    #[test]
+    fn a_start_is_announced_with_who_and_what() {
+        let meta = ReleaseMeta {
+            commit: "0123456789ab".into(),
+            version: Some("v1.2.3".into()),
+            author: "alice".into(),
+            created_at: chrono::Utc::now(),
+        };
+        let started = Notice::started("deploy", "staging", &meta, Some("https://ci/run/1"));
+        assert_eq!(started.headline(), "🚀 staging: deploy started");
+        let text = started.text();
+        assert!(text.contains("commit 0123456789ab"), "{text}");
+        assert!(text.contains("version v1.2.3"), "{text}");
+        assert!(text.contains("by alice"), "{text}");
+        assert!(text.contains("https://ci/run/1"), "{text}");
+        let json = body(WebhookFormat::Json, &started);
+        assert_eq!(json["kaapi_deploy"]["outcome"], "in_progress");
     }
 
     #[test]

@@ -9,6 +9,19 @@ use kaapi_core::release::ReleaseMeta;
 
 use crate::output::yellow;
 
+/// Tells the webhooks of `target` that `action` (deploy, rollback) starts.
+pub async fn started(
+    target: &ResolvedEnvironment,
+    action: &str,
+    meta: &ReleaseMeta,
+    url: Option<&str>,
+) {
+    let Some(config) = notify::for_environment(target) else {
+        return;
+    };
+    send(config, &Notice::started(action, target.name(), meta, url)).await;
+}
+
 /// Notifies the webhooks of `target` about `report`, printing a warning for each that failed.
 pub async fn report(
     target: &ResolvedEnvironment,
@@ -20,9 +33,12 @@ pub async fn report(
     let Some(config) = notify::for_environment(target) else {
         return;
     };
-    let notice = Notice::of(action, report, meta, url);
+    send(config, &Notice::of(action, report, meta, url)).await;
+}
+
+async fn send(config: &NotificationsConfig, notice: &Notice) {
     let lookup = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-    for warning in post_all(config, &notice, lookup).await {
+    for warning in post_all(config, notice, lookup).await {
         eprintln!("{} {warning}", yellow("warning:"));
     }
 }

@@ -60,6 +60,9 @@ pub async fn run(config: Option<&Path>, args: &CiArgs) -> CliResult {
             return Err(e);
         }
     };
+    let target = project::resolve_in(loaded.clone(), &environment)?;
+    let run_url = ctx.run_url();
+    notify::started(&target, "deploy", &plan.plan.meta, run_url.as_deref()).await;
     let outcome = run_ci(
         engine.as_ref(),
         &plan,
@@ -72,8 +75,6 @@ pub async fn run(config: Option<&Path>, args: &CiArgs) -> CliResult {
         println!("{annotation}");
     }
     if let Some(report) = &outcome.report {
-        let target = project::resolve_in(loaded.clone(), &environment)?;
-        let run_url = ctx.run_url();
         notify::report(
             &target,
             "deploy",

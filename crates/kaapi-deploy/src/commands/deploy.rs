@@ -25,6 +25,7 @@ pub async fn run(config: Option<&Path>, args: &DeployArgs) -> CliResult {
         migrations: Migrations::of(target.config()),
         force: args.force,
     };
+    notify::started(&target, "deploy", &plan.meta, None).await;
     let report =
         pipeline::deploy(engine.as_ref(), &plan, &ProgressPrinter::new(), ctrl_c()).await?;
     notify::report(&target, "deploy", &report, &plan.meta, None).await;

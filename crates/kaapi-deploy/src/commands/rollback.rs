@@ -18,6 +18,7 @@ pub async fn run(config: Option<&Path>, args: &RollbackArgs) -> CliResult {
         meta: gitinfo::release_meta(target.dir(), None),
         owner: gitinfo::lock_owner(target.dir()),
     };
+    notify::started(&target, "rollback", &plan.meta, None).await;
     let report =
         pipeline::rollback(engine.as_ref(), &plan, &ProgressPrinter::new(), ctrl_c()).await?;
     notify::report(&target, "rollback", &report, &plan.meta, None).await;
