@@ -4,6 +4,7 @@
 mod cli;
 mod commands;
 mod dashboard;
+mod deploy_journal;
 mod engines;
 mod exit;
 mod gitinfo;

@@ -7,6 +7,7 @@ use kaapi_core::pipeline::{self, DeployPlan, Migrations};
 
 use super::{ctrl_c, finish_report};
 use crate::cli::DeployArgs;
+use crate::deploy_journal::Journaled;
 use crate::exit::CliResult;
 use crate::output::ProgressPrinter;
 use crate::{engines, gitinfo, notify, project};
@@ -26,8 +27,12 @@ pub async fn run(config: Option<&Path>, args: &DeployArgs) -> CliResult {
         force: args.force,
     };
     notify::started(&target, "deploy", &plan.meta, None).await;
-    let report =
-        pipeline::deploy(engine.as_ref(), &plan, &ProgressPrinter::new(), ctrl_c()).await?;
+    let printer = ProgressPrinter::new();
+    let state_dir = project::state_dir(target.loaded());
+    let progress = Journaled::new(&printer, &state_dir, target.name(), "deploy");
+    let report = pipeline::deploy(engine.as_ref(), &plan, &progress, ctrl_c()).await;
+    drop(progress);
+    let report = report?;
     notify::report(&target, "deploy", &report, &plan.meta, None).await;
     finish_report(&report, args.json, engine.url())
 }

@@ -6,6 +6,7 @@ use kaapi_core::pipeline::{self, RollbackPlan};
 
 use super::{ctrl_c, finish_report};
 use crate::cli::RollbackArgs;
+use crate::deploy_journal::Journaled;
 use crate::exit::CliResult;
 use crate::output::ProgressPrinter;
 use crate::{engines, gitinfo, notify, project};
@@ -19,8 +20,12 @@ pub async fn run(config: Option<&Path>, args: &RollbackArgs) -> CliResult {
         owner: gitinfo::lock_owner(target.dir()),
     };
     notify::started(&target, "rollback", &plan.meta, None).await;
-    let report =
-        pipeline::rollback(engine.as_ref(), &plan, &ProgressPrinter::new(), ctrl_c()).await?;
+    let printer = ProgressPrinter::new();
+    let state_dir = project::state_dir(target.loaded());
+    let progress = Journaled::new(&printer, &state_dir, target.name(), "rollback");
+    let report = pipeline::rollback(engine.as_ref(), &plan, &progress, ctrl_c()).await;
+    drop(progress);
+    let report = report?;
     notify::report(&target, "rollback", &report, &plan.meta, None).await;
     finish_report(&report, args.json, engine.url())
 }

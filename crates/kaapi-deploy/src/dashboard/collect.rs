@@ -13,7 +13,7 @@ use kaapi_core::engine::Engine;
 use kaapi_core::release::{Outcome, Release};
 
 use super::snapshot::{self, EnvironmentView, Snapshot};
-use crate::engines;
+use crate::{deploy_journal, engines};
 
 /// How far back the plots of a remote engine (CloudWatch, one point a minute) go.
 const REMOTE_WINDOW: Duration = Duration::from_secs(3 * 3600);
@@ -113,6 +113,16 @@ impl Watched {
                     .collect();
                 view.deploy = Some(snapshot::deploy_view(release, None, messages));
             }
+        }
+        // A deploy run from this machine reports its own phases, from the lock and the build on.
+        if let Some(journal) = deploy_journal::read(state_dir, self.target.name()) {
+            let messages = view
+                .deploy
+                .take()
+                .map(|deploy| deploy.messages)
+                .unwrap_or_default();
+            let release = in_progress.map(|r| r.number);
+            view.deploy = Some(snapshot::journal_view(&journal, release, messages));
         }
         self.note_durations(&releases);
         view.releases = releases

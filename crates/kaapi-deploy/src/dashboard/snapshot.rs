@@ -7,6 +7,8 @@ use kaapi_core::engine::{ServiceStatus, Traffic};
 use kaapi_core::release::{Outcome, Release};
 use serde::Serialize;
 
+use crate::deploy_journal::DeployJournal;
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Snapshot {
     pub generated_at: DateTime<Utc>,
@@ -49,15 +51,16 @@ pub struct ReleaseView {
 /// A deploy in progress: its phases and what the rollout said so far.
 #[derive(Debug, Clone, Serialize)]
 pub struct DeployView {
-    pub release: u64,
+    /// `None` while the deploy has not registered its release yet (lock, build).
+    pub release: Option<u64>,
     pub phases: Vec<PhaseView>,
     pub messages: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct PhaseView {
-    pub name: &'static str,
-    /// `done`, `running` or `pending`.
+    pub name: String,
+    /// `done`, `running`, `failed` or `pending`.
     pub state: &'static str,
 }
 
@@ -83,17 +86,38 @@ pub fn deploy_view(
     };
     let running_at = PHASES.iter().position(|p| *p == running).unwrap_or(0);
     DeployView {
-        release: release.number,
+        release: Some(release.number),
         phases: PHASES
             .iter()
             .enumerate()
             .map(|(index, name)| PhaseView {
-                name,
+                name: (*name).to_owned(),
                 state: match index.cmp(&running_at) {
                     std::cmp::Ordering::Less => "done",
                     std::cmp::Ordering::Equal => "running",
                     std::cmp::Ordering::Greater => "pending",
                 },
+            })
+            .collect(),
+        messages: rollout_messages,
+    }
+}
+
+/// The deploy this machine runs now, phase by phase as its own process reports them (the
+/// journal), with what the agent's rollout said so far.
+pub fn journal_view(
+    journal: &DeployJournal,
+    release: Option<u64>,
+    rollout_messages: Vec<String>,
+) -> DeployView {
+    DeployView {
+        release,
+        phases: journal
+            .phases
+            .iter()
+            .map(|phase| PhaseView {
+                name: phase.name.clone(),
+                state: phase.state.as_str(),
             })
             .collect(),
         messages: rollout_messages,

@@ -125,8 +125,10 @@ function replicas(services) {
 
 function deploy(view) {
   if (!view) return null;
-  return el("section", { class: "deploy", "data-deploy-release": view.release },
-    el("h3", {}, "Deploy of release " + view.release + " in progress"),
+  const release = view.release === null ? "" : String(view.release);
+  const title = release ? "Deploy of release " + release + " in progress" : "Deploy in progress (no release registered yet)";
+  return el("section", { class: "deploy", "data-deploy-release": release },
+    el("h3", {}, title),
     el("ol", { class: "phases" }, ...view.phases.map((p) => el("li", { class: p.state, "data-phase": p.name }, p.name))),
     view.messages.length ? el("pre", { class: "messages" }, view.messages.join("\n")) : null);
 }
