@@ -2,6 +2,7 @@
 //! repository to another without changing a byte: the manifest is fetched and stored as is, so
 //! the digest is the same on both sides.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use kaapi_core::engine::RegistryAuth;
@@ -209,8 +210,13 @@ pub struct CopyReport {
     pub uploaded: usize,
 }
 
+/// Sees each request (method and full URL) before it is sent; tests use it to check what the
+/// registry authorizes for every request a copy makes.
+pub type RequestObserver = Arc<dyn Fn(&Method, &str) + Send + Sync>;
+
 pub struct RegistryClient {
     http: reqwest::Client,
+    observer: Option<RequestObserver>,
 }
 
 fn http_error(method: &Method, url: &str, e: reqwest::Error) -> RegistryError {
@@ -238,7 +244,18 @@ impl RegistryClient {
             .connect_timeout(Duration::from_secs(10))
             .build()
             .map_err(|e| RegistryError::Invalid(format!("cannot build an HTTP client: {e}")))?;
-        Ok(Self { http })
+        Ok(Self {
+            http,
+            observer: None,
+        })
+    }
+
+    /// This client, showing each request to `observer` before sending it.
+    pub fn observed(self, observer: RequestObserver) -> Self {
+        Self {
+            observer: Some(observer),
+            ..self
+        }
     }
 
     fn request(&self, method: Method, url: &str, repo: &Repository) -> RequestBuilder {
@@ -256,6 +273,9 @@ impl RegistryClient {
         repo: &Repository,
         build: impl FnOnce(RequestBuilder) -> RequestBuilder,
     ) -> Result<Response, RegistryError> {
+        if let Some(observer) = &self.observer {
+            observer(&method, url);
+        }
         build(self.request(method.clone(), url, repo))
             .send()
             .await

@@ -2,5 +2,6 @@
 
 mod ci_run;
 mod promote;
+mod promote_iam;
 mod workflow_install;
 mod workflows;

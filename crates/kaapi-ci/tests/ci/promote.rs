@@ -39,7 +39,7 @@ fn docker(args: &[&str]) -> String {
 }
 
 /// Removes the test's local image tags whatever happens.
-struct LocalImages(Vec<String>);
+pub(crate) struct LocalImages(pub(crate) Vec<String>);
 
 impl Drop for LocalImages {
     fn drop(&mut self) {
@@ -51,7 +51,12 @@ impl Drop for LocalImages {
 
 /// Builds a small FROM scratch image with unique content, pushes it as `repo:tag` and returns
 /// the digest the push reported.
-fn push_image(registry: &Service, repo: &str, tag: &str, cleanup: &mut LocalImages) -> String {
+pub(crate) fn push_image(
+    registry: &Service,
+    repo: &str,
+    tag: &str,
+    cleanup: &mut LocalImages,
+) -> String {
     let dir = tempfile::tempdir().expect("build dir");
     let nonce = SystemTime::now()
         .duration_since(UNIX_EPOCH)

@@ -7,6 +7,7 @@ pub mod authorizations;
 pub mod definitions;
 #[cfg(test)]
 mod policy_tests;
+pub mod registry;
 #[cfg(test)]
 mod trust_tests;
 
@@ -16,32 +17,42 @@ use kaapi_core::config::{LoadedConfig, ResolvedEnvironment};
 use authorizations::{authorizations, ApiCall};
 use definitions::Definitions;
 
-use crate::iam_eval::{evaluate, Decision};
+use crate::iam_eval::{evaluate, Decision, Request};
 use crate::policy::Scope;
 
 /// Every problem with `calls` under `policy`, one line each: a call without a mapping, a request
 /// AWS's IAM definitions do not have (action, resource type, condition key), a request the
 /// policy does not allow (with the statement closest to allowing it).
 pub fn refusals(calls: &[ApiCall<'_>], policy: &serde_json::Value, scope: &Scope) -> Vec<String> {
+    let mut problems = Vec::new();
+    let mut requests = Vec::new();
+    for call in calls {
+        match authorizations(call, scope) {
+            Ok(authorized) => {
+                requests.extend(authorized.into_iter().map(|r| (call.to_string(), r)))
+            }
+            Err(e) => problems.push(e),
+        }
+    }
+    problems.extend(request_refusals(&requests, policy));
+    problems.sort();
+    problems.dedup();
+    problems
+}
+
+/// Every problem with `requests` (each labelled with the call it authorizes) under `policy`:
+/// a request AWS's IAM definitions do not have, a request the policy does not allow.
+pub fn request_refusals(requests: &[(String, Request)], policy: &serde_json::Value) -> Vec<String> {
     let definitions = Definitions::load();
     let mut problems = Vec::new();
-    for call in calls {
-        let requests = match authorizations(call, scope) {
-            Ok(requests) => requests,
-            Err(e) => {
-                problems.push(e);
-                continue;
-            }
-        };
-        for request in requests {
-            if let Some(problem) = definitions.problem(&request) {
-                problems.push(format!("{call}: {problem}"));
-            }
-            match evaluate(policy, &request) {
-                Ok(Decision::Allowed { .. }) => {}
-                Ok(decision) => problems.push(format!("denied: {request} → {decision:?}")),
-                Err(e) => problems.push(format!("{request}: {e}")),
-            }
+    for (call, request) in requests {
+        if let Some(problem) = definitions.problem(request) {
+            problems.push(format!("{call}: {problem}"));
+        }
+        match evaluate(policy, request) {
+            Ok(Decision::Allowed { .. }) => {}
+            Ok(decision) => problems.push(format!("denied: {request} → {decision:?}")),
+            Err(e) => problems.push(format!("{request}: {e}")),
         }
     }
     problems.sort();
