@@ -14,7 +14,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::docker_support::{docker, eventually, http_get, Project, LABEL_APP, LABEL_ROLE};
+use crate::docker_support::{
+    agent_pid, docker, eventually, http_get, Project, LABEL_APP, LABEL_ROLE,
+};
 
 const SERVICE: &str = "dev.kaapi.service";
 /// Versions cycled through, so the number of distinct builds stays fixed however long it runs.
@@ -162,12 +164,6 @@ impl SteadyLoad {
     }
 }
 
-fn agent_pid(project: &Project) -> Option<u32> {
-    let text = std::fs::read_to_string(project.state_dir.join("agent.json")).ok()?;
-    let endpoint: serde_json::Value = serde_json::from_str(&text).ok()?;
-    endpoint["pid"].as_u64().and_then(|p| u32::try_from(p).ok())
-}
-
 fn rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
@@ -188,12 +184,9 @@ impl MemorySampler {
             let started = Instant::now();
             let mut samples = Vec::new();
             while !flag.load(Ordering::SeqCst) {
-                let pid = std::fs::read_to_string(state_dir.join("agent.json"))
-                    .ok()
-                    .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-                    .and_then(|v| v["pid"].as_u64())
-                    .and_then(|p| u32::try_from(p).ok());
-                if let Some((pid, rss)) = pid.and_then(|pid| Some((pid, rss_kib(pid)?))) {
+                if let Some((pid, rss)) =
+                    agent_pid(&state_dir).and_then(|pid| Some((pid, rss_kib(pid)?)))
+                {
                     samples.push((started.elapsed().as_secs_f64(), pid, rss));
                 }
                 let until = Instant::now() + every;
@@ -333,7 +326,7 @@ impl Soak<'_> {
     /// The ingress lives in the agent: while it restarts nothing listens, so the load waits.
     fn restart_agent(&mut self, kill: bool) {
         self.load.pause();
-        let pid = agent_pid(self.project).expect("agent.json names the agent");
+        let pid = agent_pid(&self.project.state_dir).expect("agent.json names the agent");
         if kill {
             let status = std::process::Command::new("kill")
                 .args(["-KILL", &pid.to_string()])
