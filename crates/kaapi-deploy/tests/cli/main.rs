@@ -27,4 +27,5 @@ mod faults_replica_kill;
 #[cfg(feature = "ecs")]
 mod infra_secrets_leak;
 mod local_only;
+mod soak;
 mod state_private;

@@ -446,6 +446,13 @@ impl Load {
     }
 }
 
+/// The PID of the agent that `agent.json` in `state_dir` names, if any.
+pub fn agent_pid(state_dir: &Path) -> Option<u32> {
+    let text = std::fs::read_to_string(state_dir.join("agent.json")).ok()?;
+    let endpoint: serde_json::Value = serde_json::from_str(&text).ok()?;
+    endpoint["pid"].as_u64().and_then(|p| u32::try_from(p).ok())
+}
+
 /// Waits up to `limit` for `check` to hold.
 pub fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
     let started = Instant::now();
