@@ -5,13 +5,7 @@
 
 use std::time::Duration;
 
-use crate::docker_support::{eventually, http_get, Project, LABEL_RELEASE, LABEL_ROLE};
-
-fn agent_pid(project: &Project) -> Option<u32> {
-    let text = std::fs::read_to_string(project.state_dir.join("agent.json")).ok()?;
-    let endpoint: serde_json::Value = serde_json::from_str(&text).ok()?;
-    endpoint["pid"].as_u64().and_then(|p| u32::try_from(p).ok())
-}
+use crate::docker_support::{agent_pid, eventually, http_get, Project, LABEL_RELEASE, LABEL_ROLE};
 
 fn alive(pid: u32) -> bool {
     // A zombie (state Z) is dead for our purposes.
@@ -36,7 +30,7 @@ fn agent_killed_and_restarted_adopts_replicas_and_serves_on_the_same_port() {
     let replicas_before = sorted(project.containers(&[(LABEL_ROLE, "replica")]));
     assert_eq!(replicas_before.len(), 3, "{replicas_before:?}");
     let releases_before = project.releases();
-    let pid = agent_pid(&project).expect("agent.json names the agent's pid");
+    let pid = agent_pid(&project.state_dir).expect("agent.json names the agent's pid");
     assert!(alive(pid), "agent {pid} should run");
 
     let status = std::process::Command::new("kill")
@@ -74,7 +68,7 @@ fn agent_killed_and_restarted_adopts_replicas_and_serves_on_the_same_port() {
     let back = eventually(Duration::from_secs(20), || {
         project.serving_version().as_deref() == Some("1.0.0")
     });
-    let new_pid = agent_pid(&project);
+    let new_pid = agent_pid(&project.state_dir);
     if !back {
         let _ = agent.kill();
         let _ = agent.wait();
@@ -117,7 +111,7 @@ fn status_after_an_agent_crash_starts_it_again_and_the_ingress_comes_back() {
     let project = Project::new("fas");
     project.deploy();
     let replicas_before = sorted(project.containers(&[(LABEL_ROLE, "replica")]));
-    let pid = agent_pid(&project).expect("agent.json names the agent's pid");
+    let pid = agent_pid(&project.state_dir).expect("agent.json names the agent's pid");
     let killed = std::process::Command::new("kill")
         .args(["-KILL", &pid.to_string()])
         .status()
@@ -144,7 +138,7 @@ fn status_after_an_agent_crash_starts_it_again_and_the_ingress_comes_back() {
         "the ingress did not come back on 127.0.0.1:{}",
         project.port
     );
-    let new_pid = agent_pid(&project).expect("agent.json names the new agent");
+    let new_pid = agent_pid(&project.state_dir).expect("agent.json names the new agent");
     assert_ne!(new_pid, pid, "a new agent runs");
     assert!(alive(new_pid), "agent {new_pid} should run");
     assert_eq!(
