@@ -51,6 +51,8 @@ pub enum Command {
     Logs(LogsArgs),
     /// Run a one-off command as a task of the current release.
     Run(RunArgs),
+    /// Run a command in a running replica (docker exec) or task (ECS Exec) of a service.
+    Exec(ExecArgs),
     /// Run only the migrations, as a one-off task of the image built from the current tree.
     Migrate(EnvJsonArgs),
     /// Deploy from CI: pick the environment from the git ref (GitHub Actions variables).
@@ -214,6 +216,20 @@ pub struct RunArgs {
     /// Service whose revision runs the command (default: the web service).
     #[arg(long)]
     pub service: Option<String>,
+    /// The command and its arguments, after `--`.
+    #[arg(last = true, required = true)]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    pub environment: String,
+    /// Service to exec into (default: the web service).
+    #[arg(long)]
+    pub service: Option<String>,
+    /// Which running replica or task, oldest first.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub replica: u32,
     /// The command and its arguments, after `--`.
     #[arg(last = true, required = true)]
     pub command: Vec<String>,

@@ -10,9 +10,9 @@ use bollard::query_parameters::TagImageOptionsBuilder;
 use bollard::Docker;
 use kaapi_core::config::ResolvedEnvironment;
 use kaapi_core::engine::{
-    Engine, EngineError, EngineResult, ImageBuilder, ImageSource, LockOwner, LockToken, LogLine,
-    LogQuery, ReplicaStatus, RolloutOutcome, RunningTasks, ServiceStatus, StatusEvent,
-    StatusReport, TaskExit, TaskOn,
+    Engine, EngineError, EngineResult, ExecRequest, ImageBuilder, ImageSource, LockOwner,
+    LockToken, LogLine, LogQuery, ReplicaStatus, RolloutOutcome, RunningTasks, ServiceStatus,
+    StatusEvent, StatusReport, TaskExit, TaskOn,
 };
 use kaapi_core::plan::ServiceView;
 use kaapi_core::progress::Progress;
@@ -24,6 +24,7 @@ use crate::agent_link::{self, AgentLink};
 use crate::containers::{self, label, source_name};
 use crate::diagnose;
 use crate::docker::{self, failed};
+use crate::exec;
 use crate::history::{Revisions, Store};
 use crate::image::{BuildSpec, DockerImageBuilder};
 use crate::lock::DeployLock;
@@ -464,6 +465,18 @@ impl Engine for DockerEngine {
         let exit = task::run(&self.docker, &self.tasks, &request, progress).await?;
         progress.info(format!("the task exited with code {}", exit.exit_code));
         Ok(exit)
+    }
+
+    async fn exec(&self, request: &ExecRequest<'_>) -> EngineResult<i64> {
+        let replicas = exec::running_replicas(
+            &self.docker,
+            self.app(),
+            self.target.name(),
+            request.service,
+        )
+        .await?;
+        let container = exec::pick(&replicas, request, self.target.name())?;
+        exec::run(&self.docker, &container, request).await
     }
 
     async fn stop_tasks(&self) -> EngineResult<()> {

@@ -14,6 +14,7 @@ pub mod diagnose;
 pub mod docker;
 pub mod dockerignore;
 pub mod engine;
+pub mod exec;
 pub mod history;
 pub mod image;
 pub mod lock;
