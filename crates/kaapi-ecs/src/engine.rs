@@ -6,8 +6,9 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use kaapi_core::config::ResolvedEnvironment;
 use kaapi_core::engine::{
-    Engine, EngineError, EngineResult, ImageBuilder, ImageSource, LockOwner, LockToken, LogLine,
-    LogQuery, RolloutOutcome, RunningTasks, StatusReport, TaskExit, TaskOn, Traffic,
+    Engine, EngineError, EngineResult, ExecRequest, ImageBuilder, ImageSource, LockOwner,
+    LockToken, LogLine, LogQuery, RolloutOutcome, RunningTasks, StatusReport, TaskExit, TaskOn,
+    Traffic,
 };
 use kaapi_core::plan::ServiceView;
 use kaapi_core::progress::{Progress, Silent};
@@ -19,7 +20,7 @@ use crate::session::Ctx;
 use crate::target::Target;
 use crate::tuning::Tuning;
 use crate::{
-    diagnose, history, image, lock, logs, plan_view, revisions, rollout, status, task, verify,
+    diagnose, exec, history, image, lock, logs, plan_view, revisions, rollout, status, task, verify,
 };
 
 pub struct EcsEngine {
@@ -260,6 +261,10 @@ impl Engine for EcsEngine {
             progress,
         )
         .await
+    }
+
+    async fn exec(&self, request: &ExecRequest<'_>) -> EngineResult<i64> {
+        exec::run(&self.ctx, request).await
     }
 
     async fn stop_tasks(&self) -> EngineResult<()> {

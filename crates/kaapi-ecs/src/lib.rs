@@ -8,6 +8,7 @@ mod backoff;
 pub mod diagnose;
 mod engine;
 pub mod error;
+pub mod exec;
 pub mod history;
 pub mod image;
 pub mod lock;
