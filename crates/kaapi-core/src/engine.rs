@@ -353,6 +353,18 @@ pub trait Engine: Send + Sync {
         Err(self.unsupported("exec"))
     }
 
+    /// Removes the images (and, where the engine has them, revisions and registry images) that
+    /// no kept release needs (see [`crate::prune::kept_releases`]), never one a running replica
+    /// or service uses; with `dry_run`, only lists them. The caller holds the deploy lock.
+    async fn prune(
+        &self,
+        _keep: usize,
+        _dry_run: bool,
+        _progress: &dyn Progress,
+    ) -> EngineResult<crate::prune::PruneReport> {
+        Err(self.unsupported("prune"))
+    }
+
     /// The error of a verb this engine does not implement.
     fn unsupported(&self, what: &str) -> EngineError {
         EngineError::failed(format!(

@@ -16,6 +16,7 @@ use kaapi_core::engine::{
 };
 use kaapi_core::plan::ServiceView;
 use kaapi_core::progress::Progress;
+use kaapi_core::prune::{kept_releases, PruneReport};
 use kaapi_core::release::{ImageRef, Outcome, Release, ReleaseMeta};
 
 use crate::accessories;
@@ -30,6 +31,7 @@ use crate::image::{BuildSpec, DockerImageBuilder};
 use crate::lock::DeployLock;
 use crate::network;
 use crate::plan_view;
+use crate::prune;
 use crate::revisions;
 use crate::settle;
 use crate::task::{self, TaskRequest};
@@ -477,6 +479,24 @@ impl Engine for DockerEngine {
         .await?;
         let container = exec::pick(&replicas, request, self.target.name())?;
         exec::run(&self.docker, &container, request).await
+    }
+
+    async fn prune(
+        &self,
+        keep: usize,
+        dry_run: bool,
+        progress: &dyn Progress,
+    ) -> EngineResult<PruneReport> {
+        let releases = self.releases().await?;
+        let current = self.current_release().await?.map(|r| r.number);
+        let kept = kept_releases(&releases, current, keep);
+        let removed = prune::images(&self.docker, &releases, &kept, dry_run, progress).await?;
+        Ok(PruneReport {
+            environment: self.target.name().to_owned(),
+            dry_run,
+            kept_releases: kept.into_iter().rev().collect(),
+            removed,
+        })
     }
 
     async fn stop_tasks(&self) -> EngineResult<()> {

@@ -21,6 +21,7 @@ pub mod lock;
 pub mod logs;
 pub mod network;
 pub mod plan_view;
+pub mod prune;
 pub mod revisions;
 pub mod settle;
 pub mod stats;

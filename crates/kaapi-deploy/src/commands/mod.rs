@@ -20,6 +20,7 @@ pub mod migrate;
 pub mod plan;
 #[cfg(feature = "ecs")]
 pub mod promote;
+pub mod prune;
 pub mod releases;
 pub mod rollback;
 pub mod run;

@@ -18,6 +18,7 @@ mod docker_ingresses;
 mod docker_lock;
 mod docker_migrate;
 mod docker_plan;
+mod docker_prune;
 mod docker_registry;
 mod docker_replicas;
 mod faults_agent_kill;
