@@ -12,6 +12,7 @@ use kaapi_core::engine::{
 };
 use kaapi_core::plan::ServiceView;
 use kaapi_core::progress::{Progress, Silent};
+use kaapi_core::prune::{kept_releases, PruneReport};
 use kaapi_core::release::{ImageRef, Outcome, Release, ReleaseMeta};
 
 use crate::aws::AwsClients;
@@ -20,7 +21,8 @@ use crate::session::Ctx;
 use crate::target::Target;
 use crate::tuning::Tuning;
 use crate::{
-    diagnose, exec, history, image, lock, logs, plan_view, revisions, rollout, status, task, verify,
+    diagnose, exec, history, image, lock, logs, plan_view, prune, revisions, rollout, status, task,
+    verify,
 };
 
 pub struct EcsEngine {
@@ -265,6 +267,27 @@ impl Engine for EcsEngine {
 
     async fn exec(&self, request: &ExecRequest<'_>) -> EngineResult<i64> {
         exec::run(&self.ctx, request).await
+    }
+
+    async fn prune(
+        &self,
+        keep: usize,
+        dry_run: bool,
+        progress: &dyn Progress,
+    ) -> EngineResult<PruneReport> {
+        let releases = self.releases().await?;
+        let current = releases
+            .iter()
+            .find(|r| r.outcome == Outcome::Succeeded)
+            .map(|r| r.number);
+        let kept = kept_releases(&releases, current, keep);
+        let removed = prune::run(&self.ctx, &releases, &kept, dry_run, progress).await?;
+        Ok(PruneReport {
+            environment: self.ctx.target.environment().to_owned(),
+            dry_run,
+            kept_releases: kept.into_iter().rev().collect(),
+            removed,
+        })
     }
 
     async fn stop_tasks(&self) -> EngineResult<()> {

@@ -17,6 +17,7 @@ pub mod logs;
 pub mod metrics;
 mod one_off;
 pub mod plan_view;
+pub mod prune;
 pub mod release_tags;
 mod retry;
 pub mod revisions;

@@ -48,7 +48,11 @@ fn prune_keeps_the_current_and_previous_release_images() {
 
     let listed = project.ok(&["prune", "local", "--keep", "1", "--dry-run", "--json"]);
     let report: serde_json::Value = serde_json::from_str(&listed).expect("report JSON");
-    assert_eq!(report["kept_releases"], serde_json::json!([3, 2]), "{report:#}");
+    assert_eq!(
+        report["kept_releases"],
+        serde_json::json!([3, 2]),
+        "{report:#}"
+    );
     let removed = report["removed"].as_array().expect("removed");
     assert_eq!(removed.len(), 1, "{report:#}");
     assert_eq!(removed[0]["releases"], serde_json::json!([1]), "{report:#}");
@@ -57,8 +61,14 @@ fn prune_keeps_the_current_and_previous_release_images() {
     let text = project.ok(&["prune", "local", "--keep", "1"]);
     assert!(text.contains("removed image sha256:"), "{text}");
     assert!(!image_exists(first), "the first release's image is gone");
-    assert!(image_exists(&images[1].1), "the previous release's image stays");
-    assert!(image_exists(&images[2].1), "the current release's image stays");
+    assert!(
+        image_exists(&images[1].1),
+        "the previous release's image stays"
+    );
+    assert!(
+        image_exists(&images[2].1),
+        "the current release's image stays"
+    );
     let tags = crate::docker_support::docker(&[
         "image",
         "ls",
