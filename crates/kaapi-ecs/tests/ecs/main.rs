@@ -8,5 +8,6 @@ mod iam_conformance;
 mod moto_contract;
 mod moto_lock;
 mod moto_plan;
+mod prune_scenario;
 mod registry_override;
 mod scenarios;
