@@ -35,7 +35,7 @@ pub struct Pruned {
 pub fn kept_releases(releases: &[Release], current: Option<u64>, keep: usize) -> BTreeSet<u64> {
     let mut kept: BTreeSet<u64> = current.into_iter().collect();
     let mut newest_first: Vec<&Release> = releases.iter().collect();
-    newest_first.sort_by(|a, b| b.number.cmp(&a.number));
+    newest_first.sort_by_key(|r| std::cmp::Reverse(r.number));
     kept.extend(
         newest_first
             .iter()

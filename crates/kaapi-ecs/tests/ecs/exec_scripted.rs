@@ -122,9 +122,9 @@ async fn execute_command_targets_the_nth_running_task_and_says_how_to_get_the_pl
     assert!(!error.to_string().contains("secret-session-token"));
 
     assert_eq!(*listed_for.lock().expect("lock"), vec![BACKEND.to_owned()]);
-    let executed = executed.lock().expect("lock");
-    assert_eq!(executed.len(), 1, "one ExecuteCommand");
-    let input = &executed[0];
+    let calls = executed.lock().expect("lock").clone();
+    assert_eq!(calls.len(), 1, "one ExecuteCommand");
+    let input = &calls[0];
     assert_eq!(input.cluster(), Some(CLUSTER));
     assert_eq!(
         input.task(),
