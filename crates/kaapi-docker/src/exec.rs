@@ -90,11 +90,28 @@ pub async fn run(docker: &Docker, container: &str, request: &ExecRequest<'_>) ->
         mut input,
     } = started
     {
+        // Keys (Ctrl-C included) go to the command, not to this process, until it ends.
+        let _raw = request.interactive.then(RawTerminal::enter).flatten();
         if request.interactive {
-            // Stdin is copied until it closes; the exec's end ends the output loop below.
+            // Stdin is read on a plain thread: tokio's stdin would hold the runtime's shutdown
+            // on a blocking read after the command ended, until the next key.
+            let (sender, mut receiver) = tokio::sync::mpsc::channel::<Vec<u8>>(16);
+            std::thread::spawn(move || {
+                use std::io::Read;
+                let mut buffer = [0u8; 1024];
+                let mut stdin = std::io::stdin();
+                while let Ok(n) = stdin.read(&mut buffer) {
+                    if n == 0 || sender.blocking_send(buffer[..n].to_vec()).is_err() {
+                        break;
+                    }
+                }
+            });
             tokio::spawn(async move {
-                let mut stdin = tokio::io::stdin();
-                let _ = tokio::io::copy(&mut stdin, &mut input).await;
+                while let Some(chunk) = receiver.recv().await {
+                    if input.write_all(&chunk).await.is_err() {
+                        return;
+                    }
+                }
                 let _ = input.shutdown().await;
             });
         }
@@ -123,4 +140,33 @@ pub async fn run(docker: &Docker, container: &str, request: &ExecRequest<'_>) ->
             "the exec in container {container} reported no exit code"
         ))
     })
+}
+
+/// Stdin in raw mode (no echo, no line buffering, no signals from keys) while it lives; the
+/// previous mode is restored on drop, also when the exec fails.
+struct RawTerminal(libc::termios);
+
+impl RawTerminal {
+    /// `None` when stdin is not a terminal (then there is nothing to restore).
+    fn enter() -> Option<Self> {
+        // SAFETY: termios is plain data; tcgetattr fills it and fails on a non-terminal.
+        let mut saved: libc::termios = unsafe { std::mem::zeroed() };
+        if unsafe { libc::tcgetattr(libc::STDIN_FILENO, &mut saved) } != 0 {
+            return None;
+        }
+        let mut raw = saved;
+        // SAFETY: cfmakeraw and tcsetattr only read and write the termios given.
+        unsafe { libc::cfmakeraw(&mut raw) };
+        if unsafe { libc::tcsetattr(libc::STDIN_FILENO, libc::TCSANOW, &raw) } != 0 {
+            return None;
+        }
+        Some(Self(saved))
+    }
+}
+
+impl Drop for RawTerminal {
+    fn drop(&mut self) {
+        // SAFETY: restores the mode read in `enter`.
+        unsafe { libc::tcsetattr(libc::STDIN_FILENO, libc::TCSANOW, &self.0) };
+    }
 }

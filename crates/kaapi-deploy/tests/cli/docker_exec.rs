@@ -40,13 +40,20 @@ fn exec_containers_since(since: u64, command: &str) -> Vec<String> {
     .collect()
 }
 
-/// The backend's replicas, oldest first.
+/// The backend's replicas, oldest first as the engine orders them (creation second, then ID).
 fn backend_replicas(project: &Project) -> Vec<String> {
     let mut replicas: Vec<(String, String)> = project
         .containers(&[(LABEL_ROLE, "replica"), ("dev.kaapi.service", "backend")])
         .into_iter()
         .map(|id| {
-            let created = docker(&["inspect", "--format", "{{.Created}}", &id]);
+            let created = docker(&[
+                "ps",
+                "-a",
+                "--filter",
+                &format!("id={id}"),
+                "--format",
+                "{{.CreatedAt}}",
+            ]);
             (created.trim().to_owned(), id)
         })
         .collect();
@@ -122,4 +129,37 @@ fn exec_returns_the_commands_exit_code_and_output() {
     );
     assert_ne!(code, 0);
     assert!(stderr.contains("no service `nope`"), "{stderr}");
+}
+
+/// With a terminal on both ends (`script` gives the CLI a pseudo-terminal), the command gets a
+/// TTY: its output comes through the terminal and its exit code is still the CLI's.
+#[test]
+fn exec_in_a_terminal_gets_a_tty() {
+    let project = Project::new("exectty");
+    project.deploy();
+    let cli = project.std_cli(&["exec", "local", "--", "/app", "exit", "5"]);
+    let line = std::iter::once(cli.get_program())
+        .chain(cli.get_args())
+        .map(|a| format!("'{}'", a.to_string_lossy()))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut script = std::process::Command::new("script");
+    script.args(["-qefc", &line, "/dev/null"]);
+    for (key, value) in cli.get_envs() {
+        match value {
+            Some(value) => script.env(key, value),
+            None => script.env_remove(key),
+        };
+    }
+    if let Some(dir) = cli.get_current_dir() {
+        script.current_dir(dir);
+    }
+    let output = script
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run script");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(5), "{stdout}");
+    // A TTY turns the command's "\n" into "\r\n".
+    assert!(stdout.contains("exiting with 5\r\n"), "{stdout:?}");
 }
