@@ -204,6 +204,17 @@ pub struct TrafficSample {
     pub p99_ms: Option<f64>,
 }
 
+/// What `exec` runs, and where: a command in a running replica or task of a service.
+#[derive(Debug, Clone, Copy)]
+pub struct ExecRequest<'a> {
+    pub service: &'a str,
+    /// Which running replica or task, 1-based, oldest first.
+    pub replica: usize,
+    pub command: &'a [String],
+    /// Attach stdin and allocate a TTY (the terminal is one).
+    pub interactive: bool,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct LogLine {
     pub at: Option<DateTime<Utc>>,
@@ -334,6 +345,24 @@ pub trait Engine: Send + Sync {
     /// registering anything.
     async fn planned_services(&self, _image: &ImageRef) -> EngineResult<Vec<ServiceView>> {
         Err(self.unsupported("planning"))
+    }
+
+    /// Runs a command in a running replica or task, attached to this process's stdout and
+    /// stderr (and stdin when interactive), and returns its exit code.
+    async fn exec(&self, _request: &ExecRequest<'_>) -> EngineResult<i64> {
+        Err(self.unsupported("exec"))
+    }
+
+    /// Removes the images (and, where the engine has them, revisions and registry images) that
+    /// no kept release needs (see [`crate::prune::kept_releases`]), never one a running replica
+    /// or service uses; with `dry_run`, only lists them. The caller holds the deploy lock.
+    async fn prune(
+        &self,
+        _keep: usize,
+        _dry_run: bool,
+        _progress: &dyn Progress,
+    ) -> EngineResult<crate::prune::PruneReport> {
+        Err(self.unsupported("prune"))
     }
 
     /// The error of a verb this engine does not implement.

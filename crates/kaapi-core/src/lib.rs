@@ -14,6 +14,7 @@ pub mod notify;
 pub mod pipeline;
 pub mod plan;
 pub mod progress;
+pub mod prune;
 pub mod release;
 pub mod scaffold;
 pub mod secrets;

@@ -51,6 +51,11 @@ pub enum Command {
     Logs(LogsArgs),
     /// Run a one-off command as a task of the current release.
     Run(RunArgs),
+    /// Run a command in a running replica (docker exec) or task (ECS Exec) of a service.
+    Exec(ExecArgs),
+    /// Remove the images (and on ECS the task-definition revisions and ECR images) that neither
+    /// the current release nor the last N releases need.
+    Prune(PruneArgs),
     /// Run only the migrations, as a one-off task of the image built from the current tree.
     Migrate(EnvJsonArgs),
     /// Deploy from CI: pick the environment from the git ref (GitHub Actions variables).
@@ -217,6 +222,35 @@ pub struct RunArgs {
     /// The command and its arguments, after `--`.
     #[arg(last = true, required = true)]
     pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    pub environment: String,
+    /// Service to exec into (default: the web service).
+    #[arg(long)]
+    pub service: Option<String>,
+    /// Which running replica or task, oldest first.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub replica: u32,
+    /// The command and its arguments, after `--`.
+    #[arg(last = true, required = true)]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    pub environment: String,
+    /// How many successful releases before the current one keep their images (rollback
+    /// targets).
+    #[arg(long, default_value_t = 3)]
+    pub keep: usize,
+    /// Only list what would be removed.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

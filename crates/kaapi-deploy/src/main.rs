@@ -64,6 +64,11 @@ async fn dispatch(cli: Cli) -> CliResult<ExitCode> {
             let code = commands::run::run(config, args).await?;
             return Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)));
         }
+        Command::Exec(args) => {
+            let code = commands::exec::run(config, args).await?;
+            return Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)));
+        }
+        Command::Prune(args) => commands::prune::run(config, args).await?,
         Command::Unlock(args) => commands::unlock::run(config, args).await?,
         Command::Completions(args) => commands::completions::run(args)?,
         Command::Accessory(args) => commands::accessory::run(config, args).await?,

@@ -10,12 +10,13 @@ use bollard::query_parameters::TagImageOptionsBuilder;
 use bollard::Docker;
 use kaapi_core::config::ResolvedEnvironment;
 use kaapi_core::engine::{
-    Engine, EngineError, EngineResult, ImageBuilder, ImageSource, LockOwner, LockToken, LogLine,
-    LogQuery, ReplicaStatus, RolloutOutcome, RunningTasks, ServiceStatus, StatusEvent,
-    StatusReport, TaskExit, TaskOn,
+    Engine, EngineError, EngineResult, ExecRequest, ImageBuilder, ImageSource, LockOwner,
+    LockToken, LogLine, LogQuery, ReplicaStatus, RolloutOutcome, RunningTasks, ServiceStatus,
+    StatusEvent, StatusReport, TaskExit, TaskOn,
 };
 use kaapi_core::plan::ServiceView;
 use kaapi_core::progress::Progress;
+use kaapi_core::prune::{kept_releases, PruneReport};
 use kaapi_core::release::{ImageRef, Outcome, Release, ReleaseMeta};
 
 use crate::accessories;
@@ -24,11 +25,13 @@ use crate::agent_link::{self, AgentLink};
 use crate::containers::{self, label, source_name};
 use crate::diagnose;
 use crate::docker::{self, failed};
+use crate::exec;
 use crate::history::{Revisions, Store};
 use crate::image::{BuildSpec, DockerImageBuilder};
 use crate::lock::DeployLock;
 use crate::network;
 use crate::plan_view;
+use crate::prune;
 use crate::revisions;
 use crate::settle;
 use crate::task::{self, TaskRequest};
@@ -464,6 +467,36 @@ impl Engine for DockerEngine {
         let exit = task::run(&self.docker, &self.tasks, &request, progress).await?;
         progress.info(format!("the task exited with code {}", exit.exit_code));
         Ok(exit)
+    }
+
+    async fn exec(&self, request: &ExecRequest<'_>) -> EngineResult<i64> {
+        let replicas = exec::running_replicas(
+            &self.docker,
+            self.app(),
+            self.target.name(),
+            request.service,
+        )
+        .await?;
+        let container = exec::pick(&replicas, request, self.target.name())?;
+        exec::run(&self.docker, &container, request).await
+    }
+
+    async fn prune(
+        &self,
+        keep: usize,
+        dry_run: bool,
+        progress: &dyn Progress,
+    ) -> EngineResult<PruneReport> {
+        let releases = self.releases().await?;
+        let current = self.current_release().await?.map(|r| r.number);
+        let kept = kept_releases(&releases, current, keep);
+        let removed = prune::images(&self.docker, &releases, &kept, dry_run, progress).await?;
+        Ok(PruneReport {
+            environment: self.target.name().to_owned(),
+            dry_run,
+            kept_releases: kept.into_iter().rev().collect(),
+            removed,
+        })
     }
 
     async fn stop_tasks(&self) -> EngineResult<()> {

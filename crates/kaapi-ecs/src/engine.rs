@@ -6,11 +6,13 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use kaapi_core::config::ResolvedEnvironment;
 use kaapi_core::engine::{
-    Engine, EngineError, EngineResult, ImageBuilder, ImageSource, LockOwner, LockToken, LogLine,
-    LogQuery, RolloutOutcome, RunningTasks, StatusReport, TaskExit, TaskOn, Traffic,
+    Engine, EngineError, EngineResult, ExecRequest, ImageBuilder, ImageSource, LockOwner,
+    LockToken, LogLine, LogQuery, RolloutOutcome, RunningTasks, StatusReport, TaskExit, TaskOn,
+    Traffic,
 };
 use kaapi_core::plan::ServiceView;
 use kaapi_core::progress::{Progress, Silent};
+use kaapi_core::prune::{kept_releases, PruneReport};
 use kaapi_core::release::{ImageRef, Outcome, Release, ReleaseMeta};
 
 use crate::aws::AwsClients;
@@ -19,7 +21,8 @@ use crate::session::Ctx;
 use crate::target::Target;
 use crate::tuning::Tuning;
 use crate::{
-    diagnose, history, image, lock, logs, plan_view, revisions, rollout, status, task, verify,
+    diagnose, exec, history, image, lock, logs, plan_view, prune, revisions, rollout, status, task,
+    verify,
 };
 
 pub struct EcsEngine {
@@ -260,6 +263,31 @@ impl Engine for EcsEngine {
             progress,
         )
         .await
+    }
+
+    async fn exec(&self, request: &ExecRequest<'_>) -> EngineResult<i64> {
+        exec::run(&self.ctx, request).await
+    }
+
+    async fn prune(
+        &self,
+        keep: usize,
+        dry_run: bool,
+        progress: &dyn Progress,
+    ) -> EngineResult<PruneReport> {
+        let releases = self.releases().await?;
+        let current = releases
+            .iter()
+            .find(|r| r.outcome == Outcome::Succeeded)
+            .map(|r| r.number);
+        let kept = kept_releases(&releases, current, keep);
+        let removed = prune::run(&self.ctx, &releases, &kept, dry_run, progress).await?;
+        Ok(PruneReport {
+            environment: self.ctx.target.environment().to_owned(),
+            dry_run,
+            kept_releases: kept.into_iter().rev().collect(),
+            removed,
+        })
     }
 
     async fn stop_tasks(&self) -> EngineResult<()> {

@@ -10,6 +10,7 @@ pub mod ci;
 pub mod completions;
 pub mod dashboard;
 pub mod deploy;
+pub mod exec;
 #[cfg(feature = "ecs")]
 pub mod infra;
 pub mod init;
@@ -19,6 +20,7 @@ pub mod migrate;
 pub mod plan;
 #[cfg(feature = "ecs")]
 pub mod promote;
+pub mod prune;
 pub mod releases;
 pub mod rollback;
 pub mod run;

@@ -3,9 +3,11 @@
 mod support;
 
 mod adopt_on_moto;
+mod exec_scripted;
 mod iam_conformance;
 mod moto_contract;
 mod moto_lock;
 mod moto_plan;
+mod prune_scenario;
 mod registry_override;
 mod scenarios;

@@ -18,7 +18,7 @@ const BACKEND: &str = "kaapi-staging-service";
 const WORKER: &str = "kaapi-staging-worker-service";
 const FLOWER: &str = "kaapi-staging-flower-service";
 
-fn fast_tuning() -> Tuning {
+pub(crate) fn fast_tuning() -> Tuning {
     Tuning {
         poll_initial: Duration::from_millis(5),
         poll_max: Duration::from_millis(20),
@@ -33,15 +33,15 @@ fn fast_tuning() -> Tuning {
     }
 }
 
-struct Setup {
-    fake: FakeAws,
+pub(crate) struct Setup {
+    pub(crate) fake: FakeAws,
     target: Target,
-    engine: EcsEngine,
+    pub(crate) engine: EcsEngine,
     builder: Arc<ScriptedBuilder>,
     _dir: tempfile::TempDir,
 }
 
-fn setup(tuning: Tuning, extra: &str) -> Setup {
+pub(crate) fn setup(tuning: Tuning, extra: &str) -> Setup {
     setup_with(FakeAws::kaapi_staging(), tuning, extra)
 }
 
@@ -93,7 +93,7 @@ fn plan(commit: &str) -> DeployPlan {
     }
 }
 
-async fn deploy(engine: &EcsEngine, commit: &str, progress: &Recorder) -> DeployReport {
+pub(crate) async fn deploy(engine: &EcsEngine, commit: &str, progress: &Recorder) -> DeployReport {
     pipeline::deploy(engine, &plan(commit), progress, std::future::pending())
         .await
         .expect("the deploy runs to an outcome")

@@ -629,6 +629,9 @@ impl FakeAws {
                     .iter()
                     .map(|(d, _)| d)
                     .filter(|d| d.family().unwrap_or_default().starts_with(&prefix))
+                    .filter(|d| {
+                        d.status() != Some(&aws_sdk_ecs::types::TaskDefinitionStatus::Inactive)
+                    })
                     .collect();
                 found.sort_by_key(|d| std::cmp::Reverse(d.revision()));
                 MockResponse::Output(
@@ -639,6 +642,24 @@ impl FakeAws {
                                 .filter_map(|d| d.task_definition_arn().map(str::to_owned))
                                 .collect(),
                         ))
+                        .build(),
+                )
+            }),
+        );
+
+        let f = self.clone();
+        rules.push(
+            mock!(Client::deregister_task_definition).then_compute_response(move |input| {
+                let arn = input.task_definition().unwrap_or_default().to_owned();
+                f.log(format!("ecs:DeregisterTaskDefinition {arn}"));
+                // INACTIVE revisions leave ListTaskDefinitions (which lists ACTIVE ones).
+                for (d, _) in f.state().definitions.iter_mut() {
+                    if d.task_definition_arn() == Some(arn.as_str()) {
+                        d.status = Some(aws_sdk_ecs::types::TaskDefinitionStatus::Inactive);
+                    }
+                }
+                MockResponse::Output(
+                    op::deregister_task_definition::DeregisterTaskDefinitionOutput::builder()
                         .build(),
                 )
             }),
@@ -879,6 +900,21 @@ impl FakeAws {
                         "The image does not exist",
                     )))
                 }
+            }),
+        );
+        let f = self.clone();
+        rules.push(
+            mock!(Client::batch_delete_image).then_compute_response(move |input| {
+                let digests: Vec<String> = input
+                    .image_ids()
+                    .iter()
+                    .filter_map(|id| id.image_digest().map(str::to_owned))
+                    .collect();
+                f.log(format!("ecr:BatchDeleteImage {}", digests.len()));
+                f.state().images.retain(|(d, _)| !digests.contains(d));
+                MockResponse::Output(
+                    op::batch_delete_image::BatchDeleteImageOutput::builder().build(),
+                )
             }),
         );
         rules

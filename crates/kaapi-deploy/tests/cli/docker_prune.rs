@@ -1,0 +1,89 @@
+//! `prune` removes the images of releases neither the current release nor the last N need, with
+//! all their tags, and leaves the current one serving; `--dry-run` only lists them.
+
+use std::process::Command;
+
+use crate::docker_support::Project;
+
+/// Whether the Docker Engine still has the image `reference`.
+fn image_exists(reference: &str) -> bool {
+    Command::new("docker")
+        .args(["image", "inspect", reference])
+        .output()
+        .expect("run docker")
+        .status
+        .success()
+}
+
+/// The image reference of each release, by number.
+fn release_images(project: &Project) -> Vec<(u64, String)> {
+    let mut images: Vec<(u64, String)> = project
+        .releases()
+        .iter()
+        .map(|r| {
+            (
+                r["number"].as_u64().expect("release number"),
+                r["image"]["reference"]
+                    .as_str()
+                    .expect("image reference")
+                    .to_owned(),
+            )
+        })
+        .collect();
+    images.sort();
+    images
+}
+
+#[test]
+fn prune_keeps_the_current_and_previous_release_images() {
+    let project = Project::new("prune");
+    for version in ["1.0.0", "2.0.0", "3.0.0"] {
+        project.configure(version, "");
+        project.deploy();
+    }
+    let images = release_images(&project);
+    assert_eq!(images.len(), 3, "{images:?}");
+    assert!(images.iter().all(|(_, i)| image_exists(i)), "{images:?}");
+    let first = &images[0].1;
+
+    let listed = project.ok(&["prune", "local", "--keep", "1", "--dry-run", "--json"]);
+    let report: serde_json::Value = serde_json::from_str(&listed).expect("report JSON");
+    assert_eq!(
+        report["kept_releases"],
+        serde_json::json!([3, 2]),
+        "{report:#}"
+    );
+    let removed = report["removed"].as_array().expect("removed");
+    assert_eq!(removed.len(), 1, "{report:#}");
+    assert_eq!(removed[0]["releases"], serde_json::json!([1]), "{report:#}");
+    assert!(image_exists(first), "a dry run removes nothing");
+
+    let text = project.ok(&["prune", "local", "--keep", "1"]);
+    assert!(text.contains("removed image sha256:"), "{text}");
+    assert!(!image_exists(first), "the first release's image is gone");
+    assert!(
+        image_exists(&images[1].1),
+        "the previous release's image stays"
+    );
+    assert!(
+        image_exists(&images[2].1),
+        "the current release's image stays"
+    );
+    let tags = crate::docker_support::docker(&[
+        "image",
+        "ls",
+        "--format",
+        "{{.Tag}}",
+        &format!("{}-local", project.app),
+    ]);
+    assert!(!tags.lines().any(|t| t == "release-1"), "{tags}");
+    assert!(tags.lines().any(|t| t == "release-2"), "{tags}");
+    assert_eq!(project.serving_version().as_deref(), Some("3.0.0"));
+
+    let again = project.ok(&["prune", "local", "--keep", "1"]);
+    assert!(again.contains("nothing to remove"), "{again}");
+
+    // Rolling back to the kept previous release still works.
+    project.ok(&["rollback", "local"]);
+    assert_eq!(project.serving_version().as_deref(), Some("2.0.0"));
+}
