@@ -37,7 +37,13 @@ fn release_images(project: &Project) -> Vec<(u64, String)> {
 #[test]
 fn prune_keeps_the_current_and_previous_release_images() {
     let project = Project::new("prune");
-    for version in ["1.0.0", "2.0.0", "3.0.0"] {
+    // Versions of this project alone: the same build in a parallel test has the same image ID,
+    // and prune (rightly) never removes an image some container runs.
+    let versions: Vec<String> = ["1.0.0", "2.0.0", "3.0.0"]
+        .iter()
+        .map(|v| format!("{v}-{}", project.app))
+        .collect();
+    for version in &versions {
         project.configure(version, "");
         project.deploy();
     }
@@ -78,12 +84,12 @@ fn prune_keeps_the_current_and_previous_release_images() {
     ]);
     assert!(!tags.lines().any(|t| t == "release-1"), "{tags}");
     assert!(tags.lines().any(|t| t == "release-2"), "{tags}");
-    assert_eq!(project.serving_version().as_deref(), Some("3.0.0"));
+    assert_eq!(project.serving_version(), Some(versions[2].clone()));
 
     let again = project.ok(&["prune", "local", "--keep", "1"]);
     assert!(again.contains("nothing to remove"), "{again}");
 
     // Rolling back to the kept previous release still works.
     project.ok(&["rollback", "local"]);
-    assert_eq!(project.serving_version().as_deref(), Some("2.0.0"));
+    assert_eq!(project.serving_version(), Some(versions[1].clone()));
 }
