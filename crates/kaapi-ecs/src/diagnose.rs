@@ -110,39 +110,15 @@ pub async fn diagnose_release(
 
 /// The stopped tasks of `ecs_name` that ran `task_definition`, newest first as ECS lists them.
 async fn stopped_tasks(ctx: &Ctx, ecs_name: &str, task_definition: &str) -> Vec<Task> {
-    let Ok(listed) = ctx
-        .clients
-        .ecs
-        .list_tasks()
-        .cluster(ctx.cluster())
-        .service_name(ecs_name)
-        .desired_status(DesiredStatus::Stopped)
-        .send()
+    // Best effort: the failure stands whether or not its details can be read.
+    let tasks = ctx
+        .service_tasks(ecs_name, DesiredStatus::Stopped)
         .await
-    else {
-        return Vec::new();
-    };
-    let arns: Vec<String> = listed.task_arns().iter().take(100).cloned().collect();
-    if arns.is_empty() {
-        return Vec::new();
-    }
-    let Ok(described) = ctx
-        .clients
-        .ecs
-        .describe_tasks()
-        .cluster(ctx.cluster())
-        .set_tasks(Some(arns))
-        .send()
-        .await
-    else {
-        return Vec::new();
-    };
-    described
-        .tasks()
-        .iter()
+        .unwrap_or_default();
+    tasks
+        .into_iter()
         .filter(|t| t.task_definition_arn() == Some(task_definition))
         .take(TASKS_PER_SERVICE)
-        .cloned()
         .collect()
 }
 

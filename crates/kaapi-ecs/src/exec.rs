@@ -73,34 +73,11 @@ pub async fn run(ctx: &Ctx, request: &ExecRequest<'_>) -> EngineResult<i64> {
 
 /// The running tasks of `ecs_name`, oldest first.
 async fn running_tasks(ctx: &Ctx, ecs_name: &str) -> EngineResult<Vec<Task>> {
-    let listed = ctx
-        .clients
-        .ecs
-        .list_tasks()
-        .cluster(ctx.cluster())
-        .service_name(ecs_name)
-        .desired_status(DesiredStatus::Running)
-        .send()
-        .await
-        .map_err(|e| aws_error(&format!("listing the tasks of {ecs_name}"), e))?;
-    let arns: Vec<String> = listed.task_arns().iter().take(100).cloned().collect();
-    if arns.is_empty() {
-        return Ok(Vec::new());
-    }
-    let described = ctx
-        .clients
-        .ecs
-        .describe_tasks()
-        .cluster(ctx.cluster())
-        .set_tasks(Some(arns))
-        .send()
-        .await
-        .map_err(|e| aws_error(&format!("describing the tasks of {ecs_name}"), e))?;
-    let mut tasks: Vec<Task> = described
-        .tasks()
-        .iter()
+    let mut tasks: Vec<Task> = ctx
+        .service_tasks(ecs_name, DesiredStatus::Running)
+        .await?
+        .into_iter()
         .filter(|t| t.last_status() == Some("RUNNING"))
-        .cloned()
         .collect();
     tasks.sort_by(|a, b| {
         (a.started_at().map(|t| t.as_nanos()), a.task_arn())

@@ -272,31 +272,11 @@ pub async fn roll_out(
 /// reasons): ECS's deployment reason only says that tasks failed. Best effort: the rollout has
 /// failed either way, so a failed lookup leaves the reason as it was.
 async fn stopped_task_reason(ctx: &Ctx, tracked: &Tracked) -> Option<String> {
-    let listed = ctx
-        .clients
-        .ecs
-        .list_tasks()
-        .cluster(ctx.cluster())
-        .service_name(&tracked.ecs_name)
-        .desired_status(DesiredStatus::Stopped)
-        .send()
+    let tasks = ctx
+        .service_tasks(&tracked.ecs_name, DesiredStatus::Stopped)
         .await
         .ok()?;
-    let arns: Vec<String> = listed.task_arns().iter().take(100).cloned().collect();
-    if arns.is_empty() {
-        return None;
-    }
-    let described = ctx
-        .clients
-        .ecs
-        .describe_tasks()
-        .cluster(ctx.cluster())
-        .set_tasks(Some(arns))
-        .send()
-        .await
-        .ok()?;
-    described
-        .tasks()
+    tasks
         .iter()
         .filter(|t| t.task_definition_arn() == Some(tracked.task_definition.as_str()))
         .find_map(crate::diagnose::stopped_reason)

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use aws_sdk_ecs::types::{Service, Tag, TaskDefinition, TaskDefinitionField};
+use aws_sdk_ecs::types::{DesiredStatus, Service, Tag, Task, TaskDefinition, TaskDefinitionField};
 use kaapi_core::engine::{EngineError, EngineResult};
 use kaapi_core::progress::{Progress, Silent};
 
@@ -56,6 +56,39 @@ impl Ctx {
 
     pub fn cluster(&self) -> &str {
         &self.target.names().cluster
+    }
+
+    /// The tasks of ECS service `ecs_name` in `status` (up to 100, what one DescribeTasks takes),
+    /// described. Rollouts, failure diagnosis and `exec` all read tasks this one way.
+    pub async fn service_tasks(
+        &self,
+        ecs_name: &str,
+        status: DesiredStatus,
+    ) -> EngineResult<Vec<Task>> {
+        let listed = self
+            .clients
+            .ecs
+            .list_tasks()
+            .cluster(self.cluster())
+            .service_name(ecs_name)
+            .desired_status(status)
+            .send()
+            .await
+            .map_err(|e| aws_error(&format!("listing the tasks of {ecs_name}"), e))?;
+        let arns: Vec<String> = listed.task_arns().iter().take(100).cloned().collect();
+        if arns.is_empty() {
+            return Ok(Vec::new());
+        }
+        let described = self
+            .clients
+            .ecs
+            .describe_tasks()
+            .cluster(self.cluster())
+            .set_tasks(Some(arns))
+            .send()
+            .await
+            .map_err(|e| aws_error(&format!("describing the tasks of {ecs_name}"), e))?;
+        Ok(described.tasks().to_vec())
     }
 
     pub fn region(&self) -> &str {
