@@ -1,13 +1,12 @@
 //! Readiness that means the application answers: a web service without a health path, whose
 //! process listens only seconds after its container starts, takes traffic only then.
 
-use std::path::Path;
-use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use crate::agent_support::{
-    containers_of, docker, images, ingress_url, roll_out, start_agent, version, Fixture, Load,
+    containers_of, docker, docker_build, images, ingress_url, roll_out, start_agent, version,
+    Fixture, Load,
 };
 use kaapi_agent::api::{LogLimits, RolloutPhase};
 
@@ -32,25 +31,8 @@ fn late_image() -> &'static str {
              RUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\nCOPY www /www\n",
         )
         .expect("write Dockerfile");
-        build(dir.path(), "kaapi-agent-test-late:1")
+        docker_build(dir.path(), "kaapi-agent-test-late:1", &[])
     })
-}
-
-fn build(dir: &Path, tag: &str) -> String {
-    let output = Command::new("docker")
-        .args(["build", "-q", "-t", tag])
-        .arg(dir)
-        .output()
-        .expect("run docker build");
-    assert!(
-        output.status.success(),
-        "docker build failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout)
-        .expect("image id is text")
-        .trim()
-        .to_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

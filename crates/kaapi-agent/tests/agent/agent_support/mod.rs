@@ -49,16 +49,21 @@ pub fn images() -> &'static Images {
 }
 
 fn build_image(dir: &Path, version: &str, broken: &str) -> String {
-    let output = Command::new("docker")
-        .args(["build", "-q", "--build-arg"])
-        .arg(format!("APP_VERSION={version}"))
-        .arg("--build-arg")
-        .arg(format!("BREAK={broken}"))
-        .arg("-t")
-        .arg(format!("kaapi-agent-test-backend:{version}"))
-        .arg(dir)
-        .output()
-        .expect("run docker build");
+    docker_build(
+        dir,
+        &format!("kaapi-agent-test-backend:{version}"),
+        &[("APP_VERSION", version), ("BREAK", broken)],
+    )
+}
+
+/// `docker build -q` of `dir` tagged `tag`; the image ID.
+pub fn docker_build(dir: &Path, tag: &str, build_args: &[(&str, &str)]) -> String {
+    let mut command = Command::new("docker");
+    command.args(["build", "-q", "-t", tag]);
+    for (name, value) in build_args {
+        command.arg("--build-arg").arg(format!("{name}={value}"));
+    }
+    let output = command.arg(dir).output().expect("run docker build");
     assert!(
         output.status.success(),
         "docker build failed: {}",
