@@ -45,3 +45,29 @@ pub fn state_dir(loaded: &LoadedConfig) -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| loaded.dir.join(".kaapi"))
 }
+
+/// `service` when the config has it, else the web service (or the first one).
+pub fn service_or_web(target: &ResolvedEnvironment, service: Option<&str>) -> CliResult<String> {
+    match service {
+        Some(s) => known_service(target, s).map(|()| s.to_owned()),
+        None => target
+            .config()
+            .web_service()
+            .map(|(n, _)| n.to_owned())
+            .or_else(|| target.config().services.keys().next().cloned())
+            .ok_or_else(|| CliError::Usage("the config has no service".to_owned())),
+    }
+}
+
+/// A usage error naming the config's services unless `service` is one of them.
+pub fn known_service(target: &ResolvedEnvironment, service: &str) -> CliResult<()> {
+    let services = &target.config().services;
+    if services.contains_key(service) {
+        return Ok(());
+    }
+    Err(CliError::Usage(format!(
+        "no service `{service}` in {}; services: {}",
+        target.path().display(),
+        services.keys().cloned().collect::<Vec<_>>().join(", ")
+    )))
+}

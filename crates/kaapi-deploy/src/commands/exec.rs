@@ -6,7 +6,6 @@ use std::path::Path;
 
 use kaapi_core::engine::ExecRequest;
 
-use super::run::service_or_web;
 use crate::cli::ExecArgs;
 use crate::exit::CliResult;
 use crate::{engines, project};
@@ -14,7 +13,7 @@ use crate::{engines, project};
 /// Returns the command's exit code.
 pub async fn run(config: Option<&Path>, args: &ExecArgs) -> CliResult<i64> {
     let target = project::resolve(config, &args.environment)?;
-    let service = service_or_web(&target, args.service.as_deref())?;
+    let service = project::service_or_web(&target, args.service.as_deref())?;
     let engine = engines::connect(&target).await?;
     let request = ExecRequest {
         service: &service,

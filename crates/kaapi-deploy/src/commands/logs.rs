@@ -12,19 +12,7 @@ use crate::{engines, project};
 pub async fn run(config: Option<&Path>, args: &LogsArgs) -> CliResult {
     let target = project::resolve(config, &args.environment)?;
     if let Some(service) = &args.service {
-        if !target.config().services.contains_key(service) {
-            return Err(CliError::Usage(format!(
-                "no service `{service}` in {}; services: {}",
-                target.path().display(),
-                target
-                    .config()
-                    .services
-                    .keys()
-                    .cloned()
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )));
-        }
+        project::known_service(&target, service)?;
     }
     let since = args
         .since

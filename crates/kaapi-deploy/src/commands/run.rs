@@ -3,7 +3,6 @@
 
 use std::path::Path;
 
-use kaapi_core::config::ResolvedEnvironment;
 use kaapi_core::engine::TaskOn;
 
 use super::ctrl_c;
@@ -15,7 +14,7 @@ use crate::{engines, project};
 /// Returns the command's exit code.
 pub async fn run(config: Option<&Path>, args: &RunArgs) -> CliResult<i64> {
     let target = project::resolve(config, &args.environment)?;
-    let service = service_or_web(&target, args.service.as_deref())?;
+    let service = project::service_or_web(&target, args.service.as_deref())?;
     let engine = engines::connect(&target).await?;
     let current = engine.current_release().await?.ok_or_else(|| {
         CliError::Failed(format!(
@@ -45,28 +44,4 @@ pub async fn run(config: Option<&Path>, args: &RunArgs) -> CliResult<i64> {
         eprintln!("task stopped: {reason}");
     }
     Ok(exit.exit_code)
-}
-
-/// `service` when the config has it, else the web service (or the first one).
-pub fn service_or_web(target: &ResolvedEnvironment, service: Option<&str>) -> CliResult<String> {
-    match service {
-        Some(s) if target.config().services.contains_key(s) => Ok(s.to_owned()),
-        Some(s) => Err(CliError::Usage(format!(
-            "no service `{s}` in {}; services: {}",
-            target.path().display(),
-            target
-                .config()
-                .services
-                .keys()
-                .cloned()
-                .collect::<Vec<_>>()
-                .join(", ")
-        ))),
-        None => target
-            .config()
-            .web_service()
-            .map(|(n, _)| n.to_owned())
-            .or_else(|| target.config().services.keys().next().cloned())
-            .ok_or_else(|| CliError::Usage("the config has no service".to_owned())),
-    }
 }
