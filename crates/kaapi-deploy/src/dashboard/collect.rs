@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use kaapi_agent::AgentClient;
@@ -17,6 +17,9 @@ use crate::{deploy_journal, engines};
 
 /// How far back the plots of a remote engine (CloudWatch, one point a minute) go.
 const REMOTE_WINDOW: Duration = Duration::from_secs(3 * 3600);
+/// How often an ECS environment is read again: each read is several AWS calls, and CloudWatch
+/// has one point a minute; the page itself refreshes every second from what was read.
+const REMOTE_REFRESH: Duration = Duration::from_secs(15);
 
 /// One environment the dashboard watches, with its engine once connected.
 pub struct Watched {
@@ -25,6 +28,8 @@ pub struct Watched {
     /// How long finished deploys took, for the ones the dashboard saw running.
     durations: HashMap<u64, f64>,
     running: Vec<u64>,
+    /// The last view of a remote environment and when it was read.
+    last_remote: Option<(Instant, EnvironmentView)>,
 }
 
 impl Watched {
@@ -34,10 +39,26 @@ impl Watched {
             engine: None,
             durations: HashMap::new(),
             running: Vec::new(),
+            last_remote: None,
         }
     }
 
+    /// The environment now: read afresh locally, at most every [`REMOTE_REFRESH`] on ECS.
     pub async fn view(&mut self, state_dir: &Path) -> EnvironmentView {
+        if self.target.env().engine == EngineKind::Docker {
+            return self.read(state_dir).await;
+        }
+        if let Some((at, view)) = &self.last_remote {
+            if at.elapsed() < REMOTE_REFRESH {
+                return view.clone();
+            }
+        }
+        let view = self.read(state_dir).await;
+        self.last_remote = Some((Instant::now(), view.clone()));
+        view
+    }
+
+    async fn read(&mut self, state_dir: &Path) -> EnvironmentView {
         let mut view = EnvironmentView {
             name: self.target.name().to_owned(),
             engine: match self.target.env().engine {
