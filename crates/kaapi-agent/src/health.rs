@@ -10,7 +10,7 @@ use bytes::Bytes;
 use http_body_util::Empty;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use super::api::HealthCheckSpec;
 use super::docker::{ContainerStatus, Containers};
@@ -26,7 +26,11 @@ const ANSWER_TIMEOUT: Duration = Duration::from_secs(2);
 pub type ProbeClient = Client<HttpConnector, Empty<Bytes>>;
 
 pub fn probe_client() -> ProbeClient {
+    // Every replica has its own host port, so each is a new pool key: without a timer the pool
+    // never sweeps idle connections to replaced replicas and the agent's memory grows with
+    // every rollout.
     Client::builder(TokioExecutor::new())
+        .pool_timer(TokioTimer::new())
         .pool_idle_timeout(Duration::from_secs(5))
         .pool_max_idle_per_host(1)
         .build_http()
