@@ -164,13 +164,15 @@ impl SteadyLoad {
     }
 }
 
+/// The agent's private memory (heap, stacks): its RSS without the pages mapped from the binary,
+/// which a debug build's symbols make large and which grow as more code first runs.
 fn rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let line = status.lines().find(|l| l.starts_with("RssAnon:"))?;
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
-/// The agent's RSS every few seconds, whichever agent process runs at the time.
+/// The agent's private memory every few seconds, whichever agent process runs at the time.
 struct MemorySampler {
     stop: Arc<AtomicBool>,
     thread: std::thread::JoinHandle<Vec<(f64, u32, u64)>>,
@@ -463,7 +465,7 @@ fn deploys_rollbacks_and_faults_under_load_lose_nothing_and_leave_nothing() {
 
     println!("\nsoak finished after {elapsed:.0} s, {cycles} cycles: {done:?}");
     println!("requests sent {sent}, failed {failed}");
-    println!("agent RSS (s, pid, KiB):");
+    println!("agent private memory, RssAnon (s, pid, KiB):");
     for (t, pid, rss) in &samples {
         println!("  {t:>6.0} {pid:>8} {rss:>8}");
     }
@@ -487,13 +489,14 @@ fn deploys_rollbacks_and_faults_under_load_lose_nothing_and_leave_nothing() {
     assert_eq!(failed, 0, "{failed} of {sent} failed: {failures:?}");
 
     // Memory: after warm-up (the first third: ingress pools, runtime, first rollouts), the last
-    // third may not exceed the first third's peak by half, plus 10 MiB for allocator slack. A
-    // leak per request or per deploy grows with time and crosses that; noise does not.
+    // third (one agent process) may exceed the first third's peak by half or 2 MiB, whichever is
+    // more, for allocator slack. A leak per request or per rollout grows with time and crosses
+    // that (an unswept connection pool grew it by about 4 MiB over the last third); noise does not.
     let third = elapsed / 3.0;
     let first = max_between(&samples, 0.0, third).expect("memory samples in the first third");
     let last = max_between(&samples, 2.0 * third, f64::MAX).expect("samples in the last third");
-    let bound = first * 3 / 2 + 10 * 1024;
-    println!("agent RSS peak: first third {first} KiB, last third {last} KiB, bound {bound} KiB");
+    let bound = first + (first / 2).max(2 * 1024);
+    println!("agent private memory peak: first third {first} KiB, last third {last} KiB, bound {bound} KiB");
     assert!(
         last <= bound,
         "agent memory grew: {first} KiB -> {last} KiB"
