@@ -16,6 +16,7 @@ pub mod log_groups;
 pub mod logs;
 pub mod metrics;
 mod one_off;
+pub mod pacing;
 pub mod plan_view;
 pub mod prune;
 pub mod release_tags;
