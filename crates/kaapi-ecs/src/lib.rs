@@ -24,6 +24,7 @@ mod retry;
 pub mod revisions;
 pub mod rollout;
 pub mod session;
+pub mod settle;
 pub mod status;
 pub mod target;
 pub mod task;
