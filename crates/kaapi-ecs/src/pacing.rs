@@ -91,8 +91,11 @@ impl Pace {
                     self.fast
                 } else {
                     // The drain should have begun by now, but ECS has not said so: the new
-                    // targets are still failing or passing health checks.
-                    self.slow
+                    // targets are still in their health checks. Completion is a whole drain
+                    // after ECS says so; looking again a little sooner than that is enough.
+                    drain
+                        .saturating_sub(self.margin + self.fast)
+                        .clamp(self.slow, self.longest.max(self.slow))
                 }
             }
             Phase::Finishing => self.fast,
@@ -219,10 +222,13 @@ mod tests {
             pace.next_delay(&observed(Phase::Replacing, 270, 300)),
             S(27)
         );
-        // A drain ECS has not announced yet: health checks still run, no completion soon.
+        // A drain ECS has not announced yet: health checks still run, and completion is a
+        // whole drain after the announcement.
+        assert_eq!(pace.next_delay(&observed(Phase::Replacing, 29, 30)), S(24));
+        assert_eq!(pace.next_delay(&observed(Phase::Replacing, 9, 10)), S(10));
         assert_eq!(
             pace.next_delay(&observed(Phase::Replacing, 295, 300)),
-            S(10)
+            S(60)
         );
         // No load balancer: old tasks stop at once, completion is near.
         assert_eq!(pace.next_delay(&observed(Phase::Replacing, 0, 0)), S(3));

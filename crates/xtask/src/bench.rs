@@ -215,7 +215,7 @@ fn measure_ecs(table: &mut Table) -> Result<()> {
         ours_delay,
         "s",
         2,
-        &format!("mean {:.2} s; the real engine's roll_out (paced by the deployment: 10 s while tasks start, asleep until shortly before the drain ends, then 3 s; ±10 % jitter); {timelines}", mean(|r| r.ours.delay)),
+        &format!("mean {:.2} s; the real engine's roll_out (paced by the deployment: the deregistration delay less 2 s while the web tasks start, asleep until 2 s before the drain can end, then every 4 s; ±10 % jitter); {timelines}", mean(|r| r.ours.delay)),
     );
     table.note(
         waiter_delay,
@@ -228,8 +228,11 @@ fn measure_ecs(table: &mut Table) -> Result<()> {
         "",
         0,
         &format!(
-            "mean {:.1}; DescribeServices + UpdateService",
-            mean(|r| r.ours.calls as f64)
+            "mean {:.1}; DescribeServices + UpdateService; fewer than the waiter on {} of {} timelines, as many on {}",
+            mean(|r| r.ours.calls as f64),
+            results.iter().filter(|r| r.ours.calls < r.waiter.calls).count(),
+            results.len(),
+            results.iter().filter(|r| r.ours.calls == r.waiter.calls).count(),
         ),
     );
     table.note(
