@@ -21,8 +21,8 @@ use crate::session::Ctx;
 use crate::target::Target;
 use crate::tuning::Tuning;
 use crate::{
-    diagnose, exec, history, image, lock, logs, plan_view, prune, revisions, rollout, status, task,
-    verify,
+    diagnose, exec, history, image, lock, logs, plan_view, prune, revisions, rollout, settle,
+    status, task, verify,
 };
 
 pub struct EcsEngine {
@@ -113,6 +113,33 @@ impl EcsEngine {
         }
     }
 
+    /// Settles what earlier deploys left unfinished from what ECS runs (see [`settle`]), saying
+    /// so. Best effort: the history stays as it was when AWS does not answer.
+    async fn settle_unfinished(&self, progress: &dyn Progress) {
+        match settle::settle(&self.ctx, progress).await {
+            Ok(settled) => {
+                for s in settled {
+                    progress.warning(format!(
+                        "release {} was left unfinished; recorded as {} from what ECS runs: {}",
+                        s.number,
+                        s.outcome.as_str(),
+                        s.detail
+                    ));
+                }
+            }
+            Err(e) => progress.warning(format!("could not settle unfinished releases: {e}")),
+        }
+    }
+
+    /// Whether no live deploy holds the lock (none, or an expired one); `false` when unknown.
+    async fn lock_free(&self) -> bool {
+        match lock::read(&self.ctx).await {
+            Ok(None) => true,
+            Ok(Some(held)) => held.expires <= chrono::Utc::now(),
+            Err(_) => false,
+        }
+    }
+
     async fn find_release(&self, number: u64) -> EngineResult<Release> {
         if let Some(hit) = self.known.lock().ok().and_then(|k| k.get(&number).cloned()) {
             return Ok(hit);
@@ -125,11 +152,15 @@ impl EcsEngine {
     }
 }
 
-/// Timings from the config: `rollout_timeout` of the environment, `migrations.timeout`.
+/// Timings from the config: `rollout_timeout` and `deregistration_delay` of the environment,
+/// `migrations.timeout`.
 pub fn tuning_for(target: &Target) -> Tuning {
     let mut tuning = Tuning::default();
     if let Some(timeout) = target.env().rollout_timeout {
         tuning.rollout_timeout = timeout.into();
+    }
+    if let Some(delay) = target.env().deregistration_delay {
+        tuning.deregistration_delay = delay.into();
     }
     if let Some(timeout) = target.config().migrations.as_ref().and_then(|m| m.timeout) {
         tuning.task_timeout = timeout.into();
@@ -160,6 +191,8 @@ impl Engine for EcsEngine {
         if let Ok(mut held) = self.lease.lock() {
             *held = Some(lease);
         }
+        // This deploy holds the lock: what earlier deploys left unfinished can be settled.
+        self.settle_unfinished(progress).await;
         Ok(token)
     }
 
@@ -176,7 +209,10 @@ impl Engine for EcsEngine {
     }
 
     async fn force_unlock(&self) -> EngineResult<()> {
-        lock::force_unlock(&self.ctx).await
+        lock::force_unlock(&self.ctx).await?;
+        // The release the removed lock's deploy was making is settled, not left in progress.
+        self.settle_unfinished(&Silent).await;
+        Ok(())
     }
 
     async fn prepare_image(
@@ -350,6 +386,9 @@ impl Engine for EcsEngine {
     }
 
     async fn status(&self) -> EngineResult<StatusReport> {
+        if self.lock_free().await {
+            self.settle_unfinished(&Silent).await;
+        }
         status::status(&self.ctx, &Silent).await
     }
 

@@ -8,16 +8,16 @@ use std::collections::{HashMap, HashSet};
 use tokio::time::Instant;
 
 use aws_sdk_ecs::types::{
-    DeploymentCircuitBreaker, DeploymentConfiguration, DeploymentRolloutState, DesiredStatus,
-    Service,
+    Deployment, DeploymentCircuitBreaker, DeploymentConfiguration, DeploymentRolloutState,
+    DesiredStatus, Service,
 };
 use kaapi_core::diagnosis::with_hint;
 use kaapi_core::engine::{EngineError, EngineResult, RolloutOutcome};
 use kaapi_core::progress::Progress;
 use kaapi_core::release::Release;
 
-use crate::backoff::Backoff;
 use crate::error::aws_error;
+use crate::pacing::{self, Observed, Phase};
 use crate::release_tags as tags;
 use crate::retry::retry_throttled;
 use crate::revisions::short_revision;
@@ -43,13 +43,21 @@ pub enum Verdict {
     },
 }
 
+/// Our deployment on `service`: by its ID, else by its task definition.
+fn our_deployment<'a>(service: &'a Service, tracked: &Tracked) -> Option<&'a Deployment> {
+    service
+        .deployments()
+        .iter()
+        .find(|d| match &tracked.deployment_id {
+            Some(id) => d.id() == Some(id.as_str()),
+            None => d.task_definition() == Some(tracked.task_definition.as_str()),
+        })
+}
+
 /// Judges our deployment on `service` from a DescribeServices answer.
 pub fn judge(service: &Service, tracked: &Tracked) -> Verdict {
     let deployments = service.deployments();
-    let ours = deployments.iter().find(|d| match &tracked.deployment_id {
-        Some(id) => d.id() == Some(id.as_str()),
-        None => d.task_definition() == Some(tracked.task_definition.as_str()),
-    });
+    let ours = our_deployment(service, tracked);
     let primary = deployments.iter().find(|d| d.status() == Some("PRIMARY"));
     let other_primary = primary.filter(|p| match &tracked.deployment_id {
         Some(id) => p.id() != Some(id.as_str()),
@@ -194,16 +202,40 @@ pub async fn roll_out(
     progress: &dyn Progress,
 ) -> EngineResult<RolloutOutcome> {
     let started = Instant::now();
-    let since = chrono::Utc::now() - chrono::Duration::seconds(5);
+    let since_wall = chrono::Utc::now();
+    let since = since_wall - chrono::Duration::seconds(5);
+    let mut ecs_names = Vec::new();
+    for revision in &release.revisions {
+        ecs_names.push(ctx.target.ecs_service_name(&revision.service)?.to_owned());
+    }
+    // Each update reads its service's live deployment configuration: one call for all.
+    ctx.prefetch_services(&ecs_names, progress).await?;
     let mut pending = Vec::new();
     for revision in &release.revisions {
         pending.push(update_service(ctx, &revision.service, &revision.revision, progress).await?);
     }
     let mut seen_events: HashSet<String> = HashSet::new();
     let mut last_state: HashMap<String, String> = HashMap::new();
-    let mut backoff = Backoff::new(ctx.tuning.poll_initial, ctx.tuning.poll_max);
+    let pace = &ctx.tuning.pace;
+    // Every service starts by starting its tasks; whether it drains comes from the answers the
+    // updates read (cached, no call).
+    let mut starting = Vec::new();
+    for tracked in &pending {
+        if let Some(service) = ctx.live_service(&tracked.service).await? {
+            starting.push(Observed {
+                phase: Phase::Starting,
+                in_phase: std::time::Duration::ZERO,
+                draining_for: None,
+                drain: drain_of(ctx, &service),
+            });
+        }
+    }
+    let mut delay = pace.next_poll(&starting);
+    let mut phases: HashMap<String, (Phase, Instant)> = HashMap::new();
+    let mut last_poll = started;
     while !pending.is_empty() {
-        if started.elapsed() >= ctx.tuning.rollout_timeout {
+        let elapsed = started.elapsed();
+        if elapsed >= ctx.tuning.rollout_timeout {
             let names: Vec<&str> = pending.iter().map(|t| t.service.as_str()).collect();
             return Ok(RolloutOutcome::Failed {
                 reason: format!(
@@ -214,10 +246,12 @@ pub async fn roll_out(
                 engine_rolled_back_to: None,
             });
         }
-        backoff.wait().await;
+        tokio::time::sleep(delay.min(ctx.tuning.rollout_timeout - elapsed)).await;
+        let polled = Instant::now();
         let names: Vec<String> = pending.iter().map(|t| t.ecs_name.clone()).collect();
         let services = ctx.describe_services(&names, progress).await?;
         let mut still = Vec::new();
+        let mut observed = Vec::new();
         for tracked in pending {
             let Some(service) = services
                 .iter()
@@ -259,13 +293,57 @@ pub async fn roll_out(
                         progress.info(state.clone());
                         last_state.insert(tracked.service.clone(), state);
                     }
+                    if let Some(ours) = our_deployment(service, &tracked) {
+                        let phase = pacing::phase(service, ours);
+                        let since = match phases.get(&tracked.service) {
+                            Some((seen, since)) if *seen == phase => *since,
+                            _ => last_poll,
+                        };
+                        phases.insert(tracked.service.clone(), (phase, since));
+                        observed.push(Observed {
+                            phase,
+                            in_phase: polled - since,
+                            draining_for: draining_for(service, since_wall, started),
+                            drain: drain_of(ctx, service),
+                        });
+                    }
                     still.push(tracked);
                 }
             }
         }
         pending = still;
+        last_poll = polled;
+        delay = pace.next_poll(&observed);
     }
     Ok(RolloutOutcome::Completed)
+}
+
+/// How long old targets of `service` drain: the deregistration delay behind a load balancer.
+fn drain_of(ctx: &Ctx, service: &Service) -> std::time::Duration {
+    if service.load_balancers().is_empty() {
+        std::time::Duration::ZERO
+    } else {
+        ctx.tuning.deregistration_delay
+    }
+}
+
+/// How long ago ECS said it began draining old targets, if it did since the rollout began.
+/// "Now" is the rollout's start plus the time elapsed since, on the same clock as the waits.
+fn draining_for(
+    service: &Service,
+    rollout_began: chrono::DateTime<chrono::Utc>,
+    started: Instant,
+) -> Option<std::time::Duration> {
+    let now = rollout_began + chrono::Duration::from_std(started.elapsed()).ok()?;
+    service
+        .events()
+        .iter()
+        .filter(|e| e.message().is_some_and(pacing::is_drain_event))
+        .filter_map(|e| e.created_at())
+        .filter_map(|t| chrono::DateTime::from_timestamp(t.secs(), t.subsec_nanos()))
+        .filter(|t| *t >= rollout_began)
+        .max()
+        .map(|t| (now - t).to_std().unwrap_or_default())
 }
 
 /// Why the last stopped task of our revision stopped (`stoppedReason` and its containers'

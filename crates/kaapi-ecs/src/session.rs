@@ -229,6 +229,27 @@ impl Ctx {
         Ok(found)
     }
 
+    /// Fills the cache with the named ECS services not in it yet, in one DescribeServices call
+    /// per ten (instead of one call per service later).
+    pub async fn prefetch_services(
+        &self,
+        ecs_names: &[String],
+        progress: &dyn Progress,
+    ) -> EngineResult<()> {
+        let missing: Vec<String> = match self.services.lock() {
+            Ok(cache) => ecs_names
+                .iter()
+                .filter(|n| !cache.contains_key(n.as_str()))
+                .cloned()
+                .collect(),
+            Err(_) => ecs_names.to_vec(),
+        };
+        if !missing.is_empty() {
+            self.describe_services(&missing, progress).await?;
+        }
+        Ok(())
+    }
+
     /// The live ECS service of a config service, from the cache or one DescribeServices call.
     pub async fn live_service(&self, service: &str) -> EngineResult<Option<Service>> {
         let name = self.target.ecs_service_name(service)?.to_owned();

@@ -2,9 +2,15 @@
 
 use std::time::Duration;
 
+use crate::pacing::Pace;
+
 #[derive(Debug, Clone)]
 pub struct Tuning {
-    /// First poll interval of rollouts and one-off tasks.
+    /// How rollouts pace their polls (see [`Pace`]).
+    pub pace: Pace,
+    /// How long a load balancer drains old targets (env `deregistration_delay`).
+    pub deregistration_delay: Duration,
+    /// First poll interval of one-off tasks and throttled calls.
     pub poll_initial: Duration,
     /// Poll interval cap.
     pub poll_max: Duration,
@@ -29,6 +35,9 @@ pub struct Tuning {
 impl Default for Tuning {
     fn default() -> Self {
         Self {
+            pace: Pace::default(),
+            // AWS's default deregistration delay of a target group.
+            deregistration_delay: Duration::from_secs(300),
             poll_initial: Duration::from_secs(1),
             poll_max: Duration::from_secs(10),
             rollout_timeout: Duration::from_secs(15 * 60),

@@ -1,9 +1,13 @@
-//! ECS rollout wait, on scripted SDK responses (aws-smithy-mocks) and a virtual clock: ECS
-//! reports the rollout `COMPLETED` at a set time T after `UpdateService`. We run the real ECS
-//! engine's `roll_out` against that timeline, and simulate on the same scripted responses the
-//! strategy users script today (`aws ecs update-service` then `aws ecs wait services-stable`:
-//! DescribeServices at once, then every 15 s, until every service has one deployment and
-//! runningCount == desiredCount). For each: API calls made, and the delay between T and the
+//! ECS rollout wait, on scripted SDK responses (aws-smithy-mocks) and a virtual clock. Each
+//! scripted service goes through what ECS does after `UpdateService`: the new tasks start
+//! (pending), then run; behind a load balancer they pass the target group's health checks,
+//! ECS says it "has begun draining connections" on the old tasks, which keep running for the
+//! deregistration delay; without one the old tasks stop; a few seconds after the old tasks
+//! stopped ECS reports the rollout `COMPLETED`. We run the real ECS engine's `roll_out` on
+//! that timeline, and simulate on the same scripted responses the strategy users script today
+//! (`aws ecs update-service` then `aws ecs wait services-stable`: DescribeServices at once,
+//! then every 15 s, until every service has one deployment and runningCount == desiredCount).
+//! For each: API calls made, and the delay between the last service's `COMPLETED` and the
 //! moment the strategy notices and returns.
 
 use std::collections::HashMap;
@@ -14,22 +18,26 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use aws_sdk_ecs::operation::describe_services::DescribeServicesOutput;
 use aws_sdk_ecs::operation::update_service::UpdateServiceOutput;
-use aws_sdk_ecs::types::{Deployment, DeploymentRolloutState, Service};
+use aws_sdk_ecs::types::{Deployment, DeploymentRolloutState, LoadBalancer, Service, ServiceEvent};
 use aws_smithy_mocks::{mock, MockResponseInterceptor, Rule, RuleMode};
 use kaapi_core::config::LoadedConfig;
 use kaapi_core::config::ResolvedEnvironment;
 use kaapi_core::engine::{Engine, RolloutOutcome};
 use kaapi_core::progress::Silent;
 use kaapi_core::release::{ImageRef, Outcome, Release, ReleaseMeta, ServiceRevision};
-use kaapi_ecs::{AwsClients, EcsEngine, Target, Tuning};
+use kaapi_ecs::{tuning_for, AwsClients, EcsEngine, Target};
 use tokio::time::Instant;
 
 /// The `services-stable` waiter's fixed delay between polls.
 pub const WAITER_DELAY: Duration = Duration::from_secs(15);
 const WAITER_MAX_ATTEMPTS: u32 = 40;
 const ENVIRONMENT: &str = "staging";
+/// The web service: behind a load balancer.
+const WEB: &str = "kaapi-staging-service";
 
-const CONFIG: &str = r#"app = "kaapi"
+fn config(deregistration_delay: Duration) -> String {
+    format!(
+        r#"app = "kaapi"
 
 [image]
 context = "backend"
@@ -37,7 +45,7 @@ context = "backend"
 [services.backend]
 port = 8000
 replicas = 2
-health = { path = "/api/v1/utils/health/" }
+health = {{ path = "/api/v1/utils/health/" }}
 
 [services.worker]
 command = "celery worker"
@@ -46,12 +54,16 @@ replicas = 1
 [environments.staging]
 engine = "ecs"
 region = "us-east-1"
-"#;
+deregistration_delay = "{}s"
+"#,
+        deregistration_delay.as_secs()
+    )
+}
 
 /// One strategy on one timeline.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Wait {
-    /// Seconds between ECS reporting COMPLETED and the strategy returning.
+    /// Seconds between ECS reporting the last service COMPLETED and the strategy returning.
     pub delay: f64,
     /// Every ECS API call, UpdateService included.
     pub calls: usize,
@@ -59,27 +71,74 @@ pub struct Wait {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Comparison {
+    pub scenario: Scenario,
     pub completed_after: Duration,
     pub ours: Wait,
     pub waiter: Wait,
 }
 
-/// What the scripted ECS knows: when the rollout completes, and which revision each service
-/// was updated to.
+/// How one service's deployment unfolds, in seconds after its `UpdateService`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ServiceTimeline {
+    /// The new tasks run (before: pending).
+    pub running_at: f64,
+    /// Behind a load balancer: the new targets are healthy and the old ones begin draining.
+    pub healthy_after: Option<f64>,
+    /// The old tasks are stopped this long after they began draining (the deregistration
+    /// delay) or, without a load balancer, after the new ones run (their shutdown).
+    pub stop_after: f64,
+    /// ECS reports COMPLETED this long after the old tasks stopped.
+    pub complete_after: f64,
+}
+
+impl ServiceTimeline {
+    fn drain_at(&self) -> Option<f64> {
+        self.healthy_after.map(|h| self.running_at + h)
+    }
+
+    fn stopped_at(&self) -> f64 {
+        self.drain_at().unwrap_or(self.running_at) + self.stop_after
+    }
+
+    fn completed_at(&self) -> f64 {
+        self.stopped_at() + self.complete_after
+    }
+}
+
+/// One rollout of the web service (behind a load balancer) and the worker.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Scenario {
+    pub deregistration_delay: Duration,
+    pub web: ServiceTimeline,
+    pub worker: ServiceTimeline,
+}
+
+impl Scenario {
+    /// When the last service completes.
+    pub fn completed_at(&self) -> Duration {
+        Duration::from_secs_f64(self.web.completed_at().max(self.worker.completed_at()))
+    }
+}
+
+/// What the scripted ECS knows: each service's timeline, and which revision each service was
+/// updated to.
 struct Timeline {
     started: Instant,
-    complete_at: Duration,
+    wall: chrono::DateTime<chrono::Utc>,
+    scenario: Scenario,
     desired: HashMap<String, i32>,
     updated: Mutex<HashMap<String, String>>,
 }
 
 impl Timeline {
-    fn completed(&self) -> bool {
-        self.started.elapsed() >= self.complete_at
-    }
-
     fn service(&self, name: &str) -> Service {
         let desired = self.desired.get(name).copied().unwrap_or(1);
+        let behind_lb = name == WEB;
+        let plan = if behind_lb {
+            self.scenario.web
+        } else {
+            self.scenario.worker
+        };
         let old = Deployment::builder()
             .id("ecs-svc/old")
             .status("PRIMARY")
@@ -89,10 +148,13 @@ impl Timeline {
             .running_count(desired)
             .build();
         let updated = self.updated.lock().ok().and_then(|u| u.get(name).cloned());
+        let t = self.started.elapsed().as_secs_f64();
+        let mut events = Vec::new();
         let deployments = match updated {
             None => vec![old],
             Some(task_definition) => {
-                let done = self.completed();
+                let done = t >= plan.completed_at();
+                let running = t >= plan.running_at;
                 let new = Deployment::builder()
                     .id("ecs-svc/new")
                     .status("PRIMARY")
@@ -103,25 +165,62 @@ impl Timeline {
                         DeploymentRolloutState::InProgress
                     })
                     .desired_count(desired)
-                    .running_count(if done { desired } else { desired / 2 })
-                    .pending_count(if done { 0 } else { desired - desired / 2 })
+                    .running_count(if running { desired } else { 0 })
+                    .pending_count(if running { 0 } else { desired })
                     .build();
+                if let Some(drain_at) = plan.drain_at().filter(|at| t >= *at) {
+                    events.push(self.event(
+                        drain_at,
+                        &format!(
+                            "(service {name}) has begun draining connections on {desired} tasks."
+                        ),
+                    ));
+                }
                 if done {
                     vec![new]
                 } else {
-                    let draining = old.to_builder().status("ACTIVE").build();
+                    let old_running = if t >= plan.stopped_at() { 0 } else { desired };
+                    let draining = old
+                        .to_builder()
+                        .status("ACTIVE")
+                        .desired_count(0)
+                        .running_count(old_running)
+                        .build();
                     vec![new, draining]
                 }
             }
         };
         let running = deployments.iter().map(Deployment::running_count).sum();
+        let load_balancers = behind_lb.then(|| {
+            vec![LoadBalancer::builder()
+                .target_group_arn(
+                    "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/kaapi-web/0123456789abcdef",
+                )
+                .container_name("backend")
+                .container_port(8000)
+                .build()]
+        });
         Service::builder()
             .service_name(name)
             .cluster_arn("arn:aws:ecs:us-east-1:123456789012:cluster/kaapi-staging-cluster")
             .status("ACTIVE")
             .desired_count(desired)
             .running_count(running)
+            .set_load_balancers(load_balancers)
             .set_deployments(Some(deployments))
+            .set_events(Some(events))
+            .build()
+    }
+
+    /// A service event `at` seconds into the timeline, on the wall clock ECS stamps it with.
+    fn event(&self, at: f64, message: &str) -> ServiceEvent {
+        let when = self.wall + chrono::Duration::milliseconds((at * 1000.0) as i64);
+        ServiceEvent::builder()
+            .id(format!("event-{message}"))
+            .created_at(aws_sdk_ecs::primitives::DateTime::from_millis(
+                when.timestamp_millis(),
+            ))
+            .message(message)
             .build()
     }
 }
@@ -205,9 +304,9 @@ fn clients(describe: &Rule, update: &Rule) -> AwsClients {
     }
 }
 
-fn loaded_config() -> Result<LoadedConfig> {
+fn loaded_config(deregistration_delay: Duration) -> Result<LoadedConfig> {
     let path = PathBuf::from("bench/deploy.toml");
-    let (config, warnings) = kaapi_core::config::parse(&path, CONFIG)?;
+    let (config, warnings) = kaapi_core::config::parse(&path, &config(deregistration_delay))?;
     Ok(LoadedConfig {
         dir: Path::new("bench").to_path_buf(),
         path,
@@ -249,7 +348,7 @@ fn release(target: &Target) -> Result<Release> {
     })
 }
 
-fn timeline(target: &Target, complete_at: Duration) -> Result<Arc<Timeline>> {
+fn timeline(target: &Target, scenario: Scenario) -> Result<Arc<Timeline>> {
     let mut desired = HashMap::new();
     for service in target.services() {
         let replicas = target.resolved().replicas(service) as i32;
@@ -257,20 +356,22 @@ fn timeline(target: &Target, complete_at: Duration) -> Result<Arc<Timeline>> {
     }
     Ok(Arc::new(Timeline {
         started: Instant::now(),
-        complete_at,
+        wall: chrono::Utc::now(),
+        scenario,
         desired,
         updated: Mutex::new(HashMap::new()),
     }))
 }
 
-/// Our engine's rollout wait on a timeline that completes at `complete_at`.
-async fn ours(target: &Target, complete_at: Duration) -> Result<Wait> {
-    let timeline = timeline(target, complete_at)?;
+/// Our engine's rollout wait on a scenario's timeline.
+async fn ours(target: &Target, scenario: Scenario) -> Result<Wait> {
+    let timeline = timeline(target, scenario)?;
+    let complete_at = scenario.completed_at();
     let (describe, update) = rules(&timeline);
     let engine = EcsEngine::with_clients(
         target.clone(),
         clients(&describe, &update),
-        Tuning::default(),
+        tuning_for(target),
         None,
     );
     let release = release(target)?;
@@ -286,8 +387,9 @@ async fn ours(target: &Target, complete_at: Duration) -> Result<Wait> {
 }
 
 /// `aws ecs update-service` per service, then `aws ecs wait services-stable` on all of them.
-async fn waiter(target: &Target, complete_at: Duration) -> Result<Wait> {
-    let timeline = timeline(target, complete_at)?;
+async fn waiter(target: &Target, scenario: Scenario) -> Result<Wait> {
+    let timeline = timeline(target, scenario)?;
+    let complete_at = scenario.completed_at();
     let (describe, update) = rules(&timeline);
     let ecs = clients(&describe, &update).ecs;
     let release = release(target)?;
@@ -329,23 +431,24 @@ async fn waiter(target: &Target, complete_at: Duration) -> Result<Wait> {
     bail!("services-stable gave up after {WAITER_MAX_ATTEMPTS} attempts")
 }
 
-/// Both strategies on `timelines` completion times, on a paused (virtual) clock so minutes of
-/// rollout take milliseconds. Runs on its own thread and runtime.
-pub fn compare(timelines: Vec<Duration>) -> Result<Vec<Comparison>> {
+/// Both strategies on each scenario, on a paused (virtual) clock so minutes of rollout take
+/// milliseconds. Runs on its own thread and runtime.
+pub fn compare(scenarios: Vec<Scenario>) -> Result<Vec<Comparison>> {
     std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .start_paused(true)
             .build()?;
         runtime.block_on(async move {
-            let loaded = loaded_config()?;
-            let target = Target::from(ResolvedEnvironment::resolve(loaded, ENVIRONMENT)?);
-            let mut results = Vec::with_capacity(timelines.len());
-            for complete_at in timelines {
+            let mut results = Vec::with_capacity(scenarios.len());
+            for scenario in scenarios {
+                let loaded = loaded_config(scenario.deregistration_delay)?;
+                let target = Target::from(ResolvedEnvironment::resolve(loaded, ENVIRONMENT)?);
                 results.push(Comparison {
-                    completed_after: complete_at,
-                    ours: ours(&target, complete_at).await?,
-                    waiter: waiter(&target, complete_at).await?,
+                    scenario,
+                    completed_after: scenario.completed_at(),
+                    ours: ours(&target, scenario).await?,
+                    waiter: waiter(&target, scenario).await?,
                 });
             }
             Ok(results)
@@ -355,15 +458,34 @@ pub fn compare(timelines: Vec<Duration>) -> Result<Vec<Comparison>> {
     .map_err(|_| anyhow::anyhow!("the ECS simulation thread panicked"))?
 }
 
-/// `count` completion times spread evenly over `from..to` seconds, with a seeded offset so
-/// they do not line up with either strategy's polls.
-pub fn completion_times(count: usize, from: f64, to: f64) -> Vec<Duration> {
-    let step = (to - from) / count.max(1) as f64;
+/// Deregistration delays the scenarios cycle through: a short one teams set, a minute, and
+/// AWS's default.
+pub const DEREGISTRATION_DELAYS: [u64; 3] = [30, 60, 300];
+
+/// `count` scenarios with deterministic, spread-out durations: tasks run 20–60 s after the
+/// update, the web targets turn healthy 10–40 s later, old worker tasks take 1–15 s to stop,
+/// and ECS reports COMPLETED 1–10 s after the old tasks stopped.
+pub fn scenarios(count: usize) -> Vec<Scenario> {
+    // Fractions of irrational steps: deterministic and not aligned with either strategy's polls.
+    let fraction = |i: usize, step: f64| ((i as f64 + 1.0) * step).fract();
     (0..count)
         .map(|i| {
-            // A fixed irrational fraction of a step: deterministic and not grid-aligned.
-            let jitter = ((i as f64 + 1.0) * 0.618_033_988_75).fract() * step;
-            Duration::from_secs_f64(from + step * i as f64 + jitter)
+            let delay = DEREGISTRATION_DELAYS[i % DEREGISTRATION_DELAYS.len()];
+            Scenario {
+                deregistration_delay: Duration::from_secs(delay),
+                web: ServiceTimeline {
+                    running_at: 20.0 + 40.0 * fraction(i, 0.618_033_988_75),
+                    healthy_after: Some(10.0 + 30.0 * fraction(i, 0.414_213_562_37)),
+                    stop_after: delay as f64,
+                    complete_after: 1.0 + 9.0 * fraction(i, 0.732_050_807_57),
+                },
+                worker: ServiceTimeline {
+                    running_at: 20.0 + 40.0 * fraction(i, 0.236_067_977_5),
+                    healthy_after: None,
+                    stop_after: 1.0 + 14.0 * fraction(i, 0.645_751_311_06),
+                    complete_after: 1.0 + 9.0 * fraction(i, 0.316_624_790_36),
+                },
+            }
         })
         .collect()
 }
@@ -372,34 +494,61 @@ pub fn completion_times(count: usize, from: f64, to: f64) -> Vec<Duration> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn the_waiter_notices_on_its_15s_grid_and_we_notice_sooner() {
-        let times = vec![
-            Duration::from_secs_f64(31.0),
-            Duration::from_secs_f64(44.0),
-            Duration::from_secs_f64(120.5),
-        ];
-        let results = compare(times).expect("simulation runs");
-        // Waiter polls at 0, 15, 30, 45, …: completion at 31 s is seen at 45 s, 44 at 45.
-        assert!((results[0].waiter.delay - 14.0).abs() < 0.01, "{results:?}");
-        assert!((results[1].waiter.delay - 1.0).abs() < 0.01, "{results:?}");
-        assert!((results[2].waiter.delay - 14.5).abs() < 0.01, "{results:?}");
-        // 2 UpdateService + one DescribeServices per poll (0, 15, 30, 45).
-        assert_eq!(results[0].waiter.calls, 2 + 4);
-        for r in &results {
-            // Our poll interval is capped at 10 s plus 20 % jitter.
-            assert!(r.ours.delay <= 12.0, "{r:?}");
-            assert!(r.ours.calls >= 3, "{r:?}");
+    fn scenario(delay: u64) -> Scenario {
+        Scenario {
+            deregistration_delay: Duration::from_secs(delay),
+            web: ServiceTimeline {
+                running_at: 40.0,
+                healthy_after: Some(20.0),
+                stop_after: delay as f64,
+                complete_after: 5.5,
+            },
+            worker: ServiceTimeline {
+                running_at: 30.0,
+                healthy_after: None,
+                stop_after: 5.0,
+                complete_after: 3.0,
+            },
         }
     }
 
     #[test]
-    fn completion_times_cover_the_range_without_repeats() {
-        let times = completion_times(50, 20.0, 180.0);
-        assert_eq!(times.len(), 50);
-        assert!(times
-            .iter()
-            .all(|t| (20.0..180.0).contains(&t.as_secs_f64())));
-        assert!(times.windows(2).all(|w| w[0] < w[1]));
+    fn the_waiter_notices_on_its_15s_grid_and_we_notice_sooner_with_fewer_calls() {
+        let results = compare(vec![scenario(300), scenario(30)]).expect("simulation runs");
+        // 40 s to run, 20 s to turn healthy, 300 s drain, 5.5 s to COMPLETED: 365.5 s.
+        assert_eq!(results[0].completed_after, Duration::from_secs_f64(365.5));
+        // Waiter polls at 0, 15, …, 375: 26 DescribeServices and 2 UpdateService.
+        assert!((results[0].waiter.delay - 9.5).abs() < 0.01, "{results:?}");
+        assert_eq!(results[0].waiter.calls, 2 + 26);
+        for r in &results {
+            assert!(r.ours.delay <= 5.0, "{r:?}");
+        }
+        // A long drain: a fraction of the waiter's calls.
+        assert!(
+            results[0].ours.calls * 2 <= results[0].waiter.calls,
+            "{results:?}"
+        );
+        // A 96 s rollout gives the waiter only 8 polls: about as many (the jitter moves ours by
+        // one), where a fixed pace noticing within 5 s would need 20.
+        assert!(
+            results[1].ours.calls <= results[1].waiter.calls + 1,
+            "{results:?}"
+        );
+    }
+
+    #[test]
+    fn scenarios_spread_over_realistic_durations() {
+        let all = scenarios(60);
+        assert_eq!(all.len(), 60);
+        for s in &all {
+            assert!((20.0..60.0).contains(&s.web.running_at), "{s:?}");
+            assert!((20.0..60.0).contains(&s.worker.running_at), "{s:?}");
+            assert_eq!(s.web.stop_after, s.deregistration_delay.as_secs_f64());
+            let done = s.completed_at().as_secs_f64();
+            assert!((50.0..420.0).contains(&done), "{s:?}");
+        }
+        let mut ends: Vec<f64> = all.iter().map(|s| s.completed_at().as_secs_f64()).collect();
+        ends.sort_by(f64::total_cmp);
+        assert!(ends.windows(2).all(|w| w[0] < w[1]), "no two alike");
     }
 }

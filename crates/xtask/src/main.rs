@@ -53,7 +53,8 @@ pub struct BenchArgs {
     /// Markdown file to write (relative to the workspace root).
     #[arg(long, default_value = "docs/benchmarks.md")]
     pub out: PathBuf,
-    /// Parts to run, comma-separated: ours, irreducible, peer, ecs, startup.
+    /// Parts to run, comma-separated: ours, irreducible, peer, ecs, startup. `ecs` alone runs
+    /// without Docker and prints its table instead of writing the report.
     #[arg(
         long,
         value_delimiter = ',',

@@ -387,6 +387,10 @@ pub struct EnvironmentConfig {
     /// ECS: seconds to wait for a rollout before rolling back ourselves.
     #[serde(default)]
     pub rollout_timeout: Option<HumanDuration>,
+    /// ECS: the deregistration delay of the web service's target group (AWS's default: 300 s);
+    /// rollouts poll fast only once old targets can have drained.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deregistration_delay: Option<HumanDuration>,
     #[serde(default)]
     pub names: NameOverrides,
     /// Variables for this environment (override the shared ones).

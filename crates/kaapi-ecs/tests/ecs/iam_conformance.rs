@@ -13,6 +13,7 @@ use kaapi_core::config::ResolvedEnvironment;
 use kaapi_core::engine::{Engine, ImageSource, LockOwner, LogQuery, TaskOn};
 use kaapi_core::pipeline::{self, DeployPlan, MigratePlan, Migrations, RollbackPlan};
 use kaapi_core::release::{Outcome, ReleaseMeta};
+use kaapi_ecs::pacing::Pace;
 use kaapi_ecs::{EcsEngine, Target, Tuning};
 use kaapi_infra::conformance::authorizations::ApiCall;
 use kaapi_infra::conformance::refusals;
@@ -32,6 +33,7 @@ fn tuning() -> Tuning {
     Tuning {
         poll_initial: Duration::from_millis(5),
         poll_max: Duration::from_millis(20),
+        pace: Pace::fixed(Duration::from_millis(20)),
         rollout_timeout: Duration::from_secs(3),
         task_timeout: Duration::from_secs(5),
         verify_attempts: 2,
@@ -180,6 +182,8 @@ async fn the_generated_policy_allows_every_request_the_engine_sends() {
         "ecs:DescribeTasks",
         "dynamodb:PutItem",
         "dynamodb:DeleteItem",
+        // `status` reads the lock before settling unfinished releases.
+        "dynamodb:GetItem",
         "ecr:DescribeImages",
     ] {
         assert!(

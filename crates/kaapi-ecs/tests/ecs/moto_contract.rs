@@ -17,6 +17,7 @@ use chrono::Utc;
 use kaapi_core::config::ResolvedEnvironment;
 use kaapi_core::engine::{Engine, EngineError, ImageSource, LogQuery, RolloutOutcome, TaskOn};
 use kaapi_core::release::{Outcome, ReleaseMeta};
+use kaapi_ecs::pacing::Pace;
 use kaapi_ecs::{AwsClients, EcsEngine, Target, Tuning};
 
 pub(crate) const CLUSTER: &str = "kaapi-staging-cluster";
@@ -52,6 +53,7 @@ pub(crate) fn tuning() -> Tuning {
     Tuning {
         poll_initial: Duration::from_millis(100),
         poll_max: Duration::from_millis(300),
+        pace: Pace::fixed(Duration::from_millis(300)),
         rollout_timeout: Duration::from_secs(1),
         task_timeout: Duration::from_secs(20),
         ..Tuning::default()

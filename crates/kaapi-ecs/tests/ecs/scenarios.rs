@@ -12,6 +12,7 @@ use kaapi_core::config::ResolvedEnvironment;
 use kaapi_core::engine::{Engine, ImageSource, LockOwner};
 use kaapi_core::pipeline::{self, DeployPlan, DeployReport, Migrations};
 use kaapi_core::release::{Outcome, ReleaseMeta};
+use kaapi_ecs::pacing::Pace;
 use kaapi_ecs::{EcsEngine, Target, Tuning};
 
 const BACKEND: &str = "kaapi-staging-service";
@@ -22,6 +23,8 @@ pub(crate) fn fast_tuning() -> Tuning {
     Tuning {
         poll_initial: Duration::from_millis(5),
         poll_max: Duration::from_millis(20),
+        pace: Pace::fixed(Duration::from_millis(20)),
+        deregistration_delay: Duration::ZERO,
         rollout_timeout: Duration::from_secs(3),
         task_timeout: Duration::from_secs(5),
         throttle_attempts: 8,
@@ -35,7 +38,7 @@ pub(crate) fn fast_tuning() -> Tuning {
 
 pub(crate) struct Setup {
     pub(crate) fake: FakeAws,
-    target: Target,
+    pub(crate) target: Target,
     pub(crate) engine: EcsEngine,
     builder: Arc<ScriptedBuilder>,
     _dir: tempfile::TempDir,
@@ -67,7 +70,7 @@ fn setup_with(fake: FakeAws, tuning: Tuning, extra: &str) -> Setup {
     }
 }
 
-fn plan(commit: &str) -> DeployPlan {
+pub(crate) fn plan(commit: &str) -> DeployPlan {
     DeployPlan {
         image: ImageSource::Build,
         meta: ReleaseMeta {

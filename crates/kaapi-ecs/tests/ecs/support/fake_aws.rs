@@ -50,6 +50,8 @@ struct Dep {
     state: DeploymentRolloutState,
     reason: Option<String>,
     started: Instant,
+    /// When ECS created the deployment (its `createdAt`).
+    created: std::time::SystemTime,
     plan: Plan,
     desired: i32,
 }
@@ -213,6 +215,7 @@ impl State {
                             state: DeploymentRolloutState::InProgress,
                             reason: None,
                             started: now,
+                            created: std::time::SystemTime::now(),
                             plan: Plan::Complete(Duration::from_secs(30)),
                             desired,
                         },
@@ -274,6 +277,7 @@ impl State {
                             .id(&d.id)
                             .status(if d.primary { "PRIMARY" } else { "ACTIVE" })
                             .task_definition(&d.task_definition)
+                            .created_at(aws_sdk_ecs::primitives::DateTime::from(d.created))
                             .rollout_state(d.state.clone())
                             .set_rollout_state_reason(d.reason.clone())
                             .desired_count(d.desired)
@@ -365,6 +369,7 @@ impl FakeAws {
                 state: DeploymentRolloutState::Completed,
                 reason: None,
                 started: Instant::now(),
+                created: std::time::SystemTime::now(),
                 plan: Plan::Complete(Duration::ZERO),
                 desired: 1,
             }],
@@ -728,6 +733,7 @@ impl FakeAws {
                             state: DeploymentRolloutState::InProgress,
                             reason: None,
                             started: Instant::now(),
+                            created: std::time::SystemTime::now(),
                             plan,
                             desired,
                         },
