@@ -180,6 +180,8 @@ volumes = ["data:/data"]
 engine = "docker"
 ingress_port = {port}
 secrets_from = {{ env_file = "local.env" }}
+# These tests check what a rollout leaves; warm replicas are the agent tests' own.
+keep_warm = "0s"
 {extra}
 "#,
             app = self.app,
