@@ -30,8 +30,8 @@ pub struct WarmSet {
     pub until_utc: DateTime<Utc>,
 }
 
-/// Warm replicas a rollout switches to instead of starting new ones, by service.
-pub type Reused = BTreeMap<String, Vec<Arc<Replica>>>;
+/// Warm sets a rollout switches to instead of starting new replicas, by service.
+pub type Reused = BTreeMap<String, WarmSet>;
 
 /// How the agent's state API shows the warm replicas.
 pub fn states(current: &Current) -> Vec<ReplicaState> {
@@ -74,7 +74,7 @@ pub async fn take_matching(
     let mut reused = Reused::new();
     for (service, set) in candidates {
         if answers(agent, spec, &service, &set.replicas).await {
-            reused.insert(service.name.clone(), set.replicas);
+            reused.insert(service.name.clone(), set);
         } else {
             environment.record_event(
                 Some(&service.name),
@@ -123,19 +123,19 @@ pub fn switch_early(
     say: impl Fn(String),
 ) -> Vec<(ServiceSpec, Arc<Replica>)> {
     let mut started = Vec::new();
-    for (name, replicas) in reused {
+    for (name, set) in reused {
         let Some(service) = spec.services.iter().find(|s| &s.name == name) else {
             continue;
         };
-        for replica in replicas {
+        for replica in &set.replicas {
             replica.resume();
             started.push((service.clone(), Arc::clone(replica)));
         }
-        environment.point_ingress(name, replicas.clone());
-        let release = replicas.first().map_or(spec.release, |r| r.release);
+        environment.point_ingress(name, set.replicas.clone());
         say(format!(
-            "{name}: switched to {} warm replica(s) of release {release}",
-            replicas.len()
+            "{name}: switched to {} warm replica(s) of release {}",
+            set.replicas.len(),
+            set.release
         ));
     }
     started

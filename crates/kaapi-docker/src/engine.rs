@@ -656,7 +656,11 @@ impl Engine for DockerEngine {
                     .and_then(|s| s.desired.get(service).copied())
                     .unwrap_or_else(|| self.target.replicas(service));
                 let running = replicas.iter().filter(|r| r.state == "running").count();
-                let healthy = replicas.iter().filter(|r| r.healthy == Some(true)).count();
+                // Warm replicas are out of rotation: they run, but do not serve.
+                let healthy = replicas
+                    .iter()
+                    .filter(|r| r.healthy == Some(true) && r.state != "warm")
+                    .count();
                 let events = state
                     .as_ref()
                     .map(|s| {

@@ -87,6 +87,7 @@ pub fn ecs_environment(region: &str) -> EnvironmentConfig {
         ingress_ports: IndexMap::new(),
         role_arn: None,
         rollout_timeout: None,
+        keep_warm: None,
         names: NameOverrides::default(),
         env: IndexMap::new(),
         replicas: IndexMap::new(),

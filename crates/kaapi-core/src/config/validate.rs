@@ -927,7 +927,7 @@ mod tests {
                 Err(e) => Err(e.to_string()),
             }
         };
-        let minutes = |m| std::time::Duration::from_secs(m * 60);
+        let minutes = |m: u64| std::time::Duration::from_secs(m * 60);
         assert_eq!(load("", "docker"), Ok(minutes(5)));
         assert_eq!(load("keep_warm = \"2m\"", "docker"), Ok(minutes(2)));
         assert_eq!(load("keep_warm = \"0s\"", "docker"), Ok(minutes(0)));
