@@ -9,7 +9,9 @@
 //! - `GET  /health` → 200 when the agent serves.
 //! - `PUT  /environments/{env}/rollouts` body [`EnvironmentSpec`] → 202 [`RolloutTicket`]:
 //!   starts a zero-downtime rollout of every service to the spec (new replicas first, wait
-//!   healthy, switch ingress, drain old, stop old). A rollout already running for the same
+//!   healthy, switch ingress, drain old, stop old; with `keep_warm_ms`, the old web replicas
+//!   stay running out of rotation for that long, and a rollout whose web service spec equals
+//!   theirs switches back to them instead of starting new ones). A rollout already running for the same
 //!   environment → 409. When exactly this spec already serves with every replica healthy, the
 //!   rollout completes at once without touching a replica, unless `?mode=restart`
 //!   ([`RolloutMode`]).
@@ -105,6 +107,14 @@ pub struct EnvironmentSpec {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub ingresses: BTreeMap<String, u16>,
     pub services: Vec<ServiceSpec>,
+    /// How long the replaced release's web replicas stay running out of rotation after a
+    /// switch, so that a rollback to it within that time is a switch, not a start; 0: off.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub keep_warm_ms: u64,
+}
+
+fn is_zero(ms: &u64) -> bool {
+    *ms == 0
 }
 
 impl EnvironmentSpec {
@@ -207,6 +217,9 @@ pub enum ReplicaPhase {
     Running,
     /// Out of rotation, finishing its requests before it stops.
     Draining,
+    /// A replaced release's web replica, out of rotation but running until `warm_until`, so
+    /// that a rollback to its release switches back to it at once.
+    Warm,
     Exited,
 }
 
@@ -216,6 +229,7 @@ impl ReplicaPhase {
             Self::Starting => "starting",
             Self::Running => "running",
             Self::Draining => "draining",
+            Self::Warm => "warm",
             Self::Exited => "exited",
         }
     }
@@ -234,6 +248,9 @@ pub struct ReplicaState {
     pub host_port: Option<u16>,
     /// Requests being proxied to this replica right now.
     pub in_flight: u64,
+    /// When a warm replica is stopped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warm_until: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -253,6 +270,9 @@ pub struct EnvironmentState {
     /// Desired replicas per service.
     pub desired: BTreeMap<String, u32>,
     pub replicas: Vec<ReplicaState>,
+    /// The replaced release's web replicas kept warm out of rotation (phase `warm`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warm: Vec<ReplicaState>,
     /// Recent events, newest last (replaced replicas, switches, failed probes).
     pub events: Vec<AgentEvent>,
     /// The id of the rollout running now, if any (e.g. one whose CLI was killed: wait for it

@@ -23,6 +23,7 @@ mod rollout;
 mod runtime;
 mod server;
 mod store;
+mod warm;
 
 pub use client::AgentClient;
 pub use error::AgentError;

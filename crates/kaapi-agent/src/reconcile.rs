@@ -33,6 +33,13 @@ async fn restore_environment(
     record: EnvironmentRecord,
 ) -> Result<(), AgentError> {
     let spec = record.spec;
+    let labelled = |service: &str| {
+        record
+            .replica_releases
+            .get(service)
+            .copied()
+            .unwrap_or(spec.release)
+    };
     let environment = agent.environment_or_create(name);
     environment.set_app(&spec.app);
     let listed = agent
@@ -47,7 +54,7 @@ async fn restore_environment(
         let candidates = listed.iter().filter(|c| {
             c.running
                 && c.service == service.name
-                && c.release == Some(spec.release)
+                && c.release == Some(labelled(&service.name))
                 && (c.image_id == service.image || c.image == service.image)
         });
         let mut adopted = Vec::new();
@@ -127,6 +134,7 @@ pub async fn run(agent: Arc<Agent>, mut shutdown: watch::Receiver<bool>) {
     loop {
         for environment in agent.environments() {
             reconcile(&agent, &environment).await;
+            super::warm::expire(&agent, &environment).await;
         }
         tokio::select! {
             _ = tokio::time::sleep(TICK) => {}

@@ -94,6 +94,11 @@ impl Replica {
         self.draining.store(true, Ordering::SeqCst);
     }
 
+    /// Back in rotation (a warm replica its release's rollback switches to).
+    pub fn resume(&self) {
+        self.draining.store(false, Ordering::SeqCst);
+    }
+
     pub fn in_flight(&self) -> u64 {
         self.in_flight.load(Ordering::SeqCst)
     }
@@ -152,6 +157,7 @@ impl Replica {
             },
             host_port: self.host_port,
             in_flight: self.in_flight(),
+            warm_until: None,
         }
     }
 }

@@ -21,6 +21,7 @@ use super::reconcile::with_ingress_port;
 use super::replica::{Health, Replica};
 use super::runtime::{check_for, Agent, Current, Environment};
 use super::store::EnvironmentRecord;
+use super::warm;
 
 /// How long a worker must keep running after its start to count as started.
 const WORKER_SETTLE: Duration = Duration::from_secs(1);
@@ -181,8 +182,15 @@ impl Rollout<'_> {
             return Ok(());
         }
         let new_ingresses = self.prepare_ingresses().await?;
-        let mut started: Vec<(ServiceSpec, Arc<Replica>)> = Vec::new();
+        let reused = match self.mode {
+            RolloutMode::Converge => warm::take_matching(self.agent, self.environment, spec).await,
+            RolloutMode::Restart => warm::Reused::new(),
+        };
+        let mut started = warm::switch_early(self.environment, spec, &reused, |m| self.say(m));
         for service in &spec.services {
+            if reused.contains_key(&service.name) {
+                continue;
+            }
             for _ in 0..service.replicas {
                 match self
                     .agent
@@ -217,7 +225,18 @@ impl Rollout<'_> {
             self.abandon(&started).await;
             return Err(reason);
         }
+        let before = self.environment.current.lock().await.spec.clone();
         let old = self.switch(new_ingresses, &started).await?;
+        let say = |m| self.say(m);
+        let old = warm::keep(
+            self.agent,
+            self.environment,
+            before.as_ref(),
+            spec,
+            old,
+            say,
+        )
+        .await;
         self.drain(old).await;
         self.say(format!("release {} is serving", spec.release));
         Ok(())
@@ -362,6 +381,7 @@ impl Rollout<'_> {
         let record = EnvironmentRecord {
             spec: spec.clone(),
             previous_release,
+            replica_releases: warm::reused_labels(started, spec.release),
         };
         if let Err(e) = self.agent.store.put(record) {
             drop(current);
@@ -452,6 +472,9 @@ impl Rollout<'_> {
 
     /// Removes every replica this rollout started; the old release keeps serving.
     async fn abandon(&self, started: &[(ServiceSpec, Arc<Replica>)]) {
+        // Warm replicas switched to early may have been serving: what serves serves again.
+        self.environment
+            .publish(&*self.environment.current.lock().await);
         let replicas: Vec<Arc<Replica>> = started.iter().map(|(_, r)| Arc::clone(r)).collect();
         if !replicas.is_empty() {
             self.say(format!(

@@ -17,6 +17,7 @@ use super::ingress::Ingress;
 use super::metrics::Metrics;
 use super::replica::{Health, Replica};
 use super::store::Store;
+use super::warm::{self, WarmSet};
 
 const MAX_EVENTS: usize = 100;
 /// A replica failing sooner than this after its start counts towards a crash loop.
@@ -47,6 +48,8 @@ pub struct Current {
     pub spec: Option<EnvironmentSpec>,
     pub previous_release: Option<u64>,
     pub replicas: BTreeMap<String, Vec<Arc<Replica>>>,
+    /// The replaced release's web replicas kept running out of rotation, by service.
+    pub warm: BTreeMap<String, WarmSet>,
 }
 
 pub struct Environment {
@@ -328,6 +331,13 @@ impl Environment {
         }
     }
 
+    /// Points `service`'s ingress at `replicas` alone (before the desired state follows).
+    pub fn point_ingress(&self, service: &str, replicas: Vec<Arc<Replica>>) {
+        if let Some(ingress) = lock(&self.ingresses).get(service) {
+            ingress.backends.set(replicas);
+        }
+    }
+
     pub fn record_event(&self, service: Option<&str>, message: String) {
         eprintln!("agent: {}: {message}", self.name);
         let mut events = lock(&self.events);
@@ -410,6 +420,7 @@ impl Environment {
                 .flatten()
                 .map(|r| r.to_state())
                 .collect(),
+            warm: warm::states(&current),
             events: lock(&self.events).iter().cloned().collect(),
             active_rollout: self.active_rollout(),
         })

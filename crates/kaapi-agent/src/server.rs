@@ -26,6 +26,7 @@ use super::reconcile;
 use super::rollout::{self, BeginError};
 use super::runtime::Agent;
 use super::store::{write_private, Store};
+use super::warm;
 
 pub const ENDPOINT_FILE: &str = "agent.json";
 const LOCK_FILE: &str = "agent.lock";
@@ -111,6 +112,8 @@ pub async fn serve(state_dir: &Path) -> Result<(), AgentError> {
         .await
         .map_err(|e| AgentError::Network(format!("the agent API failed: {e}")));
 
+    // Nothing would stop them once the agent is gone.
+    warm::remove_all(&agent).await;
     drop(guard);
     // Only remove the endpoint if it is still ours (a newer agent may have replaced it).
     if let Ok(bytes) = std::fs::read(&endpoint_path) {
@@ -278,6 +281,7 @@ async fn remove_environment(
         .map(|s| s.app.clone())
         .or_else(|| environment.app());
     current.spec = None;
+    warm::remove_from(&agent.containers, &mut current).await;
     drop(current);
     agent.discard(&replicas).await;
     // Also whatever a rollout in progress started.

@@ -270,6 +270,8 @@ impl DockerEngine {
             web_service,
             ingresses,
             services,
+            keep_warm_ms: u64::try_from(self.target.env().keep_warm().as_millis())
+                .unwrap_or(u64::MAX),
         })
     }
 
@@ -629,9 +631,12 @@ impl Engine for DockerEngine {
                     .filter(|c| label(c, labels::SERVICE) == Some(service.as_str()))
                     .map(|c| {
                         let id = c.id.clone().unwrap_or_default();
-                        let agent_view = state
-                            .as_ref()
-                            .and_then(|s| s.replicas.iter().find(|r| r.container_id == id));
+                        let agent_view = state.as_ref().and_then(|s| {
+                            s.replicas
+                                .iter()
+                                .chain(&s.warm)
+                                .find(|r| r.container_id == id)
+                        });
                         let used = usage.get(&id);
                         ReplicaStatus {
                             id: source_name(c),
@@ -651,7 +656,11 @@ impl Engine for DockerEngine {
                     .and_then(|s| s.desired.get(service).copied())
                     .unwrap_or_else(|| self.target.replicas(service));
                 let running = replicas.iter().filter(|r| r.state == "running").count();
-                let healthy = replicas.iter().filter(|r| r.healthy == Some(true)).count();
+                // Warm replicas are out of rotation: they run, but do not serve.
+                let healthy = replicas
+                    .iter()
+                    .filter(|r| r.healthy == Some(true) && r.state != "warm")
+                    .count();
                 let events = state
                     .as_ref()
                     .map(|s| {

@@ -87,7 +87,11 @@ pub fn ecs_environment(region: &str) -> EnvironmentConfig {
         ingress_ports: IndexMap::new(),
         role_arn: None,
         rollout_timeout: None,
+<<<<<<< HEAD
         deregistration_delay: None,
+=======
+        keep_warm: None,
+>>>>>>> warm
         names: NameOverrides::default(),
         env: IndexMap::new(),
         replicas: IndexMap::new(),

@@ -300,7 +300,8 @@ async fn measure_ours(
         "Rollback: command total",
         "s",
         2,
-        "`rollback --to N --json` total_seconds: lock, rollout of the old release, verify",
+        "`rollback --to N --json` total_seconds: lock, switch to the old release's warm web \
+         replicas (within `keep_warm` of the deploy it undoes) and start its worker, verify",
     );
     if let Some(s) = back.first_seen_after_start(baseline_version) {
         table.add(
@@ -563,7 +564,8 @@ async fn document(args: &BenchArgs, bin: &Path, table: &Table) -> String {
          deploy. A throwaway project (copy of `examples/backend`, unique app name, free ingress \
          port, private `KAAPI_STATE_DIR`).\n\
          - Each run: deploy a new image (changed `APP_VERSION` build arg), redeploy it unchanged, \
-         `rollback --to` the baseline release, deploy a release whose health check fails \
+         `rollback --to` the baseline release (within `keep_warm = \"5m\"`: its web replicas \
+         are still warm, so the rollback is a switch), deploy a release whose health check fails \
          (`BREAK=health`, rolled back automatically); then the floor with plain docker; then the \
          docker-compose peer.\n\
          - Load: {rate} req/s over {connections} keep-alive HTTP/1.1 connections from one client \

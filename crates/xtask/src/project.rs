@@ -103,6 +103,8 @@ volumes = ["data:/data"]
 [environments.{ENVIRONMENT}]
 engine = "docker"
 ingress_port = {ingress_port}
+# The rollback measured comes within this window of the deploy it undoes: a switch, not a start.
+keep_warm = "5m"
 "#,
         version = build.app_version,
     )

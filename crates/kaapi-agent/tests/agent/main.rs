@@ -5,3 +5,4 @@ mod agent_support;
 mod agent_readiness;
 mod agent_recovery;
 mod agent_rollout;
+mod agent_warm;

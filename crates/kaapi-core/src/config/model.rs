@@ -381,6 +381,11 @@ pub struct EnvironmentConfig {
     /// 5555`), each served through an ingress of its own.
     #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
     pub ingress_ports: IndexMap<String, u16>,
+    /// Docker engine: how long the replaced release's web replicas stay running out of
+    /// rotation after a deploy, so that a rollback within that time is a switch, not a start
+    /// (`0s`: off); [`EnvironmentConfig::keep_warm`] gives the default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_warm: Option<HumanDuration>,
     /// ECS: role assumed through GitHub's OIDC token.
     #[serde(default)]
     pub role_arn: Option<String>,
@@ -454,6 +459,18 @@ pub struct NameOverrides {
     /// ECS task role (the application's own AWS permissions); default `{stem}-task-role`.
     #[serde(default)]
     pub task_role: Option<String>,
+}
+
+/// How long replaced web replicas stay warm when `keep_warm` is not set.
+pub const DEFAULT_KEEP_WARM: Duration = Duration::from_secs(5 * 60);
+/// The longest `keep_warm`: warm replicas hold their memory for all that time.
+pub const MAX_KEEP_WARM: Duration = Duration::from_secs(24 * 60 * 60);
+
+impl EnvironmentConfig {
+    /// The docker engine's warm window after a deploy ([`DEFAULT_KEEP_WARM`] unless set).
+    pub fn keep_warm(&self) -> Duration {
+        self.keep_warm.map_or(DEFAULT_KEEP_WARM, Duration::from)
+    }
 }
 
 impl Config {

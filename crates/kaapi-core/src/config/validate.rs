@@ -2,10 +2,11 @@
 //! the file and line.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use super::command::CommandLine;
 use super::model::{
-    AccessoryConfig, Config, EngineKind, EnvironmentConfig, PortMapping, ServiceKind,
+    AccessoryConfig, Config, EngineKind, EnvironmentConfig, PortMapping, ServiceKind, MAX_KEEP_WARM,
 };
 use crate::diagnostics::{nearest, Diagnostic};
 use crate::trigger::validate_pattern;
@@ -606,6 +607,28 @@ fn validate_environment(
             .with_hint("on ECS the load balancer serves traffic; remove it"),
         );
     }
+    if let Some(keep_warm) = env.keep_warm.map(Duration::from) {
+        if env.engine != EngineKind::Docker {
+            out.push(
+                err(
+                    format!("{key}.keep_warm"),
+                    "keep_warm is for the docker engine only",
+                )
+                .with_hint("ECS replaces tasks itself; remove it"),
+            );
+        } else if keep_warm > MAX_KEEP_WARM {
+            out.push(
+                err(
+                    format!("{key}.keep_warm"),
+                    format!(
+                        "{} is longer than the maximum of 24h",
+                        humantime::format_duration(keep_warm)
+                    ),
+                )
+                .with_hint("warm replicas hold their memory all that time; use e.g. \"5m\", or \"0s\" to turn it off"),
+            );
+        }
+    }
     if env.ingress_port == Some(0) {
         out.push(err(format!("{key}.ingress_port"), "port 0 is out of range"));
     }
@@ -890,6 +913,31 @@ mod tests {
         assert!(neither.contains("exactly one"), "{neither}");
         let bad_id = with_image("secrets = { \"a b\" = { env = \"T\" } }").expect_err("bad id");
         assert!(bad_id.contains("invalid build secret id"), "{bad_id}");
+    }
+
+    #[test]
+    fn keep_warm_defaults_to_five_minutes_turns_off_with_zero_and_is_bounded() {
+        let load = |line: &str, engine: &str| {
+            let text = format!(
+                "app = \"kaapi\"\n[image]\ncontext = \".\"\n[services.web]\nport = 80\n[environments.local]\nengine = \"{engine}\"\n{line}\n"
+            );
+            match parse(Path::new("deploy.toml"), &text) {
+                Ok((config, _)) => Ok(config.environments["local"].keep_warm()),
+                Err(ConfigError::Invalid { diagnostics, .. }) => Err(format!("{diagnostics:?}")),
+                Err(e) => Err(e.to_string()),
+            }
+        };
+        let minutes = |m: u64| std::time::Duration::from_secs(m * 60);
+        assert_eq!(load("", "docker"), Ok(minutes(5)));
+        assert_eq!(load("keep_warm = \"2m\"", "docker"), Ok(minutes(2)));
+        assert_eq!(load("keep_warm = \"0s\"", "docker"), Ok(minutes(0)));
+        let long = load("keep_warm = \"2days\"", "docker").expect_err("over the maximum");
+        assert!(long.contains("keep_warm") && long.contains("24h"), "{long}");
+        let ecs =
+            load("keep_warm = \"1m\"\nregion = \"eu-west-1\"", "ecs").expect_err("docker only");
+        assert!(ecs.contains("docker engine only"), "{ecs}");
+        let typo = load("keep_warm = \"five minutes\"", "docker").expect_err("not a duration");
+        assert!(typo.contains("keep_warm"), "{typo}");
     }
 
     fn with_accessory(accessory: &str) -> Result<crate::config::Config, String> {

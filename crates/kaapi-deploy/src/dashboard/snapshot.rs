@@ -228,6 +228,7 @@ mod tests {
             ingress_url: None,
             desired: Default::default(),
             replicas: vec![],
+            warm: vec![],
             events: vec![],
             active_rollout: None,
         };

@@ -1,6 +1,7 @@
 //! The integration tests of kaapi-deploy: one binary, one module per area.
 
 mod docker_support;
+mod docker_warm_rollback;
 
 mod agent_command;
 mod agent_handshake;

@@ -176,6 +176,7 @@ impl Fixture {
             web_service: Some("backend".to_owned()),
             ingresses: Default::default(),
             services,
+            keep_warm_ms: 0,
         }
     }
 }

@@ -87,6 +87,9 @@ pub struct Project {
     pub config: PathBuf,
     /// Extra lines for `[environments.local]` (e.g. a registry).
     pub environment_extra: String,
+    /// `keep_warm` of `[environments.local]`: off unless a test is about warm replicas, since
+    /// the others check what a rollout leaves.
+    pub keep_warm: String,
     _engine: EngineHold,
 }
 
@@ -136,6 +139,7 @@ impl Project {
             app,
             port: free_port(),
             environment_extra: String::new(),
+            keep_warm: "0s".to_owned(),
             _engine: engine,
         };
         project.configure("1.0.0", "");
@@ -180,11 +184,13 @@ volumes = ["data:/data"]
 engine = "docker"
 ingress_port = {port}
 secrets_from = {{ env_file = "local.env" }}
+keep_warm = "{keep_warm}"
 {extra}
 "#,
             app = self.app,
             port = self.port,
             extra = self.environment_extra,
+            keep_warm = self.keep_warm,
         );
         std::fs::write(&self.config, text).expect("write deploy.toml");
     }
