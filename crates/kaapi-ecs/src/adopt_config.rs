@@ -87,11 +87,8 @@ pub fn ecs_environment(region: &str) -> EnvironmentConfig {
         ingress_ports: IndexMap::new(),
         role_arn: None,
         rollout_timeout: None,
-<<<<<<< HEAD
         deregistration_delay: None,
-=======
         keep_warm: None,
->>>>>>> warm
         names: NameOverrides::default(),
         env: IndexMap::new(),
         replicas: IndexMap::new(),
