@@ -1,7 +1,8 @@
 //! A zero-downtime rollout of one environment: start the new release's replicas, wait until all
 //! are healthy, switch the ingress and the desired state at once, drain the old replicas, stop
-//! them. Any new replica failing before the switch removes all new replicas and leaves the old
-//! release serving, untouched.
+//! them. A service whose spec did not change keeps its replicas, and one whose replica count
+//! alone changed only starts or stops the difference (`converge`). Any new replica failing
+//! before the switch removes all new replicas and leaves the old release serving, untouched.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -13,6 +14,7 @@ use super::api::{
     EnvironmentSpec, FailedReplica, RolloutMode, RolloutPhase, RolloutState, RolloutTicket,
     ServiceSpec,
 };
+use super::converge::{self, Action, Serving};
 use super::docker::ContainerStatus;
 use super::health::Check;
 use super::ingress::Ingress;
@@ -180,10 +182,11 @@ impl Rollout<'_> {
             ));
             return Ok(());
         }
+        let (actions, kept) = self.plan().await;
         let new_ingresses = self.prepare_ingresses().await?;
         let mut started: Vec<(ServiceSpec, Arc<Replica>)> = Vec::new();
-        for service in &spec.services {
-            for _ in 0..service.replicas {
+        for (service, action) in spec.services.iter().zip(&actions) {
+            for _ in 0..action.starts(service.replicas) {
                 match self
                     .agent
                     .start_replica(self.environment, spec, service)
@@ -217,10 +220,57 @@ impl Rollout<'_> {
             self.abandon(&started).await;
             return Err(reason);
         }
-        let old = self.switch(new_ingresses, &started).await?;
+        let old = self.switch(new_ingresses, &kept, &started).await?;
         self.drain(old).await;
         self.say(format!("release {} is serving", spec.release));
         Ok(())
+    }
+
+    /// Each service's action (every one replaced on a restart) and the serving replicas the
+    /// actions keep.
+    async fn plan(&self) -> (Vec<Action>, Vec<Arc<Replica>>) {
+        let current = self.environment.current.lock().await;
+        let mut actions = Vec::new();
+        let mut kept = Vec::new();
+        for service in &self.spec.services {
+            let replicas = current
+                .replicas
+                .get(&service.name)
+                .map(Vec::as_slice)
+                .unwrap_or_default();
+            let healthy = || replicas.iter().filter(|r| r.health() == Health::Healthy);
+            let serving = current.spec.as_ref().and_then(|serving| {
+                let spec = serving.services.iter().find(|s| s.name == service.name)?;
+                Some(Serving {
+                    spec,
+                    has_ingress: serving.has_ingress(&service.name),
+                    healthy: healthy().count(),
+                    total: replicas.len(),
+                })
+            });
+            let action = match self.mode {
+                RolloutMode::Restart => Action::Replace,
+                RolloutMode::Converge => {
+                    converge::decide(serving, service, self.spec.has_ingress(&service.name))
+                }
+            };
+            let keeps = action.keeps(service.replicas);
+            match action {
+                Action::Keep => self.say(format!(
+                    "{}: unchanged; its {keeps} replica(s) keep running",
+                    service.name
+                )),
+                Action::Resize { start, .. } => self.say(format!(
+                    "{}: keeps {keeps} replica(s), starts {start}, stops {}",
+                    service.name,
+                    replicas.len() - keeps
+                )),
+                Action::Replace => {}
+            }
+            kept.extend(healthy().take(keeps).cloned());
+            actions.push(action);
+        }
+        (actions, kept)
     }
 
     /// The ingresses that will serve after the switch, by service: a service whose ingress
@@ -318,11 +368,12 @@ impl Rollout<'_> {
         }
     }
 
-    /// Makes the new replicas current, atomically for the ingress, and persists the new desired
-    /// state; returns the replicas it replaced.
+    /// Makes the kept and new replicas current, atomically for the ingress, and persists the new
+    /// desired state; returns the replicas it replaced.
     async fn switch(
         &self,
         new_ingresses: Vec<(String, Ingress)>,
+        kept: &[Arc<Replica>],
         started: &[(ServiceSpec, Arc<Replica>)],
     ) -> Result<Vec<Arc<Replica>>, String> {
         let mut current = self.environment.current.lock().await;
@@ -341,8 +392,9 @@ impl Rollout<'_> {
             .iter()
             .map(|s| (s.name.clone(), Vec::new()))
             .collect();
-        for (service, replica) in started {
-            new.entry(service.name.clone())
+        let started_replicas = started.iter().map(|(_, replica)| replica);
+        for replica in kept.iter().chain(started_replicas) {
+            new.entry(replica.service.clone())
                 .or_default()
                 .push(Arc::clone(replica));
         }
@@ -384,7 +436,11 @@ impl Rollout<'_> {
             format!("switched traffic to release {}", self.spec.release),
         );
         self.say(format!("switched traffic to release {}", self.spec.release));
-        Ok(old_replicas.into_values().flatten().collect())
+        Ok(old_replicas
+            .into_values()
+            .flatten()
+            .filter(|old| !kept.iter().any(|k| Arc::ptr_eq(k, old)))
+            .collect())
     }
 
     /// Lets in-flight requests on the old replicas finish (bounded by their stop timeout), then
