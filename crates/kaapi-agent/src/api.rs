@@ -8,13 +8,15 @@
 //! Routes (all under `http://127.0.0.1:{port}/v1`, header `authorization: Bearer {token}`):
 //! - `GET  /health` → 200 when the agent serves.
 //! - `PUT  /environments/{env}/rollouts` body [`EnvironmentSpec`] → 202 [`RolloutTicket`]:
-//!   starts a zero-downtime rollout of every service to the spec (new replicas first, wait
-//!   healthy, switch ingress, drain old, stop old; with `keep_warm_ms`, the old web replicas
-//!   stay running out of rotation for that long, and a rollout whose web service spec equals
-//!   theirs switches back to them instead of starting new ones). A rollout already running for the same
-//!   environment → 409. When exactly this spec already serves with every replica healthy, the
-//!   rollout completes at once without touching a replica, unless `?mode=restart`
-//!   ([`RolloutMode`]).
+//!   starts a zero-downtime rollout of the environment to the spec, decided per service: a
+//!   service whose spec (revision included) serves unchanged with every replica healthy keeps
+//!   its replicas; one whose replica count alone changed starts or stops the difference (new
+//!   replicas join the ingress once healthy, extra ones are drained); any other change replaces
+//!   the service's replicas (new replicas first, wait healthy, switch ingress, drain old, stop
+//!   old). With `keep_warm_ms`, replaced web replicas stay running out of rotation for that
+//!   long, and a rollout whose web service spec equals theirs switches back to them instead of
+//!   starting new ones. A rollout already running for the same environment → 409.
+//!   `?mode=restart` ([`RolloutMode`]) replaces every replica.
 //! - `GET  /environments/{env}/rollouts/{id}` → [`RolloutState`] (poll until not running).
 //! - `GET  /environments/{env}` → [`EnvironmentState`] (404 when unknown).
 //! - `DELETE /environments/{env}` → stops and removes every replica of the environment.
@@ -74,6 +76,11 @@ pub struct ServiceSpec {
     /// Set at rollout, not stored in revisions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logs: Option<LogLimits>,
+    /// The immutable revision this spec is (`family:N`): a rollout keeps the replicas of a
+    /// service whose revision and spec are unchanged, and a new revision of the same spec
+    /// (`deploy --force`) replaces them. Set at rollout, not stored in revisions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
 }
 
 /// The bound on a container's log: at most `max_files` json-file logs of `max_size_mb` MiB.

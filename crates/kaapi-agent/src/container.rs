@@ -133,6 +133,7 @@ mod tests {
             volumes: vec!["data:/data".to_owned()],
             network: Some("app-local".to_owned()),
             logs: None,
+            revision: None,
         }
     }
 

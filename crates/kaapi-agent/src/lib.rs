@@ -8,6 +8,7 @@ pub mod api;
 mod client;
 pub mod container;
 pub mod container_logs;
+mod converge;
 mod docker;
 mod error;
 mod handshake;

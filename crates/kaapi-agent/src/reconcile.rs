@@ -33,12 +33,14 @@ async fn restore_environment(
     record: EnvironmentRecord,
 ) -> Result<(), AgentError> {
     let spec = record.spec;
-    let labelled = |service: &str| {
-        record
-            .replica_releases
-            .get(service)
-            .copied()
-            .unwrap_or(spec.release)
+    let labelled = |service: &str, release: Option<u64>| {
+        release.is_some_and(|release| {
+            release == spec.release
+                || record
+                    .replica_releases
+                    .get(service)
+                    .is_some_and(|others| others.contains(&release))
+        })
     };
     let environment = agent.environment_or_create(name);
     environment.set_app(&spec.app);
@@ -54,7 +56,7 @@ async fn restore_environment(
         let candidates = listed.iter().filter(|c| {
             c.running
                 && c.service == service.name
-                && c.release == Some(labelled(&service.name))
+                && labelled(&service.name, c.release)
                 && (c.image_id == service.image || c.image == service.image)
         });
         let mut adopted = Vec::new();

@@ -1,7 +1,8 @@
 //! A zero-downtime rollout of one environment: start the new release's replicas, wait until all
 //! are healthy, switch the ingress and the desired state at once, drain the old replicas, stop
-//! them. Any new replica failing before the switch removes all new replicas and leaves the old
-//! release serving, untouched.
+//! them. A service whose spec did not change keeps its replicas, and one whose replica count
+//! alone changed only starts or stops the difference (`converge`). Any new replica failing
+//! before the switch removes all new replicas and leaves the old release serving, untouched.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -13,6 +14,7 @@ use super::api::{
     EnvironmentSpec, FailedReplica, RolloutMode, RolloutPhase, RolloutState, RolloutTicket,
     ServiceSpec,
 };
+use super::converge::{self, Action, Serving};
 use super::docker::ContainerStatus;
 use super::health::Check;
 use super::ingress::Ingress;
@@ -181,17 +183,18 @@ impl Rollout<'_> {
             ));
             return Ok(());
         }
+        let (actions, kept) = self.plan().await;
         let new_ingresses = self.prepare_ingresses().await?;
         let reused = match self.mode {
             RolloutMode::Converge => warm::take_matching(self.agent, self.environment, spec).await,
             RolloutMode::Restart => warm::Reused::new(),
         };
         let mut started = warm::switch_early(self.environment, spec, &reused, |m| self.say(m));
-        for service in &spec.services {
+        for (service, action) in spec.services.iter().zip(&actions) {
             if reused.contains_key(&service.name) {
                 continue;
             }
-            for _ in 0..service.replicas {
+            for _ in 0..action.starts(service.replicas) {
                 match self
                     .agent
                     .start_replica(self.environment, spec, service)
@@ -226,7 +229,7 @@ impl Rollout<'_> {
             return Err(reason);
         }
         let before = self.environment.current.lock().await.spec.clone();
-        let old = self.switch(new_ingresses, &started).await?;
+        let old = self.switch(new_ingresses, &kept, &started).await?;
         let say = |m| self.say(m);
         let old = warm::keep(
             self.agent,
@@ -240,6 +243,53 @@ impl Rollout<'_> {
         self.drain(old).await;
         self.say(format!("release {} is serving", spec.release));
         Ok(())
+    }
+
+    /// Each service's action (every one replaced on a restart) and the serving replicas the
+    /// actions keep.
+    async fn plan(&self) -> (Vec<Action>, Vec<Arc<Replica>>) {
+        let current = self.environment.current.lock().await;
+        let mut actions = Vec::new();
+        let mut kept = Vec::new();
+        for service in &self.spec.services {
+            let replicas = current
+                .replicas
+                .get(&service.name)
+                .map(Vec::as_slice)
+                .unwrap_or_default();
+            let healthy = || replicas.iter().filter(|r| r.health() == Health::Healthy);
+            let serving = current.spec.as_ref().and_then(|serving| {
+                let spec = serving.services.iter().find(|s| s.name == service.name)?;
+                Some(Serving {
+                    spec,
+                    has_ingress: serving.has_ingress(&service.name),
+                    healthy: healthy().count(),
+                    total: replicas.len(),
+                })
+            });
+            let action = match self.mode {
+                RolloutMode::Restart => Action::Replace,
+                RolloutMode::Converge => {
+                    converge::decide(serving, service, self.spec.has_ingress(&service.name))
+                }
+            };
+            let keeps = action.keeps(service.replicas);
+            match action {
+                Action::Keep => self.say(format!(
+                    "{}: unchanged; its {keeps} replica(s) keep running",
+                    service.name
+                )),
+                Action::Resize { start, .. } => self.say(format!(
+                    "{}: keeps {keeps} replica(s), starts {start}, stops {}",
+                    service.name,
+                    replicas.len() - keeps
+                )),
+                Action::Replace => {}
+            }
+            kept.extend(healthy().take(keeps).cloned());
+            actions.push(action);
+        }
+        (actions, kept)
     }
 
     /// The ingresses that will serve after the switch, by service: a service whose ingress
@@ -337,11 +387,12 @@ impl Rollout<'_> {
         }
     }
 
-    /// Makes the new replicas current, atomically for the ingress, and persists the new desired
-    /// state; returns the replicas it replaced.
+    /// Makes the kept and new replicas current, atomically for the ingress, and persists the new
+    /// desired state; returns the replicas it replaced.
     async fn switch(
         &self,
         new_ingresses: Vec<(String, Ingress)>,
+        kept: &[Arc<Replica>],
         started: &[(ServiceSpec, Arc<Replica>)],
     ) -> Result<Vec<Arc<Replica>>, String> {
         let mut current = self.environment.current.lock().await;
@@ -360,8 +411,9 @@ impl Rollout<'_> {
             .iter()
             .map(|s| (s.name.clone(), Vec::new()))
             .collect();
-        for (service, replica) in started {
-            new.entry(service.name.clone())
+        let started_replicas = started.iter().map(|(_, replica)| replica);
+        for replica in kept.iter().chain(started_replicas) {
+            new.entry(replica.service.clone())
                 .or_default()
                 .push(Arc::clone(replica));
         }
@@ -381,7 +433,10 @@ impl Rollout<'_> {
         let record = EnvironmentRecord {
             spec: spec.clone(),
             previous_release,
-            replica_releases: warm::reused_labels(started, spec.release),
+            replica_releases: other_labels(
+                kept.iter().chain(started.iter().map(|(_, replica)| replica)),
+                spec.release,
+            ),
         };
         if let Err(e) = self.agent.store.put(record) {
             drop(current);
@@ -404,7 +459,11 @@ impl Rollout<'_> {
             format!("switched traffic to release {}", self.spec.release),
         );
         self.say(format!("switched traffic to release {}", self.spec.release));
-        Ok(old_replicas.into_values().flatten().collect())
+        Ok(old_replicas
+            .into_values()
+            .flatten()
+            .filter(|old| !kept.iter().any(|k| Arc::ptr_eq(k, old)))
+            .collect())
     }
 
     /// Lets in-flight requests on the old replicas finish (bounded by their stop timeout), then
@@ -484,6 +543,23 @@ impl Rollout<'_> {
         }
         self.agent.discard(&replicas).await;
     }
+}
+
+/// By service, the release labels of `serving` other than `release`: a restarted agent adopts
+/// the replicas by their labels, and warm replicas switched back to or replicas a rollout kept
+/// still carry the release that started them.
+fn other_labels<'a>(
+    serving: impl Iterator<Item = &'a Arc<Replica>>,
+    release: u64,
+) -> BTreeMap<String, Vec<u64>> {
+    let mut labels: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for replica in serving.filter(|replica| replica.release != release) {
+        let service = labels.entry(replica.service.clone()).or_default();
+        if !service.contains(&replica.release) {
+            service.push(replica.release);
+        }
+    }
+    labels
 }
 
 fn report(replica: &Replica, reason: String, seen: PostMortem) -> FailedReplica {

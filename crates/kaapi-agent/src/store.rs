@@ -16,10 +16,10 @@ pub struct EnvironmentRecord {
     /// The running release; `ingress_port` is always set here.
     pub spec: EnvironmentSpec,
     pub previous_release: Option<u64>,
-    /// By service: the release label of its serving replicas where it differs from the spec's
-    /// (warm replicas a rollback switched back to).
+    /// By service: the release labels of its serving replicas other than the spec's (warm
+    /// replicas a rollback switched back to, replicas a rollout kept unchanged or resized).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub replica_releases: BTreeMap<String, u64>,
+    pub replica_releases: BTreeMap<String, Vec<u64>>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]

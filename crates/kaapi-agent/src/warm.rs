@@ -141,19 +141,6 @@ pub fn switch_early(
     started
 }
 
-/// The release label of the replicas serving each service, where it is not the spec's release
-/// (warm replicas switched back to): restoring after an agent restart adopts them by it.
-pub fn reused_labels(
-    started: &[(ServiceSpec, Arc<Replica>)],
-    release: u64,
-) -> BTreeMap<String, u64> {
-    started
-        .iter()
-        .filter(|(_, replica)| replica.release != release)
-        .map(|(service, replica)| (service.name.clone(), replica.release))
-        .collect()
-}
-
 /// After a switch from `before` to `after`: keeps `before`'s healthy web replicas among `old`
 /// warm for `after.keep_warm_ms` (replacing the warm set there was) and returns the replicas
 /// to stop now.

@@ -365,6 +365,36 @@ pub trait Engine: Send + Sync {
         Err(self.unsupported("prune"))
     }
 
+    /// Registers a release (outcome in progress) in which only `only` get new revisions of
+    /// `image`; every other service keeps its revision in `current` (`deploy --service`).
+    async fn register_release_of(
+        &self,
+        _image: &ImageRef,
+        _meta: &ReleaseMeta,
+        _only: &[String],
+        _current: &Release,
+        _progress: &dyn Progress,
+    ) -> EngineResult<Release> {
+        Err(self.unsupported("deploy --service"))
+    }
+
+    /// Sets each requested service's replica count without a new release (the serving release
+    /// keeps serving, only the difference starts or stops) and records one scaling event per
+    /// service. The caller holds the deploy lock.
+    async fn scale(
+        &self,
+        _requests: &[crate::scaling::ScaleRequest],
+        _author: &str,
+        _progress: &dyn Progress,
+    ) -> EngineResult<Vec<crate::scaling::ScalingEvent>> {
+        Err(self.unsupported("scale"))
+    }
+
+    /// Every scaling event of the environment, oldest first.
+    async fn scaling_events(&self) -> EngineResult<Vec<crate::scaling::ScalingEvent>> {
+        Ok(Vec::new())
+    }
+
     /// The error of a verb this engine does not implement.
     fn unsupported(&self, what: &str) -> EngineError {
         EngineError::failed(format!(

@@ -26,6 +26,9 @@ pub struct DeployPlan {
     pub migrations: Option<Migrations>,
     /// Deploy even when the image and every service's spec equal what serves now.
     pub force: bool,
+    /// Only these services roll (`deploy --service`); the others keep their current revision.
+    /// Empty: every service.
+    pub services: Vec<String>,
 }
 
 /// The migrations step of a config: the service whose revision runs it, and the command.
@@ -223,6 +226,24 @@ async fn interrupted(engine: &dyn Engine, timer: &Timer<'_>) -> EngineError {
     ))
 }
 
+/// Where a deploy's migrations run: the new release's revision of their service, or, when
+/// `--service` leaves that service at its old revision, the new image (never old code).
+fn migrations_on<'a>(
+    plan: &DeployPlan,
+    migrations: &Migrations,
+    release: &'a Release,
+    image: Option<&'a ImageRef>,
+) -> TaskOn<'a> {
+    match image {
+        Some(image)
+            if !plan.services.is_empty() && !plan.services.contains(&migrations.service) =>
+        {
+            TaskOn::Image(image)
+        }
+        _ => TaskOn::Release(release),
+    }
+}
+
 /// The accessories step, shown as a phase only for environments that have accessories.
 async fn start_accessories(engine: &dyn Engine, timer: &Timer<'_>) -> EngineResult<()> {
     if !engine.has_accessories() {
@@ -240,6 +261,13 @@ async fn deploy_locked(
 ) -> EngineResult<DeployReport> {
     let progress = timer.progress;
     let previous = engine.current_release().await?;
+    if !plan.services.is_empty() && previous.is_none() {
+        let environment = engine.environment();
+        return Err(EngineError::failed(format!(
+            "`{environment}` has no release yet and its first deploy rolls every service; run \
+             `kaapi-deploy deploy {environment}` without --service"
+        )));
+    }
     let build_phase = match plan.image {
         ImageSource::Build => Phase::Build,
         ImageSource::Existing(_) => Phase::Push,
@@ -258,12 +286,21 @@ async fn deploy_locked(
             return Ok(report);
         }
     }
-    let release = timer
-        .phase(
-            Phase::Register,
-            engine.register_release(&image, &plan.meta, None, progress),
-        )
-        .await?;
+    let register = async {
+        match &previous {
+            Some(current) if !plan.services.is_empty() => {
+                engine
+                    .register_release_of(&image, &plan.meta, &plan.services, current, progress)
+                    .await
+            }
+            _ => {
+                engine
+                    .register_release(&image, &plan.meta, None, progress)
+                    .await
+            }
+        }
+    };
+    let release = timer.phase(Phase::Register, register).await?;
     timer.registered.store(release.number, Ordering::SeqCst);
     let mut report = DeployReport {
         environment: engine.environment().to_owned(),
@@ -284,7 +321,7 @@ async fn deploy_locked(
             .judged_phase(
                 Phase::Migrate,
                 engine.run_task(
-                    TaskOn::Release(&release),
+                    migrations_on(plan, migrations, &release, report.image.as_ref()),
                     &migrations.service,
                     &migrations.command,
                     progress,
@@ -563,6 +600,19 @@ pub async fn rollback(
     report.phases = timer.timings();
     report.total_seconds = started.elapsed().as_secs_f64();
     Ok(report)
+}
+
+/// `scale ENV SERVICE=N…` under the deploy lock: no image, no release, no migrations.
+pub async fn scale(
+    engine: &dyn Engine,
+    requests: &[crate::scaling::ScaleRequest],
+    owner: &LockOwner,
+    progress: &dyn Progress,
+    interrupt: impl Future<Output = ()>,
+) -> EngineResult<Vec<crate::scaling::ScalingEvent>> {
+    let timer = Timer::new(progress);
+    let body = engine.scale(requests, &owner.holder, progress);
+    with_lock(engine, owner, &timer, interrupt, body).await
 }
 
 /// What `migrate` needs besides the engine.

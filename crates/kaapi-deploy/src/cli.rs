@@ -56,6 +56,8 @@ pub enum Command {
     /// Remove the images (and on ECS the task-definition revisions and ECR images) that neither
     /// the current release nor the last N releases need.
     Prune(PruneArgs),
+    /// Change services' replica counts without a new release (recorded as scaling events).
+    Scale(ScaleArgs),
     /// Run only the migrations, as a one-off task of the image built from the current tree.
     Migrate(EnvJsonArgs),
     /// Deploy from CI: pick the environment from the git ref (GitHub Actions variables).
@@ -178,6 +180,9 @@ pub struct DeployArgs {
     /// Deploy even when the image and every service's settings equal what runs now.
     #[arg(long, conflicts_with = "dry_run")]
     pub force: bool,
+    /// Roll only this service (repeatable); the others keep their current revision.
+    #[arg(long = "service", value_name = "SERVICE", conflicts_with = "dry_run")]
+    pub services: Vec<String>,
     #[arg(long)]
     pub json: bool,
 }
@@ -249,6 +254,17 @@ pub struct PruneArgs {
     #[arg(long)]
     pub dry_run: bool,
     /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ScaleArgs {
+    pub environment: String,
+    /// One `SERVICE=N` per service, e.g. `backend=3 worker=2`.
+    #[arg(required = true, value_name = "SERVICE=N")]
+    pub counts: Vec<String>,
+    /// Print the scaling events as JSON.
     #[arg(long)]
     pub json: bool,
 }

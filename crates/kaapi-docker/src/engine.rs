@@ -18,6 +18,7 @@ use kaapi_core::plan::ServiceView;
 use kaapi_core::progress::Progress;
 use kaapi_core::prune::{kept_releases, PruneReport};
 use kaapi_core::release::{ImageRef, Outcome, Release, ReleaseMeta};
+use kaapi_core::scaling::{kept_count, Kept, ScaleRequest, ScalingEvent};
 
 use crate::accessories;
 use crate::accessory_spec;
@@ -33,6 +34,7 @@ use crate::network;
 use crate::plan_view;
 use crate::prune;
 use crate::revisions;
+use crate::scale;
 use crate::settle;
 use crate::task::{self, TaskRequest};
 use crate::{logs, stats};
@@ -240,9 +242,10 @@ impl DockerEngine {
     /// The desired state the agent gets for `release`.
     pub fn environment_spec(&self, release: &Release) -> EngineResult<EnvironmentSpec> {
         let mut services = self.release_specs(release)?;
-        for spec in &mut services {
+        for (spec, revision) in services.iter_mut().zip(&release.revisions) {
             spec.network = Some(self.network_name());
             spec.logs = Some(revisions::log_limits(&self.target));
+            spec.revision = Some(revision.revision.clone());
         }
         let web_service = services
             .iter()
@@ -273,6 +276,48 @@ impl DockerEngine {
             keep_warm_ms: u64::try_from(self.target.env().keep_warm().as_millis())
                 .unwrap_or(u64::MAX),
         })
+    }
+
+    /// Records a release with `revisions` and keeps its image from being pruned.
+    async fn insert_release(
+        &self,
+        image: &ImageRef,
+        meta: &ReleaseMeta,
+        image_id: &str,
+        revisions: &Revisions,
+        progress: &dyn Progress,
+    ) -> EngineResult<Release> {
+        let release = self
+            .store
+            .insert_release(self.target.name(), image, meta, revisions)?;
+        self.keep_release_image(image_id, release.number, progress)
+            .await;
+        let revisions: Vec<&str> = release
+            .revisions
+            .iter()
+            .map(|r| r.revision.as_str())
+            .collect();
+        progress.info(format!(
+            "release {} registered: {}",
+            release.number,
+            revisions.join(", ")
+        ));
+        Ok(release)
+    }
+
+    /// Gives each service the count it was scaled to while `deploy.toml` still says what it
+    /// said then; returns a note for each service whose config changed since (the config wins).
+    fn keep_scaled_counts(&self, spec: &mut EnvironmentSpec) -> EngineResult<Vec<String>> {
+        let events = self.store.scaling_events(self.target.name())?;
+        let mut notes = Vec::new();
+        for service in &mut spec.services {
+            match kept_count(&service.name, self.target.replicas(&service.name), &events) {
+                Kept::Unscaled => {}
+                Kept::Scaled(count) => service.replicas = count,
+                Kept::ConfigWins(note) => notes.push(note),
+            }
+        }
+        Ok(notes)
     }
 
     /// The environment's ingress port; required when there is a web service, since without a
@@ -419,22 +464,31 @@ impl Engine for DockerEngine {
                 Revisions::New(revisions::revisions(&self.target, &image_id, &secrets)?)
             }
         };
-        let release = self
-            .store
-            .insert_release(self.target.name(), image, meta, &revisions)?;
-        self.keep_release_image(&image_id, release.number, progress)
-            .await;
-        let revisions: Vec<&str> = release
-            .revisions
-            .iter()
-            .map(|r| r.revision.as_str())
+        self.insert_release(image, meta, &image_id, &revisions, progress)
+            .await
+    }
+
+    async fn register_release_of(
+        &self,
+        image: &ImageRef,
+        meta: &ReleaseMeta,
+        only: &[String],
+        current: &Release,
+        progress: &dyn Progress,
+    ) -> EngineResult<Release> {
+        self.ingress_port()?;
+        let image_id = self.local_image_id(&image.reference).await?;
+        let secrets = revisions::read_secrets(&self.target)?;
+        let new = revisions::revisions(&self.target, &image_id, &secrets)?
+            .into_iter()
+            .filter(|revision| only.contains(&revision.spec.name))
             .collect();
-        progress.info(format!(
-            "release {} registered: {}",
-            release.number,
-            revisions.join(", ")
-        ));
-        Ok(release)
+        let revisions = Revisions::Partial {
+            new,
+            rest_of: current.number,
+        };
+        self.insert_release(image, meta, &image_id, &revisions, progress)
+            .await
     }
 
     async fn run_task(
@@ -510,7 +564,10 @@ impl Engine for DockerEngine {
         release: &Release,
         progress: &dyn Progress,
     ) -> EngineResult<RolloutOutcome> {
-        let spec = self.environment_spec(release)?;
+        let mut spec = self.environment_spec(release)?;
+        for note in self.keep_scaled_counts(&mut spec)? {
+            progress.info(note);
+        }
         network::ensure(&self.docker, self.app(), self.target.name()).await?;
         let agent = AgentLink::connect(&self.state_dir, &self.program).await?;
         let on_message = |message: &str| progress.info(message.to_owned());
@@ -528,6 +585,44 @@ impl Engine for DockerEngine {
                 engine_rolled_back_to: None,
             },
         })
+    }
+
+    async fn scale(
+        &self,
+        requests: &[ScaleRequest],
+        author: &str,
+        progress: &dyn Progress,
+    ) -> EngineResult<Vec<ScalingEvent>> {
+        let environment = self.target.name();
+        let Some(release) = self.current_release().await? else {
+            return Err(EngineError::failed(format!(
+                "`{environment}` has no release serving yet; run `kaapi-deploy deploy \
+                 {environment}` first"
+            )));
+        };
+        let mut spec = self.environment_spec(&release)?;
+        self.keep_scaled_counts(&mut spec)?;
+        let events = scale::apply(&mut spec, requests, author)?;
+        network::ensure(&self.docker, self.app(), environment).await?;
+        let agent = AgentLink::connect(&self.state_dir, &self.program).await?;
+        let on_message = |message: &str| progress.info(message.to_owned());
+        let state = agent.roll_out(&spec, &on_message).await?;
+        if state.phase != RolloutPhase::Completed {
+            let reason = state
+                .reason
+                .unwrap_or_else(|| "the agent gave no reason".to_owned());
+            return Err(EngineError::failed(format!(
+                "scaling `{environment}` failed: {reason}; release {} keeps serving with its \
+                 previous replica counts",
+                release.number
+            )));
+        }
+        self.store.insert_scaling(environment, &events)?;
+        Ok(events)
+    }
+
+    async fn scaling_events(&self) -> EngineResult<Vec<ScalingEvent>> {
+        Ok(self.store.scaling_events(self.target.name())?)
     }
 
     async fn diagnose(
@@ -596,9 +691,18 @@ impl Engine for DockerEngine {
         let image_id = self.local_image_id(&image.reference).await?;
         let secrets = revisions::read_secrets(&self.target)?;
         let secret_names = &self.target.config().secrets;
+        let scaling = self.store.scaling_events(self.target.name())?;
         Ok(revisions::revisions(&self.target, &image_id, &secrets)?
             .iter()
-            .map(|revision| plan_view::view(&revision.spec, secret_names, None))
+            .map(|revision| {
+                let name = &revision.spec.name;
+                // A deploy keeps a scaled count (see `keep_scaled_counts`).
+                let scaled = match kept_count(name, self.target.replicas(name), &scaling) {
+                    Kept::Scaled(count) => Some(count),
+                    Kept::Unscaled | Kept::ConfigWins(_) => None,
+                };
+                plan_view::view(&revision.spec, secret_names, scaled)
+            })
             .collect())
     }
 

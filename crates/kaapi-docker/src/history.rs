@@ -17,7 +17,8 @@ use kaapi_agent::api::ServiceSpec;
 pub const DATABASE_FILE: &str = "releases.db";
 
 /// Schema versions, applied in order; `PRAGMA user_version` says how many ran.
-const MIGRATIONS: &[&str] = &["CREATE TABLE releases (
+const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE releases (
         environment TEXT NOT NULL,
         number INTEGER NOT NULL,
         image_reference TEXT NOT NULL,
@@ -58,7 +59,19 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE releases (
         pid INTEGER NOT NULL,
         host TEXT NOT NULL,
         since TEXT NOT NULL
-    );"];
+    );",
+    // `scale`: replica counts changed without a release (see `scaling_store`).
+    "CREATE TABLE scaling_events (
+        environment TEXT NOT NULL,
+        release INTEGER NOT NULL,
+        service TEXT NOT NULL,
+        from_replicas INTEGER NOT NULL,
+        to_replicas INTEGER NOT NULL,
+        config_replicas INTEGER NOT NULL,
+        author TEXT NOT NULL,
+        at TEXT NOT NULL
+    );",
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -88,11 +101,13 @@ pub struct NewRevision {
     pub spec: ServiceSpec,
 }
 
-/// What a release registers: fresh revisions, or the revisions of an earlier release.
+/// What a release registers: fresh revisions, the revisions of an earlier release, or both
+/// (`deploy --service`: fresh ones for some services, the earlier release's for the others).
 #[derive(Debug, Clone)]
 pub enum Revisions {
     New(Vec<NewRevision>),
     CopyOf(u64),
+    Partial { new: Vec<NewRevision>, rest_of: u64 },
 }
 
 pub struct Store {
@@ -164,51 +179,20 @@ impl Store {
             )
             .map_err(|e| self.sqlite(e))?;
         let (rows, rollback_of) = match revisions {
-            Revisions::New(new) => {
-                let mut rows = Vec::new();
-                for revision in new {
-                    let n: u64 = tx
-                        .query_row(
-                            "SELECT COALESCE(MAX(number), 0) + 1 FROM revisions WHERE family = ?1",
-                            [&revision.family],
-                            |row| row.get(0),
-                        )
-                        .map_err(|e| self.sqlite(e))?;
-                    let spec =
-                        serde_json::to_string(&revision.spec).map_err(|e| StoreError::Other {
-                            path: self.path.clone(),
-                            message: format!("cannot encode a revision: {e}"),
-                        })?;
-                    tx.execute(
-                        "INSERT INTO revisions (family, number, environment, service, spec, created_at)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                        params![revision.family, n, environment, revision.spec.name, spec, meta.created_at.to_rfc3339()],
-                    )
-                    .map_err(|e| self.sqlite(e))?;
-                    rows.push((revision.spec.name.clone(), revision.family.clone(), n));
+            Revisions::New(new) => (self.insert_revisions(&tx, environment, meta, new)?, None),
+            Revisions::CopyOf(earlier) => (
+                self.revisions_of(&tx, environment, *earlier)?,
+                Some(*earlier),
+            ),
+            Revisions::Partial { new, rest_of } => {
+                let mut rows = self.revisions_of(&tx, environment, *rest_of)?;
+                for row in self.insert_revisions(&tx, environment, meta, new)? {
+                    match rows.iter_mut().find(|(service, ..)| *service == row.0) {
+                        Some(kept) => *kept = row,
+                        None => rows.push(row),
+                    }
                 }
                 (rows, None)
-            }
-            Revisions::CopyOf(earlier) => {
-                let mut statement = tx
-                    .prepare(
-                        "SELECT service, family, revision FROM release_revisions
-                         WHERE environment = ?1 AND release = ?2 ORDER BY position",
-                    )
-                    .map_err(|e| self.sqlite(e))?;
-                let rows = statement
-                    .query_map(params![environment, earlier], |row| {
-                        Ok((row.get(0)?, row.get(1)?, row.get(2)?))
-                    })
-                    .and_then(Iterator::collect::<Result<Vec<(String, String, u64)>, _>>)
-                    .map_err(|e| self.sqlite(e))?;
-                if rows.is_empty() {
-                    return Err(StoreError::Other {
-                        path: self.path.clone(),
-                        message: format!("release {earlier} of `{environment}` has no revisions"),
-                    });
-                }
-                (rows, Some(*earlier))
             }
         };
         let tags = serde_json::to_string(&image.tags).unwrap_or_else(|_| "[]".to_owned());
@@ -256,6 +240,73 @@ impl Store {
             detail: None,
             rollback_of,
         })
+    }
+
+    /// Inserts fresh revisions; returns `(service, family, number)` of each.
+    fn insert_revisions(
+        &self,
+        tx: &rusqlite::Transaction<'_>,
+        environment: &str,
+        meta: &ReleaseMeta,
+        new: &[NewRevision],
+    ) -> Result<Vec<(String, String, u64)>, StoreError> {
+        let mut rows = Vec::new();
+        for revision in new {
+            let n: u64 = tx
+                .query_row(
+                    "SELECT COALESCE(MAX(number), 0) + 1 FROM revisions WHERE family = ?1",
+                    [&revision.family],
+                    |row| row.get(0),
+                )
+                .map_err(|e| self.sqlite(e))?;
+            let spec = serde_json::to_string(&revision.spec).map_err(|e| StoreError::Other {
+                path: self.path.clone(),
+                message: format!("cannot encode a revision: {e}"),
+            })?;
+            tx.execute(
+                "INSERT INTO revisions (family, number, environment, service, spec, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    revision.family,
+                    n,
+                    environment,
+                    revision.spec.name,
+                    spec,
+                    meta.created_at.to_rfc3339()
+                ],
+            )
+            .map_err(|e| self.sqlite(e))?;
+            rows.push((revision.spec.name.clone(), revision.family.clone(), n));
+        }
+        Ok(rows)
+    }
+
+    /// The `(service, family, number)` revisions of an earlier release, in order.
+    fn revisions_of(
+        &self,
+        tx: &rusqlite::Transaction<'_>,
+        environment: &str,
+        earlier: u64,
+    ) -> Result<Vec<(String, String, u64)>, StoreError> {
+        let mut statement = tx
+            .prepare(
+                "SELECT service, family, revision FROM release_revisions
+                 WHERE environment = ?1 AND release = ?2 ORDER BY position",
+            )
+            .map_err(|e| self.sqlite(e))?;
+        let rows = statement
+            .query_map(params![environment, earlier], |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+            })
+            .and_then(Iterator::collect::<Result<Vec<(String, String, u64)>, _>>)
+            .map_err(|e| self.sqlite(e))?;
+        if rows.is_empty() {
+            return Err(StoreError::Other {
+                path: self.path.clone(),
+                message: format!("release {earlier} of `{environment}` has no revisions"),
+            });
+        }
+        Ok(rows)
     }
 
     pub fn set_outcome(
@@ -491,6 +542,7 @@ mod tests {
             volumes: vec!["app-local-data:/data".to_owned()],
             network: None,
             logs: None,
+            revision: None,
         }
     }
 

@@ -23,6 +23,8 @@ pub mod network;
 pub mod plan_view;
 pub mod prune;
 pub mod revisions;
+pub mod scale;
+mod scaling_store;
 pub mod settle;
 pub mod stats;
 pub mod task;

@@ -73,6 +73,7 @@ mod tests {
             volumes: Vec::new(),
             network: None,
             logs: None,
+            revision: None,
         };
         let view = view(&spec, &["SECRET_KEY".to_owned()], Some(5));
         assert_eq!(view.env.keys().collect::<Vec<_>>(), ["LOG_LEVEL"]);

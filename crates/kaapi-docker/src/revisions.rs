@@ -154,6 +154,7 @@ pub fn service_spec(
         volumes,
         network: None,
         logs: None,
+        revision: None,
     })
 }
 

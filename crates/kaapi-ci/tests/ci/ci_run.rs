@@ -139,6 +139,7 @@ fn plan(ctx: &GithubContext, version: Option<&str>) -> CiPlan {
                 command: vec!["migrate".into(), "up".into()],
             }),
             force: false,
+            services: Vec::new(),
         },
         image_origin: "built from this commit".to_owned(),
     }

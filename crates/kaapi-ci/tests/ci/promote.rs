@@ -381,6 +381,7 @@ async fn a_version_tag_deploys_the_image_staging_built_for_the_same_commit() {
             },
             migrations: None,
             force: false,
+            services: Vec::new(),
         },
         image_origin: choice.origin.clone(),
     };

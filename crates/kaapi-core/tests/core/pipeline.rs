@@ -57,6 +57,7 @@ fn plan() -> DeployPlan {
         },
         migrations: Some(migrations()),
         force: false,
+        services: Vec::new(),
     }
 }
 

@@ -129,6 +129,7 @@ async fn prepare(
             },
             migrations: Migrations::of(&loaded.config),
             force: false,
+            services: Vec::new(),
         },
         image_origin,
     };

@@ -14,6 +14,9 @@ use crate::{engines, gitinfo, notify, project};
 
 pub async fn run(config: Option<&Path>, args: &DeployArgs) -> CliResult {
     let target = project::resolve(config, &args.environment)?;
+    for service in &args.services {
+        project::known_service(&target, service)?;
+    }
     let engine = engines::connect(&target).await?;
     let plan = DeployPlan {
         image: args
@@ -25,6 +28,7 @@ pub async fn run(config: Option<&Path>, args: &DeployArgs) -> CliResult {
         owner: gitinfo::lock_owner(target.dir()),
         migrations: Migrations::of(target.config()),
         force: args.force,
+        services: args.services.clone(),
     };
     notify::started(&target, "deploy", &plan.meta, None).await;
     let printer = ProgressPrinter::new();

@@ -24,6 +24,7 @@ pub mod prune;
 pub mod releases;
 pub mod rollback;
 pub mod run;
+pub mod scale;
 pub mod secrets;
 #[cfg(feature = "ecs")]
 pub mod secrets_push;

@@ -66,6 +66,7 @@ pub async fn run(config: Option<&Path>, args: &PromoteArgs) -> CliResult {
         owner: gitinfo::lock_owner(&loaded.dir),
         migrations: Migrations::of(&loaded.config),
         force: false,
+        services: Vec::new(),
     };
     let report =
         pipeline::deploy(engine.as_ref(), &plan, &ProgressPrinter::new(), ctrl_c()).await?;

@@ -2,8 +2,12 @@
 
 use std::path::Path;
 
+use kaapi_core::release::Release;
+use kaapi_core::scaling::ScalingEvent;
+
+use super::scale;
 use crate::cli::EnvJsonArgs;
-use crate::exit::CliResult;
+use crate::exit::{CliError, CliResult};
 use crate::output::{print_json, table};
 use crate::{engines, project};
 
@@ -11,8 +15,9 @@ pub async fn run(config: Option<&Path>, args: &EnvJsonArgs) -> CliResult {
     let target = project::resolve(config, &args.environment)?;
     let engine = engines::connect(&target).await?;
     let releases = engine.releases().await?;
+    let scaling = engine.scaling_events().await?;
     if args.json {
-        return print_json(&releases);
+        return print_json(&with_scaling_events(&releases, &scaling)?);
     }
     if releases.is_empty() {
         println!(
@@ -49,7 +54,45 @@ pub async fn run(config: Option<&Path>, args: &EnvJsonArgs) -> CliResult {
             &rows
         )
     );
+    if !scaling.is_empty() {
+        println!("\nscaling events:");
+        for event in scaling.iter().rev() {
+            println!(
+                "  {}  {} by {}",
+                event.at.format("%Y-%m-%d %H:%M:%S UTC"),
+                scale::describe(event),
+                event.author
+            );
+        }
+    }
     Ok(())
+}
+
+/// Each release as JSON with the scaling events made while it served (`scaling_events`,
+/// oldest first).
+fn with_scaling_events(
+    releases: &[Release],
+    scaling: &[ScalingEvent],
+) -> Result<Vec<serde_json::Value>, CliError> {
+    releases
+        .iter()
+        .map(|release| {
+            let mut value = serde_json::to_value(release)
+                .map_err(|e| CliError::Failed(format!("cannot render release: {e}")))?;
+            let events: Vec<&ScalingEvent> = scaling
+                .iter()
+                .filter(|e| e.release == release.number)
+                .collect();
+            if let Some(object) = value.as_object_mut() {
+                object.insert(
+                    "scaling_events".to_owned(),
+                    serde_json::to_value(events)
+                        .map_err(|e| CliError::Failed(format!("cannot render events: {e}")))?,
+                );
+            }
+            Ok(value)
+        })
+        .collect()
 }
 
 fn short_digest(digest: &str) -> String {

@@ -2,6 +2,7 @@
 
 use std::path::Path;
 
+use super::scale;
 use crate::cli::EnvJsonArgs;
 use crate::exit::CliResult;
 use crate::output::{bold, print_json, table};
@@ -14,6 +15,7 @@ pub async fn run(config: Option<&Path>, args: &EnvJsonArgs) -> CliResult {
     if args.json {
         return print_json(&report);
     }
+    let scaling = engine.scaling_events().await?;
     println!(
         "{} {} (engine {}){}",
         bold("environment"),
@@ -43,6 +45,15 @@ pub async fn run(config: Option<&Path>, args: &EnvJsonArgs) -> CliResult {
                 .map(|r| format!("; {r}"))
                 .unwrap_or_default(),
         );
+        let last_scaled = scaling.iter().rev().find(|e| e.service == service.service);
+        if let Some(event) = last_scaled {
+            println!(
+                "  scaled {} by {} at {}",
+                scale::describe(event),
+                event.author,
+                event.at.format("%Y-%m-%d %H:%M:%S UTC")
+            );
+        }
         if let (Some(requests), Some(errors)) = (service.requests, service.errors_5xx) {
             println!("  requests {requests}, 5xx {errors}");
         }

@@ -104,6 +104,7 @@ async fn every_command(fake: &FakeAws, target: &ResolvedEnvironment) -> Vec<Call
             migrations: Some(migrations()),
             // Record every call a rollout makes, even where the scripted services already run it.
             force: true,
+            services: Vec::new(),
         };
         let report = pipeline::deploy(&engine, &plan, &progress, std::future::pending())
             .await

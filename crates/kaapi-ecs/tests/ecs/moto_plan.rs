@@ -127,6 +127,7 @@ async fn plan_compares_live_task_definitions_with_the_next_revision() {
         },
         migrations: None,
         force: false,
+        services: Vec::new(),
     };
     let report = pipeline::deploy(&engine, &plan, &progress, std::future::pending())
         .await

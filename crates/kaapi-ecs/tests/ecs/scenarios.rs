@@ -93,6 +93,7 @@ pub(crate) fn plan(commit: &str) -> DeployPlan {
         }),
         // These scenarios script every rollout; the comparison with what runs has its own tests.
         force: true,
+        services: Vec::new(),
     }
 }
 

@@ -158,6 +158,7 @@ impl Fixture {
             volumes: vec![format!("{}:/data", self.volume)],
             network: None,
             logs: None,
+            revision: None,
         };
         let mut services = vec![service("backend", web, None, Some(8000))];
         if workers > 0 {
