@@ -17,6 +17,7 @@ pub mod progress;
 pub mod prune;
 pub mod release;
 pub mod scaffold;
+pub mod schema;
 pub mod secrets;
 pub mod trigger;
 pub mod vars;
