@@ -11,3 +11,4 @@ mod moto_plan;
 mod prune_scenario;
 mod registry_override;
 mod scenarios;
+mod schema_rollback;
