@@ -323,6 +323,12 @@ pub trait Engine: Send + Sync {
     async fn record(&self, number: u64, outcome: Outcome, detail: Option<&str>)
         -> EngineResult<()>;
 
+    /// Stores the database schema version a release's code runs on (`[migrations]
+    /// version_command`), read back as [`Release::schema_version`].
+    async fn record_schema_version(&self, _number: u64, _version: &str) -> EngineResult<()> {
+        Err(self.unsupported("recording schema versions"))
+    }
+
     /// Every release, newest first.
     async fn releases(&self) -> EngineResult<Vec<Release>>;
 

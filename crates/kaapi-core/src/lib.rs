@@ -18,6 +18,7 @@ pub mod prune;
 pub mod release;
 pub mod scaffold;
 pub mod scaling;
+pub mod schema;
 pub mod secrets;
 pub mod trigger;
 pub mod vars;

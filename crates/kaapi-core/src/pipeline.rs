@@ -16,6 +16,7 @@ use crate::engine::{
 use crate::plan::{diff, main_image, Change, DeployPreview};
 use crate::progress::{Event, Phase, Progress};
 use crate::release::{ImageRef, Outcome, Release, ReleaseMeta};
+use crate::schema::{self, SchemaCommands, SchemaStep};
 
 /// Everything a deploy needs to know besides the engine (which is bound to the environment).
 #[derive(Debug, Clone)]
@@ -36,15 +37,29 @@ pub struct DeployPlan {
 pub struct Migrations {
     pub service: String,
     pub command: Vec<String>,
+    /// Reads (and records with each release) the database's schema version.
+    pub schema: Option<SchemaCommands>,
 }
 
 impl Migrations {
     pub fn of(config: &crate::config::Config) -> Option<Self> {
         let migrations = config.migrations.as_ref()?;
         let service = config.migrations_service()?;
+        let schema = migrations
+            .version_command
+            .as_ref()
+            .map(|version| SchemaCommands {
+                service: service.to_owned(),
+                version: version.argv().to_vec(),
+                downgrade: migrations
+                    .downgrade_command
+                    .as_ref()
+                    .map(|c| c.argv().to_vec()),
+            });
         Some(Self {
             service: service.to_owned(),
             command: migrations.command.argv().to_vec(),
+            schema,
         })
     }
 }
@@ -351,6 +366,7 @@ async fn deploy_locked(
             );
             return finish(engine, &mut report, Outcome::FailedMigration, detail).await;
         }
+        record_schema_version(engine, &release, migrations, progress).await;
     }
 
     let rollout = timer
@@ -437,6 +453,36 @@ async fn deploy_locked(
             );
             finish(engine, &mut report, Outcome::Failed, detail).await
         }
+    }
+}
+
+/// After a deploy's migrations: reads the database's schema version on the new release and
+/// records it with the release. A failure only warns (the migrations succeeded): the deploy
+/// goes on, and a later rollback to this release is unchecked.
+async fn record_schema_version(
+    engine: &dyn Engine,
+    release: &Release,
+    migrations: &Migrations,
+    progress: &dyn Progress,
+) {
+    let Some(commands) = &migrations.schema else {
+        return;
+    };
+    let recorded = match schema::read_version(engine, release, commands, progress).await {
+        Ok(version) => {
+            progress.info(format!("database schema version: {version}"));
+            engine
+                .record_schema_version(release.number, &version)
+                .await
+                .map_err(|e| e.to_string())
+        }
+        Err(e) => Err(e.to_string()),
+    };
+    if let Err(e) = recorded {
+        progress.warning(format!(
+            "release {} has no schema version ({e}); a rollback to it will not be checked",
+            release.number
+        ));
     }
 }
 
@@ -583,6 +629,11 @@ pub struct RollbackPlan {
     pub to: Option<u64>,
     pub meta: ReleaseMeta,
     pub owner: LockOwner,
+    /// The config's schema commands: the database's version is checked against the target's
+    /// before anything changes. A rollback never runs the migrations command.
+    pub schema: Option<SchemaCommands>,
+    /// Roll back even when the database's schema version differs from the target's.
+    pub force: bool,
 }
 
 /// Re-deploys an earlier release as a new one (`rollback [--to N]`), with the same zero-downtime
@@ -595,7 +646,7 @@ pub async fn rollback(
 ) -> EngineResult<DeployReport> {
     let started = Instant::now();
     let timer = Timer::new(progress);
-    let body = rollback_locked(engine, plan.to, &plan.meta, &timer);
+    let body = rollback_locked(engine, plan, &timer);
     let mut report = with_lock(engine, &plan.owner, &timer, interrupt, body).await?;
     report.phases = timer.timings();
     report.total_seconds = started.elapsed().as_secs_f64();
@@ -660,8 +711,7 @@ pub async fn migrate(
 
 async fn rollback_locked(
     engine: &dyn Engine,
-    to: Option<u64>,
-    meta: &ReleaseMeta,
+    plan: &RollbackPlan,
     timer: &Timer<'_>,
 ) -> EngineResult<DeployReport> {
     let progress = timer.progress;
@@ -670,19 +720,31 @@ async fn rollback_locked(
         .iter()
         .find(|r| r.outcome == Outcome::Succeeded)
         .cloned();
-    let target = rollback_target(&releases, to)?.clone();
+    let target = rollback_target(&releases, plan.to)?.clone();
     progress.info(format!(
         "rolling back to release {} ({})",
         target.number, target.image.digest
     ));
     start_accessories(engine, timer).await?;
+    if let (Some(commands), Some(current)) = (&plan.schema, &current) {
+        check_schema(engine, plan, commands, current, &target, timer).await?;
+    }
     let release = timer
         .phase(
             Phase::Register,
-            engine.register_release(&target.image, meta, Some(target.number), progress),
+            engine.register_release(&target.image, &plan.meta, Some(target.number), progress),
         )
         .await?;
     timer.registered.store(release.number, Ordering::SeqCst);
+    // The copy runs the target's code, so it needs the target's schema version.
+    if let Some(version) = &target.schema_version {
+        if let Err(e) = engine.record_schema_version(release.number, version).await {
+            progress.warning(format!(
+                "could not record schema version {version} with release {}: {e}",
+                release.number
+            ));
+        }
+    }
     let mut report = DeployReport {
         environment: engine.environment().to_owned(),
         release: Some(release.number),
@@ -759,4 +821,110 @@ async fn rollback_locked(
         }
         None => finish(engine, &mut report, Outcome::Failed, failure).await,
     }
+}
+
+/// Before a rollback changes anything: reads the database's schema version on the release that
+/// serves now (the target's older code may not even read a newer database) and compares it with
+/// the version the target recorded; then downgrades, warns or refuses (see [`schema::decide`]).
+async fn check_schema(
+    engine: &dyn Engine,
+    plan: &RollbackPlan,
+    commands: &SchemaCommands,
+    current: &Release,
+    target: &Release,
+    timer: &Timer<'_>,
+) -> EngineResult<()> {
+    let progress = timer.progress;
+    let environment = engine.environment();
+    let forced = format!(
+        "kaapi-deploy rollback {environment} --to {} --force",
+        target.number
+    );
+    let database = match schema::read_version(engine, current, commands, progress).await {
+        Ok(version) => version,
+        Err(e) if plan.force => {
+            progress.warning(format!(
+                "cannot read the database's schema version ({e}); --force: rolling back unchecked"
+            ));
+            return Ok(());
+        }
+        Err(e) => {
+            return Err(EngineError::failed(format!(
+                "cannot read the database's schema version on release {}: {e}; nothing was changed (`{forced}` rolls back without the check)",
+                current.number
+            )))
+        }
+    };
+    let step = schema::decide(
+        &database,
+        target.schema_version.as_deref(),
+        commands.downgrade.is_some(),
+        plan.force,
+    );
+    match step {
+        SchemaStep::RollBack => {
+            progress.info(format!(
+                "database schema version {database} is the one release {} ran on",
+                target.number
+            ));
+            Ok(())
+        }
+        SchemaStep::Unchecked => {
+            progress.warning(format!(
+                "release {} recorded no schema version (deployed before version_command was configured); the database is at {database}: rolling back unchecked",
+                target.number
+            ));
+            Ok(())
+        }
+        SchemaStep::Forced { database, target: version } => {
+            progress.warning(format!(
+                "--force: release {}'s code ran on schema version {version}, the database is at {database} and stays there",
+                target.number
+            ));
+            Ok(())
+        }
+        SchemaStep::Refuse { database, target: version } => Err(EngineError::failed(format!(
+            "the database is at schema version {database}, but release {} ran on {version}: its code predates the database. Nothing was changed. Configure [migrations] downgrade_command to migrate the database down first, or run `{forced}` to roll back anyway",
+            target.number
+        ))),
+        SchemaStep::Downgrade { from, to } => {
+            downgrade(engine, commands, current, &from, &to, timer).await
+        }
+    }
+}
+
+/// Runs the downgrade command on the serving (newer) release, whose code knows how to undo its
+/// own migrations; a failure stops the rollback before anything is rolled out.
+async fn downgrade(
+    engine: &dyn Engine,
+    commands: &SchemaCommands,
+    current: &Release,
+    from: &str,
+    to: &str,
+    timer: &Timer<'_>,
+) -> EngineResult<()> {
+    let progress = timer.progress;
+    let Some(argv) = commands.downgrade_to(to) else {
+        return Ok(());
+    };
+    progress.info(format!(
+        "migrating the database down from schema version {from} to {to} on release {}",
+        current.number
+    ));
+    let exit = timer
+        .judged_phase(
+            Phase::Migrate,
+            engine.run_task(TaskOn::Release(current), &commands.service, &argv, progress),
+            |exit| exit.exit_code == 0,
+        )
+        .await;
+    let failure = match exit {
+        Ok(exit) if exit.exit_code == 0 => return Ok(()),
+        Ok(exit) => format!("exited with code {}", exit.exit_code),
+        Err(e) => format!("could not run: {e}"),
+    };
+    Err(EngineError::failed(format!(
+        "the downgrade to schema version {to} {failure}; the rollback stopped before rolling anything out, release {} still serves",
+        current.number
+    )))
 }

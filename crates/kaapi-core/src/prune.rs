@@ -95,6 +95,7 @@ mod tests {
             outcome,
             detail: None,
             rollback_of: None,
+            schema_version: None,
         }
     }
 

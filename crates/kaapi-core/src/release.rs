@@ -104,6 +104,11 @@ pub struct Release {
     pub detail: Option<String>,
     /// Set when this release re-deploys an earlier one (`rollback`).
     pub rollback_of: Option<u64>,
+    /// The database schema version this release's code runs on (`[migrations]
+    /// version_command` after its migrations; a rollback copies its target's); `None` in
+    /// history recorded before, or without a version command.
+    #[serde(default)]
+    pub schema_version: Option<String>,
 }
 
 impl Release {

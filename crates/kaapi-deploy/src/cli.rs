@@ -203,6 +203,10 @@ pub struct RollbackArgs {
     /// Release number to go back to (default: the previous good release).
     #[arg(long)]
     pub to: Option<u64>,
+    /// Roll back even when the database's schema version differs from the one the target
+    /// release ran on (`[migrations] version_command`); the database is left as it is.
+    #[arg(long)]
+    pub force: bool,
     #[arg(long)]
     pub json: bool,
 }

@@ -660,6 +660,12 @@ impl Engine for DockerEngine {
             .set_outcome(self.target.name(), number, outcome, detail)?)
     }
 
+    async fn record_schema_version(&self, number: u64, version: &str) -> EngineResult<()> {
+        Ok(self
+            .store
+            .set_schema_version(self.target.name(), number, version)?)
+    }
+
     async fn releases(&self) -> EngineResult<Vec<Release>> {
         Ok(self.store.releases(self.target.name())?)
     }

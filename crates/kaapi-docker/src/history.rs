@@ -71,6 +71,8 @@ const MIGRATIONS: &[&str] = &[
         author TEXT NOT NULL,
         at TEXT NOT NULL
     );",
+    // The schema version each release's code runs on; NULL for releases recorded before.
+    "ALTER TABLE releases ADD COLUMN schema_version TEXT;",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -239,6 +241,7 @@ impl Store {
             outcome: Outcome::InProgress,
             detail: None,
             rollback_of,
+            schema_version: None,
         })
     }
 
@@ -332,6 +335,28 @@ impl Store {
         Ok(())
     }
 
+    pub fn set_schema_version(
+        &self,
+        environment: &str,
+        number: u64,
+        version: &str,
+    ) -> Result<(), StoreError> {
+        let connection = self.connection()?;
+        let changed = connection
+            .execute(
+                "UPDATE releases SET schema_version = ?3 WHERE environment = ?1 AND number = ?2",
+                params![environment, number, version],
+            )
+            .map_err(|e| self.sqlite(e))?;
+        if changed == 0 {
+            return Err(StoreError::Other {
+                path: self.path.clone(),
+                message: format!("there is no release {number} in `{environment}`"),
+            });
+        }
+        Ok(())
+    }
+
     /// Marks releases still `in_progress` as interrupted: their deploy is gone (its lock was
     /// stale), so they will never finish.
     pub fn interrupt_unfinished(&self, environment: &str) -> Result<Vec<u64>, StoreError> {
@@ -361,7 +386,7 @@ impl Store {
         let mut statement = connection
             .prepare(
                 "SELECT number, image_reference, image_digest, image_tags, git_commit, version,
-                    author, created_at, outcome, detail, rollback_of
+                    author, created_at, outcome, detail, rollback_of, schema_version
                  FROM releases WHERE environment = ?1 ORDER BY number DESC",
             )
             .map_err(|e| self.sqlite(e))?;
@@ -379,6 +404,7 @@ impl Store {
                     outcome: row.get(8)?,
                     detail: row.get(9)?,
                     rollback_of: row.get(10)?,
+                    schema_version: row.get(11)?,
                 })
             })
             .and_then(Iterator::collect::<Result<Vec<_>, _>>)
@@ -465,6 +491,7 @@ struct RawRelease {
     outcome: String,
     detail: Option<String>,
     rollback_of: Option<u64>,
+    schema_version: Option<String>,
 }
 
 impl RawRelease {
@@ -502,6 +529,7 @@ impl RawRelease {
                 .map_err(|e| format!("release {}: {e}", self.number))?,
             detail: self.detail,
             rollback_of: self.rollback_of,
+            schema_version: self.schema_version,
         })
     }
 }
@@ -574,6 +602,47 @@ mod tests {
                 spec: spec("worker", image_id),
             },
         ])
+    }
+
+    #[test]
+    fn a_store_from_before_schema_versions_is_migrated_and_keeps_its_releases() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            // A database as the first store version left it: only the first migration ran.
+            let connection = Connection::open(dir.path().join(DATABASE_FILE)).expect("open sqlite");
+            connection
+                .execute_batch(MIGRATIONS[0])
+                .expect("first schema");
+            connection
+                .pragma_update(None, "user_version", 1)
+                .expect("user_version");
+            connection
+                .execute(
+                    "INSERT INTO releases (environment, number, image_reference, image_digest,
+                        image_tags, git_commit, version, author, created_at, outcome)
+                     VALUES ('local', 1, 'img', 'sha256:1', '[]', 'c1', NULL, 'alice',
+                        '2026-01-01T00:00:00+00:00', 'succeeded')",
+                    [],
+                )
+                .expect("old release");
+        }
+        let store = Store::open(dir.path()).expect("open migrates");
+        let old = store.releases("local").expect("releases");
+        assert_eq!(old.len(), 1);
+        assert_eq!(old[0].schema_version, None, "older history has no version");
+        let second = store
+            .insert_release("local", &image("sha256:2"), &meta("c2"), &new("sha256:2"))
+            .expect("second");
+        store
+            .set_schema_version("local", second.number, "0003")
+            .expect("set version");
+        let releases = store.releases("local").expect("releases");
+        assert_eq!(releases[0].schema_version.as_deref(), Some("0003"));
+        assert!(store.set_schema_version("local", 9, "0001").is_err());
+        drop(store);
+        // Opening again runs no migration twice.
+        let again = Store::open(dir.path()).expect("reopen");
+        assert_eq!(again.releases("local").expect("releases").len(), 2);
     }
 
     #[test]

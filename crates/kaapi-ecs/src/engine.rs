@@ -261,6 +261,7 @@ impl Engine for EcsEngine {
             outcome: Outcome::InProgress,
             detail: None,
             rollback_of,
+            schema_version: None,
         };
         self.remember(&release);
         Ok(release)
@@ -361,6 +362,14 @@ impl Engine for EcsEngine {
         history::record(&self.ctx, &release, outcome, detail, &Silent).await?;
         release.outcome = outcome;
         release.detail = detail.map(str::to_owned);
+        self.remember(&release);
+        Ok(())
+    }
+
+    async fn record_schema_version(&self, number: u64, version: &str) -> EngineResult<()> {
+        let mut release = self.find_release(number).await?;
+        history::record_schema_version(&self.ctx, &release, version, &Silent).await?;
+        release.schema_version = Some(version.to_owned());
         self.remember(&release);
         Ok(())
     }

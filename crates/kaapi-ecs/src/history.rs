@@ -83,6 +83,7 @@ pub fn release_of(
         rollback_of: described
             .tag(tags::ROLLBACK_OF)
             .and_then(|v| v.parse().ok()),
+        schema_version: described.tag(tags::SCHEMA_VERSION).map(str::to_owned),
     })
 }
 
@@ -171,6 +172,31 @@ pub async fn record(
     detail: Option<&str>,
     progress: &dyn Progress,
 ) -> EngineResult<()> {
+    let mut new_tags = vec![tag(tags::OUTCOME, outcome.as_str())];
+    if let Some(detail) = detail {
+        new_tags.push(tag(tags::DETAIL, detail));
+    }
+    tag_release(ctx, release, new_tags, progress).await
+}
+
+/// Tags the release's history revision with the schema version its code runs on (one
+/// TagResource call, like the outcome).
+pub async fn record_schema_version(
+    ctx: &Ctx,
+    release: &Release,
+    version: &str,
+    progress: &dyn Progress,
+) -> EngineResult<()> {
+    let new_tags = vec![tag(tags::SCHEMA_VERSION, version)];
+    tag_release(ctx, release, new_tags, progress).await
+}
+
+async fn tag_release(
+    ctx: &Ctx,
+    release: &Release,
+    new_tags: Vec<aws_sdk_ecs::types::Tag>,
+    progress: &dyn Progress,
+) -> EngineResult<()> {
     let history = ctx.target.history_service().unwrap_or_default();
     let arn = release
         .revision_of(history)
@@ -181,10 +207,6 @@ pub async fn record(
                 release.number
             ))
         })?;
-    let mut new_tags = vec![tag(tags::OUTCOME, outcome.as_str())];
-    if let Some(detail) = detail {
-        new_tags.push(tag(tags::DETAIL, detail));
-    }
     retry_throttled(&ctx.tuning, "ecs:TagResource", progress, || {
         ctx.clients
             .ecs

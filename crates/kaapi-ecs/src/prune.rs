@@ -211,6 +211,7 @@ mod tests {
             outcome: Outcome::Succeeded,
             detail: None,
             rollback_of: None,
+            schema_version: None,
         }
     }
 

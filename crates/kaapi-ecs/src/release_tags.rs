@@ -14,6 +14,8 @@ pub const IMAGE_TAGS: &str = "kaapi:image-tags";
 pub const OUTCOME: &str = "kaapi:outcome";
 pub const DETAIL: &str = "kaapi:detail";
 pub const ROLLBACK_OF: &str = "kaapi:rollback-of";
+/// The database schema version the release's code runs on (`[migrations] version_command`).
+pub const SCHEMA_VERSION: &str = "kaapi:schema-version";
 /// `kaapi:revision:worker` = `family:N` of the other services of the release.
 pub const REVISION_PREFIX: &str = "kaapi:revision:";
 

@@ -102,9 +102,9 @@ fn repository_arns(scope: &Scope, repository: &str) -> Vec<String> {
     vec![scope.arn("ecr", &format!("repository/{repository}"))]
 }
 
-/// The tag keys the deploy writes on an existing revision to record a release's outcome
-/// (kaapi-ecs `history.rs`, one standalone `ecs:TagResource`).
-pub const OUTCOME_TAG_KEYS: [&str; 2] = ["kaapi:outcome", "kaapi:detail"];
+/// The tag keys the deploy writes on an existing revision to record a release's outcome and
+/// schema version (kaapi-ecs `history.rs`, one standalone `ecs:TagResource` each).
+pub const OUTCOME_TAG_KEYS: [&str; 3] = ["kaapi:outcome", "kaapi:detail", "kaapi:schema-version"];
 
 /// The permissions `kaapi-deploy` needs to deploy, roll back, inspect and check `target`.
 pub fn deploy_policy(target: &ResolvedEnvironment, scope: &Scope) -> Value {

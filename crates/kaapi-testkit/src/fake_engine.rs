@@ -31,6 +31,10 @@ pub struct Script {
     pub hang_rollout: bool,
     /// Never finish a one-off task (to test interruption).
     pub hang_task: bool,
+    /// What one-off tasks print, by command line (`alembic current` → `0002 (head)`).
+    pub task_output: Vec<(String, String)>,
+    /// Command lines whose one-off task exits 1 (a failing downgrade).
+    pub failing_tasks: Vec<String>,
     /// What diagnose answers; when not empty, each diagnose call is recorded as
     /// `diagnose N`.
     pub diagnoses: Vec<Diagnosis>,
@@ -74,6 +78,7 @@ impl FakeEngine {
             outcome,
             detail: None,
             rollback_of: None,
+            schema_version: None,
         };
         self.releases.lock().expect("releases").push(release);
         self
@@ -194,6 +199,7 @@ impl Engine for FakeEngine {
             outcome: Outcome::InProgress,
             detail: None,
             rollback_of,
+            schema_version: None,
         };
         releases.push(release.clone());
         Ok(release)
@@ -204,17 +210,35 @@ impl Engine for FakeEngine {
         on: TaskOn<'_>,
         service: &str,
         command: &[String],
-        _: &dyn Progress,
+        progress: &dyn Progress,
     ) -> EngineResult<TaskExit> {
         let on = match on {
             TaskOn::Release(release) => format!("release {}", release.number),
             TaskOn::Image(image) => format!("image {}", image.digest),
         };
-        self.call(format!("run_task {on} {service} {}", command.join(" ")));
-        let (hang, exit) = {
+        let line = command.join(" ");
+        self.call(format!("run_task {on} {service} {line}"));
+        let (hang, exit, output) = {
             let script = self.script.lock().expect("script");
-            (script.hang_task, script.migration_exit.clone())
+            let output = script
+                .task_output
+                .iter()
+                .find(|(c, _)| *c == line)
+                .map(|(_, o)| o.clone());
+            let exit = if script.failing_tasks.contains(&line) {
+                Some(TaskExit {
+                    exit_code: 1,
+                    reason: None,
+                    diagnosis: None,
+                })
+            } else {
+                script.migration_exit.clone()
+            };
+            (script.hang_task, exit, output)
         };
+        for printed in output.iter().flat_map(|o| o.lines()) {
+            progress.output(service, printed);
+        }
         if hang {
             std::future::pending::<()>().await;
         }
@@ -275,6 +299,17 @@ impl Engine for FakeEngine {
             .ok_or_else(|| EngineError::not_found(format!("no release {number}")))?;
         release.outcome = outcome;
         release.detail = detail.map(str::to_owned);
+        Ok(())
+    }
+
+    async fn record_schema_version(&self, number: u64, version: &str) -> EngineResult<()> {
+        self.call(format!("record_schema_version {number} {version}"));
+        let mut releases = self.releases.lock().expect("releases");
+        let release = releases
+            .iter_mut()
+            .find(|r| r.number == number)
+            .ok_or_else(|| EngineError::not_found(format!("no release {number}")))?;
+        release.schema_version = Some(version.to_owned());
         Ok(())
     }
 

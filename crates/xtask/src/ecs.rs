@@ -345,6 +345,7 @@ fn release(target: &Target) -> Result<Release> {
         outcome: Outcome::InProgress,
         detail: None,
         rollback_of: None,
+        schema_version: None,
     })
 }
 

@@ -3,3 +3,5 @@ CREATE TABLE items (
     title TEXT NOT NULL,
     created_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP
 );
+-- down
+DROP TABLE items;

@@ -1,1 +1,3 @@
 ALTER TABLE items ADD COLUMN description TEXT;
+-- down
+ALTER TABLE items DROP COLUMN description;

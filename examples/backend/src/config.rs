@@ -36,6 +36,8 @@ pub struct Config {
     pub bind_host: IpAddr,
     pub port: u16,
     pub database_path: PathBuf,
+    /// `NNNN_*.sql` files to use instead of the embedded migrations.
+    pub migrations_dir: Option<PathBuf>,
     pub worker_interval: Duration,
     pub shutdown_grace: Duration,
     pub break_mode: Break,
@@ -52,6 +54,7 @@ impl Config {
             port: parsed("PORT", 8000)?,
             database_path: var("DATABASE_PATH")
                 .map_or_else(|| PathBuf::from("/data/app.db"), PathBuf::from),
+            migrations_dir: var("MIGRATIONS_DIR").map(PathBuf::from),
             worker_interval: seconds("WORKER_INTERVAL_SECS", 2.0)?,
             shutdown_grace: seconds("SHUTDOWN_GRACE_SECS", 5.0)?,
             break_mode: break_mode(),

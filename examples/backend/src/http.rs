@@ -488,7 +488,11 @@ fn route(request: &Request, config: &Config) -> Response {
                 "replica": config.replica,
             }),
         ),
-        HEALTH_PATH => match db::check_health(&config.database_path, config.break_mode) {
+        HEALTH_PATH => match db::check_health(
+            &config.database_path,
+            config.break_mode,
+            config.migrations_dir.as_deref(),
+        ) {
             Ok(()) => Response::json(200, &json!(true)),
             Err(reason) => Response::json(503, &json!({"detail": reason})),
         },

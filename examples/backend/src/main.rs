@@ -19,7 +19,9 @@ use config::{Break, Config};
 const USAGE: &str = "usage: kaapi-example-backend [serve | migrate | worker | exit N]
 
   serve      HTTP server on $BIND_HOST:$PORT (default 0.0.0.0:8000)
-  migrate    apply the embedded migrations to $DATABASE_PATH
+  migrate    apply the migrations (embedded, or $MIGRATIONS_DIR/*.sql) to $DATABASE_PATH
+  migrate current       print the database's schema version (e.g. 0002)
+  migrate down VERSION  undo the migrations after VERSION (their `-- down` sections)
   worker     print a heartbeat every $WORKER_INTERVAL_SECS seconds
   exit N     print \"exiting with N\" and exit with code N";
 
@@ -43,6 +45,8 @@ fn main() -> ExitCode {
     match args.as_slice() {
         [] | ["serve"] => http::serve(&config),
         ["migrate"] => migrate(&config),
+        ["migrate", "current"] => migrate_current(&config),
+        ["migrate", "down", version] => migrate_down(&config, version),
         ["worker"] => worker(&config),
         ["help" | "--help" | "-h"] => {
             println!("{USAGE}");
@@ -74,9 +78,46 @@ fn migrate(config: &Config) -> ExitCode {
         config.app_version,
         config.database_path.display()
     );
-    match db::migrate(&config.database_path, config.break_mode) {
+    let result = db::migrations(config.break_mode, config.migrations_dir.as_deref())
+        .and_then(|all| db::migrate(&config.database_path, &all));
+    match result {
         Ok(version) => {
             println!("database is at version {version}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Prints only the version, last, so deploy tools can read it from the output.
+fn migrate_current(config: &Config) -> ExitCode {
+    match db::current(&config.database_path) {
+        Ok(version) => {
+            println!("{}", db::format_version(version));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn migrate_down(config: &Config, version: &str) -> ExitCode {
+    let result = db::parse_version(version).and_then(|target| {
+        let all = db::migrations(config.break_mode, config.migrations_dir.as_deref())?;
+        db::down(&config.database_path, &all, target).map(|from| (from, target))
+    });
+    match result {
+        Ok((from, to)) => {
+            println!(
+                "database migrated down from version {} to {}",
+                db::format_version(from),
+                db::format_version(to)
+            );
             ExitCode::SUCCESS
         }
         Err(e) => {

@@ -603,3 +603,76 @@ fn worker_interval_defaults_to_2_seconds() {
     let line = worker.expect_line("worker started");
     assert!(line.contains("2s"), "{line}");
 }
+
+#[test]
+fn migrate_current_prints_the_version_and_down_undoes_migrations_to_it() {
+    let tmp = TempDir::new();
+    let db = tmp.db();
+    let fresh = run(&["migrate", "current"], &db, &[]);
+    assert_success(&fresh);
+    assert_eq!(fresh.stdout.trim(), "0000");
+    assert!(
+        !db.exists(),
+        "reading the version must not create the database"
+    );
+    assert_success(&run(&["migrate"], &db, &[]));
+    let current = run(&["migrate", "current"], &db, &[]);
+    assert_success(&current);
+    assert_eq!(current.stdout.trim(), "0002");
+
+    let down = run(&["migrate", "down", "0001"], &db, &[]);
+    assert_success(&down);
+    assert!(
+        down.stdout.contains("reverting 0002_add_description"),
+        "{}",
+        down.stdout
+    );
+    assert_eq!(schema_version(&db), 1);
+    // The column the down section drops is gone.
+    let conn = rusqlite::Connection::open(&db).expect("open db");
+    assert!(conn.prepare("SELECT description FROM items").is_err());
+    drop(conn);
+    // Going "down" to a newer version is refused.
+    let up = run(&["migrate", "down", "0002"], &db, &[]);
+    assert!(!up.status.success());
+    assert!(up.stderr.contains("run migrate"), "{}", up.stderr);
+    assert_eq!(schema_version(&db), 1);
+}
+
+#[test]
+fn migrations_dir_replaces_the_embedded_migrations() {
+    let tmp = TempDir::new();
+    let db = tmp.db();
+    let dir = tmp.0.join("migrations");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    for file in ["0001_create_items.sql", "0002_add_description.sql"] {
+        std::fs::copy(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("migrations")
+                .join(file),
+            dir.join(file),
+        )
+        .expect("copy migration");
+    }
+    std::fs::write(
+        dir.join("0003_add_priority.sql"),
+        "ALTER TABLE items ADD COLUMN priority INTEGER;\n-- down\nALTER TABLE items DROP COLUMN priority;\n",
+    )
+    .expect("write 0003");
+    let env = [("MIGRATIONS_DIR", dir.to_str().expect("utf-8 path"))];
+    assert_success(&run(&["migrate"], &db, &env));
+    assert_eq!(
+        run(&["migrate", "current"], &db, &env).stdout.trim(),
+        "0003"
+    );
+    // The embedded migrations (two) do not know version 3: they cannot undo it.
+    let old = run(&["migrate", "down", "0002"], &db, &[]);
+    assert!(!old.status.success());
+    assert!(
+        old.stderr.contains("newer than this release knows"),
+        "{}",
+        old.stderr
+    );
+    assert_success(&run(&["migrate", "down", "0002"], &db, &env));
+    assert_eq!(schema_version(&db), 2);
+}

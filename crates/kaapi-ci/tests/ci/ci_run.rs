@@ -137,6 +137,7 @@ fn plan(ctx: &GithubContext, version: Option<&str>) -> CiPlan {
             migrations: Some(Migrations {
                 service: "backend".to_owned(),
                 command: vec!["migrate".into(), "up".into()],
+                schema: None,
             }),
             force: false,
             services: Vec::new(),

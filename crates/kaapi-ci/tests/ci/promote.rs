@@ -130,6 +130,7 @@ fn staging_release(registry: &Service, digest: &str) -> Release {
         outcome: Outcome::Succeeded,
         detail: None,
         rollback_of: None,
+        schema_version: None,
     }
 }
 

@@ -65,6 +65,7 @@ fn staging_release(staging: &ResolvedEnvironment, host: &str, digest: &str) -> R
         outcome: Outcome::Succeeded,
         detail: None,
         rollback_of: None,
+        schema_version: None,
     }
 }
 

@@ -121,6 +121,14 @@ pub struct MigrationsConfig {
     pub service: Option<String>,
     #[serde(default)]
     pub timeout: Option<HumanDuration>,
+    /// Prints the database's current schema version (`alembic current`); each release records
+    /// it after its migrations, and `rollback` compares it with the target's.
+    #[serde(default)]
+    pub version_command: Option<CommandLine>,
+    /// Migrates the database down to `{version}` (`alembic downgrade {version}`); `rollback`
+    /// runs it on the serving release when the target's code predates the database.
+    #[serde(default)]
+    pub downgrade_command: Option<CommandLine>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]

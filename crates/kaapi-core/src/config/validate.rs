@@ -6,9 +6,11 @@ use std::time::Duration;
 
 use super::command::CommandLine;
 use super::model::{
-    AccessoryConfig, Config, EngineKind, EnvironmentConfig, PortMapping, ServiceKind, MAX_KEEP_WARM,
+    AccessoryConfig, Config, EngineKind, EnvironmentConfig, MigrationsConfig, PortMapping,
+    ServiceKind, MAX_KEEP_WARM,
 };
 use crate::diagnostics::{nearest, Diagnostic};
+use crate::schema::VERSION_PLACEHOLDER;
 use crate::trigger::validate_pattern;
 
 /// Every problem in `config`, errors and warnings alike (file left empty for the caller).
@@ -441,6 +443,7 @@ fn validate_migrations(config: &Config, out: &mut Vec<Diagnostic>) {
             ),
         );
     }
+    validate_schema_commands(migrations, out);
     match &migrations.service {
         Some(service) if !config.services.contains_key(service) => {
             out.push(unknown_service("migrations.service", service, config))
@@ -453,6 +456,48 @@ fn validate_migrations(config: &Config, out: &mut Vec<Diagnostic>) {
             .with_hint("name the service whose image and environment run the migrations"),
         ),
         _ => {}
+    }
+}
+
+/// `version_command` and `downgrade_command`: the downgrade needs the version to compare, and
+/// a place to put the target's version.
+fn validate_schema_commands(migrations: &MigrationsConfig, out: &mut Vec<Diagnostic>) {
+    if migrations
+        .version_command
+        .as_ref()
+        .is_some_and(CommandLine::is_empty)
+    {
+        out.push(
+            err("migrations.version_command", "the version command is empty")
+                .with_hint("e.g. version_command = \"uv run alembic current\", or remove it"),
+        );
+    }
+    let Some(downgrade) = &migrations.downgrade_command else {
+        return;
+    };
+    if migrations.version_command.is_none() {
+        out.push(
+            err(
+                "migrations.downgrade_command",
+                "a downgrade command needs a version command to know when to run",
+            )
+            .with_hint("add version_command = \"uv run alembic current\" to [migrations]"),
+        );
+    }
+    if !downgrade
+        .argv()
+        .iter()
+        .any(|a| a.contains(VERSION_PLACEHOLDER))
+    {
+        out.push(
+            err(
+                "migrations.downgrade_command",
+                format!("`{downgrade}` does not contain {VERSION_PLACEHOLDER}"),
+            )
+            .with_hint(
+                "write where the target version goes, e.g. \"uv run alembic downgrade {version}\"",
+            ),
+        );
     }
 }
 
@@ -895,6 +940,38 @@ mod tests {
             Err(ConfigError::Invalid { diagnostics, .. }) => Err(format!("{diagnostics:?}")),
             Err(e) => Err(e.to_string()),
         }
+    }
+
+    fn with_migrations(keys: &str) -> Result<(), String> {
+        let text = format!(
+            "app = \"kaapi\"\n[image]\ncontext = \".\"\n[migrations]\ncommand = \"alembic upgrade head\"\n{keys}\n[services.web]\nport = 80\n[environments.local]\nengine = \"docker\"\n"
+        );
+        match parse(Path::new("deploy.toml"), &text) {
+            Ok(_) => Ok(()),
+            Err(ConfigError::Invalid { diagnostics, .. }) => Err(format!("{diagnostics:?}")),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    #[test]
+    fn schema_commands_need_a_version_command_and_a_version_placeholder() {
+        assert_eq!(
+            with_migrations("version_command = \"alembic current\"\ndowngrade_command = \"alembic downgrade {version}\""),
+            Ok(())
+        );
+        let alone = with_migrations("downgrade_command = \"alembic downgrade {version}\"")
+            .expect_err("no version command");
+        assert!(
+            alone.contains("migrations.downgrade_command") && alone.contains("version_command"),
+            "{alone}"
+        );
+        let no_placeholder = with_migrations(
+            "version_command = \"alembic current\"\ndowngrade_command = \"alembic downgrade -1\"",
+        )
+        .expect_err("no placeholder");
+        assert!(no_placeholder.contains("{version}"), "{no_placeholder}");
+        let empty = with_migrations("version_command = \"\"").expect_err("empty");
+        assert!(empty.contains("migrations.version_command"), "{empty}");
     }
 
     #[test]

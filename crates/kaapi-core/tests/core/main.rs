@@ -4,3 +4,4 @@ mod docs_example;
 mod naming_and_triggers;
 mod never_panics;
 mod pipeline;
+mod schema_rollback;

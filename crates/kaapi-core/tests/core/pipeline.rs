@@ -36,6 +36,7 @@ fn migrations() -> Migrations {
     Migrations {
         service: "backend".into(),
         command: vec!["migrate".into()],
+        schema: None,
     }
 }
 
@@ -44,6 +45,8 @@ fn rollback_plan(to: Option<u64>) -> RollbackPlan {
         to,
         meta: meta(),
         owner: plan().owner,
+        schema: None,
+        force: false,
     }
 }
 

@@ -39,6 +39,7 @@ pub async fn run(config: Option<&Path>, args: &EnvJsonArgs) -> CliResult {
                 short_digest(&r.image.digest),
                 r.meta.commit.clone(),
                 r.meta.version.clone().unwrap_or_else(|| "-".to_owned()),
+                r.schema_version.clone().unwrap_or_else(|| "-".to_owned()),
                 r.meta.author.clone(),
                 r.meta
                     .created_at
@@ -50,7 +51,7 @@ pub async fn run(config: Option<&Path>, args: &EnvJsonArgs) -> CliResult {
     println!(
         "{}",
         table(
-            &["RELEASE", "OUTCOME", "IMAGE", "COMMIT", "VERSION", "AUTHOR", "TIME"],
+            &["RELEASE", "OUTCOME", "IMAGE", "COMMIT", "VERSION", "SCHEMA", "AUTHOR", "TIME"],
             &rows
         )
     );

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use kaapi_core::pipeline::{self, RollbackPlan};
+use kaapi_core::pipeline::{self, Migrations, RollbackPlan};
 
 use super::{ctrl_c, finish_report};
 use crate::cli::RollbackArgs;
@@ -18,6 +18,8 @@ pub async fn run(config: Option<&Path>, args: &RollbackArgs) -> CliResult {
         to: args.to,
         meta: gitinfo::release_meta(target.dir(), None),
         owner: gitinfo::lock_owner(target.dir()),
+        schema: Migrations::of(target.config()).and_then(|m| m.schema),
+        force: args.force,
     };
     notify::started(&target, "rollback", &plan.meta, None).await;
     let printer = ProgressPrinter::new();

@@ -203,6 +203,7 @@ mod tests {
             outcome: Outcome::InProgress,
             detail: None,
             rollback_of: None,
+            schema_version: None,
         }
     }
 

@@ -23,6 +23,7 @@ mod docker_prune;
 mod docker_registry;
 mod docker_replicas;
 mod docker_scale;
+mod docker_schema_rollback;
 mod faults_agent_kill;
 mod faults_docker_restart;
 mod faults_killed_cli;

@@ -14,6 +14,7 @@ use kaapi_core::engine::{Engine, ImageSource, LockOwner, LogQuery, TaskOn};
 use kaapi_core::pipeline::{self, DeployPlan, MigratePlan, Migrations, RollbackPlan};
 use kaapi_core::release::{Outcome, ReleaseMeta};
 use kaapi_ecs::pacing::Pace;
+use kaapi_core::schema::SchemaCommands;
 use kaapi_ecs::{EcsEngine, Target, Tuning};
 use kaapi_infra::conformance::authorizations::ApiCall;
 use kaapi_infra::conformance::refusals;
@@ -63,6 +64,20 @@ fn migrations() -> Migrations {
     Migrations {
         service: "backend".to_owned(),
         command: vec!["alembic".into(), "upgrade".into(), "head".into()],
+        schema: Some(schema()),
+    }
+}
+
+/// Each deploy reads the schema version and tags its release with it; the rollback reads it.
+fn schema() -> SchemaCommands {
+    SchemaCommands {
+        service: "backend".to_owned(),
+        version: vec!["alembic".into(), "current".into()],
+        downgrade: Some(vec![
+            "alembic".into(),
+            "downgrade".into(),
+            "{version}".into(),
+        ]),
     }
 }
 
@@ -96,6 +111,8 @@ async fn every_command(fake: &FakeAws, target: &ResolvedEnvironment) -> Vec<Call
         Some(builder),
     );
     let progress = Recorder::default();
+    // What `alembic current` prints in every task's log.
+    fake.state().task_log = Some("ae1027a6acf (head)".to_owned());
     for commit in ["aaa1111", "bbb2222"] {
         let plan = DeployPlan {
             image: ImageSource::Build,
@@ -115,11 +132,20 @@ async fn every_command(fake: &FakeAws, target: &ResolvedEnvironment) -> Vec<Call
         to: Some(1),
         meta: meta("ccc3333"),
         owner: owner(),
+        schema: Some(schema()),
+        force: false,
     };
     let report = pipeline::rollback(&engine, &rollback, &progress, std::future::pending())
         .await
         .expect("the rollback runs to an outcome");
     assert_eq!(report.outcome, Outcome::Succeeded, "{}", report.message);
+    let releases = engine.releases().await.expect("releases");
+    assert!(
+        releases
+            .iter()
+            .all(|r| r.schema_version.as_deref() == Some("ae1027a6acf")),
+        "every release was tagged with its schema version: {releases:?}"
+    );
     let migrate = MigratePlan {
         meta: meta("ddd4444"),
         owner: owner(),

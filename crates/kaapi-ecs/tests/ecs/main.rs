@@ -12,3 +12,4 @@ mod prune_scenario;
 mod registry_override;
 mod scenarios;
 mod settle_scenario;
+mod schema_rollback;

@@ -90,6 +90,7 @@ pub(crate) fn plan(commit: &str) -> DeployPlan {
                 "upgrade".to_owned(),
                 "head".to_owned(),
             ],
+            schema: None,
         }),
         // These scenarios script every rollout; the comparison with what runs has its own tests.
         force: true,
@@ -688,6 +689,8 @@ async fn rollback_to_a_release_restores_its_variables_exactly() {
         to: Some(1),
         meta: plan("rollbak").meta,
         owner: plan("rollbak").owner,
+        schema: None,
+        force: false,
     };
     let report = pipeline::rollback(&with_b, &plan, &progress, std::future::pending())
         .await

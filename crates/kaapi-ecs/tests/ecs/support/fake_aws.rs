@@ -89,6 +89,10 @@ pub struct State {
     /// CloudWatch log groups; `deny_create_log_group` answers CreateLogGroup with AccessDenied.
     pub log_groups: Vec<String>,
     pub deny_create_log_group: bool,
+    /// The line every task's log holds; an alembic upgrade line when `None`.
+    pub task_log: Option<String>,
+    /// The command of every RunTask, in order (`alembic current`).
+    pub task_commands: Vec<String>,
     /// The ECR repository: each image's digest and its tags.
     images: Vec<(String, Vec<String>)>,
     /// When ECS marked each deployment COMPLETED (simulated clock), by deployment id.
@@ -759,6 +763,13 @@ impl FakeAws {
                 "RunTask must copy the service's network configuration"
             );
             let mut state = f.state();
+            let command = input
+                .overrides()
+                .map(|o| o.container_overrides())
+                .and_then(|c| c.first())
+                .map(|c| c.command().join(" "))
+                .unwrap_or_default();
+            state.task_commands.push(command);
             let script = state
                 .tasks_script
                 .pop_front()
@@ -1116,6 +1127,9 @@ impl FakeAws {
                     .first()
                     .cloned()
                     .unwrap_or_default();
+                let line = f.state().task_log.clone().unwrap_or_else(|| {
+                    "INFO  [alembic] Running upgrade -> 0002_add_description".to_owned()
+                });
                 MockResponse::Output(
                     op::filter_log_events::FilterLogEventsOutput::builder()
                         .events(
@@ -1123,7 +1137,7 @@ impl FakeAws {
                                 .event_id("e1")
                                 .log_stream_name(&stream)
                                 .timestamp(1_700_000_000_000)
-                                .message("INFO  [alembic] Running upgrade -> 0002_add_description")
+                                .message(line)
                                 .build(),
                         )
                         .build(),

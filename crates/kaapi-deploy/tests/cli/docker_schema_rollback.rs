@@ -1,0 +1,165 @@
+//! Migration-aware rollback against the real Docker Engine, with the example backend's
+//! versioned migrations: release 1 runs on schema 0002, release 2 adds migration 0003; a
+//! rollback to 1 is refused (nothing changes), downgrades first when `downgrade_command` is
+//! configured, or goes ahead with `--force`. A rollback never runs the upgrade on old code.
+
+use crate::docker_support::Project;
+
+const MIGRATION_0003: &str = "ALTER TABLE items ADD COLUMN priority INTEGER;
+-- down
+ALTER TABLE items DROP COLUMN priority;
+";
+
+/// The project's image reads its migrations from files it ships, so release 2 can add one
+/// without rebuilding the binary.
+fn ship_migrations(project: &Project) {
+    let backend = project.dir.path().join("backend");
+    let migrations = backend.join("migrations");
+    std::fs::create_dir_all(&migrations).expect("mkdir migrations");
+    let examples =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/backend/migrations");
+    for file in ["0001_create_items.sql", "0002_add_description.sql"] {
+        std::fs::copy(examples.join(file), migrations.join(file)).expect("copy migration");
+    }
+    let dockerfile = std::fs::read_to_string(backend.join("Dockerfile")).expect("Dockerfile");
+    let dockerfile = dockerfile.replace(
+        "COPY dist/kaapi-example-backend /app",
+        "COPY dist/kaapi-example-backend /app\nCOPY migrations /migrations\nENV MIGRATIONS_DIR=/migrations",
+    );
+    std::fs::write(backend.join("Dockerfile"), dockerfile).expect("write Dockerfile");
+    let ignore = backend.join(".dockerignore");
+    let mut rules = std::fs::read_to_string(&ignore).expect(".dockerignore");
+    rules.push_str("!migrations\n");
+    std::fs::write(ignore, rules).expect("write .dockerignore");
+}
+
+/// deploy.toml for `version`, with the schema commands (and the downgrade when asked).
+fn configure(project: &Project, version: &str, downgrade: bool) {
+    project.configure(version, "");
+    let mut schema = "[migrations]\nversion_command = \"/app migrate current\"\n".to_owned();
+    if downgrade {
+        schema.push_str("downgrade_command = \"/app migrate down {version}\"\n");
+    }
+    let text = std::fs::read_to_string(&project.config).expect("read deploy.toml");
+    assert!(text.contains("[migrations]\n"), "{text}");
+    std::fs::write(&project.config, text.replace("[migrations]\n", &schema))
+        .expect("write deploy.toml");
+}
+
+/// Release 1 (schema 0002), then release 2 with migration 0003; returns both versions.
+fn two_releases(project: &Project, downgrade: bool) -> (String, String) {
+    let (v1, v2) = (format!("s1-{}", project.app), format!("s2-{}", project.app));
+    ship_migrations(project);
+    configure(project, &v1, downgrade);
+    project.deploy();
+    std::fs::write(
+        project
+            .dir
+            .path()
+            .join("backend/migrations/0003_add_priority.sql"),
+        MIGRATION_0003,
+    )
+    .expect("write 0003");
+    configure(project, &v2, downgrade);
+    project.deploy();
+    assert_eq!(project.serving_version().as_deref(), Some(v2.as_str()));
+    let releases = project.releases();
+    assert_eq!(releases[0]["schema_version"], "0003", "{releases:?}");
+    assert_eq!(releases[1]["schema_version"], "0002", "{releases:?}");
+    (v1, v2)
+}
+
+/// The database's schema version, read by a one-off container of the serving release.
+fn database_version(project: &Project) -> String {
+    let output = project
+        .cli()
+        .args(["run", "local", "--", "/app", "migrate", "current"])
+        .output()
+        .expect("run");
+    assert!(output.status.success(), "{output:?}");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    ["0001", "0002", "0003"]
+        .into_iter()
+        .rfind(|v| text.lines().any(|l| l.trim_end().ends_with(v)))
+        .unwrap_or_else(|| panic!("no version in: {text}"))
+        .to_owned()
+}
+
+/// `/app migrate` (the upgrade) announces itself with `migrating`; no rollback may print it.
+fn assert_no_upgrade(stderr: &str) {
+    assert!(
+        !stderr.contains("migrating /data") && !stderr.contains("applying"),
+        "a rollback ran the upgrade: {stderr}"
+    );
+}
+
+#[test]
+fn a_rollback_to_code_older_than_the_database_is_refused_then_forced() {
+    let project = Project::new("schref");
+    let (v1, v2) = two_releases(&project, false);
+
+    let refused = project
+        .cli()
+        .args(["rollback", "local"])
+        .output()
+        .expect("rollback");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{stderr}");
+    for expected in ["0003", "0002", "--force", "downgrade_command"] {
+        assert!(stderr.contains(expected), "{expected} in: {stderr}");
+    }
+    assert_no_upgrade(&stderr);
+    // Nothing changed: release 2 serves, no release was recorded, the database is at 0003.
+    assert_eq!(project.serving_version().as_deref(), Some(v2.as_str()));
+    assert_eq!(project.releases().len(), 2);
+    assert_eq!(database_version(&project), "0003");
+
+    let forced = project
+        .cli()
+        .args(["rollback", "local", "--force"])
+        .output()
+        .expect("rollback --force");
+    let stderr = String::from_utf8_lossy(&forced.stderr);
+    assert!(forced.status.success(), "{stderr}");
+    assert!(stderr.contains("--force"), "the warning: {stderr}");
+    assert!(!stderr.contains("reverting"), "no downgrade: {stderr}");
+    assert_no_upgrade(&stderr);
+    assert_eq!(project.serving_version().as_deref(), Some(v1.as_str()));
+    // Release 1's code runs on the newer schema, left as it was.
+    assert_eq!(database_version(&project), "0003");
+    let releases = project.releases();
+    assert_eq!(releases.len(), 3);
+    assert_eq!(releases[0]["rollback_of"], 1);
+    assert_eq!(releases[0]["schema_version"], "0002");
+}
+
+#[test]
+fn a_configured_downgrade_migrates_the_database_down_before_the_rollback() {
+    let project = Project::new("schdown");
+    let (v1, _) = two_releases(&project, true);
+
+    let rollback = project
+        .cli()
+        .args(["rollback", "local"])
+        .output()
+        .expect("rollback");
+    let stderr = String::from_utf8_lossy(&rollback.stderr);
+    assert!(rollback.status.success(), "{stderr}");
+    assert!(stderr.contains("reverting 0003_add_priority"), "{stderr}");
+    assert_no_upgrade(&stderr);
+    assert_eq!(project.serving_version().as_deref(), Some(v1.as_str()));
+    assert_eq!(database_version(&project), "0002");
+    let releases = project.releases();
+    assert_eq!(releases[0]["outcome"], "succeeded");
+    assert_eq!(releases[0]["rollback_of"], 1);
+    assert_eq!(releases[0]["schema_version"], "0002");
+
+    // The text history shows each release's schema version.
+    let table = project.ok(&["releases", "local"]);
+    assert!(table.contains("SCHEMA"), "{table}");
+    assert!(table.contains("0003"), "{table}");
+}
