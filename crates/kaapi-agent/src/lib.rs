@@ -27,3 +27,4 @@ mod store;
 pub use client::AgentClient;
 pub use error::AgentError;
 pub use server::serve;
+pub use store::stored_environments;

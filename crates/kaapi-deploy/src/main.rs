@@ -69,6 +69,7 @@ async fn dispatch(cli: Cli) -> CliResult<ExitCode> {
             return Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)));
         }
         Command::Prune(args) => commands::prune::run(config, args).await?,
+        Command::Down(args) => commands::down::run(config, args).await?,
         Command::Unlock(args) => commands::unlock::run(config, args).await?,
         Command::Completions(args) => commands::completions::run(args)?,
         Command::Accessory(args) => commands::accessory::run(config, args).await?,
