@@ -179,7 +179,7 @@ fn a_deploy_restarts_an_agent_of_another_version_and_succeeds() {
         "{}",
         agent_status(&project)
     );
-    assert_eq!(project.serving_version(), Some(second.clone()));
+    assert_eq!(project.serving_version(), Some(second));
     // The ingress lives in the agent process: between the old agent's exit and the new one's
     // start (it restores the environment and reopens the ingress on the same port), new
     // connections are refused. The replicas themselves keep running through the restart (the
