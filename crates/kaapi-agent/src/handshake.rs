@@ -13,6 +13,18 @@ pub const PATH: &str = "/v1/handshake";
 /// This build's version; a client restarts an agent that answers another one.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 const NONCE_HEX_LEN: usize = 64;
+/// Test support only: an agent started with this variable set reports its value as its
+/// version, so that a test can run an agent of "another version" and watch a CLI restart it.
+/// Nothing but tests sets it.
+pub const TEST_VERSION_VAR: &str = "KAAPI_AGENT_TEST_VERSION";
+
+/// The version this agent process reports: [`VERSION`], unless [`TEST_VERSION_VAR`] is set.
+pub fn reported_version() -> String {
+    std::env::var(TEST_VERSION_VAR)
+        .ok()
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| VERSION.to_owned())
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Challenge {
@@ -36,11 +48,11 @@ pub fn is_valid_nonce(nonce: &str) -> bool {
     nonce.len() == NONCE_HEX_LEN && nonce.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
-/// The agent's answer to `nonce`, for the API listening on `port`.
-pub fn answer(token: &str, port: u16, nonce: &str) -> Proof {
+/// The answer of an agent of `version` to `nonce`, for the API listening on `port`.
+pub fn answer(token: &str, port: u16, nonce: &str, version: &str) -> Proof {
     Proof {
-        version: VERSION.to_owned(),
-        proof: hex(&mac(token, port, nonce, VERSION)),
+        version: version.to_owned(),
+        proof: hex(&mac(token, port, nonce, version)),
     }
 }
 
@@ -77,7 +89,7 @@ mod tests {
     fn only_the_token_holder_answers_for_that_port_and_nonce() {
         let nonce = new_nonce();
         assert!(is_valid_nonce(&nonce));
-        let proof = answer("token-a", 4000, &nonce);
+        let proof = answer("token-a", 4000, &nonce, VERSION);
         assert!(verify("token-a", 4000, &nonce, &proof));
         assert!(!verify("token-b", 4000, &nonce, &proof));
         assert!(!verify("token-a", 4001, &nonce, &proof));

@@ -29,3 +29,4 @@ mod warm;
 pub use client::AgentClient;
 pub use error::AgentError;
 pub use server::serve;
+pub use store::stored_environments;

@@ -35,6 +35,8 @@ struct ApiState {
     agent: Arc<Agent>,
     token: String,
     port: u16,
+    /// What the handshake answers (see [`handshake::reported_version`]).
+    version: String,
     shutdown: watch::Sender<bool>,
 }
 
@@ -86,7 +88,7 @@ pub async fn serve(state_dir: &Path) -> Result<(), AgentError> {
         pid: std::process::id(),
         port,
         token: token.clone(),
-        version: handshake::VERSION.to_owned(),
+        version: handshake::reported_version(),
     };
     let endpoint_path = state_dir.join(ENDPOINT_FILE);
     write_private(&endpoint_path, &serde_json::to_vec_pretty(&endpoint)?)?;
@@ -105,6 +107,7 @@ pub async fn serve(state_dir: &Path) -> Result<(), AgentError> {
         agent: Arc::clone(&agent),
         token,
         port,
+        version: endpoint.version.clone(),
         shutdown: shutdown.clone(),
     });
     let result = axum::serve(listener, router(api))
@@ -204,6 +207,7 @@ async fn answer_handshake(
         &state.token,
         state.port,
         &challenge.nonce,
+        &state.version,
     ))
     .into_response()
 }

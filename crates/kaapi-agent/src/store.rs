@@ -83,6 +83,12 @@ impl Store {
     }
 }
 
+/// The environments whose desired state the agent of `state_dir` keeps (and restores when it
+/// starts again).
+pub fn stored_environments(state_dir: &Path) -> Result<Vec<String>, AgentError> {
+    Ok(Store::open(state_dir)?.records().into_keys().collect())
+}
+
 /// Writes `bytes` to `path` privately and atomically (see [`crate::private::write_file`]).
 pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), AgentError> {
     Ok(crate::private::write_file(path, bytes)?)

@@ -70,6 +70,9 @@ pub enum Command {
     /// Backing services of a docker environment (database, cache, broker): start, stop,
     /// restart, logs, status.
     Accessory(AccessoryArgs),
+    /// Stop and remove what a docker environment runs (replicas, ingresses, tasks, accessories,
+    /// network, and the agent when it serves nothing else); keeps the history and the images.
+    Down(DownArgs),
     /// Remove an environment's deploy lock.
     Unlock(UnlockArgs),
     /// Print a shell completion script (bash, zsh, fish) to stdout.
@@ -350,6 +353,20 @@ pub struct CompletionsArgs {
     /// The shell, e.g. `bash` (then `source <(kaapi-deploy completions bash)`).
     #[arg(value_enum)]
     pub shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Args)]
+pub struct DownArgs {
+    pub environment: String,
+    /// Also remove the environment's volumes (accessory data, service volumes).
+    #[arg(long)]
+    pub volumes: bool,
+    /// Do not ask for confirmation (it is asked only when stdin is a terminal).
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -14,19 +14,7 @@ use crate::project;
 
 pub async fn connect(target: &ResolvedEnvironment) -> CliResult<Box<dyn Engine>> {
     match target.env().engine {
-        EngineKind::Docker => {
-            // The agent is this same program (`kaapi-deploy agent run`).
-            let program = std::env::current_exe().map_err(|e| {
-                CliError::Failed(format!("cannot find the kaapi-deploy executable: {e}"))
-            })?;
-            let engine = kaapi_docker::DockerEngine::connect(
-                target.clone(),
-                &project::state_dir(target.loaded()),
-                &program,
-            )
-            .await?;
-            Ok(Box::new(engine))
-        }
+        EngineKind::Docker => Ok(Box::new(connect_docker(target).await?)),
         #[cfg(not(feature = "ecs"))]
         EngineKind::Ecs => Err(without_ecs(&format!(
             "environment `{}` (engine = \"ecs\")",
@@ -45,6 +33,20 @@ pub async fn connect(target: &ResolvedEnvironment) -> CliResult<Box<dyn Engine>>
             Ok(Box::new(engine))
         }
     }
+}
+
+/// The local engine of a docker environment (commands only it has, such as `down`, use it
+/// directly).
+pub async fn connect_docker(target: &ResolvedEnvironment) -> CliResult<kaapi_docker::DockerEngine> {
+    // The agent is this same program (`kaapi-deploy agent run`).
+    let program = std::env::current_exe()
+        .map_err(|e| CliError::Failed(format!("cannot find the kaapi-deploy executable: {e}")))?;
+    Ok(kaapi_docker::DockerEngine::connect(
+        target.clone(),
+        &project::state_dir(target.loaded()),
+        &program,
+    )
+    .await?)
 }
 
 /// The error for what a binary built without the `ecs` feature cannot do (AWS, and image

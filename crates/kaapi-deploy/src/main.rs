@@ -70,6 +70,7 @@ async fn dispatch(cli: Cli) -> CliResult<ExitCode> {
         }
         Command::Prune(args) => commands::prune::run(config, args).await?,
         Command::Scale(args) => commands::scale::run(config, args).await?,
+        Command::Down(args) => commands::down::run(config, args).await?,
         Command::Unlock(args) => commands::unlock::run(config, args).await?,
         Command::Completions(args) => commands::completions::run(args)?,
         Command::Accessory(args) => commands::accessory::run(config, args).await?,

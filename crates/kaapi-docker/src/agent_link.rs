@@ -119,3 +119,59 @@ pub async fn environment_reviving(
         .await
         .map_err(engine_error)
 }
+
+/// What `down` did to the agent.
+#[derive(Debug, Default)]
+pub struct AgentTeardown {
+    pub removed_environment: bool,
+    pub stopped: bool,
+    pub still_serves: Vec<String>,
+}
+
+/// Makes the agent forget `environment` (its replicas and ingresses go) and stops the agent
+/// when it serves none of `others` and keeps no other desired state. An agent that is down but
+/// would restore the environment when it next starts is started first, so that it forgets it.
+pub async fn remove_environment(
+    state_dir: &Path,
+    program: &Path,
+    environment: &str,
+    others: &[String],
+) -> EngineResult<AgentTeardown> {
+    let stored = || kaapi_agent::stored_environments(state_dir).map_err(engine_error);
+    let client = match AgentClient::connect(state_dir)
+        .await
+        .map_err(engine_error)?
+    {
+        Some(client) => client,
+        None if stored()?.iter().any(|e| e == environment) => {
+            AgentLink::connect(state_dir, program).await?.client
+        }
+        None => return Ok(AgentTeardown::default()),
+    };
+    client
+        .remove_environment(environment)
+        .await
+        .map_err(engine_error)?;
+    let mut still_serves = stored()?;
+    for other in others {
+        if client
+            .environment(other)
+            .await
+            .map_err(engine_error)?
+            .is_some()
+        {
+            still_serves.push(other.clone());
+        }
+    }
+    still_serves.sort();
+    still_serves.dedup();
+    let stopped = still_serves.is_empty();
+    if stopped {
+        client.shutdown().await.map_err(engine_error)?;
+    }
+    Ok(AgentTeardown {
+        removed_environment: true,
+        stopped,
+        still_serves,
+    })
+}

@@ -2,6 +2,7 @@
 //! with [`DockerImageBuilder`], records in the embedded [`Store`], runs one-off tasks itself and
 //! hands rollouts to the agent, which keeps replicas alive and serves the ingress.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -26,6 +27,7 @@ use crate::agent_link::{self, AgentLink};
 use crate::containers::{self, label, source_name};
 use crate::diagnose;
 use crate::docker::{self, failed};
+use crate::down;
 use crate::exec;
 use crate::history::{Revisions, Store};
 use crate::image::{BuildSpec, DockerImageBuilder};
@@ -232,6 +234,61 @@ impl DockerEngine {
             environment: self.target.name(),
             logs: revisions::log_limits(&self.target),
         }
+    }
+
+    /// Stops and removes what the environment runs locally: the agent forgets it (replicas,
+    /// ingresses; the agent itself exits when it serves nothing else), then every container
+    /// left with its labels (one-off tasks, accessories) and its network; with
+    /// `remove_volumes`, its volumes too. The history and the images stay. Call under the
+    /// deploy lock.
+    pub async fn down(
+        &self,
+        remove_volumes: bool,
+        progress: &dyn Progress,
+    ) -> EngineResult<down::DownReport> {
+        let environment = self.target.name();
+        // Read before anything goes: the volumes the current release mounts.
+        let mut known_volumes = BTreeSet::new();
+        if remove_volumes {
+            if let Some(current) = self.current_release().await? {
+                for spec in self.release_specs(&current)? {
+                    known_volumes.extend(down::bind_volumes(&spec.volumes));
+                }
+            }
+        }
+        let others: Vec<String> = self
+            .target
+            .config()
+            .environments
+            .keys()
+            .filter(|name| name.as_str() != environment)
+            .cloned()
+            .collect();
+        let agent =
+            agent_link::remove_environment(&self.state_dir, &self.program, environment, &others)
+                .await?;
+        if agent.removed_environment {
+            progress.info(format!(
+                "the agent removed the replicas and ingresses of `{environment}`"
+            ));
+        }
+        let containers =
+            down::remove_containers(&self.docker, self.app(), environment, remove_volumes).await?;
+        let network_removed = down::remove_network(&self.docker, &self.network_name()).await?;
+        let volumes = if remove_volumes {
+            down::remove_volumes(&self.docker, self.app(), environment, known_volumes).await?
+        } else {
+            Vec::new()
+        };
+        Ok(down::DownReport {
+            environment: environment.to_owned(),
+            agent_removed_environment: agent.removed_environment,
+            agent_stopped: agent.stopped,
+            agent_still_serves: agent.still_serves,
+            containers,
+            network_removed,
+            volumes,
+        })
     }
 
     /// The Docker Engine this engine talks to (`accessory` commands use it directly).

@@ -13,6 +13,7 @@ pub mod containers;
 pub mod diagnose;
 pub mod docker;
 pub mod dockerignore;
+pub mod down;
 pub mod engine;
 pub mod exec;
 pub mod history;

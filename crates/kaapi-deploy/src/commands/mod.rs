@@ -10,6 +10,7 @@ pub mod ci;
 pub mod completions;
 pub mod dashboard;
 pub mod deploy;
+pub mod down;
 pub mod exec;
 #[cfg(feature = "ecs")]
 pub mod infra;

@@ -115,3 +115,86 @@ async fn a_listener_on_a_stale_agent_port_gets_no_secret_and_a_fresh_agent_start
     let log = std::fs::read_to_string(dir.join("agent.log")).expect("agent.log");
     assert!(log.contains("SIGINT received"), "{log}");
 }
+
+/// `agent status`'s line for the running agent.
+fn agent_status(project: &crate::docker_support::Project) -> String {
+    project.ok(&["agent", "status"])
+}
+
+#[test]
+fn a_deploy_restarts_an_agent_of_another_version_and_succeeds() {
+    use crate::docker_support::{agent_pid, Project, LABEL_ROLE};
+
+    let project = Project::new("aver");
+    let first = format!("1.0.0-{}", project.app);
+    project.configure(&first, "");
+    // The agent this deploy starts inherits the variable and reports the other version.
+    let output = project
+        .cli()
+        .env("KAAPI_AGENT_TEST_VERSION", "0.0.1-old")
+        .args(["deploy", "local"])
+        .output()
+        .expect("run deploy");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        agent_status(&project).contains("version 0.0.1-old"),
+        "{}",
+        agent_status(&project)
+    );
+    let old_pid = agent_pid(&project.state_dir).expect("the old agent's pid");
+    let old_replicas = project.containers(&[(LABEL_ROLE, "replica")]);
+    assert_eq!(old_replicas.len(), 3, "{old_replicas:?}");
+
+    let second = format!("2.0.0-{}", project.app);
+    project.configure(&second, "");
+    let load = project.load();
+    let output = project
+        .cli()
+        .env_remove("KAAPI_AGENT_TEST_VERSION")
+        .args(["deploy", "local"])
+        .output()
+        .expect("run deploy");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let result = load.finish();
+    assert!(
+        stderr.contains(&format!(
+            "restarting the agent: it runs version 0.0.1-old, this is {}",
+            env!("CARGO_PKG_VERSION")
+        )),
+        "{stderr}"
+    );
+    let new_pid = agent_pid(&project.state_dir).expect("the new agent's pid");
+    assert_ne!(new_pid, old_pid);
+    assert!(
+        !Path::new(&format!("/proc/{old_pid}")).exists(),
+        "the old agent still runs"
+    );
+    assert!(
+        agent_status(&project).contains(&format!("version {}", env!("CARGO_PKG_VERSION"))),
+        "{}",
+        agent_status(&project)
+    );
+    assert_eq!(project.serving_version(), Some(second));
+    // The ingress lives in the agent process: between the old agent's exit and the new one's
+    // start (it restores the environment and reopens the ingress on the same port), new
+    // connections are refused. The replicas themselves keep running through the restart (the
+    // new agent adopts them) until the rollout replaces them.
+    eprintln!(
+        "through the agent restart and rollout: {} requests answered, {} failed ({:?})",
+        result.ok,
+        result.failed,
+        result.failures.iter().take(3).collect::<Vec<_>>()
+    );
+    assert!(result.ok > 0, "no request was answered");
+    let replicas = project.containers(&[(LABEL_ROLE, "replica")]);
+    assert_eq!(replicas.len(), 3, "{replicas:?}");
+    assert!(
+        replicas.iter().all(|id| !old_replicas.contains(id)),
+        "the rollout replaced every replica"
+    );
+}

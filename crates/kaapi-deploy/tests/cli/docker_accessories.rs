@@ -74,7 +74,7 @@ const EXAMPLE: &str = "SECRET_KEY=changethis\nPOSTGRES_PASSWORD=changethis\nPOST
 
 /// `postgres:16` (httpd on 5432 serving its data directory, and a `pg_isready` that asks it),
 /// `redis:7` and `rabbitmq:3-management` (httpd on their ports), built once.
-fn build_stand_in_images() {
+pub fn build_stand_in_images() {
     static BUILD: Once = Once::new();
     BUILD.call_once(|| {
         let dir = tempfile::tempdir().expect("tempdir");

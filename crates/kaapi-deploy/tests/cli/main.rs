@@ -13,6 +13,7 @@ mod docker_accessories;
 mod docker_bench;
 mod docker_deploy;
 mod docker_diagnosis;
+mod docker_down;
 mod docker_exec;
 mod docker_failures;
 mod docker_ingresses;
