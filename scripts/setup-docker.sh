@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Makes sure a Docker Engine runs here: installs Debian's docker.io (and docker-registry and
-# busybox-static, used by the tests) when missing, starts dockerd when it is not running, and
-# waits for it.
+# Makes sure a Docker Engine runs here: installs Debian's docker.io (and docker-registry,
+# busybox-static and groff-base, used by the tests) when missing, starts dockerd when it is not
+# running, and waits for it.
 set -euo pipefail
 
 need_root() {
@@ -20,6 +20,8 @@ command -v dockerd >/dev/null || missing+=(docker.io)
 command -v docker-registry >/dev/null || missing+=(docker-registry)
 # Test images are built FROM scratch around Debian's static busybox (no image can be pulled).
 dpkg -s busybox-static >/dev/null 2>&1 || missing+=(busybox-static)
+# The man page test renders the generated page with groff.
+command -v groff >/dev/null || missing+=(groff-base)
 # The benchmark's peer (docker-compose up --force-recreate) needs Debian's docker-compose.
 if [ "${KAAPI_WITH_COMPOSE:-0}" = 1 ]; then
     command -v docker-compose >/dev/null || missing+=(docker-compose)

@@ -77,6 +77,8 @@ pub enum Command {
     Unlock(UnlockArgs),
     /// Print a shell completion script (bash, zsh, fish) to stdout.
     Completions(CompletionsArgs),
+    /// Print the man page (roff) to stdout, or write one page per command to a directory.
+    Man(ManArgs),
     /// The local engine's agent (keeps replicas alive, serves the ingress).
     #[command(subcommand)]
     Agent(AgentCommand),
@@ -353,6 +355,13 @@ pub struct CompletionsArgs {
     /// The shell, e.g. `bash` (then `source <(kaapi-deploy completions bash)`).
     #[arg(value_enum)]
     pub shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// Write `kaapi-deploy.1` and a page per command (`kaapi-deploy-deploy.1`, …) here instead.
+    #[arg(long, value_name = "DIR")]
+    pub out_dir: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Args)]

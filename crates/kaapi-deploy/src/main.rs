@@ -73,6 +73,7 @@ async fn dispatch(cli: Cli) -> CliResult<ExitCode> {
         Command::Down(args) => commands::down::run(config, args).await?,
         Command::Unlock(args) => commands::unlock::run(config, args).await?,
         Command::Completions(args) => commands::completions::run(args)?,
+        Command::Man(args) => commands::man_page::run(args)?,
         Command::Accessory(args) => commands::accessory::run(config, args).await?,
         Command::Init(args) => commands::init::run(args)?,
         #[cfg(feature = "ecs")]

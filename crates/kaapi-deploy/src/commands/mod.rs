@@ -17,6 +17,7 @@ pub mod infra;
 pub mod init;
 pub mod init_github;
 pub mod logs;
+pub mod man_page;
 pub mod migrate;
 pub mod plan;
 #[cfg(feature = "ecs")]

@@ -70,3 +70,77 @@ fn zsh_and_fish_scripts_name_every_command() {
         "an unknown shell is a usage error"
     );
 }
+
+fn kaapi(args: &[&str]) -> std::process::Output {
+    Command::cargo_bin("kaapi-deploy")
+        .expect("kaapi-deploy binary")
+        .args(args)
+        .output()
+        .expect("run kaapi-deploy")
+}
+
+#[test]
+fn the_man_page_renders_and_documents_every_command() {
+    let output = kaapi(&["man"]);
+    assert!(output.status.success(), "{output:?}");
+    let page = String::from_utf8(output.stdout).expect("UTF-8 roff");
+    assert!(page.contains(".TH kaapi-deploy 1"), "{page}");
+    // groff renders it; -ww reports any roff it does not understand.
+    let mut groff = std::process::Command::new("groff")
+        .args(["-man", "-Tutf8", "-ww"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("groff (Debian's groff-base)");
+    std::io::Write::write_all(groff.stdin.as_mut().expect("groff stdin"), page.as_bytes())
+        .expect("feed groff");
+    let rendered = groff.wait_with_output().expect("groff output");
+    let text = String::from_utf8_lossy(&rendered.stdout);
+    assert!(rendered.status.success(), "{rendered:?}");
+    assert!(
+        rendered.stderr.is_empty(),
+        "groff: {}",
+        String::from_utf8_lossy(&rendered.stderr)
+    );
+    for command in [
+        "deploy",
+        "rollback",
+        "plan",
+        "scale",
+        "exec",
+        "prune",
+        "down",
+        "completions",
+    ] {
+        assert!(
+            text.contains(&format!("kaapi-deploy-{command}(1)"))
+                || text.contains(&format!("kaapi‐deploy‐{command}(1)")),
+            "the page does not list `{command}`:\n{text}"
+        );
+    }
+}
+
+#[test]
+fn man_out_dir_writes_a_page_per_command() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = dir.path().join("man1");
+    let output = kaapi(&["man", "--out-dir", out.to_str().expect("UTF-8 path")]);
+    assert!(output.status.success(), "{output:?}");
+    for page in [
+        "kaapi-deploy.1",
+        "kaapi-deploy-deploy.1",
+        "kaapi-deploy-rollback.1",
+    ] {
+        let text = std::fs::read_to_string(out.join(page)).expect(page);
+        assert!(
+            text.starts_with(".ie") || text.contains(".TH"),
+            "{page}: {text}"
+        );
+    }
+    let scale = std::fs::read_to_string(out.join("kaapi-deploy-scale.1")).expect("scale page");
+    assert!(
+        scale.contains("SERVICE=N") || scale.contains("SERVICE"),
+        "{scale}"
+    );
+}
