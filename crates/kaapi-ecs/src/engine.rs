@@ -14,6 +14,7 @@ use kaapi_core::plan::ServiceView;
 use kaapi_core::progress::{Progress, Silent};
 use kaapi_core::prune::{kept_releases, PruneReport};
 use kaapi_core::release::{ImageRef, Outcome, Release, ReleaseMeta};
+use kaapi_core::scaling::{ScaleRequest, ScalingEvent};
 
 use crate::aws::AwsClients;
 use crate::error::engine_error;
@@ -21,8 +22,8 @@ use crate::session::Ctx;
 use crate::target::Target;
 use crate::tuning::Tuning;
 use crate::{
-    diagnose, exec, history, image, lock, logs, plan_view, prune, revisions, rollout, settle,
-    status, task, verify,
+    diagnose, exec, history, image, lock, logs, plan_view, prune, revisions, rollout, scale,
+    settle, status, task, verify,
 };
 
 pub struct EcsEngine {
@@ -35,6 +36,8 @@ pub struct EcsEngine {
     tasks: RunningTasks,
     /// The renewal of the deploy lock this engine holds.
     lease: Mutex<Option<lock::Lease>>,
+    /// The services each `deploy --service` release rolls, by release number.
+    only: Mutex<HashMap<u64, Vec<String>>>,
 }
 
 impl EcsEngine {
@@ -83,6 +86,7 @@ impl EcsEngine {
             newest: Mutex::new(None),
             tasks: RunningTasks::default(),
             lease: Mutex::new(None),
+            only: Mutex::new(HashMap::new()),
         }
     }
 
@@ -149,6 +153,51 @@ impl EcsEngine {
             .into_iter()
             .find(|r| r.number == number)
             .ok_or_else(|| EngineError::not_found(format!("there is no release {number}")))
+    }
+
+    /// Registers the next release: every service from `image` (or from the restored release
+    /// `rollback_of`), except that with `keep = (only, current)` only `only` get new revisions.
+    async fn register(
+        &self,
+        image: &ImageRef,
+        meta: &ReleaseMeta,
+        rollback_of: Option<u64>,
+        keep: Option<(&[String], &Release)>,
+        progress: &dyn Progress,
+    ) -> EngineResult<Release> {
+        self.ensure_lock_held()?;
+        let newest = self.newest.lock().ok().and_then(|n| *n);
+        let number = match newest {
+            Some(n) => n + 1,
+            None => history::next_number(&self.ctx, progress).await?,
+        };
+        let restored = match rollback_of {
+            Some(of) => Some(self.find_release(of).await?),
+            None => None,
+        };
+        let revisions = revisions::register_all(
+            &self.ctx,
+            image,
+            meta,
+            number,
+            restored.as_ref(),
+            keep,
+            progress,
+        )
+        .await?;
+        let release = Release {
+            number,
+            environment: self.ctx.target.environment().to_owned(),
+            image: image.clone(),
+            meta: meta.clone(),
+            revisions,
+            outcome: Outcome::InProgress,
+            detail: None,
+            rollback_of,
+            schema_version: None,
+        };
+        self.remember(&release);
+        Ok(release)
     }
 }
 
@@ -239,32 +288,45 @@ impl Engine for EcsEngine {
         rollback_of: Option<u64>,
         progress: &dyn Progress,
     ) -> EngineResult<Release> {
-        self.ensure_lock_held()?;
-        let newest = self.newest.lock().ok().and_then(|n| *n);
-        let number = match newest {
-            Some(n) => n + 1,
-            None => history::next_number(&self.ctx, progress).await?,
-        };
-        let restored = match rollback_of {
-            Some(of) => Some(self.find_release(of).await?),
-            None => None,
-        };
-        let revisions =
-            revisions::register_all(&self.ctx, image, meta, number, restored.as_ref(), progress)
-                .await?;
-        let release = Release {
-            number,
-            environment: self.ctx.target.environment().to_owned(),
-            image: image.clone(),
-            meta: meta.clone(),
-            revisions,
-            outcome: Outcome::InProgress,
-            detail: None,
-            rollback_of,
-            schema_version: None,
-        };
-        self.remember(&release);
+        self.register(image, meta, rollback_of, None, progress)
+            .await
+    }
+
+    async fn register_release_of(
+        &self,
+        image: &ImageRef,
+        meta: &ReleaseMeta,
+        only: &[String],
+        current: &Release,
+        progress: &dyn Progress,
+    ) -> EngineResult<Release> {
+        let release = self
+            .register(image, meta, None, Some((only, current)), progress)
+            .await?;
+        if let Ok(mut rolled) = self.only.lock() {
+            rolled.insert(release.number, only.to_vec());
+        }
         Ok(release)
+    }
+
+    async fn scale(
+        &self,
+        requests: &[ScaleRequest],
+        author: &str,
+        progress: &dyn Progress,
+    ) -> EngineResult<Vec<ScalingEvent>> {
+        self.ensure_lock_held()?;
+        let current = self.current_release().await?.ok_or_else(|| {
+            EngineError::not_found(format!(
+                "{} has no release yet; deploy before scaling",
+                self.ctx.target.environment()
+            ))
+        })?;
+        scale::scale(&self.ctx, current.number, requests, author, progress).await
+    }
+
+    async fn scaling_events(&self) -> EngineResult<Vec<ScalingEvent>> {
+        scale::events(&self.ctx, &Silent).await
     }
 
     async fn run_task(
@@ -337,7 +399,12 @@ impl Engine for EcsEngine {
         progress: &dyn Progress,
     ) -> EngineResult<RolloutOutcome> {
         self.ensure_lock_held()?;
-        rollout::roll_out(&self.ctx, release, progress).await
+        let only = self
+            .only
+            .lock()
+            .ok()
+            .and_then(|rolled| rolled.get(&release.number).cloned());
+        rollout::roll_out(&self.ctx, release, only.as_deref(), progress).await
     }
 
     async fn diagnose(

@@ -23,6 +23,7 @@ pub mod release_tags;
 mod retry;
 pub mod revisions;
 pub mod rollout;
+pub mod scale;
 pub mod session;
 pub mod settle;
 pub mod status;

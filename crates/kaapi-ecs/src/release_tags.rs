@@ -18,6 +18,8 @@ pub const ROLLBACK_OF: &str = "kaapi:rollback-of";
 pub const SCHEMA_VERSION: &str = "kaapi:schema-version";
 /// `kaapi:revision:worker` = `family:N` of the other services of the release.
 pub const REVISION_PREFIX: &str = "kaapi:revision:";
+/// On an ECS service: its last scaling event (see `scale.rs`).
+pub const SCALED: &str = "kaapi:scaled";
 
 /// A tag value ECS accepts: letters, digits, spaces and `+ - = . _ : / @`, at most 256 chars.
 pub fn tag_value(value: &str) -> String {

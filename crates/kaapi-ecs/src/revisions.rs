@@ -476,9 +476,11 @@ pub async fn register_all(
     meta: &ReleaseMeta,
     number: u64,
     rollback_of: Option<&Release>,
+    keep: Option<(&[String], &Release)>,
     progress: &dyn Progress,
 ) -> EngineResult<Vec<ServiceRevision>> {
     let target = &ctx.target;
+    let history = target.history_service().unwrap_or_default().to_owned();
     let services: Vec<String> = target.services().map(str::to_owned).collect();
     let ecs_names = services
         .iter()
@@ -489,17 +491,28 @@ pub async fn register_all(
 
     let mut bases = Vec::new();
     for service in &services {
-        bases.push(match rollback_of.and_then(|r| r.revision_of(service)) {
-            Some(restored) => {
-                Base::Copy(restored_definition(ctx, &restored.revision, progress).await?)
-            }
-            None => Base::Derive(base_definition(ctx, service, progress).await?),
-        });
+        // `deploy --service`: the others keep their current revision; the history service's is
+        // copied all the same, since its new revision carries the release's record.
+        let kept = keep
+            .filter(|(only, _)| !only.contains(service))
+            .map(|(_, current)| kept_revision(current, service))
+            .transpose()?;
+        bases.push(
+            match (kept, rollback_of.and_then(|r| r.revision_of(service))) {
+                (Some(current), _) if *service == history => {
+                    Base::Copy(restored_definition(ctx, &current, progress).await?)
+                }
+                (Some(current), _) => Base::Keep(current),
+                (None, Some(restored)) => {
+                    Base::Copy(restored_definition(ctx, &restored.revision, progress).await?)
+                }
+                (None, None) => Base::Derive(base_definition(ctx, service, progress).await?),
+            },
+        );
     }
     let known: Vec<&str> = bases.iter().filter_map(Base::arn).collect();
     let account = account_id(ctx, &known).await?;
 
-    let history = target.history_service().unwrap_or_default().to_owned();
     let mut order: Vec<usize> = (0..services.len()).collect();
     order.sort_by_key(|i| services[*i] == history);
     let mut registered: Vec<Option<String>> = vec![None; services.len()];
@@ -508,6 +521,12 @@ pub async fn register_all(
     for i in order {
         let service = &services[i];
         let definition = match &bases[i] {
+            Base::Keep(current) => {
+                progress.info(format!("{service}: keeps {}", short_revision(current)));
+                others.push((service.clone(), short_revision(current).to_owned()));
+                registered[i] = Some(current.clone());
+                continue;
+            }
             Base::Copy(restored) => restored.definition.clone(),
             Base::Derive(base) => {
                 let spec = revision_spec(ctx, service, &account, image)?;
@@ -528,7 +547,7 @@ pub async fn register_all(
                 short_revision(&arn),
                 short_revision(restored.arn())
             )),
-            Base::Derive(_) => {
+            Base::Derive(_) | Base::Keep(_) => {
                 progress.info(format!("{service}: registered {}", short_revision(&arn)))
             }
         }
@@ -542,8 +561,24 @@ pub async fn register_all(
         .collect())
 }
 
+/// The revision `service` runs in `current`, which a `deploy --service` release keeps.
+fn kept_revision(current: &Release, service: &str) -> EngineResult<String> {
+    current
+        .revision_of(service)
+        .map(|r| r.revision.clone())
+        .ok_or_else(|| {
+            EngineError::not_found(format!(
+                "release {} has no revision of `{service}`; deploy every service once \
+                 (without --service)",
+                current.number
+            ))
+        })
+}
+
 /// What a service's new revision starts from.
 enum Base {
+    /// The current release's revision, kept as it is (`deploy --service`, another service).
+    Keep(String),
     /// A revision of the release being restored, registered again unchanged.
     Copy(Described),
     /// The live (or latest) revision, rewritten from the config; `None` when AWS has none.
@@ -553,6 +588,7 @@ enum Base {
 impl Base {
     fn arn(&self) -> Option<&str> {
         match self {
+            Base::Keep(arn) => Some(arn),
             Base::Copy(d) | Base::Derive(Some(d)) => Some(d.arn()),
             Base::Derive(None) => None,
         }

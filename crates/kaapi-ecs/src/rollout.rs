@@ -125,6 +125,7 @@ async fn update_service(
     ctx: &Ctx,
     service: &str,
     task_definition: &str,
+    desired: i32,
     progress: &dyn Progress,
 ) -> EngineResult<Tracked> {
     let ecs_name = ctx.target.ecs_service_name(service)?.to_owned();
@@ -146,7 +147,6 @@ async fn update_service(
         .set_minimum_healthy_percent(live_config.and_then(|c| c.minimum_healthy_percent()))
         .set_alarms(live_config.and_then(|c| c.alarms()).cloned())
         .build();
-    let desired = ctx.target.resolved().replicas(service) as i32;
     let out = retry_throttled(&ctx.tuning, "ecs:UpdateService", progress, || {
         ctx.clients
             .ecs
@@ -195,24 +195,38 @@ async fn describe_revision(ctx: &Ctx, arn: &str, progress: &dyn Progress) -> Str
     }
 }
 
-/// Rolls every service of `release` and waits for all of them.
+/// Rolls the services of `release` (only those in `only`, when given: `deploy --service`) and
+/// waits for all of them.
 pub async fn roll_out(
     ctx: &Ctx,
     release: &Release,
+    only: Option<&[String]>,
     progress: &dyn Progress,
 ) -> EngineResult<RolloutOutcome> {
     let started = Instant::now();
     let since_wall = chrono::Utc::now();
     let since = since_wall - chrono::Duration::seconds(5);
+    let rolled: Vec<_> = release
+        .revisions
+        .iter()
+        .filter(|r| only.is_none_or(|only| only.contains(&r.service)))
+        .collect();
     let mut ecs_names = Vec::new();
-    for revision in &release.revisions {
+    for revision in &rolled {
         ecs_names.push(ctx.target.ecs_service_name(&revision.service)?.to_owned());
     }
     // Each update reads its service's live deployment configuration: one call for all.
     ctx.prefetch_services(&ecs_names, progress).await?;
+    let desired = crate::scale::desired_counts(ctx, progress).await;
     let mut pending = Vec::new();
-    for revision in &release.revisions {
-        pending.push(update_service(ctx, &revision.service, &revision.revision, progress).await?);
+    for revision in rolled {
+        let count = desired
+            .get(&revision.service)
+            .copied()
+            .unwrap_or_else(|| ctx.target.resolved().replicas(&revision.service) as i32);
+        pending.push(
+            update_service(ctx, &revision.service, &revision.revision, count, progress).await?,
+        );
     }
     let mut seen_events: HashSet<String> = HashSet::new();
     let mut last_state: HashMap<String, String> = HashMap::new();

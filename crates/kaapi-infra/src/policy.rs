@@ -106,6 +106,9 @@ fn repository_arns(scope: &Scope, repository: &str) -> Vec<String> {
 /// schema version (kaapi-ecs `history.rs`, one standalone `ecs:TagResource` each).
 pub const OUTCOME_TAG_KEYS: [&str; 3] = ["kaapi:outcome", "kaapi:detail", "kaapi:schema-version"];
 
+/// The tag key `scale` writes on an ECS service: its last scaling event (kaapi-ecs `scale.rs`).
+pub const SCALING_TAG_KEYS: [&str; 1] = ["kaapi:scaled"];
+
 /// The permissions `kaapi-deploy` needs to deploy, roll back, inspect and check `target`.
 pub fn deploy_policy(target: &ResolvedEnvironment, scope: &Scope) -> Value {
     deploy_policy_with(target, scope, &[])
@@ -223,9 +226,21 @@ pub fn deploy_policy_with(
             "Resource": families.clone(),
             "Condition": {"ForAllValues:StringEquals": {"aws:TagKeys": OUTCOME_TAG_KEYS}},
         }),
+        // `scale` records its event on the service; deploys, `releases` and `status` read it.
+        json!({
+            "Sid": "EcsRecordScaling",
+            "Effect": "Allow",
+            "Action": ["ecs:TagResource"],
+            "Resource": services.clone(),
+            "Condition": {"ForAllValues:StringEquals": {"aws:TagKeys": SCALING_TAG_KEYS}},
+        }),
         statement(
             "EcsServices",
-            &["ecs:DescribeServices", "ecs:UpdateService"],
+            &[
+                "ecs:DescribeServices",
+                "ecs:ListTagsForResource",
+                "ecs:UpdateService",
+            ],
             services,
         ),
         statement("EcsCluster", &["ecs:DescribeClusters"], vec![cluster_arn.clone()]),

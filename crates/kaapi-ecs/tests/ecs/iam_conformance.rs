@@ -1,6 +1,6 @@
 //! IAM as AWS enforces it, which neither moto nor the scripted responses do: every request the
 //! ECS engine really sends during deploys (with migrations and a log group to create), a
-//! rollback, `migrate`, `run`, `status` and `logs` is recorded on the wire, mapped to what IAM
+//! rollback, `deploy --service`, `scale`, `migrate`, `run`, `status` and `logs` is recorded on the wire, mapped to what IAM
 //! authorizes for it (action, resource ARNs from the request itself, condition keys, implied
 //! TagResource and PassRole), checked against AWS's IAM definitions and evaluated against the
 //! policy `infra policy` generates. A call without a mapping fails the test.
@@ -13,11 +13,13 @@ use kaapi_core::config::ResolvedEnvironment;
 use kaapi_core::engine::{Engine, ImageSource, LockOwner, LogQuery, TaskOn};
 use kaapi_core::pipeline::{self, DeployPlan, MigratePlan, Migrations, RollbackPlan};
 use kaapi_core::release::{Outcome, ReleaseMeta};
+use kaapi_core::scaling::parse_requests;
 use kaapi_core::schema::SchemaCommands;
 use kaapi_ecs::pacing::Pace;
 use kaapi_ecs::{EcsEngine, Target, Tuning};
 use kaapi_infra::conformance::authorizations::ApiCall;
 use kaapi_infra::conformance::refusals;
+use kaapi_infra::iam_eval::{evaluate, Request};
 use kaapi_infra::policy::{deploy_policy, deploy_policy_with, Scope};
 use kaapi_testkit::aws_record::{Call, Recorder as Wire};
 
@@ -139,6 +141,34 @@ async fn every_command(fake: &FakeAws, target: &ResolvedEnvironment) -> Vec<Call
         .await
         .expect("the rollback runs to an outcome");
     assert_eq!(report.outcome, Outcome::Succeeded, "{}", report.message);
+    // `deploy --service`: new revisions for the worker (and the history copy) only.
+    let only_worker = DeployPlan {
+        image: ImageSource::Build,
+        meta: meta("eee5555"),
+        owner: owner(),
+        migrations: Some(migrations()),
+        force: true,
+        services: vec!["worker".to_owned()],
+    };
+    let report = pipeline::deploy(&engine, &only_worker, &progress, std::future::pending())
+        .await
+        .expect("the deploy runs to an outcome");
+    assert_eq!(report.outcome, Outcome::Succeeded, "{}", report.message);
+    let counts = vec!["worker=2".to_owned()];
+    let requests = parse_requests(target, &counts).expect("valid request");
+    let events = pipeline::scale(
+        &engine,
+        &requests,
+        &owner(),
+        &progress,
+        std::future::pending(),
+    )
+    .await
+    .expect("scale");
+    assert_eq!(
+        engine.scaling_events().await.expect("events").len(),
+        events.len()
+    );
     let releases = engine.releases().await.expect("releases");
     assert!(
         releases
@@ -205,6 +235,8 @@ async fn the_generated_policy_allows_every_request_the_engine_sends() {
         "ecs:RunTask",
         "ecs:UpdateService",
         "ecs:TagResource",
+        // `scale` and every rollout read the scaling events on the services.
+        "ecs:ListTagsForResource",
         "ecs:DescribeServices",
         "ecs:DescribeTasks",
         "dynamodb:PutItem",
@@ -230,6 +262,22 @@ async fn the_generated_policy_allows_every_request_the_engine_sends() {
         calls.len(),
         problems.join("\n")
     );
+
+    // A service takes the scaling event's tag only: a release's tags stay off it.
+    let service = format!(
+        "arn:aws:ecs:{REGION}:{ACCOUNT}:service/kaapi-staging-cluster/{}",
+        SERVICES[1]
+    );
+    let tags = |keys: &[&str]| {
+        evaluate(
+            &policy,
+            &Request::new("ecs:TagResource", &service).with("aws:TagKeys", keys),
+        )
+        .expect("evaluates")
+        .is_allowed()
+    };
+    assert!(tags(&["kaapi:scaled"]));
+    assert!(!tags(&["kaapi:scaled", "kaapi:outcome"]));
 
     // The evaluation is not vacuous: without the live roles, passing them is denied.
     let without = refusals(&api_calls(&calls), &deploy_policy(&target, &scope), &scope);

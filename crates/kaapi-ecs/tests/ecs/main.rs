@@ -10,6 +10,7 @@ mod moto_lock;
 mod moto_plan;
 mod prune_scenario;
 mod registry_override;
+mod scale_scenario;
 mod scenarios;
 mod schema_rollback;
 mod settle_scenario;

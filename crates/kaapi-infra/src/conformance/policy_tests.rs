@@ -58,3 +58,37 @@ fn a_live_role_outside_the_config_is_passed_only_when_given_to_the_generator() {
     let to_lambda = pass.with("iam:PassedToService", &["lambda.amazonaws.com"]);
     assert!(!evaluate(&with, &to_lambda).expect("evaluates").is_allowed());
 }
+
+#[test]
+fn recording_a_scaling_event_is_allowed_only_on_the_environments_services_and_key() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let scope = Scope::new(REGION, ACCOUNT);
+    let (loaded, _) = configs(dir.path()).remove(0);
+    let policy = deploy_policy(&resolve(&loaded, "staging"), &scope);
+    let tag = |cluster: &str, service: &str, keys: &[&str]| {
+        let arn = format!("arn:aws:ecs:{REGION}:{ACCOUNT}:service/{cluster}/{service}");
+        evaluate(
+            &policy,
+            &Request::new("ecs:TagResource", &arn).with("aws:TagKeys", keys),
+        )
+        .expect("evaluates")
+    };
+    assert_eq!(
+        tag(
+            "kaapi-staging-cluster",
+            "kaapi-staging-worker-service",
+            &["kaapi:scaled"]
+        ),
+        Decision::Allowed {
+            statement: "EcsRecordScaling".into()
+        }
+    );
+    // Another environment's service, or a release's tags on a service, stay denied.
+    assert!(!tag("kaapi-cluster", "kaapi-worker-service", &["kaapi:scaled"]).is_allowed());
+    assert!(!tag(
+        "kaapi-staging-cluster",
+        "kaapi-staging-worker-service",
+        &["kaapi:outcome"]
+    )
+    .is_allowed());
+}

@@ -61,6 +61,8 @@ struct Svc {
     name: String,
     deployments: Vec<Dep>,
     events: Vec<ServiceEvent>,
+    /// The service's own tags (a scaling event).
+    tags: Vec<Tag>,
 }
 
 #[derive(Debug)]
@@ -97,6 +99,8 @@ pub struct State {
     images: Vec<(String, Vec<String>)>,
     /// When ECS marked each deployment COMPLETED (simulated clock), by deployment id.
     pub completed_at: HashMap<String, Instant>,
+    /// Every UpdateService: the service, its task definition and desired count as sent.
+    pub updates: Vec<(String, Option<String>, Option<i32>)>,
     counter: u64,
 }
 
@@ -362,6 +366,7 @@ impl FakeAws {
         let registered = state.register(definition, Vec::new());
         let id = format!("ecs-svc/{}", state.next_id());
         state.services.push(Svc {
+            tags: Vec::new(),
             name: ecs_name.to_owned(),
             deployments: vec![Dep {
                 id,
@@ -680,11 +685,21 @@ impl FakeAws {
                 let arn = input.resource_arn().unwrap_or_default().to_owned();
                 f.log(format!("ecs:TagResource {arn}"));
                 let mut state = f.state();
-                if let Some((_, tags)) = state
-                    .definitions
-                    .iter_mut()
-                    .find(|(d, _)| d.task_definition_arn() == Some(arn.as_str()))
-                {
+                let service = arn.rsplit('/').next().unwrap_or_default().to_owned();
+                let tags = if arn.contains(":service/") {
+                    state
+                        .services
+                        .iter_mut()
+                        .find(|s| s.name == service)
+                        .map(|s| &mut s.tags)
+                } else {
+                    state
+                        .definitions
+                        .iter_mut()
+                        .find(|(d, _)| d.task_definition_arn() == Some(arn.as_str()))
+                        .map(|(_, tags)| tags)
+                };
+                if let Some(tags) = tags {
                     for tag in input.tags() {
                         tags.retain(|t| t.key() != tag.key());
                         tags.push(tag.clone());
@@ -696,12 +711,62 @@ impl FakeAws {
 
         let f = self.clone();
         rules.push(
+            mock!(Client::list_tags_for_resource).then_compute_response(move |input| {
+                let arn = input.resource_arn().unwrap_or_default().to_owned();
+                f.log(format!("ecs:ListTagsForResource {arn}"));
+                let state = f.state();
+                let service = arn.rsplit('/').next().unwrap_or_default();
+                let tags = state
+                    .services
+                    .iter()
+                    .find(|s| arn.contains(":service/") && s.name == service)
+                    .map(|s| s.tags.clone())
+                    .or_else(|| state.find_definition(&arn).map(|(_, tags)| tags.clone()))
+                    .unwrap_or_default();
+                MockResponse::Output(
+                    op::list_tags_for_resource::ListTagsForResourceOutput::builder()
+                        .set_tags(Some(tags))
+                        .build(),
+                )
+            }),
+        );
+
+        let f = self.clone();
+        rules.push(
             mock!(Client::update_service).then_compute_response(move |input| {
                 let name = input.service().unwrap_or_default().to_owned();
                 let td = input.task_definition().unwrap_or_default().to_owned();
                 f.log(format!("ecs:UpdateService {name}"));
                 let mut state = f.state();
+                state.updates.push((
+                    name.clone(),
+                    input.task_definition().map(str::to_owned),
+                    input.desired_count(),
+                ));
                 state.progress();
+                // Only a desired count (`scale`): the primary deployment runs that many.
+                if input.task_definition().is_none() {
+                    let Some(svc) = state.services.iter_mut().find(|s| s.name == name) else {
+                        return MockResponse::Error(
+                            op::update_service::UpdateServiceError::generic(meta(
+                                "ServiceNotFoundException",
+                                "Service not found.",
+                            )),
+                        );
+                    };
+                    if let (Some(primary), Some(desired)) = (
+                        svc.deployments.iter_mut().find(|d| d.primary),
+                        input.desired_count(),
+                    ) {
+                        primary.desired = desired;
+                    }
+                    let svc = svc.clone();
+                    return MockResponse::Output(
+                        op::update_service::UpdateServiceOutput::builder()
+                            .service(state.service_out(&svc))
+                            .build(),
+                    );
+                }
                 let plan = state
                     .plans
                     .get_mut(&name)
