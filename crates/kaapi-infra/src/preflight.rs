@@ -306,14 +306,17 @@ impl Checker {
         items.extend(self.passed_roles(&passed_roles));
         let (services, live) = self.services().await;
         items.extend(services);
-        items.extend(self.ecs_exec(&live).await);
         items.extend(self.log_groups().await);
         items.push(self.lock_table().await);
         items.push(
             self.task_role(&self.names.execution_role, "execution role")
                 .await,
         );
-        items.push(self.task_role(&self.names.task_role, "task role").await);
+        let task_role = self.task_role(&self.names.task_role, "task role").await;
+        // A missing task role is reported once, not again as missing ECS Exec permissions.
+        let task_role_exists = task_role.status != Status::Missing;
+        items.push(task_role);
+        items.extend(self.ecs_exec(&live, task_role_exists).await);
         let provider = self.oidc_provider().await;
         items.push(provider);
         items.push(self.deploy_role().await);
@@ -516,7 +519,11 @@ impl Checker {
 
     /// ECS Exec (`kaapi-deploy exec`): one item per live service, then the task role's and the
     /// deploy policy's permissions; nothing when no service runs yet.
-    async fn ecs_exec(&self, live: &[aws_sdk_ecs::types::Service]) -> Vec<CheckItem> {
+    async fn ecs_exec(
+        &self,
+        live: &[aws_sdk_ecs::types::Service],
+        task_role_exists: bool,
+    ) -> Vec<CheckItem> {
         if live.is_empty() {
             return Vec::new();
         }
@@ -524,6 +531,10 @@ impl Checker {
             .iter()
             .map(|s| ecs_exec::service_item(s, &self.names.cluster, &self.region_flag()))
             .collect();
+        items.push(ecs_exec::deploy_policy_item(&self.target, &self.names));
+        if !task_role_exists {
+            return items;
+        }
         let role = &self.names.task_role;
         let read = self
             .iam
@@ -539,7 +550,6 @@ impl Checker {
         };
         let generated = self.target.env().names.task_role.is_none();
         items.push(ecs_exec::task_role_item(&self.names, generated, &policy));
-        items.push(ecs_exec::deploy_policy_item(&self.target, &self.names));
         items
     }
 
