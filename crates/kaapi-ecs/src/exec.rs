@@ -44,7 +44,8 @@ pub async fn run(ctx: &Ctx, request: &ExecRequest<'_>) -> EngineResult<i64> {
         .map_err(|e| {
             aws_error(
                 &format!(
-                    "ExecuteCommand in task {task_arn} (is ECS Exec enabled on {ecs_name}, and may the task role use ssmmessages?)"
+                    "ExecuteCommand in task {task_arn} (`kaapi-deploy check {}` reports whether ECS Exec is enabled on {ecs_name} and permitted)",
+                    ctx.target.resolved().name()
                 ),
                 e,
             )

@@ -2,6 +2,7 @@
 //! CloudFormation template that creates them, the deploy role's least-privilege IAM policies,
 //! and pushing secret values to SSM Parameter Store or Secrets Manager.
 
+pub mod ecs_exec;
 pub mod github_claims;
 pub mod iam_eval;
 pub mod names;

@@ -258,6 +258,15 @@ pub fn deploy_policy_with(
             "Resource": tasks,
             "Condition": cluster_condition,
         }),
+        // `exec` on ECS: IAM authorizes ExecuteCommand on both the cluster and the task.
+        statement(
+            "EcsExec",
+            &["ecs:ExecuteCommand"],
+            vec![
+                cluster_arn.clone(),
+                scope.arn("ecs", &format!("task/{}/*", names.cluster)),
+            ],
+        ),
         json!({
             "Sid": "EcsListTasks",
             "Effect": "Allow",
@@ -315,6 +324,12 @@ pub fn deploy_policy_with(
         check_roles.push(scope.role_arn(role));
     }
     statements.push(statement("CheckRoles", &["iam:GetRole"], check_roles));
+    // `check` reads the task role's ECS Exec policy (crate::ecs_exec), nothing else of it.
+    statements.push(statement(
+        "CheckTaskRoleExecPolicy",
+        &["iam:GetRolePolicy"],
+        vec![scope.role_arn(&names.task_role)],
+    ));
     statements.push(statement(
         "CheckOidcProvider",
         &["iam:GetOpenIDConnectProvider"],
@@ -519,4 +534,15 @@ pub fn execution_secrets_policy(names: &InfraNames, scope: &Scope) -> Option<Val
         None => return None,
     };
     Some(json!({"Version": "2012-10-17", "Statement": [statement]}))
+}
+
+/// The task role's inline policy for ECS Exec: the Session Manager channels the exec agent in
+/// each task opens. `ssmmessages` has no resource types, so the resource is `*`.
+pub fn exec_task_role_policy() -> Value {
+    json!({"Version": "2012-10-17", "Statement": [{
+        "Sid": "EcsExecSessions",
+        "Effect": "Allow",
+        "Action": crate::ecs_exec::TASK_ROLE_ACTIONS,
+        "Resource": "*",
+    }]})
 }

@@ -9,6 +9,7 @@ use kaapi_core::config::{EngineKind, ResolvedEnvironment};
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::ecs_exec;
 use crate::github_claims::{self, JobClaims};
 use crate::iam_eval::{self, Request};
 use crate::names::{InfraNames, SecretStore, GITHUB_OIDC_HOST};
@@ -47,7 +48,7 @@ pub struct CheckItem {
 }
 
 impl CheckItem {
-    fn ok(name: impl Into<String>, detail: impl Into<String>) -> Self {
+    pub(crate) fn ok(name: impl Into<String>, detail: impl Into<String>) -> Self {
         Self {
             name: name.into(),
             status: Status::Ok,
@@ -55,7 +56,11 @@ impl CheckItem {
             fix: None,
         }
     }
-    fn missing(name: impl Into<String>, detail: impl Into<String>, fix: impl Into<String>) -> Self {
+    pub(crate) fn missing(
+        name: impl Into<String>,
+        detail: impl Into<String>,
+        fix: impl Into<String>,
+    ) -> Self {
         Self {
             name: name.into(),
             status: Status::Missing,
@@ -63,7 +68,11 @@ impl CheckItem {
             fix: Some(fix.into()),
         }
     }
-    fn warning(name: impl Into<String>, detail: impl Into<String>, fix: impl Into<String>) -> Self {
+    pub(crate) fn warning(
+        name: impl Into<String>,
+        detail: impl Into<String>,
+        fix: impl Into<String>,
+    ) -> Self {
         Self {
             name: name.into(),
             status: Status::Warning,
@@ -295,14 +304,19 @@ impl Checker {
         let (definitions, passed_roles) = self.task_definitions().await;
         items.extend(definitions);
         items.extend(self.passed_roles(&passed_roles));
-        items.extend(self.services().await);
+        let (services, live) = self.services().await;
+        items.extend(services);
         items.extend(self.log_groups().await);
         items.push(self.lock_table().await);
         items.push(
             self.task_role(&self.names.execution_role, "execution role")
                 .await,
         );
-        items.push(self.task_role(&self.names.task_role, "task role").await);
+        let task_role = self.task_role(&self.names.task_role, "task role").await;
+        // A missing task role is reported once, not again as missing ECS Exec permissions.
+        let task_role_exists = task_role.status != Status::Missing;
+        items.push(task_role);
+        items.extend(self.ecs_exec(&live, task_role_exists).await);
         let provider = self.oidc_provider().await;
         items.push(provider);
         items.push(self.deploy_role().await);
@@ -461,7 +475,8 @@ impl Checker {
         passed_role_items(&self.target, &self.names, roles)
     }
 
-    async fn services(&self) -> Vec<CheckItem> {
+    /// One item per service, and the ACTIVE services found (for the ECS Exec items).
+    async fn services(&self) -> (Vec<CheckItem>, Vec<aws_sdk_ecs::types::Service>) {
         let cluster = &self.names.cluster;
         let wanted: Vec<&String> = self.names.services.values().map(|n| &n.service).collect();
         let mut found = Vec::new();
@@ -480,6 +495,7 @@ impl Checker {
             }
         }
         let mut items = Vec::new();
+        let mut live = Vec::new();
         for service in wanted {
             let name = format!("service {service}");
             if let Some(e) = &failure {
@@ -496,7 +512,44 @@ impl Checker {
                 &self.template_fix(),
                 &self.region_flag(),
             ));
+            live.extend(svc.filter(|s| s.status() == Some("ACTIVE")).cloned());
         }
+        (items, live)
+    }
+
+    /// ECS Exec (`kaapi-deploy exec`): one item per live service, then the task role's and the
+    /// deploy policy's permissions; nothing when no service runs yet.
+    async fn ecs_exec(
+        &self,
+        live: &[aws_sdk_ecs::types::Service],
+        task_role_exists: bool,
+    ) -> Vec<CheckItem> {
+        if live.is_empty() {
+            return Vec::new();
+        }
+        let mut items: Vec<CheckItem> = live
+            .iter()
+            .map(|s| ecs_exec::service_item(s, &self.names.cluster, &self.region_flag()))
+            .collect();
+        items.push(ecs_exec::deploy_policy_item(&self.target, &self.names));
+        if !task_role_exists {
+            return items;
+        }
+        let role = &self.names.task_role;
+        let read = self
+            .iam
+            .get_role_policy()
+            .role_name(role)
+            .policy_name(ecs_exec::TASK_ROLE_POLICY_NAME)
+            .send()
+            .await;
+        let policy = match classify(read) {
+            Lookup::Found(out) => ecs_exec::TaskRolePolicy::from_encoded(out.policy_document()),
+            Lookup::NotFound => ecs_exec::TaskRolePolicy::Absent,
+            Lookup::Failed(e) => ecs_exec::TaskRolePolicy::Unreadable(e),
+        };
+        let generated = self.target.env().names.task_role.is_none();
+        items.push(ecs_exec::task_role_item(&self.names, generated, &policy));
         items
     }
 

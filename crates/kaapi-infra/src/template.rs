@@ -160,6 +160,10 @@ pub fn build(target: &ResolvedEnvironment, options: &TemplateOptions) -> Value {
         "CreateDeployRole".into(),
         boolean_parameter("Create the role GitHub Actions assumes to deploy (false when another environment's stack created it; this stack still attaches its policy to it)", true),
     );
+    parameters.insert(
+        "EnableExecuteCommand".into(),
+        boolean_parameter("Turn on ECS Exec (`kaapi-deploy exec`) on the services and let the task role open its sessions", false),
+    );
     let mut repository_parameter = json!({
         "Type": "String",
         "AllowedPattern": "^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$",
@@ -174,6 +178,7 @@ pub fn build(target: &ResolvedEnvironment, options: &TemplateOptions) -> Value {
         "CreateServices".into(),
         json!({"Fn::Not": [{"Fn::Equals": [{"Ref": "ImageUri"}, ""]}]}),
     );
+    conditions.insert("ExecEnabled".into(), is_true("EnableExecuteCommand"));
     conditions.insert(
         "CreateOidcProvider".into(),
         is_true("CreateGitHubOidcProvider"),
@@ -256,6 +261,10 @@ pub fn build(target: &ResolvedEnvironment, options: &TemplateOptions) -> Value {
             "Properties": {
                 "RoleName": names.task_role,
                 "AssumeRolePolicyDocument": policy::ecs_tasks_trust_policy(),
+                "Policies": {"Fn::If": ["ExecEnabled", [{
+                    "PolicyName": crate::ecs_exec::TASK_ROLE_POLICY_NAME,
+                    "PolicyDocument": policy::exec_task_role_policy(),
+                }], {"Ref": "AWS::NoValue"}]},
             },
         }),
     );
@@ -345,6 +354,7 @@ pub fn build(target: &ResolvedEnvironment, options: &TemplateOptions) -> Value {
                     "TaskDefinition": {"Ref": task_definition_id},
                     "DesiredCount": config.replicas(environment, service),
                     "LaunchType": "FARGATE",
+                    "EnableExecuteCommand": {"Fn::If": ["ExecEnabled", true, false]},
                     "DeploymentConfiguration": {
                         "DeploymentCircuitBreaker": {"Enable": true, "Rollback": true},
                         "MinimumHealthyPercent": 100,

@@ -1,6 +1,7 @@
 //! `exec` on ECS over scripted AWS responses: ExecuteCommand goes to the Nth running task (oldest
 //! first) and the service's container, with the command as one shell-quoted string; without
-//! `session-manager-plugin` on PATH the error says how to install it.
+//! `session-manager-plugin` on PATH the error says how to install it; a refused ExecuteCommand
+//! points at `check`.
 
 use std::sync::{Arc, Mutex};
 
@@ -152,5 +153,63 @@ async fn execute_command_targets_the_nth_running_task_and_says_how_to_get_the_pl
             .to_string()
             .contains("--replica 3: kaapi-staging-service has 2 running task(s)"),
         "{error}"
+    );
+}
+
+const NOT_ENABLED: &str = "The execute command failed because execute command was not enabled when the task was run or the execute command agent isn't running.";
+
+#[tokio::test]
+async fn a_refused_execute_command_points_at_check() {
+    // What ECS answers when the task was started without ECS Exec.
+    let ecs = mock_client!(
+        aws_sdk_ecs,
+        RuleMode::MatchAny,
+        &[
+            &mock!(Client::list_tasks).then_output(|| {
+                op::list_tasks::ListTasksOutput::builder()
+                    .task_arns("only")
+                    .build()
+            }),
+            &mock!(Client::describe_tasks).then_output(|| {
+                op::describe_tasks::DescribeTasksOutput::builder()
+                    .tasks(task("only", 1_000, "RUNNING"))
+                    .build()
+            }),
+            &mock!(Client::execute_command).then_error(|| {
+                op::execute_command::ExecuteCommandError::InvalidParameterException(
+                    aws_sdk_ecs::types::error::InvalidParameterException::builder()
+                        .meta(
+                            aws_sdk_ecs::error::ErrorMetadata::builder()
+                                .code("InvalidParameterException")
+                                .message(NOT_ENABLED)
+                                .build(),
+                        )
+                        .message(NOT_ENABLED)
+                        .build(),
+                )
+            }),
+        ]
+    );
+    let fake = FakeAws::kaapi_staging();
+    let mut clients = fake.clients();
+    clients.ecs = ecs;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let loaded = write_config(dir.path(), "");
+    let target =
+        Target::from(ResolvedEnvironment::resolve(loaded, "staging").expect("staging exists"));
+    let engine = EcsEngine::with_clients(target, clients, crate::moto_contract::tuning(), None);
+    let command = vec!["sh".to_owned()];
+    let request = ExecRequest {
+        service: "backend",
+        replica: 1,
+        command: &command,
+        interactive: false,
+    };
+    let error = engine.exec(&request).await.expect_err("exec not enabled");
+    let text = error.to_string();
+    assert!(
+        text.contains("`kaapi-deploy check staging` reports whether ECS Exec is enabled on kaapi-staging-service")
+            && text.contains("execute command was not enabled"),
+        "{text}"
     );
 }

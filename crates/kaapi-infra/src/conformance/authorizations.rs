@@ -355,7 +355,7 @@ impl Params<'_> {
 
     fn iam(&self) -> Result<Vec<Request>, String> {
         match self.call.operation {
-            "GetRole" => self.one(&self.scope.role_arn(self.text("RoleName")?)),
+            "GetRole" | "GetRolePolicy" => self.one(&self.scope.role_arn(self.text("RoleName")?)),
             "ListOpenIDConnectProviders" => self.one("*"),
             "GetOpenIDConnectProvider" => self.one(self.text("OpenIDConnectProviderArn")?),
             _ => Err(self.unknown()),

@@ -25,10 +25,19 @@ fn is_moto_breaker_warning(item: &CheckItem) -> bool {
         && item.detail.contains("circuit breaker is off")
 }
 
+/// moto's ECS drops `enableExecuteCommand` too (see `moto_forgets_exec`): every service reads
+/// as ECS Exec off there; `ecs_exec_is_reported_per_service_and_for_the_task_role` checks the
+/// warning, the unit tests of `ecs_exec` the service with it on.
+fn is_moto_exec_warning(item: &CheckItem) -> bool {
+    item.status == Status::Warning && item.name.starts_with("ECS Exec on service ")
+}
+
 fn not_ok(items: &[CheckItem]) -> Vec<(String, Status)> {
     items
         .iter()
-        .filter(|i| i.status != Status::Ok && !is_moto_breaker_warning(i))
+        .filter(|i| {
+            i.status != Status::Ok && !is_moto_breaker_warning(i) && !is_moto_exec_warning(i)
+        })
         .map(|i| (i.name.clone(), i.status))
         .collect()
 }
@@ -116,6 +125,98 @@ async fn complete_account_is_ok_and_each_missing_part_is_reported_alone() {
         }
         assert_eq!(preflight::exit_code(&items), 1, "without {part:?}");
         assert!(preflight::render(&items).contains(&format!("missing  {}", expected[0])));
+    }
+}
+
+/// Proves the moto limitation `is_moto_exec_warning` works around.
+async fn moto_forgets_exec(aws: &aws_config::SdkConfig, names: &InfraNames) {
+    let out = aws_sdk_ecs::Client::new(aws)
+        .describe_services()
+        .cluster(&names.cluster)
+        .services(&names.services["web"].service)
+        .send()
+        .await
+        .expect("describe services");
+    assert!(
+        !out.services()[0].enable_execute_command(),
+        "moto now keeps enableExecuteCommand: drop is_moto_exec_warning"
+    );
+}
+
+fn item<'a>(items: &'a [CheckItem], name: &str) -> &'a CheckItem {
+    items
+        .iter()
+        .find(|i| i.name == name)
+        .unwrap_or_else(|| panic!("no item {name}:\n{}", preflight::render(items)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ecs_exec_is_reported_per_service_and_for_the_task_role() {
+    let moto = Moto::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let target = account::write_config(dir.path());
+    let aws = moto.sdk_config().await;
+    let names = InfraNames::new(&target);
+    let account = Account {
+        target: &target,
+        aws: &aws,
+    };
+    account.create(None).await;
+    moto_forgets_exec(&aws, &names).await;
+
+    // The task role's policy is read back from IAM (GetRolePolicy) and allows every action.
+    let items = check(&target, &aws).await;
+    let role_item = format!("ECS Exec task role {}", names.task_role);
+    assert_eq!(item(&items, &role_item).status, Status::Ok);
+    assert_eq!(item(&items, "ECS Exec deploy policy").status, Status::Ok);
+    // Exec off (as moto reports every service): a warning with the command that turns it on.
+    for service in account::SERVICES {
+        let ecs_name = &names.services[service].service;
+        let exec = item(&items, &format!("ECS Exec on service {ecs_name}"));
+        assert_eq!(exec.status, Status::Warning, "{exec:?}");
+        assert_eq!(
+            exec.fix.as_deref(),
+            Some(format!("aws ecs update-service --cluster {} --service {ecs_name} --enable-execute-command --force-new-deployment --region {}", names.cluster, crate::support::moto::REGION).as_str())
+        );
+    }
+    assert_eq!(
+        preflight::exit_code(&items),
+        0,
+        "ECS Exec is never an error"
+    );
+
+    // A task role that may create but not open the channels.
+    account
+        .put_exec_policy(&serde_json::json!({"Version": "2012-10-17", "Statement": [{
+            "Effect": "Allow", "Resource": "*",
+            "Action": ["ssmmessages:CreateControlChannel", "ssmmessages:CreateDataChannel"]}]}))
+        .await;
+    let items = check(&target, &aws).await;
+    let role = item(&items, &role_item);
+    assert_eq!(role.status, Status::Warning, "{role:?}");
+    assert!(
+        role.detail
+            .contains("does not allow ssmmessages:OpenControlChannel, ssmmessages:OpenDataChannel"),
+        "{}",
+        role.detail
+    );
+    assert!(role.fix.as_deref().is_some_and(
+        |f| f.contains("aws iam put-role-policy") && f.contains("ssmmessages:OpenDataChannel")
+    ));
+
+    // A task role without the policy at all: every action is named.
+    aws_sdk_iam::Client::new(&aws)
+        .delete_role_policy()
+        .role_name(&names.task_role)
+        .policy_name(kaapi_infra::ecs_exec::TASK_ROLE_POLICY_NAME)
+        .send()
+        .await
+        .expect("delete the exec policy");
+    let items = check(&target, &aws).await;
+    let role = item(&items, &role_item);
+    assert_eq!(role.status, Status::Warning, "{role:?}");
+    for action in kaapi_infra::ecs_exec::TASK_ROLE_ACTIONS {
+        assert!(role.detail.contains(action), "{action}: {}", role.detail);
     }
 }
 

@@ -38,6 +38,7 @@ async fn the_generated_policy_allows_every_request_check_sends() {
     let calls = wire.calls();
     for expected in [
         "iam:GetRole",
+        "iam:GetRolePolicy",
         "ecs:DescribeServices",
         "ssm:GetParameters",
         "rds:DescribeDBInstances",

@@ -60,6 +60,7 @@ async fn stack_from_the_template_satisfies_the_check() {
         .parameters(parameter("CreateDatabase", "false"))
         .parameters(parameter("CreateCache", "false"))
         .parameters(parameter("CreateBroker", "false"))
+        .parameters(parameter("EnableExecuteCommand", "true"))
         .send()
         .await
         .expect("create stack");
@@ -112,9 +113,16 @@ async fn stack_from_the_template_satisfies_the_check() {
     for item in &items {
         let expected = if turned_off.contains(&item.name) {
             Status::Missing
-        } else if item.name.starts_with("service ") {
-            // moto's ECS drops deploymentConfiguration (see check_against_moto.rs); the
-            // template's own breaker settings are asserted below instead.
+        } else if item.name.starts_with("service ") || item.name.starts_with("ECS Exec on service ")
+        {
+            // moto's ECS drops deploymentConfiguration and enableExecuteCommand (see
+            // check_against_moto.rs); the template's own settings are asserted below instead.
+            Status::Warning
+        } else if item.name == format!("ECS Exec task role {}", names.task_role) {
+            // moto's CloudFormation stores a role's inline policy as a Python dict, which its
+            // GetRolePolicy returns unparsable; the policy's presence and content are asserted
+            // below.
+            assert!(item.detail.contains("not JSON"), "{item:?}");
             Status::Warning
         } else if item.name.starts_with("repository ") && item.detail == "scan on push is off" {
             // moto's CloudFormation stores `ScanOnPush` under the template's casing, which its
@@ -147,9 +155,36 @@ async fn stack_from_the_template_satisfies_the_check() {
             serde_json::json!({"Enable": true, "Rollback": true}),
             "{logical}"
         );
+        assert_eq!(
+            template["Resources"][&logical]["Properties"]["EnableExecuteCommand"],
+            serde_json::json!({"Fn::If": ["ExecEnabled", true, false]}),
+            "{logical}"
+        );
     }
     for part in account::all_parts() {
         let name = account::item_name(&names, part);
         assert!(items.iter().any(|i| i.name == name), "{name} was checked");
     }
+    // EnableExecuteCommand=true gave the task role its ECS Exec policy, allowing every action.
+    let task_role_policies = aws_sdk_iam::Client::new(&aws)
+        .list_role_policies()
+        .role_name(&names.task_role)
+        .send()
+        .await
+        .expect("list the task role's policies");
+    assert_eq!(
+        task_role_policies.policy_names(),
+        [kaapi_infra::ecs_exec::TASK_ROLE_POLICY_NAME]
+    );
+    let exec_policy = &template["Resources"]["TaskRole"]["Properties"]["Policies"]["Fn::If"][1][0];
+    assert_eq!(
+        exec_policy["PolicyName"],
+        kaapi_infra::ecs_exec::TASK_ROLE_POLICY_NAME
+    );
+    assert!(kaapi_infra::ecs_exec::refused_actions(&exec_policy["PolicyDocument"]).is_empty());
+    let exec_role = format!("ECS Exec task role {}", names.task_role);
+    assert!(
+        items.iter().any(|i| i.name == exec_role),
+        "{exec_role} was checked"
+    );
 }

@@ -151,6 +151,10 @@ impl Account<'_> {
                     .expect("create task role");
             }
         }
+        if wanted(Part::TaskRole) {
+            // What the template's EnableExecuteCommand=true gives the task role.
+            self.put_exec_policy(&policy::exec_task_role_policy()).await;
+        }
         for service in SERVICES {
             let service_names = &names.services[service];
             if wanted(Part::LogGroup(service)) {
@@ -281,6 +285,18 @@ impl Account<'_> {
             .expect("create repository");
     }
 
+    /// The task role's ECS Exec inline policy, replaced by `document`.
+    pub async fn put_exec_policy(&self, document: &serde_json::Value) {
+        aws_sdk_iam::Client::new(self.aws)
+            .put_role_policy()
+            .role_name(&self.names().task_role)
+            .policy_name(kaapi_infra::ecs_exec::TASK_ROLE_POLICY_NAME)
+            .policy_document(document.to_string())
+            .send()
+            .await
+            .expect("put the task role's exec policy");
+    }
+
     pub async fn create_service(&self, service: &str, circuit_breaker: bool) {
         use aws_sdk_ecs::types::{DeploymentCircuitBreaker, DeploymentConfiguration};
         let names = self.names();
@@ -294,6 +310,7 @@ impl Account<'_> {
             .service_name(&names.services[service].service)
             .task_definition(format!("{}:1", names.services[service].family))
             .desired_count(1)
+            .enable_execute_command(true)
             .deployment_configuration(
                 DeploymentConfiguration::builder()
                     .deployment_circuit_breaker(breaker)
