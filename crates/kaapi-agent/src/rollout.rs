@@ -434,7 +434,8 @@ impl Rollout<'_> {
             spec: spec.clone(),
             previous_release,
             replica_releases: other_labels(
-                kept.iter().chain(started.iter().map(|(_, replica)| replica)),
+                kept.iter()
+                    .chain(started.iter().map(|(_, replica)| replica)),
                 spec.release,
             ),
         };

@@ -11,5 +11,5 @@ mod moto_plan;
 mod prune_scenario;
 mod registry_override;
 mod scenarios;
-mod settle_scenario;
 mod schema_rollback;
+mod settle_scenario;
