@@ -359,6 +359,12 @@ pub trait Engine: Send + Sync {
         Err(self.unsupported("exec"))
     }
 
+    /// How many earlier releases a successful deploy or rollback keeps when it prunes
+    /// (`[retention] keep`); `None`: it does not prune.
+    fn retention(&self) -> Option<usize> {
+        None
+    }
+
     /// Removes the images (and, where the engine has them, revisions and registry images) that
     /// no kept release needs (see [`crate::prune::kept_releases`]), never one a running replica
     /// or service uses; with `dry_run`, only lists them. The caller holds the deploy lock.

@@ -414,6 +414,10 @@ impl Engine for DockerEngine {
         self.target.name()
     }
 
+    fn retention(&self) -> Option<usize> {
+        self.target.retention().map(|keep| keep as usize)
+    }
+
     fn url(&self) -> Option<String> {
         let port = self.target.env().ingress_port?;
         Some(format!("http://127.0.0.1:{port}"))
