@@ -13,7 +13,7 @@ use crate::diagnosis::Diagnosis;
 use crate::engine::{
     Engine, EngineError, EngineResult, ImageSource, LockOwner, RolloutOutcome, TaskExit, TaskOn,
 };
-use crate::plan::{diff, main_image, Change, DeployPreview};
+use crate::plan::{accessory_diff, diff, main_image, Change, DeployPreview};
 use crate::progress::{Event, Phase, Progress};
 use crate::prune::PruneReport;
 use crate::release::{ImageRef, Outcome, Release, ReleaseMeta};
@@ -557,12 +557,17 @@ pub async fn preview(
     let current = engine.current_release().await?;
     let now = engine.running_services().await?;
     let next = engine.planned_services(&image).await?;
-    let changes = diff(&now, &next);
+    let mut changes = diff(&now, &next);
+    // Accessories are recreated by a deploy without a release: they do not run migrations.
     let migrations = plan
         .migrations
         .as_ref()
         .filter(|_| !changes.is_empty())
         .map(|m| m.command.clone());
+    changes.extend(accessory_diff(
+        &engine.running_accessories().await?,
+        &engine.planned_accessories().await?,
+    ));
     Ok(DeployPreview {
         environment: engine.environment().to_owned(),
         current_release: current.map(|r| r.number),
