@@ -5,6 +5,7 @@ use std::fmt::Write;
 
 use kaapi_core::diagnosis::Diagnosis;
 use kaapi_core::pipeline::{DeployPlan, DeployReport, PhaseTiming};
+use kaapi_core::plan::DeployPreview;
 use kaapi_core::progress::Phase;
 use kaapi_core::release::{Outcome, Release};
 
@@ -280,6 +281,49 @@ fn serving_line(input: &SummaryInput<'_>) -> String {
     }
 }
 
+/// The plan summary (`ci --plan`): what the deploy after it will change, ending with a newline.
+/// Variable and secret names only, never values (the preview holds no values).
+pub fn render_plan(preview: &DeployPreview, image_origin: &str) -> String {
+    let env = &preview.environment;
+    let serving = preview
+        .current_release
+        .map(|n| format!("release {n} serves now"))
+        .unwrap_or_else(|| "nothing serves yet".to_owned());
+    let mut out = String::new();
+    if preview.unchanged() {
+        let _ = writeln!(
+            out,
+            "## 🟰 `{env}`: the deploy changes nothing\n\n{serving}; image {} ({image_origin}) and \
+             every service's settings equal what runs.",
+            code(&preview.image_after)
+        );
+        return out;
+    }
+    let _ = writeln!(out, "## 📋 `{env}`: what the deploy will change\n");
+    let _ = writeln!(out, "{serving}.\n");
+    out.push_str("| | |\n|---|---|\n");
+    let before = preview.image_before.as_deref().unwrap_or("none");
+    let _ = writeln!(out, "| Image before | {} |", code(before));
+    let _ = writeln!(
+        out,
+        "| Image after | {} ({image_origin}) |",
+        code(&preview.image_after)
+    );
+    let migrations = preview
+        .migrations
+        .as_ref()
+        .map(|m| format!("{} runs before the rollout", code(&m.join(" "))))
+        .unwrap_or_else(|| "none configured".to_owned());
+    let _ = writeln!(out, "| Migrations | {migrations} |");
+    // One line per change, `+`/`-`/`~` first, so that GitHub colours it as a diff.
+    out.push_str("\n### Changes\n\n```diff\n");
+    for change in &preview.changes {
+        let _ = writeln!(out, "{}", change.to_string().replace("```", "'''"));
+    }
+    out.push_str("```\n");
+    out
+}
+
 /// The whole summary, ending with a newline.
 pub fn render(input: &SummaryInput<'_>) -> String {
     let (phases, total, failure): (&[PhaseTiming], Option<f64>, Option<&str>) = match input.ended {
@@ -313,4 +357,74 @@ pub fn render(input: &SummaryInput<'_>) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod plan_tests {
+    use kaapi_core::plan::{Change, ChangeKind, DeployPreview};
+
+    use super::render_plan;
+
+    fn preview(changes: Vec<Change>) -> DeployPreview {
+        DeployPreview {
+            environment: "production".to_owned(),
+            current_release: Some(7),
+            image_before: Some("sha256:old".to_owned()),
+            image_after: "sha256:new".to_owned(),
+            changes,
+            migrations: Some(vec![
+                "alembic".to_owned(),
+                "upgrade".to_owned(),
+                "head".to_owned(),
+            ]),
+        }
+    }
+
+    #[test]
+    fn the_plan_summary_lists_images_migrations_and_each_change_as_a_diff() {
+        let text = render_plan(
+            &preview(vec![
+                Change {
+                    service: "backend".to_owned(),
+                    kind: ChangeKind::Changed,
+                    field: "image".to_owned(),
+                    before: Some("sha256:old".to_owned()),
+                    after: Some("sha256:new".to_owned()),
+                },
+                Change {
+                    service: "worker".to_owned(),
+                    kind: ChangeKind::Added,
+                    field: "secret SENTRY_DSN".to_owned(),
+                    before: None,
+                    after: None,
+                },
+            ]),
+            "promoted from staging",
+        );
+        assert!(
+            text.starts_with("## 📋 `production`: what the deploy will change"),
+            "{text}"
+        );
+        assert!(text.contains("release 7 serves now"), "{text}");
+        assert!(text.contains("| Image before | `sha256:old` |"), "{text}");
+        assert!(
+            text.contains("| Image after | `sha256:new` (promoted from staging) |"),
+            "{text}"
+        );
+        assert!(
+            text.contains("`alembic upgrade head` runs before"),
+            "{text}"
+        );
+        assert!(
+            text.contains("```diff\n~ backend: image: sha256:old -> sha256:new\n+ worker: secret SENTRY_DSN\n```\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn an_unchanged_plan_says_so_in_one_line() {
+        let text = render_plan(&preview(Vec::new()), "promoted from staging");
+        assert!(text.contains("the deploy changes nothing"), "{text}");
+        assert!(!text.contains("```diff"), "{text}");
+    }
 }

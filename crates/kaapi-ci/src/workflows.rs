@@ -237,9 +237,28 @@ fn workflow_text(environment: &str, on: (&str, &str), options: &WorkflowOptions)
     y.push_str("    steps:\n");
     y.push_str("      - uses: actions/checkout@v5\n");
     options.install.steps(&mut y);
+    // Version tags deploy production: show what the deploy will change first.
+    if filter == "tags" {
+        plan_step(&mut y, &config_arg);
+    }
     y.push_str("      - name: Deploy\n        id: deploy\n");
     let _ = writeln!(y, "        run: kaapi-deploy{config_arg} ci");
     y
+}
+
+/// `ci --plan`: the same environment and image (a promoted digest included) as the deploy step
+/// after it, compared with what runs, in the step summary. It exits 3 when the deploy will
+/// change something, which is not a failure here; any other non-zero code fails the job.
+fn plan_step(y: &mut String, config_arg: &str) {
+    y.push_str("      - name: Plan\n        id: plan\n        run: |\n");
+    y.push_str("          status=0\n");
+    let _ = writeln!(
+        y,
+        "          kaapi-deploy{config_arg} ci --plan || status=$?"
+    );
+    y.push_str(
+        "          if [ \"$status\" -ne 0 ] && [ \"$status\" -ne 3 ]; then exit \"$status\"; fi\n",
+    );
 }
 
 /// The workflows for `config`: one per environment with a branch or tag trigger.

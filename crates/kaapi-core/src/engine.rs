@@ -353,10 +353,26 @@ pub trait Engine: Send + Sync {
         Err(self.unsupported("planning"))
     }
 
+    /// The accessories that have a container now (`plan`); engines without accessories have none.
+    async fn running_accessories(&self) -> EngineResult<Vec<crate::plan::AccessoryView>> {
+        Ok(Vec::new())
+    }
+
+    /// The accessories the config runs in this environment (`plan`).
+    async fn planned_accessories(&self) -> EngineResult<Vec<crate::plan::AccessoryView>> {
+        Ok(Vec::new())
+    }
+
     /// Runs a command in a running replica or task, attached to this process's stdout and
     /// stderr (and stdin when interactive), and returns its exit code.
     async fn exec(&self, _request: &ExecRequest<'_>) -> EngineResult<i64> {
         Err(self.unsupported("exec"))
+    }
+
+    /// How many earlier releases a successful deploy or rollback keeps when it prunes
+    /// (`[retention] keep`); `None`: it does not prune.
+    fn retention(&self) -> Option<usize> {
+        None
     }
 
     /// Removes the images (and, where the engine has them, revisions and registry images) that

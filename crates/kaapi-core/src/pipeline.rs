@@ -13,8 +13,9 @@ use crate::diagnosis::Diagnosis;
 use crate::engine::{
     Engine, EngineError, EngineResult, ImageSource, LockOwner, RolloutOutcome, TaskExit, TaskOn,
 };
-use crate::plan::{diff, main_image, Change, DeployPreview};
+use crate::plan::{accessory_diff, diff, main_image, Change, DeployPreview};
 use crate::progress::{Event, Phase, Progress};
+use crate::prune::PruneReport;
 use crate::release::{ImageRef, Outcome, Release, ReleaseMeta};
 use crate::schema::{self, SchemaCommands, SchemaStep};
 
@@ -92,6 +93,9 @@ pub struct DeployReport {
     pub unchanged: bool,
     /// Why each failed replica or task failed, with its last lines (empty on success).
     pub diagnosis: Vec<Diagnosis>,
+    /// What the automatic prune after a successful deploy or rollback removed (`[retention]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pruned: Option<PruneReport>,
 }
 
 impl DeployReport {
@@ -329,6 +333,7 @@ async fn deploy_locked(
         total_seconds: 0.0,
         unchanged: false,
         diagnosis: Vec::new(),
+        pruned: None,
     };
 
     if let Some(migrations) = &plan.migrations {
@@ -403,7 +408,7 @@ async fn deploy_locked(
     let Some(failure) = failure else {
         report.serving = Some(release.number);
         let detail = format!("release {} is live", release.number);
-        return finish(engine, &mut report, Outcome::Succeeded, detail).await;
+        return finish_live(engine, &mut report, detail, progress).await;
     };
 
     timer.mark_failed(if timer.ran(Phase::Verify) {
@@ -519,6 +524,7 @@ async fn unchanged_report(
         total_seconds: 0.0,
         unchanged: true,
         diagnosis: Vec::new(),
+        pruned: None,
     })
 }
 
@@ -551,12 +557,17 @@ pub async fn preview(
     let current = engine.current_release().await?;
     let now = engine.running_services().await?;
     let next = engine.planned_services(&image).await?;
-    let changes = diff(&now, &next);
+    let mut changes = diff(&now, &next);
+    // Accessories are recreated by a deploy without a release: they do not run migrations.
     let migrations = plan
         .migrations
         .as_ref()
         .filter(|_| !changes.is_empty())
         .map(|m| m.command.clone());
+    changes.extend(accessory_diff(
+        &engine.running_accessories().await?,
+        &engine.planned_accessories().await?,
+    ));
     Ok(DeployPreview {
         environment: engine.environment().to_owned(),
         current_release: current.map(|r| r.number),
@@ -584,6 +595,35 @@ async fn finish(
     report.outcome = outcome;
     report.message = detail;
     Ok(report.clone())
+}
+
+/// Records a release that went live, then prunes beyond the environment's retention.
+async fn finish_live(
+    engine: &dyn Engine,
+    report: &mut DeployReport,
+    detail: String,
+    progress: &dyn Progress,
+) -> EngineResult<DeployReport> {
+    finish(engine, report, Outcome::Succeeded, detail).await?;
+    report.pruned = auto_prune(engine, progress).await;
+    Ok(report.clone())
+}
+
+/// The automatic prune after a release went live (the caller holds the deploy lock). Best
+/// effort: the release is live and recorded, so a failure only warns.
+async fn auto_prune(engine: &dyn Engine, progress: &dyn Progress) -> Option<PruneReport> {
+    let keep = engine.retention()?;
+    match engine.prune(keep, false, progress).await {
+        Ok(report) => Some(report),
+        Err(e) => {
+            progress.warning(format!(
+                "automatic prune (retention keep = {keep}) failed: {e}; the deploy stands, \
+                 `kaapi-deploy prune {}` retries it",
+                engine.environment()
+            ));
+            None
+        }
+    }
 }
 
 /// Which release `rollback` goes back to: `--to N`, or the last good one before the current.
@@ -757,6 +797,7 @@ async fn rollback_locked(
         total_seconds: 0.0,
         unchanged: false,
         diagnosis: Vec::new(),
+        pruned: None,
     };
     let rollout = timer
         .judged_phase(
@@ -785,7 +826,7 @@ async fn rollback_locked(
             "release {} (a copy of release {}) is live",
             release.number, target.number
         );
-        return finish(engine, &mut report, Outcome::Succeeded, detail).await;
+        return finish_live(engine, &mut report, detail, progress).await;
     };
     timer.mark_failed(if timer.ran(Phase::Verify) {
         Phase::Verify

@@ -201,6 +201,80 @@ fn named_changes(
     }
 }
 
+/// What one accessory (a backing service of the local engine) runs, as far as a deploy can
+/// change it. Not serializable: `env` holds values (secrets included) that must never be printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AccessoryView {
+    pub name: String,
+    /// The image as configured (accessories are not built: `postgres:16`).
+    pub image: String,
+    pub command: Option<Vec<String>>,
+    /// Every variable, secrets included, by name.
+    pub env: BTreeMap<String, String>,
+    /// `127.0.0.1:HOST->CONTAINER` (`auto` for a free host port).
+    pub ports: Vec<String>,
+    /// `volume:/path`.
+    pub volumes: Vec<String>,
+}
+
+impl fmt::Debug for AccessoryView {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AccessoryView")
+            .field("name", &self.name)
+            .field("image", &self.image)
+            .field("command", &self.command)
+            .field("env", &self.env.keys().collect::<Vec<_>>())
+            .field("ports", &self.ports)
+            .field("volumes", &self.volumes)
+            .finish()
+    }
+}
+
+/// The changes a deploy would make to the accessories: `now` are those that have a container,
+/// `next` those the config runs here. Each change names `accessory NAME`; variables by name only.
+pub fn accessory_diff(now: &[AccessoryView], next: &[AccessoryView]) -> Vec<Change> {
+    let mut changes = Vec::new();
+    for after in next {
+        let service = format!("accessory {}", after.name);
+        let Some(before) = now.iter().find(|b| b.name == after.name) else {
+            changes.push(Change {
+                service,
+                kind: ChangeKind::Added,
+                field: "container".to_owned(),
+                before: None,
+                after: Some(after.image.clone()),
+            });
+            continue;
+        };
+        let mut shown = |field: &str, b: Option<String>, a: Option<String>| {
+            if b != a {
+                changes.push(Change {
+                    service: service.clone(),
+                    kind: ChangeKind::Changed,
+                    field: field.to_owned(),
+                    before: b,
+                    after: a,
+                });
+            }
+        };
+        let list = |items: &[String]| Some(items.join(", ")).filter(|s| !s.is_empty());
+        shown(
+            "image",
+            Some(before.image.clone()),
+            Some(after.image.clone()),
+        );
+        shown(
+            "command",
+            before.command.as_ref().map(|c| c.join(" ")),
+            after.command.as_ref().map(|c| c.join(" ")),
+        );
+        shown("ports", list(&before.ports), list(&after.ports));
+        shown("volumes", list(&before.volumes), list(&after.volumes));
+        named_changes(&service, "variable", &before.env, &after.env, &mut changes);
+    }
+    changes
+}
+
 /// What `plan` shows: the image before and after, the changes, the migrations a deploy runs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DeployPreview {
@@ -227,6 +301,48 @@ pub fn main_image(views: &[ServiceView]) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+    fn accessory(image: &str, password: &str) -> AccessoryView {
+        AccessoryView {
+            name: "db".to_owned(),
+            image: image.to_owned(),
+            command: None,
+            env: [("POSTGRES_PASSWORD".to_owned(), password.to_owned())].into(),
+            ports: vec!["127.0.0.1:auto->5432".to_owned()],
+            volumes: vec!["db:/var/lib/postgresql/data".to_owned()],
+        }
+    }
+
+    #[test]
+    fn accessories_show_new_ones_and_changes_by_name_never_values() {
+        let added = accessory_diff(&[], &[accessory("postgres:16", "a")]);
+        assert_eq!(added.len(), 1);
+        assert_eq!(
+            added[0].to_string(),
+            "+ accessory db: container: postgres:16"
+        );
+
+        let same = accessory_diff(
+            &[accessory("postgres:16", "a")],
+            &[accessory("postgres:16", "a")],
+        );
+        assert!(same.is_empty(), "{same:?}");
+
+        let changed = accessory_diff(
+            &[accessory("postgres:16", "old-secret")],
+            &[accessory("postgres:17", "new-secret")],
+        );
+        let lines: Vec<String> = changed.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            lines,
+            [
+                "~ accessory db: image: postgres:16 -> postgres:17",
+                "~ accessory db: variable POSTGRES_PASSWORD"
+            ]
+        );
+        assert!(changed.iter().all(|c| c.kind == ChangeKind::Changed));
+        assert!(!format!("{changed:?}").contains("secret"), "{changed:?}");
+    }
+
     use super::*;
 
     fn view(service: &str) -> ServiceView {

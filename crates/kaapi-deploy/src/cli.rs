@@ -283,6 +283,10 @@ pub struct CiArgs {
     /// Rebuild for production instead of promoting staging's image.
     #[arg(long)]
     pub rebuild: bool,
+    /// Only show what the deploy would change (in the step summary), with the same image the
+    /// deploy would use; exit 3 when it would change something, 0 when not.
+    #[arg(long)]
+    pub plan: bool,
 }
 
 #[derive(Debug, Args)]

@@ -84,6 +84,7 @@ async fn dispatch(cli: Cli) -> CliResult<ExitCode> {
         Command::Secrets(command) => commands::secrets::run(config, command).await?,
         Command::Agent(command) => commands::agent::run(config, command).await?,
         Command::Migrate(args) => commands::migrate::run(config, args).await?,
+        Command::Ci(args) if args.plan => return commands::ci::plan(config, args).await,
         Command::Ci(args) => commands::ci::run(config, args).await?,
         #[cfg(feature = "ecs")]
         Command::Promote(args) => commands::promote::run(config, args).await?,

@@ -132,7 +132,7 @@ async fn up_one(
     Ok(change)
 }
 
-async fn inspect(
+pub(crate) async fn inspect(
     docker: &Docker,
     container: &str,
 ) -> EngineResult<Option<ContainerInspectResponse>> {

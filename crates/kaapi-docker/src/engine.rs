@@ -15,13 +15,14 @@ use kaapi_core::engine::{
     LockToken, LogLine, LogQuery, ReplicaStatus, RolloutOutcome, RunningTasks, ServiceStatus,
     StatusEvent, StatusReport, TaskExit, TaskOn,
 };
-use kaapi_core::plan::ServiceView;
+use kaapi_core::plan::{AccessoryView, ServiceView};
 use kaapi_core::progress::Progress;
 use kaapi_core::prune::{kept_releases, PruneReport};
 use kaapi_core::release::{ImageRef, Outcome, Release, ReleaseMeta};
 use kaapi_core::scaling::{kept_count, Kept, ScaleRequest, ScalingEvent};
 
 use crate::accessories;
+use crate::accessory_plan;
 use crate::accessory_spec;
 use crate::agent_link::{self, AgentLink};
 use crate::containers::{self, label, source_name};
@@ -414,6 +415,10 @@ impl Engine for DockerEngine {
         self.target.name()
     }
 
+    fn retention(&self) -> Option<usize> {
+        self.target.retention().map(|keep| keep as usize)
+    }
+
     fn url(&self) -> Option<String> {
         let port = self.target.env().ingress_port?;
         Some(format!("http://127.0.0.1:{port}"))
@@ -747,6 +752,21 @@ impl Engine for DockerEngine {
                 let replicas = desired.get(&spec.name).copied().unwrap_or(0);
                 plan_view::view(spec, secrets, Some(replicas))
             })
+            .collect())
+    }
+
+    async fn running_accessories(&self) -> EngineResult<Vec<AccessoryView>> {
+        let mut views = Vec::new();
+        for spec in accessory_spec::specs(&self.target)? {
+            views.extend(accessory_plan::running(&self.docker, &spec).await?);
+        }
+        Ok(views)
+    }
+
+    async fn planned_accessories(&self) -> EngineResult<Vec<AccessoryView>> {
+        Ok(accessory_spec::specs(&self.target)?
+            .iter()
+            .map(accessory_plan::planned)
             .collect())
     }
 

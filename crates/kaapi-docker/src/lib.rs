@@ -1,6 +1,7 @@
 //! The local engine: the pipeline on the Docker Engine.
 
 pub mod accessories;
+mod accessory_plan;
 pub mod accessory_spec;
 mod agent_link;
 pub mod build_context;

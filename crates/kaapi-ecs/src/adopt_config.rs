@@ -93,6 +93,7 @@ pub fn ecs_environment(region: &str) -> EnvironmentConfig {
         env: IndexMap::new(),
         replicas: IndexMap::new(),
         notifications: None,
+        retention: None,
     }
 }
 
@@ -181,6 +182,7 @@ pub fn adopted(
         container_logs: Default::default(),
         environments: IndexMap::new(),
         notifications: None,
+        retention: None,
     };
     config.environments.insert(
         request.environment.clone(),

@@ -227,6 +227,14 @@ impl Engine for EcsEngine {
         self.ctx.target.environment()
     }
 
+    fn retention(&self) -> Option<usize> {
+        self.ctx
+            .target
+            .resolved()
+            .retention()
+            .map(|keep| keep as usize)
+    }
+
     fn url(&self) -> Option<String> {
         self.ctx.target.env().url.clone()
     }

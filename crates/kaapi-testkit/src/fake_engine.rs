@@ -38,6 +38,10 @@ pub struct Script {
     /// What diagnose answers; when not empty, each diagnose call is recorded as
     /// `diagnose N`.
     pub diagnoses: Vec<Diagnosis>,
+    /// The environment's `[retention] keep` (`None`: deploys do not prune).
+    pub retention: Option<usize>,
+    /// `Err(message)` makes prune fail; otherwise it removes nothing.
+    pub prune: Option<Result<(), String>>,
 }
 
 /// The digest prepare_image gives when the script names no image.
@@ -311,6 +315,28 @@ impl Engine for FakeEngine {
             .ok_or_else(|| EngineError::not_found(format!("no release {number}")))?;
         release.schema_version = Some(version.to_owned());
         Ok(())
+    }
+
+    fn retention(&self) -> Option<usize> {
+        self.script.lock().expect("script").retention
+    }
+
+    async fn prune(
+        &self,
+        keep: usize,
+        dry_run: bool,
+        _: &dyn Progress,
+    ) -> EngineResult<kaapi_core::prune::PruneReport> {
+        self.call(format!("prune keep {keep}"));
+        if let Some(Err(message)) = self.script.lock().expect("script").prune.clone() {
+            return Err(EngineError::failed(message));
+        }
+        Ok(kaapi_core::prune::PruneReport {
+            environment: self.environment.clone(),
+            dry_run,
+            kept_releases: Vec::new(),
+            removed: Vec::new(),
+        })
     }
 
     async fn releases(&self) -> EngineResult<Vec<Release>> {

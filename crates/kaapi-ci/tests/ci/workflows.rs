@@ -162,13 +162,15 @@ fn workflows_trigger_per_environment_with_oidc_permissions_and_a_serial_group() 
         );
         let steps = job["steps"].as_sequence().expect("steps");
         let runs: Vec<&str> = steps.iter().filter_map(|s| s["run"].as_str()).collect();
-        assert_eq!(runs.len(), 2, "install, then deploy: {runs:?}");
+        // Production (a tag trigger) plans before it deploys: see the plan step's own test.
+        let expected = if env == "production" { 3 } else { 2 };
+        assert_eq!(runs.len(), expected, "install, (plan,) deploy: {runs:?}");
         assert!(
             runs[0].contains("sha256sum --check --strict") && !runs[0].contains("cargo"),
             "the release binary is downloaded and verified, not compiled: {}",
             runs[0]
         );
-        assert_eq!(runs[1], "kaapi-deploy ci");
+        assert_eq!(runs[expected - 1], "kaapi-deploy ci");
         let release = format!(
             "https://github.com/{}/releases/download/v{}",
             workflows::RELEASE_REPOSITORY,
@@ -221,4 +223,90 @@ fn a_bad_github_environment_name_is_refused() {
     };
     let error = workflows::render(&config(), &options).expect_err("`:` is not allowed");
     assert!(error.to_string().contains("`a: b`"), "{error}");
+}
+
+/// The production workflow's plan step as GitHub runs it (`bash -e`), with a stand-in
+/// kaapi-deploy that records its arguments and exits `code`; whether the step succeeded.
+fn run_plan_step(script: &str, code: i32) -> (bool, String) {
+    let bin = tempfile::tempdir().expect("bin dir");
+    let args_file = bin.path().join("args");
+    let stub = bin.path().join("kaapi-deploy");
+    std::fs::write(
+        &stub,
+        format!(
+            "#!/bin/sh\necho \"$@\" > {}\nexit {code}\n",
+            args_file.display()
+        ),
+    )
+    .expect("write stub");
+    std::fs::set_permissions(&stub, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod stub");
+    let path = format!(
+        "{}:{}",
+        bin.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let output = Command::new("bash")
+        .args(["--noprofile", "--norc", "-eo", "pipefail", "-c", script])
+        .env("PATH", path)
+        .output()
+        .expect("run bash");
+    let args = std::fs::read_to_string(&args_file).unwrap_or_else(|_| {
+        format!(
+            "(the stub did not run: {})",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    });
+    (output.status.success(), args.trim().to_owned())
+}
+
+#[test]
+fn the_production_workflow_plans_before_it_deploys_and_fails_only_on_errors() {
+    let repo = tempfile::tempdir().expect("repo dir");
+    let options = WorkflowOptions {
+        config_path: Some("deploy/deploy.toml".to_owned()),
+        ..WorkflowOptions::default()
+    };
+    workflows::write(repo.path(), &config(), &options, false).expect("write");
+    let dir = repo.path().join(".github/workflows");
+    let steps_of = |env: &str| {
+        yaml(&dir.join(format!("cd-{env}.yml")))["jobs"]["deploy"]["steps"]
+            .as_sequence()
+            .expect("steps")
+            .clone()
+    };
+    let production = steps_of("production");
+    // Unnamed steps (checkout) count too: positions index `production`.
+    let names: Vec<&str> = production
+        .iter()
+        .map(|s| s["name"].as_str().unwrap_or(""))
+        .collect();
+    let plan_at = names
+        .iter()
+        .position(|n| *n == "Plan")
+        .expect("a plan step");
+    let deploy_at = names
+        .iter()
+        .position(|n| *n == "Deploy")
+        .expect("a deploy step");
+    assert!(plan_at < deploy_at, "{names:?}");
+    assert!(
+        !steps_of("staging")
+            .iter()
+            .any(|s| s["name"].as_str() == Some("Plan")),
+        "staging deploys on every push to main without a plan step"
+    );
+    let script = production[plan_at]["run"].as_str().expect("plan script");
+
+    // The same `ci` entry as the deploy (so the same promoted digest), in plan mode.
+    let (ok, args) = run_plan_step(script, 0);
+    assert_eq!(args, "--config deploy/deploy.toml ci --plan");
+    assert!(ok, "no changes");
+    assert!(
+        run_plan_step(script, 3).0,
+        "exit 3 (changes pending) is not a failure"
+    );
+    for code in [1, 2, 4] {
+        assert!(!run_plan_step(script, code).0, "exit {code} fails the step");
+    }
 }

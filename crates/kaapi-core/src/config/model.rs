@@ -37,6 +37,18 @@ pub struct Config {
     /// Webhooks told how each deploy and rollback ended (an environment may override them).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notifications: Option<crate::notify::NotificationsConfig>,
+    /// How many earlier releases keep their images and revisions; every successful deploy and
+    /// rollback prunes beyond it (an environment may override it). Absent: nothing is pruned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<RetentionConfig>,
+}
+
+/// `[retention]`: what automatic pruning keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// Successful releases kept before the current one (what `rollback` can go back to).
+    pub keep: u32,
 }
 
 /// The bound on each container's log (Docker's json-file rotation): at most `max_files` files
@@ -415,6 +427,9 @@ pub struct EnvironmentConfig {
     /// Replaces the shared `[notifications]` for this environment.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notifications: Option<crate::notify::NotificationsConfig>,
+    /// Replaces the shared `[retention]` for this environment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<RetentionConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
@@ -492,6 +507,16 @@ impl Config {
 
     pub fn environment(&self, name: &str) -> Option<&EnvironmentConfig> {
         self.environments.get(name)
+    }
+
+    /// How many earlier releases automatic pruning keeps in an environment (its own
+    /// `retention` first); `None`: deploys do not prune.
+    pub fn retention(&self, env: &str) -> Option<u32> {
+        self.environments
+            .get(env)
+            .and_then(|e| e.retention)
+            .or(self.retention)
+            .map(|r| r.keep)
     }
 
     /// Replicas of a service in an environment (environment override first).

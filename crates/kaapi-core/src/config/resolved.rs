@@ -113,6 +113,11 @@ impl ResolvedEnvironment {
         self.loaded.config.replicas(&self.name, service)
     }
 
+    /// How many earlier releases automatic pruning keeps here; `None`: deploys do not prune.
+    pub fn retention(&self) -> Option<u32> {
+        self.loaded.config.retention(&self.name)
+    }
+
     /// Plain (non-secret) variables of `service` here.
     pub fn plain_env(&self, service: &str) -> IndexMap<String, String> {
         self.loaded.config.plain_env(&self.name, service)

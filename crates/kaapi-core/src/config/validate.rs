@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::command::CommandLine;
 use super::model::{
     AccessoryConfig, Config, EngineKind, EnvironmentConfig, MigrationsConfig, PortMapping,
-    ServiceKind, MAX_KEEP_WARM,
+    RetentionConfig, ServiceKind, MAX_KEEP_WARM,
 };
 use crate::diagnostics::{nearest, Diagnostic};
 use crate::schema::VERSION_PLACEHOLDER;
@@ -24,8 +24,14 @@ pub fn validate(config: &Config) -> Vec<Diagnostic> {
     }
     validate_variables(config, &mut out);
     validate_container_logs(config, &mut out);
+    validate_retention("retention", config.retention, &mut out);
     for (name, env) in &config.environments {
         validate_environment(config, name, env, &mut out);
+        validate_retention(
+            &format!("environments.{name}.retention"),
+            env.retention,
+            &mut out,
+        );
     }
     validate_triggers_are_distinct(config, &mut out);
     if config.environments.is_empty() {
@@ -55,6 +61,28 @@ fn validate_container_logs(config: &Config, out: &mut Vec<Diagnostic>) {
                 format!("{} files is out of range", logs.max_files),
             )
             .with_hint("use 1 to 100 (the default is 3)"),
+        );
+    }
+}
+
+/// The most releases automatic pruning may be told to keep (a typo guard, not a cost bound).
+const MAX_RETENTION: u32 = 1000;
+
+/// `keep = 0` would prune the images `rollback` needs right after every deploy.
+fn validate_retention(key: &str, retention: Option<RetentionConfig>, out: &mut Vec<Diagnostic>) {
+    let Some(retention) = retention else {
+        return;
+    };
+    if !(1..=MAX_RETENTION).contains(&retention.keep) {
+        out.push(
+            err(
+                format!("{key}.keep"),
+                format!("keep = {} is out of range", retention.keep),
+            )
+            .with_hint(format!(
+                "use 1 to {MAX_RETENTION} (earlier releases kept for `rollback`), or remove the \
+                 section to prune only with `kaapi-deploy prune`"
+            )),
         );
     }
 }
@@ -1015,6 +1043,42 @@ mod tests {
         assert!(ecs.contains("docker engine only"), "{ecs}");
         let typo = load("keep_warm = \"five minutes\"", "docker").expect_err("not a duration");
         assert!(typo.contains("keep_warm"), "{typo}");
+    }
+
+    #[test]
+    fn retention_is_shared_overridden_per_environment_and_bounded() {
+        let load = |text: &str| {
+            let text = format!(
+                "app = \"kaapi\"\n[image]\ncontext = \".\"\n[services.web]\nport = 80\n{text}"
+            );
+            match parse(Path::new("deploy.toml"), &text) {
+                Ok((config, _)) => Ok((config.retention("local"), config.retention("prod"))),
+                Err(ConfigError::Invalid { diagnostics, .. }) => Err(format!("{diagnostics:?}")),
+                Err(e) => Err(e.to_string()),
+            }
+        };
+        let envs =
+            "[environments.local]\nengine = \"docker\"\n[environments.prod]\nengine = \"docker\"\n";
+        assert_eq!(load(envs), Ok((None, None)));
+        assert_eq!(
+            load(&format!(
+                "[retention]\nkeep = 3\n{envs}retention = {{ keep = 10 }}\n"
+            )),
+            Ok((Some(3), Some(10)))
+        );
+        let zero = load(&format!("[retention]\nkeep = 0\n{envs}")).expect_err("keep 0");
+        assert!(
+            zero.contains("retention.keep") && zero.contains("keep = 0 is out of range"),
+            "{zero}"
+        );
+        let env_zero =
+            load(&format!("{envs}retention = {{ keep = 0 }}\n")).expect_err("env keep 0");
+        assert!(
+            env_zero.contains("environments.prod.retention.keep"),
+            "{env_zero}"
+        );
+        let typo = load(&format!("[retention]\nkeeep = 3\n{envs}")).expect_err("unknown key");
+        assert!(typo.contains("keeep"), "{typo}");
     }
 
     fn with_accessory(accessory: &str) -> Result<crate::config::Config, String> {

@@ -407,3 +407,91 @@ async fn a_failed_migration_carries_the_task_diagnosis() {
     assert_eq!(report.outcome, Outcome::FailedMigration);
     assert_eq!(report.diagnosis, vec![diagnosis]);
 }
+
+/// Collects warnings, to check what a best-effort step said.
+#[derive(Default)]
+struct Warnings(std::sync::Mutex<Vec<String>>);
+
+impl Progress for Warnings {
+    fn event(&self, event: Event) {
+        if let Event::Warning { message } = event {
+            if let Ok(mut lines) = self.0.lock() {
+                lines.push(message);
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_good_deploy_prunes_beyond_retention_after_recording_under_the_lock() {
+    let engine = with_good_release(Script {
+        retention: Some(2),
+        ..Script::default()
+    });
+    let report = deploy(&engine).await.expect("deploy");
+    assert_eq!(report.outcome, Outcome::Succeeded);
+    assert!(report.pruned.is_some());
+    let calls = engine.calls();
+    assert_eq!(
+        &calls[calls.len() - 3..],
+        ["record 2 succeeded", "prune keep 2", UNLOCK]
+    );
+}
+
+#[tokio::test]
+async fn a_failed_prune_only_warns_and_the_deploy_stands() {
+    let engine = with_good_release(Script {
+        retention: Some(1),
+        prune: Some(Err("registry unreachable".into())),
+        ..Script::default()
+    });
+    let warnings = Warnings::default();
+    let report = pipeline::deploy(&engine, &plan(), &warnings, std::future::pending())
+        .await
+        .expect("deploy");
+    assert_eq!(report.outcome, Outcome::Succeeded);
+    assert_eq!(report.pruned, None);
+    assert_eq!(engine.outcome_of(2), Some(Outcome::Succeeded));
+    let said = warnings.0.lock().expect("warnings").join("\n");
+    assert!(
+        said.contains("automatic prune (retention keep = 1) failed: registry unreachable"),
+        "{said}"
+    );
+    assert!(!engine.is_locked());
+}
+
+#[tokio::test]
+async fn a_failed_or_unpruned_deploy_does_not_prune() {
+    let failing = with_good_release(Script {
+        retention: Some(1),
+        verify: Some(Err("health answers 500".into())),
+        ..Script::default()
+    });
+    let report = deploy(&failing).await.expect("deploy");
+    assert_eq!(report.outcome, Outcome::RolledBack);
+    assert!(!failing.calls().iter().any(|c| c.starts_with("prune")));
+
+    let no_retention = with_good_release(Script::default());
+    deploy(&no_retention).await.expect("deploy");
+    assert!(!no_retention.calls().iter().any(|c| c.starts_with("prune")));
+}
+
+#[tokio::test]
+async fn a_good_rollback_prunes_beyond_retention() {
+    let engine = with_good_release(Script {
+        retention: Some(1),
+        ..Script::default()
+    })
+    .with_release(2, "sha256:new", "new", Outcome::Succeeded);
+    let report = pipeline::rollback(
+        &engine,
+        &rollback_plan(None),
+        &Silent,
+        std::future::pending(),
+    )
+    .await
+    .expect("rollback");
+    assert_eq!(report.outcome, Outcome::Succeeded, "{}", report.message);
+    assert!(report.pruned.is_some());
+    assert!(engine.calls().contains(&"prune keep 1".to_owned()));
+}

@@ -3,23 +3,36 @@
 //! built for the same commit unless `--rebuild`; outputs, summary and annotations go to GitHub.
 
 use std::path::Path;
+use std::process::ExitCode;
 
 use kaapi_ci::choice::{build_choice, promotion_source};
 use kaapi_ci::decide::{decide, CiDecision};
 use kaapi_ci::github::{self, GithubContext, Vars};
 use kaapi_ci::run::{report_no_deploy, report_setup_failure, run_ci, CiPlan};
+use kaapi_ci::summary;
 use kaapi_core::config::LoadedConfig;
 use kaapi_core::engine::{Engine, ImageSource, LockOwner};
-use kaapi_core::pipeline::{DeployPlan, Migrations};
+use kaapi_core::pipeline::{self, DeployPlan, Migrations, PreviewPlan};
 use kaapi_core::release::ReleaseMeta;
 
 use super::ctrl_c;
 use crate::cli::CiArgs;
-use crate::exit::{CliError, CliResult};
+use crate::exit::{CliError, CliResult, CHANGES_PENDING};
 use crate::output::{green, print_diagnoses, red, ProgressPrinter};
 use crate::{engines, notify, project};
 
-pub async fn run(config: Option<&Path>, args: &CiArgs) -> CliResult {
+/// What this run works on: the GitHub context, the config, and the environment the ref deploys
+/// with its version.
+struct CiRun {
+    vars: Vars,
+    ctx: GithubContext,
+    loaded: LoadedConfig,
+    environment: String,
+    version: Option<String>,
+}
+
+/// The run the ref asks for; `None` when it deploys nothing (already reported to GitHub).
+fn decide_run(config: Option<&Path>) -> CliResult<Option<CiRun>> {
     let vars = github::process_vars();
     let ctx = GithubContext::from_vars(&vars).map_err(|e| CliError::Usage(e.to_string()))?;
     let loaded = project::load_config(config)?;
@@ -39,34 +52,94 @@ pub async fn run(config: Option<&Path>, args: &CiArgs) -> CliResult {
             }
             if code == 0 {
                 println!("nothing to deploy: {reason}");
-                return Ok(());
+                return Ok(None);
             }
             return Err(CliError::Usage(reason.clone()));
         }
     };
+    Ok(Some(CiRun {
+        vars,
+        ctx,
+        loaded,
+        environment,
+        version,
+    }))
+}
+
+/// The engine and CI plan of `run`; a failure gets an annotation too, so the run page says why.
+async fn prepare_reported(run: &CiRun, args: &CiArgs) -> CliResult<(Box<dyn Engine>, CiPlan)> {
+    let prepared = prepare(
+        &run.loaded,
+        &run.environment,
+        run.version.clone(),
+        args,
+        &run.ctx,
+        &run.vars,
+    )
+    .await;
+    if let Err(e) = &prepared {
+        for annotation in report_setup_failure(&run.ctx, &run.environment, &e.to_string()) {
+            println!("{annotation}");
+        }
+    }
+    prepared
+}
+
+/// `ci --plan`: what the deploy of this ref would change, with the image it would deploy (for a
+/// version tag, the promoted digest), in the step summary. Exit 0: nothing; 3: changes.
+pub async fn plan(config: Option<&Path>, args: &CiArgs) -> CliResult<ExitCode> {
+    let Some(run) = decide_run(config)? else {
+        return Ok(ExitCode::SUCCESS);
+    };
+    eprintln!(
+        "{} planning `{}` for {} ({})",
+        green("ci:"),
+        run.environment,
+        run.ctx.git_ref,
+        run.ctx.short_sha()
+    );
+    let (engine, ci) = prepare_reported(&run, args).await?;
+    let preview_plan = PreviewPlan {
+        image: ci.plan.image.clone(),
+        meta: ci.plan.meta.clone(),
+        migrations: ci.plan.migrations.clone(),
+    };
+    let preview = pipeline::preview(engine.as_ref(), &preview_plan, &ProgressPrinter::new())
+        .await
+        .inspect_err(|e| {
+            for annotation in report_setup_failure(&run.ctx, &run.environment, &e.to_string()) {
+                println!("{annotation}");
+            }
+        })?;
+    print!("{}", super::plan::render(&preview));
+    let markdown = summary::render_plan(&preview, &ci.image_origin);
+    github::write_summary(&run.ctx, &markdown).map_err(|e| CliError::Failed(e.to_string()))?;
+    Ok(if preview.unchanged() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(CHANGES_PENDING)
+    })
+}
+
+pub async fn run(config: Option<&Path>, args: &CiArgs) -> CliResult {
+    let Some(run) = decide_run(config)? else {
+        return Ok(());
+    };
+    let (ctx, loaded, environment) = (&run.ctx, &run.loaded, &run.environment);
     eprintln!(
         "{} deploying `{environment}` for {} ({})",
         green("ci:"),
         ctx.git_ref,
         ctx.short_sha()
     );
-    // Failures before the pipeline starts get an annotation too, so the run page says why.
-    let (engine, plan) = match prepare(&loaded, &environment, version, args, &ctx, &vars).await {
-        Ok(prepared) => prepared,
-        Err(e) => {
-            for annotation in report_setup_failure(&ctx, &environment, &e.to_string()) {
-                println!("{annotation}");
-            }
-            return Err(e);
-        }
-    };
-    let target = project::resolve_in(loaded.clone(), &environment)?;
+    let (engine, plan) = prepare_reported(&run, args).await?;
+    let target = project::resolve_in(loaded.clone(), environment)?;
     let run_url = ctx.run_url();
     notify::started(&target, "deploy", &plan.plan.meta, run_url.as_deref()).await;
     let outcome = run_ci(
         engine.as_ref(),
         &plan,
-        &ctx,
+        ctx,
         &ProgressPrinter::new(),
         ctrl_c(),
     )

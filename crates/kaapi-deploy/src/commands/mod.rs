@@ -49,6 +49,10 @@ pub fn finish_report(report: &DeployReport, json: bool, url: Option<String>) -> 
         if let Some(url) = url {
             println!("{url}");
         }
+        // The automatic prune of `[retention]`, said where the deploy's result is.
+        if let Some(pruned) = &report.pruned {
+            print!("{}", prune::render(pruned));
+        }
     } else {
         output::print_diagnoses(&report.diagnosis);
         eprintln!("{} {}", red("deploy failed:"), report.message);

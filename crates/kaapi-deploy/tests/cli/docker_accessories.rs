@@ -320,3 +320,94 @@ fn an_accessory_whose_port_is_taken_stops_the_deploy_and_leaves_no_container() {
     assert!(project.releases().is_empty());
     drop(taken);
 }
+
+/// Runs `plan local`: (exit code, stdout and stderr).
+fn plan(project: &Project) -> (i32, String) {
+    let output = project
+        .cli()
+        .args(["plan", "local"])
+        .output()
+        .expect("run plan");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.code().unwrap_or(-1), text)
+}
+
+/// The project's config with one accessory `cache` appended.
+fn with_cache(base: &str, project: &Project, accessory: &str) {
+    std::fs::write(
+        &project.config,
+        format!("{base}\n[accessories.cache]\n{accessory}\n"),
+    )
+    .expect("write deploy.toml");
+}
+
+#[test]
+fn plan_shows_what_a_deploy_would_change_in_an_accessory() {
+    build_stand_in_images();
+    let project = Project::new("accplan");
+    let base = std::fs::read_to_string(&project.config).expect("read");
+    let volume = format!("{}-cache-a:/data", project.app);
+    with_cache(
+        &base,
+        &project,
+        &format!(
+            "image = \"redis:7\"\nenv = {{ MODE = \"a\", KEEP = \"1\" }}\nports = [\"6379\"]\nvolumes = [\"{volume}\"]"
+        ),
+    );
+    let (code, text) = plan(&project);
+    assert_eq!(code, 3, "{text}");
+    assert!(
+        text.contains("+ accessory cache: container: redis:7"),
+        "{text}"
+    );
+
+    let (ok, output) = deploy(&project);
+    assert!(ok, "{output}");
+    let (code, text) = plan(&project);
+    assert_eq!(code, 0, "the running accessory matches the config:\n{text}");
+
+    let other_volume = format!("{}-cache-b:/data", project.app);
+    with_cache(
+        &base,
+        &project,
+        &format!(
+            "image = \"rabbitmq:3-management\"\nenv = {{ MODE = \"b\", ADDED = \"x\" }}\nports = [\"5672\"]\nvolumes = [\"{other_volume}\"]"
+        ),
+    );
+    let (code, text) = plan(&project);
+    assert_eq!(code, 3, "{text}");
+    for line in [
+        "~ accessory cache: image: redis:7 -> rabbitmq:3-management".to_owned(),
+        "~ accessory cache: ports: 127.0.0.1:auto->6379 -> 127.0.0.1:auto->5672".to_owned(),
+        // Named volumes are the environment's own (`{app}-local-NAME`).
+        format!(
+            "~ accessory cache: volumes: {app}-local-{volume} -> {app}-local-{other_volume}",
+            app = project.app
+        ),
+        "~ accessory cache: variable MODE".to_owned(),
+        "- accessory cache: variable KEEP".to_owned(),
+        "+ accessory cache: variable ADDED".to_owned(),
+    ] {
+        assert!(text.contains(&line), "missing `{line}`:\n{text}");
+    }
+    assert!(
+        !text.contains("PATH"),
+        "Docker's own variables are not the config's:\n{text}"
+    );
+    assert!(
+        !text.contains("= \"b\"") && !text.contains("-> b"),
+        "variable values are never shown:\n{text}"
+    );
+    // A plan changes nothing: the old container still runs the old image.
+    let image = docker(&[
+        "inspect",
+        "-f",
+        "{{.Config.Image}}",
+        &format!("{}-local-accessory-cache", project.app),
+    ]);
+    assert_eq!(image.trim(), "redis:7");
+}

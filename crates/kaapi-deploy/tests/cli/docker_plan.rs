@@ -133,3 +133,60 @@ fn plan_shows_changes_and_an_unchanged_deploy_does_nothing() {
     assert!(!stdout.contains("never-shown"), "{stdout}");
     assert_eq!(project.releases().len(), 2, "--dry-run registers nothing");
 }
+
+/// `ci --plan` as GitHub runs it for `ref`: (exit code, stdout, step summary).
+fn ci_plan(project: &Project, git_ref: &str) -> (i32, String, String) {
+    let summary = project.dir.path().join("step-summary.md");
+    let _ = std::fs::remove_file(&summary);
+    let output = project
+        .cli()
+        .args(["ci", "--plan"])
+        .env("GITHUB_REF", git_ref)
+        .env("GITHUB_SHA", "0123456789abcdef0123456789abcdef01234567")
+        .env("GITHUB_ACTOR", "ci-tester")
+        .env("GITHUB_STEP_SUMMARY", &summary)
+        .env_remove("GITHUB_OUTPUT")
+        .output()
+        .expect("run kaapi-deploy ci --plan");
+    let stdout = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let summary = std::fs::read_to_string(&summary).unwrap_or_default();
+    (output.status.code().unwrap_or(-1), stdout, summary)
+}
+
+#[test]
+fn ci_plan_writes_what_the_ref_would_deploy_to_the_step_summary() {
+    let mut project = Project::new("ciplan");
+    project.environment_extra = "trigger = { branch = \"main\" }".to_owned();
+    let first = format!("1.0.0-{}", project.app);
+    project.configure(&first, "");
+    project.deploy();
+
+    let (code, out, summary) = ci_plan(&project, "refs/heads/main");
+    assert_eq!(code, 0, "the same tree changes nothing:\n{out}");
+    assert!(
+        summary.contains("`local`: the deploy changes nothing"),
+        "{summary}"
+    );
+
+    project.configure(&format!("2.0.0-{}", project.app), "");
+    let (code, out, summary) = ci_plan(&project, "refs/heads/main");
+    assert_eq!(code, 3, "a new version changes the image:\n{out}");
+    assert!(
+        summary.contains("`local`: what the deploy will change")
+            && summary.contains("~ backend: image: sha256:")
+            && summary.contains("`/app migrate` runs before the rollout"),
+        "{summary}"
+    );
+    assert_eq!(project.releases().len(), 1, "a plan deploys nothing");
+    assert_eq!(project.serving_version(), Some(first));
+
+    let (code, out, _) = ci_plan(&project, "refs/heads/feature");
+    assert_eq!(
+        code, 0,
+        "a ref that deploys nothing is not a failure:\n{out}"
+    );
+}

@@ -93,3 +93,46 @@ fn prune_keeps_the_current_and_previous_release_images() {
     project.ok(&["rollback", "local"]);
     assert_eq!(project.serving_version(), Some(versions[1].clone()));
 }
+
+#[test]
+fn deploys_prune_automatically_beyond_the_configured_retention() {
+    let mut project = Project::new("retain");
+    project.environment_extra = "retention = { keep = 1 }".to_owned();
+    let versions: Vec<String> = ["1.0.0", "2.0.0", "3.0.0"]
+        .iter()
+        .map(|v| format!("{v}-{}", project.app))
+        .collect();
+    let mut outputs = Vec::new();
+    for version in &versions {
+        project.configure(version, "");
+        outputs.push(project.deploy());
+    }
+    // Release 2: releases 2 and 1 are kept, so nothing goes.
+    assert!(outputs[1].contains("nothing to remove"), "{}", outputs[1]);
+    // Release 3: release 1 is beyond keep = 1, and the deploy says what it removed.
+    let third = &outputs[2];
+    assert!(third.contains("keeping release(s) 3, 2"), "{third}");
+    assert!(
+        third.contains("removed image sha256:") && third.contains("(release 1)"),
+        "{third}"
+    );
+    let images = release_images(&project);
+    assert_eq!(images.len(), 3, "{images:?}");
+    assert!(!image_exists(&images[0].1), "release 1's image is pruned");
+    assert!(
+        image_exists(&images[1].1),
+        "the previous release's image stays"
+    );
+    assert!(
+        image_exists(&images[2].1),
+        "the current release's image stays"
+    );
+    assert_eq!(project.serving_version(), Some(versions[2].clone()));
+
+    // A rollback prunes too: release 4 (a copy of 2) and 3 are kept, which need both images.
+    let rolled = project.ok(&["rollback", "local"]);
+    assert!(rolled.contains("keeping release(s) 4, 3"), "{rolled}");
+    assert!(rolled.contains("nothing to remove"), "{rolled}");
+    assert_eq!(project.serving_version(), Some(versions[1].clone()));
+    assert!(image_exists(&images[1].1) && image_exists(&images[2].1));
+}
