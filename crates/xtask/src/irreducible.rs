@@ -46,6 +46,23 @@ pub async fn migrated_volume(image: &str, volume: &str) -> Result<()> {
     Ok(())
 }
 
+/// Seconds of one `docker run --rm` of the migrations command to its exit, on `volume` (already
+/// migrated, as a deploy of a new image finds it).
+pub async fn migrate(image: &str, volume: &str) -> Result<f64> {
+    let started = Instant::now();
+    docker([
+        "run",
+        "--rm",
+        "-v",
+        &format!("{volume}:/data"),
+        image,
+        "/app",
+        "migrate",
+    ])
+    .await?;
+    Ok(started.elapsed().as_secs_f64())
+}
+
 /// Seconds from `docker run` to the first 200 of the health path, for one container of
 /// `image` with `volume` at /data. The container is removed afterwards.
 pub async fn start_until_healthy(image: &str, volume: &str, name: &str) -> Result<f64> {
