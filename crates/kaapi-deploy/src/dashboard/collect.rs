@@ -87,6 +87,10 @@ impl Watched {
             return view;
         };
         view.url = engine.url();
+        // Before the history: a deploy removes its journal only after recording its outcome,
+        // so a journal gone here means the history read next shows the deploy ended, never a
+        // release still in progress without its journal.
+        let journal = deploy_journal::read(state_dir, self.target.name());
         let mut errors = Vec::new();
         let releases = match engine.releases().await {
             Ok(releases) => releases,
@@ -136,7 +140,7 @@ impl Watched {
             }
         }
         // A deploy run from this machine reports its own phases, from the lock and the build on.
-        if let Some(journal) = deploy_journal::read(state_dir, self.target.name()) {
+        if let Some(journal) = journal {
             let messages = view
                 .deploy
                 .take()
