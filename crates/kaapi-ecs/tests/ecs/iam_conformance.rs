@@ -8,11 +8,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
 use kaapi_core::config::ResolvedEnvironment;
-use kaapi_core::engine::{Engine, ImageSource, LockOwner, LogQuery, TaskOn};
+use kaapi_core::engine::{Engine, ImageSource, LogQuery, TaskOn};
 use kaapi_core::pipeline::{self, DeployPlan, MigratePlan, Migrations, RollbackPlan};
-use kaapi_core::release::{Outcome, ReleaseMeta};
+use kaapi_core::release::Outcome;
 use kaapi_core::scaling::parse_requests;
 use kaapi_core::schema::SchemaCommands;
 use kaapi_ecs::pacing::Pace;
@@ -24,7 +23,7 @@ use kaapi_infra::policy::{deploy_policy, deploy_policy_with, Scope};
 use kaapi_testkit::aws_record::{Call, Recorder as Wire};
 
 use crate::support::fake_aws::{FakeAws, ACCOUNT, DIGEST, REGION};
-use crate::support::{write_config, Recorder, ScriptedBuilder};
+use crate::support::{lock_owner, release_meta, write_config, Recorder, ScriptedBuilder};
 
 const SERVICES: [&str; 3] = [
     "kaapi-staging-service",
@@ -43,22 +42,6 @@ fn tuning() -> Tuning {
         verify_interval: Duration::from_millis(10),
         follow_interval: Duration::from_millis(10),
         ..Tuning::default()
-    }
-}
-
-fn meta(commit: &str) -> ReleaseMeta {
-    ReleaseMeta {
-        commit: commit.to_owned(),
-        version: None,
-        author: "alice <alice@example.org>".to_owned(),
-        created_at: Utc::now(),
-    }
-}
-
-fn owner() -> LockOwner {
-    LockOwner {
-        holder: "alice@laptop (pid 42)".to_owned(),
-        url: None,
     }
 }
 
@@ -118,8 +101,8 @@ async fn every_command(fake: &FakeAws, target: &ResolvedEnvironment) -> Vec<Call
     for commit in ["aaa1111", "bbb2222"] {
         let plan = DeployPlan {
             image: ImageSource::Build,
-            meta: meta(commit),
-            owner: owner(),
+            meta: release_meta(commit),
+            owner: lock_owner(),
             migrations: Some(migrations()),
             // Record every call a rollout makes, even where the scripted services already run it.
             force: true,
@@ -132,8 +115,8 @@ async fn every_command(fake: &FakeAws, target: &ResolvedEnvironment) -> Vec<Call
     }
     let rollback = RollbackPlan {
         to: Some(1),
-        meta: meta("ccc3333"),
-        owner: owner(),
+        meta: release_meta("ccc3333"),
+        owner: lock_owner(),
         schema: Some(schema()),
         force: false,
     };
@@ -144,8 +127,8 @@ async fn every_command(fake: &FakeAws, target: &ResolvedEnvironment) -> Vec<Call
     // `deploy --service`: new revisions for the worker (and the history copy) only.
     let only_worker = DeployPlan {
         image: ImageSource::Build,
-        meta: meta("eee5555"),
-        owner: owner(),
+        meta: release_meta("eee5555"),
+        owner: lock_owner(),
         migrations: Some(migrations()),
         force: true,
         services: vec!["worker".to_owned()],
@@ -159,7 +142,7 @@ async fn every_command(fake: &FakeAws, target: &ResolvedEnvironment) -> Vec<Call
     let events = pipeline::scale(
         &engine,
         &requests,
-        &owner(),
+        &lock_owner(),
         &progress,
         std::future::pending(),
     )
@@ -177,8 +160,8 @@ async fn every_command(fake: &FakeAws, target: &ResolvedEnvironment) -> Vec<Call
         "every release was tagged with its schema version: {releases:?}"
     );
     let migrate = MigratePlan {
-        meta: meta("ddd4444"),
-        owner: owner(),
+        meta: release_meta("ddd4444"),
+        owner: lock_owner(),
         migrations: migrations(),
     };
     let exit = pipeline::migrate(&engine, &migrate, &progress, std::future::pending())

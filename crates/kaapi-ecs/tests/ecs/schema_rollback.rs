@@ -3,31 +3,14 @@
 //! task-definition revision, and a rollback to a release whose code predates the database is
 //! refused before anything is registered or rolled out.
 
-use chrono::Utc;
-use kaapi_core::engine::{Engine, ImageSource, LockOwner};
+use kaapi_core::engine::{Engine, ImageSource};
 use kaapi_core::pipeline::{self, DeployPlan, Migrations, RollbackPlan};
-use kaapi_core::release::{Outcome, ReleaseMeta};
+use kaapi_core::release::Outcome;
 use kaapi_core::schema::SchemaCommands;
 use kaapi_ecs::release_tags;
 
 use crate::scenarios::{fast_tuning, setup};
-use crate::support::Recorder;
-
-fn meta(commit: &str) -> ReleaseMeta {
-    ReleaseMeta {
-        commit: commit.to_owned(),
-        version: None,
-        author: "alice <alice@example.org>".to_owned(),
-        created_at: Utc::now(),
-    }
-}
-
-fn owner() -> LockOwner {
-    LockOwner {
-        holder: "alice@laptop (pid 42)".to_owned(),
-        url: None,
-    }
-}
+use crate::support::{lock_owner, release_meta, Recorder};
 
 fn schema() -> SchemaCommands {
     SchemaCommands {
@@ -40,8 +23,8 @@ fn schema() -> SchemaCommands {
 fn deploy_plan(commit: &str) -> DeployPlan {
     DeployPlan {
         image: ImageSource::Build,
-        meta: meta(commit),
-        owner: owner(),
+        meta: release_meta(commit),
+        owner: lock_owner(),
         migrations: Some(Migrations {
             service: "backend".to_owned(),
             command: vec!["alembic".into(), "upgrade".into(), "head".into()],
@@ -100,8 +83,8 @@ async fn releases_are_tagged_with_their_schema_version_and_an_older_target_is_re
     s.fake.state().task_commands.clear();
     let rollback = RollbackPlan {
         to: Some(1),
-        meta: meta("ccc3333"),
-        owner: owner(),
+        meta: release_meta("ccc3333"),
+        owner: lock_owner(),
         schema: Some(schema()),
         force: false,
     };

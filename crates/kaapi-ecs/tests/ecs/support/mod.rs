@@ -156,3 +156,21 @@ impl ImageBuilder for ScriptedBuilder {
         Ok(digest)
     }
 }
+
+/// Who a test's release is by: Alice, now.
+pub fn release_meta(commit: &str) -> kaapi_core::release::ReleaseMeta {
+    kaapi_core::release::ReleaseMeta {
+        commit: commit.to_owned(),
+        version: None,
+        author: "alice <alice@example.org>".to_owned(),
+        created_at: chrono::Utc::now(),
+    }
+}
+
+/// The deploy lock's holder in a test: Alice's laptop.
+pub fn lock_owner() -> kaapi_core::engine::LockOwner {
+    kaapi_core::engine::LockOwner {
+        holder: "alice@laptop (pid 42)".to_owned(),
+        url: None,
+    }
+}
