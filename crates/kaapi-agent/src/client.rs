@@ -23,7 +23,7 @@ use super::server::ENDPOINT_FILE;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
-const POLL: Duration = Duration::from_millis(150);
+const POLL: Duration = Duration::from_millis(50);
 /// Consecutive failed polls after which the agent counts as gone.
 const POLL_FAILURES: u32 = 20;
 

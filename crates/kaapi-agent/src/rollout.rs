@@ -16,6 +16,7 @@ use super::api::{
 };
 use super::converge::{self, Action, Serving};
 use super::docker::ContainerStatus;
+use super::error::AgentError;
 use super::health::Check;
 use super::ingress::Ingress;
 use super::post_mortem::PostMortem;
@@ -26,10 +27,10 @@ use super::store::EnvironmentRecord;
 use super::warm;
 
 /// How long a worker must keep running after its start to count as started.
-const WORKER_SETTLE: Duration = Duration::from_secs(1);
+const WORKER_SETTLE: Duration = Duration::from_millis(500);
 /// Added to every readiness deadline for image start-up and Docker latency.
 const DEADLINE_MARGIN: Duration = Duration::from_secs(10);
-const POLL: Duration = Duration::from_millis(100);
+const POLL: Duration = Duration::from_millis(25);
 /// How many of a failed replica's last log lines a rollout reports.
 const FAILED_LOG_LINES: usize = 20;
 
@@ -82,15 +83,24 @@ pub fn begin(
         environment
             .metrics
             .rollout_ended(outcome.is_ok(), begun.elapsed());
-        environment.update_rollout(&id, |state| match outcome {
-            Ok(()) => state.phase = RolloutPhase::Completed,
-            Err(reason) => {
-                state.messages.push(format!("rollout failed: {reason}"));
-                state.phase = RolloutPhase::Failed;
-                state.reason = Some(reason);
+        let replaced = match outcome {
+            Ok(replaced) => {
+                environment.update_rollout(&id, |state| state.phase = RolloutPhase::Completed);
+                replaced
             }
-        });
+            Err(reason) => {
+                environment.update_rollout(&id, |state| {
+                    state.messages.push(format!("rollout failed: {reason}"));
+                    state.phase = RolloutPhase::Failed;
+                    state.reason = Some(reason);
+                });
+                Vec::new()
+            }
+        };
         environment.end_rollout(&id);
+        // The replaced replicas are out of rotation since the switch: the deploy need not wait
+        // while they finish their requests and stop.
+        rollout.drain(replaced).await;
     });
     Ok(ticket)
 }
@@ -168,7 +178,9 @@ impl Rollout<'_> {
             .update_rollout(self.id, |state| state.messages.push(message));
     }
 
-    async fn execute(&self) -> Result<(), String> {
+    /// Rolls the release out; returns the replicas it replaced, which no longer serve and are
+    /// left to [`Self::drain`].
+    async fn execute(&self) -> Result<Vec<Arc<Replica>>, String> {
         let spec = self.spec;
         self.say(format!(
             "rolling out release {} of {}/{}",
@@ -181,7 +193,7 @@ impl Rollout<'_> {
                 "release {} still serves with every replica healthy; nothing to restart",
                 spec.release
             ));
-            return Ok(());
+            return Ok(Vec::new());
         }
         let (actions, kept) = self.plan().await;
         let new_ingresses = self.prepare_ingresses().await?;
@@ -190,38 +202,46 @@ impl Rollout<'_> {
             RolloutMode::Restart => warm::Reused::new(),
         };
         let mut started = warm::switch_early(self.environment, spec, &reused, |m| self.say(m));
-        for (service, action) in spec.services.iter().zip(&actions) {
-            if reused.contains_key(&service.name) {
-                continue;
-            }
-            for _ in 0..action.starts(service.replicas) {
-                match self
-                    .agent
-                    .start_replica(self.environment, spec, service)
-                    .await
-                {
+        // Replicas start concurrently, in two waves: first those whose readiness is a settle
+        // time (no health check), so that they settle while the health-checked ones start (their
+        // starts contend inside Docker, so one wave of all would settle only after the last).
+        let (settling, probed): (Vec<_>, Vec<_>) = spec
+            .services
+            .iter()
+            .zip(&actions)
+            .filter(|(service, _)| !reused.contains_key(&service.name))
+            .partition(|(service, _)| matches!(check_for(spec, service), Check::Running));
+        let mut first_failure = None;
+        for wave in [settling, probed] {
+            for (service, result) in self.start_wave(wave).await {
+                match result {
                     Ok(replica) => {
                         self.say(format!("{}: started {}", service.name, describe(&replica)));
                         started.push((service.clone(), replica));
                     }
-                    Err(e) => {
-                        let reason = format!("{}: cannot start a replica: {e}", service.name);
-                        let failed = FailedReplica {
-                            service: service.name.clone(),
-                            container_name: String::new(),
-                            reason: reason.clone(),
-                            exit_code: None,
-                            oom_killed: false,
-                            last_probe: None,
-                            logs: Vec::new(),
-                        };
-                        self.environment
-                            .update_rollout(self.id, |state| state.failed_replicas.push(failed));
-                        self.abandon(&started).await;
-                        return Err(reason);
-                    }
+                    Err(e) if first_failure.is_none() => first_failure = Some((service, e)),
+                    Err(_) => {}
                 }
             }
+            if first_failure.is_some() {
+                break;
+            }
+        }
+        if let Some((service, e)) = first_failure {
+            let reason = format!("{}: cannot start a replica: {e}", service.name);
+            let failed = FailedReplica {
+                service: service.name.clone(),
+                container_name: String::new(),
+                reason: reason.clone(),
+                exit_code: None,
+                oom_killed: false,
+                last_probe: None,
+                logs: Vec::new(),
+            };
+            self.environment
+                .update_rollout(self.id, |state| state.failed_replicas.push(failed));
+            self.abandon(&started).await;
+            return Err(reason);
         }
         if let Err(reason) = self.wait_ready(&started).await {
             self.record_failures(&started).await;
@@ -240,9 +260,25 @@ impl Rollout<'_> {
             say,
         )
         .await;
-        self.drain(old).await;
         self.say(format!("release {} is serving", spec.release));
-        Ok(())
+        Ok(old)
+    }
+
+    /// Starts every replica the actions ask for, concurrently.
+    async fn start_wave<'s>(
+        &self,
+        wave: Vec<(&'s ServiceSpec, &Action)>,
+    ) -> Vec<(&'s ServiceSpec, Result<Arc<Replica>, AgentError>)> {
+        let starts = wave.into_iter().flat_map(|(service, action)| {
+            (0..action.starts(service.replicas)).map(move |_| async move {
+                let result = self
+                    .agent
+                    .start_replica(self.environment, self.spec, service)
+                    .await;
+                (service, result)
+            })
+        });
+        futures_util::future::join_all(starts).await
     }
 
     /// Each service's action (every one replaced on a restart) and the serving replicas the

@@ -371,16 +371,24 @@ async fn deploy_locked(
             );
             return finish(engine, &mut report, Outcome::FailedMigration, detail).await;
         }
-        record_schema_version(engine, &release, migrations, progress).await;
     }
 
-    let rollout = timer
-        .judged_phase(
+    // The schema version is read on the new release while it rolls out: both only need the
+    // migrations done, and the read is a container start of its own.
+    let schema_read = async {
+        if let Some(migrations) = &plan.migrations {
+            record_schema_version(engine, &release, migrations, progress).await;
+        }
+    };
+    let (rollout, ()) = futures_util::future::join(
+        timer.judged_phase(
             Phase::Rollout,
             engine.roll_out(&release, progress),
             RolloutOutcome::completed,
-        )
-        .await;
+        ),
+        schema_read,
+    )
+    .await;
     let failure = match rollout {
         Ok(RolloutOutcome::Completed) => {
             match timer

@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use crate::agent_support::{
-    containers_of, images, ingress_url, roll_out, roll_out_with, start_agent, version, Fixture,
-    Load,
+    containers_of, eventually, images, ingress_url, roll_out, roll_out_with, start_agent, version,
+    Fixture, Load,
 };
 use kaapi_agent::api::{RolloutMode, RolloutPhase};
 use kaapi_agent::AgentError;
@@ -70,10 +70,11 @@ async fn rollout_serves_the_release_then_replaces_it_with_zero_failed_requests()
         url,
         "the ingress port changed"
     );
-    assert!(
-        containers_of(&fixture.environment, &["label=dev.kaapi.release=1"]).is_empty(),
-        "old replicas remain"
-    );
+    // The replaced replicas drain and stop after the rollout reports completion.
+    eventually(Duration::from_secs(20), "old replicas stop", || async {
+        containers_of(&fixture.environment, &["label=dev.kaapi.release=1"]).is_empty()
+    })
+    .await;
     let state = client
         .environment(&fixture.environment)
         .await
@@ -205,8 +206,13 @@ async fn the_serving_spec_again_is_a_no_op_and_a_restart_replaces_its_replicas()
     let report = load.finish().await;
     assert_eq!(again.phase, RolloutPhase::Completed, "{again:?}");
     assert_eq!(report.failed, 0, "failed requests: {:?}", report.failures);
+    eventually(
+        Duration::from_secs(20),
+        "the replaced replicas stop",
+        || async { containers_of(&fixture.environment, &[]).len() == 2 },
+    )
+    .await;
     let after = containers_of(&fixture.environment, &[]);
-    assert_eq!(after.len(), 2);
     assert!(
         after.iter().all(|id| !before.contains(id)),
         "replicas were not replaced"

@@ -75,12 +75,15 @@ async fn rollback_within_the_window_switches_back_to_the_same_warm_containers() 
         ids(&second, "worker", true).is_empty(),
         "a worker stayed warm"
     );
-    for worker in &v1_worker {
-        assert!(
-            !containers_of(&fixture.environment, &[]).contains(worker),
-            "release 1's worker still runs"
-        );
-    }
+    eventually(
+        Duration::from_secs(20),
+        "release 1's worker stops",
+        || async {
+            let running = containers_of(&fixture.environment, &[]);
+            v1_worker.iter().all(|worker| !running.contains(worker))
+        },
+    )
+    .await;
     let v2_web = ids(&second, "backend", false);
     let url = ingress_url(&client, &fixture.environment).await;
     assert_eq!(version(&url).await, "v2");

@@ -4,7 +4,9 @@
 
 use std::collections::BTreeSet;
 
-use crate::docker_support::{docker, Project, LABEL_APP, LABEL_ROLE};
+use std::time::Duration;
+
+use crate::docker_support::{docker, eventually, Project, LABEL_APP, LABEL_ROLE};
 
 /// IDs of the running replicas of `service`.
 fn running(project: &Project, service: &str) -> BTreeSet<String> {
@@ -22,6 +24,17 @@ fn running(project: &Project, service: &str) -> BTreeSet<String> {
     .lines()
     .map(str::to_owned)
     .collect()
+}
+
+/// The running replicas of `service` once there are `count` of them: replaced or removed
+/// replicas drain and stop after the command returns. Another count after 20 s fails the test.
+fn running_settled(project: &Project, service: &str, count: usize) -> BTreeSet<String> {
+    eventually(Duration::from_secs(20), || {
+        running(project, service).len() == count
+    });
+    let now = running(project, service);
+    assert_eq!(now.len(), count, "running replicas of {service}: {now:?}");
+    now
 }
 
 /// Runs kaapi-deploy, asserting success; returns stdout and stderr together.
@@ -50,9 +63,9 @@ fn scaling_adds_and_removes_replicas_under_load_and_deploys_keep_the_count() {
 
     let load = project.load();
     run(&project, &["scale", "local", "backend=3"]);
-    let up = running(&project, "backend");
+    let up = running_settled(&project, "backend", 3);
     run(&project, &["scale", "local", "backend=1"]);
-    let down = running(&project, "backend");
+    let down = running_settled(&project, "backend", 1);
     let result = load.finish();
 
     assert_eq!(up.len(), 3, "scaled up to 3");
@@ -86,7 +99,7 @@ fn scaling_adds_and_removes_replicas_under_load_and_deploys_keep_the_count() {
     // A new release keeps the scaled count while deploy.toml still says 2.
     project.configure("scale-2", "");
     project.deploy();
-    assert_eq!(running(&project, "backend").len(), 1);
+    running_settled(&project, "backend", 1);
     assert_eq!(project.serving_version().as_deref(), Some("scale-2"));
 
     // deploy.toml changes the count since the scale: the config wins, and the deploy says so.
@@ -96,7 +109,7 @@ fn scaling_adds_and_removes_replicas_under_load_and_deploys_keep_the_count() {
     std::fs::write(&project.config, changed).expect("write deploy.toml");
     let output = run(&project, &["deploy", "local", "--force"]);
     assert!(output.contains("the config wins"), "{output}");
-    assert_eq!(running(&project, "backend").len(), 3);
+    running_settled(&project, "backend", 3);
 }
 
 #[test]
@@ -160,8 +173,7 @@ fn deploying_one_service_leaves_the_others_running() {
         worker,
         "the worker was untouched"
     );
-    let replaced = running(&project, "backend");
-    assert_eq!(replaced.len(), 2);
+    let replaced = running_settled(&project, "backend", 2);
     assert!(replaced.is_disjoint(&backend), "the backend was replaced");
     assert_eq!(project.serving_version().as_deref(), Some("svc-2"));
     let releases = project.releases();

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::docker_support::{Project, LABEL_RELEASE};
+use crate::docker_support::{eventually, Project, LABEL_RELEASE};
 
 const LABEL_SERVICE: &str = "dev.kaapi.service";
 
@@ -29,7 +29,12 @@ fn rollback_in_the_window_switches_back_to_the_old_web_containers() {
     assert_eq!(project.serving_version().as_deref(), Some("2.0.0"));
     // Release 1's web replicas stay, out of rotation; its worker does not.
     assert_eq!(of(&project, "backend", "1"), v1_web);
-    assert!(of(&project, "worker", "1").is_empty());
+    // (it drains and stops once the deploy has switched)
+    assert!(
+        eventually(Duration::from_secs(20), || of(&project, "worker", "1")
+            .is_empty()),
+        "release 1's worker still runs"
+    );
     let status = project.ok(&["status", "local"]);
     assert!(status.contains("warm"), "{status}");
 
