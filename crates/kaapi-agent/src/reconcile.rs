@@ -9,7 +9,6 @@ use tokio::sync::watch;
 
 use super::api::EnvironmentSpec;
 use super::error::AgentError;
-use super::ingress::Ingress;
 use super::replica::{Health, Replica};
 use super::runtime::{highest_index, Agent, Current, Environment};
 use super::store::EnvironmentRecord;
@@ -103,13 +102,15 @@ async fn restore_environment(
     current.previous_release = record.previous_release;
     current.spec = Some(spec);
     // The replicas are restored even when the port is taken; reconcile keeps trying to reopen.
-    reopen_ingress(&environment, &current).await;
+    // A running ingress process still listens (it kept serving while no agent ran): it gets
+    // the restored table on the same port.
+    reopen_ingress(agent, &environment, &current).await;
     Ok(())
 }
 
 /// Opens each ingress an environment should have and has not (after a restart, or when its
 /// port was busy), on its persisted port.
-async fn reopen_ingress(environment: &Environment, current: &Current) {
+async fn reopen_ingress(agent: &Agent, environment: &Environment, current: &Current) {
     let Some(spec) = current.spec.as_ref() else {
         return;
     };
@@ -117,11 +118,11 @@ async fn reopen_ingress(environment: &Environment, current: &Current) {
         if environment.ingress_port(&service).is_some() {
             continue;
         }
-        match Ingress::open(port.unwrap_or(0)).await {
-            Ok(ingress) => {
-                environment.set_ingress(&service, ingress);
-                environment.publish(current);
-            }
+        let opened = environment
+            .open_ingress(&agent.ingress, &service, port.unwrap_or(0), current)
+            .await;
+        match opened {
+            Ok(_) => {}
             Err(e) => {
                 if !environment.ingress_failure_reported() {
                     environment.record_event(Some(&service), format!("{e}; retrying every second"));
@@ -220,9 +221,9 @@ pub async fn reconcile(agent: &Agent, environment: &Environment) {
         current.replicas.insert(service.name.clone(), replicas);
     }
     if changed {
-        environment.publish(&current);
+        environment.publish(&agent.ingress, &current).await;
     }
-    reopen_ingress(environment, &current).await;
+    reopen_ingress(agent, environment, &current).await;
 }
 
 /// The spec with its ingress port filled in, as persisted.

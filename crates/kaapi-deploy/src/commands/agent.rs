@@ -1,8 +1,9 @@
-//! `kaapi-deploy agent run|stop|status`: the local engine's long-running agent.
+//! `kaapi-deploy agent run|stop|status`: the local engine's long-running agent, and the ingress
+//! process it starts (`agent ingress`, hidden).
 
 use std::path::{Path, PathBuf};
 
-use kaapi_agent::{serve, AgentClient};
+use kaapi_agent::{serve, serve_ingress, AgentClient, IngressCommand};
 
 use crate::cli::AgentCommand;
 use crate::exit::{CliError, CliResult};
@@ -10,9 +11,18 @@ use crate::project;
 
 pub async fn run(config: Option<&Path>, command: &AgentCommand) -> CliResult {
     match command {
-        AgentCommand::Run { state_dir } => serve(state_dir)
+        AgentCommand::Run { state_dir } => {
+            // The ingress is this very binary, run with `agent ingress`.
+            let program = std::env::current_exe().map_err(|e| {
+                CliError::Failed(format!("agent: cannot find its own executable: {e}"))
+            })?;
+            serve(state_dir, IngressCommand::Program(program))
+                .await
+                .map_err(|e| CliError::Failed(format!("agent: {e}")))
+        }
+        AgentCommand::Ingress { state_dir } => serve_ingress(state_dir)
             .await
-            .map_err(|e| CliError::Failed(format!("agent: {e}"))),
+            .map_err(|e| CliError::Failed(format!("ingress: {e}"))),
         AgentCommand::Stop => {
             let state_dir = state_dir(config)?;
             match connect(&state_dir).await? {
@@ -22,7 +32,9 @@ pub async fn run(config: Option<&Path>, command: &AgentCommand) -> CliResult {
                         .shutdown()
                         .await
                         .map_err(|e| CliError::Failed(format!("cannot stop the agent: {e}")))?;
-                    println!("agent stopped (pid {pid}); its containers keep running");
+                    println!(
+                        "agent stopped (pid {pid}); its containers keep running and the ingress keeps serving them"
+                    );
                 }
                 None => println!("no agent runs for {}", state_dir.display()),
             }

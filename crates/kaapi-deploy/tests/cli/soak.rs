@@ -7,8 +7,8 @@
 //!     cargo test --workspace --test cli -- soak:: --ignored --nocapture
 //!
 //! `KAAPI_SOAK_SECS` (default 900), `KAAPI_SOAK_RPS` (default 40) and `KAAPI_SOAK_SEED`
-//! (default 16) shorten it, set its load and reorder its steps. The ingress lives in the agent,
-//! so the load pauses while the agent is restarted on purpose (and only then).
+//! (default 16) shorten it, set its load and reorder its steps. The ingress runs in a process of
+//! its own, so the load never pauses: agent restarts (stopped or SIGKILLed) must lose nothing.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -67,12 +67,8 @@ enum Step {
 }
 
 /// Rate-limited load: `rps` requests a second over fresh connections, `GET /version`.
-/// Paused (in-flight requests finished first) while the agent, which holds the ingress, is
-/// restarted on purpose.
 struct SteadyLoad {
     stop: Arc<AtomicBool>,
-    paused: Arc<AtomicBool>,
-    in_flight: Arc<AtomicU64>,
     sent: Arc<AtomicU64>,
     failed: Arc<AtomicU64>,
     failures: Arc<Mutex<Vec<String>>>,
@@ -84,8 +80,6 @@ impl SteadyLoad {
         const THREADS: u64 = 4;
         let load = SteadyLoad {
             stop: Arc::default(),
-            paused: Arc::default(),
-            in_flight: Arc::default(),
             sent: Arc::default(),
             failed: Arc::default(),
             failures: Arc::default(),
@@ -94,10 +88,8 @@ impl SteadyLoad {
         let interval = Duration::from_micros(1_000_000 * THREADS / rps.max(1));
         let threads = (0..THREADS)
             .map(|_| {
-                let (stop, paused, in_flight, sent, failed, failures) = (
+                let (stop, sent, failed, failures) = (
                     load.stop.clone(),
-                    load.paused.clone(),
-                    load.in_flight.clone(),
                     load.sent.clone(),
                     load.failed.clone(),
                     load.failures.clone(),
@@ -106,21 +98,17 @@ impl SteadyLoad {
                     let mut next = Instant::now();
                     while !stop.load(Ordering::SeqCst) {
                         next += interval;
-                        in_flight.fetch_add(1, Ordering::SeqCst);
-                        if !paused.load(Ordering::SeqCst) {
-                            sent.fetch_add(1, Ordering::SeqCst);
-                            match http_get(port, "/version") {
-                                Ok((200, _)) => {}
-                                other => {
-                                    failed.fetch_add(1, Ordering::SeqCst);
-                                    let mut kept = failures.lock().expect("failures");
-                                    if kept.len() < 20 {
-                                        kept.push(format!("{other:?}"));
-                                    }
+                        sent.fetch_add(1, Ordering::SeqCst);
+                        match http_get(port, "/version") {
+                            Ok((200, _)) => {}
+                            other => {
+                                failed.fetch_add(1, Ordering::SeqCst);
+                                let mut kept = failures.lock().expect("failures");
+                                if kept.len() < 20 {
+                                    kept.push(format!("{other:?}"));
                                 }
                             }
                         }
-                        in_flight.fetch_sub(1, Ordering::SeqCst);
                         // Behind schedule (slow answers): start again from now, no burst.
                         let now = Instant::now();
                         if next > now {
@@ -133,21 +121,6 @@ impl SteadyLoad {
             })
             .collect();
         SteadyLoad { threads, ..load }
-    }
-
-    fn pause(&self) {
-        self.paused.store(true, Ordering::SeqCst);
-        assert!(
-            eventually(Duration::from_secs(15), || self
-                .in_flight
-                .load(Ordering::SeqCst)
-                == 0),
-            "requests still in flight 15 s after pausing the load"
-        );
-    }
-
-    fn resume(&self) {
-        self.paused.store(false, Ordering::SeqCst);
     }
 
     fn finish(self) -> (u64, u64, Vec<String>) {
@@ -267,7 +240,6 @@ fn leftovers(project: &Project) -> Leftovers {
 
 struct Soak<'a> {
     project: &'a Project,
-    load: &'a SteadyLoad,
     version: usize,
     serving: String,
 }
@@ -325,9 +297,9 @@ impl Soak<'_> {
         );
     }
 
-    /// The ingress lives in the agent: while it restarts nothing listens, so the load waits.
+    /// The ingress runs apart from the agent: it keeps serving (under the load) while the
+    /// agent is stopped or killed, and the next command starts an agent that adopts it.
     fn restart_agent(&mut self, kill: bool) {
-        self.load.pause();
         let pid = agent_pid(&self.project.state_dir).expect("agent.json names the agent");
         if kill {
             let status = std::process::Command::new("kill")
@@ -346,7 +318,6 @@ impl Soak<'_> {
         );
         self.project.ok(&["status", "local", "--json"]);
         self.expect_serving();
-        self.load.resume();
     }
 
     fn expect_serving(&self) {
@@ -400,7 +371,6 @@ fn deploys_rollbacks_and_faults_under_load_lose_nothing_and_leave_nothing() {
     let deadline = started + Duration::from_secs(seconds);
     let mut soak = Soak {
         project: &project,
-        load: &load,
         version: 0,
         serving: VERSIONS[0].to_owned(),
     };
