@@ -28,7 +28,7 @@ pub async fn run(agent: Arc<Agent>, mut shutdown: watch::Receiver<bool>) {
         if !serving {
             continue;
         }
-        if tick % checks_every == 0 {
+        if tick.is_multiple_of(checks_every) {
             let before = agent.ingress.generation();
             if let Err(e) = agent.ingress.ensure().await {
                 eprintln!("agent: the ingress does not run and cannot be started: {e}");

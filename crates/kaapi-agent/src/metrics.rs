@@ -791,6 +791,32 @@ mod tests {
     }
 
     #[test]
+    fn ingress_counts_are_added_once_and_a_drop_starts_a_new_base() {
+        let ingress = Metrics::default();
+        let one = ingress.release(1);
+        one.observe(StatusClass::Success, Duration::from_millis(1));
+        one.observe(StatusClass::Success, Duration::from_millis(1));
+        let agent = Metrics::default();
+        agent.absorb(8080, &ingress.raw_counts());
+        agent.absorb(8080, &ingress.raw_counts());
+        let requests = |m: &Metrics| m.release(1).raw().requests();
+        assert_eq!(requests(&agent), 2, "read twice, counted once");
+        one.observe(StatusClass::ServerError, Duration::from_millis(1));
+        agent.absorb(8080, &ingress.raw_counts());
+        assert_eq!(requests(&agent), 3);
+        // The ingress restarted: its counts begin again from zero.
+        let restarted = Metrics::default();
+        restarted
+            .release(1)
+            .observe(StatusClass::Success, Duration::from_millis(1));
+        agent.absorb(8080, &restarted.raw_counts());
+        assert_eq!(requests(&agent), 4);
+        // Another listener of the same environment counts on its own.
+        agent.absorb(8081, &restarted.raw_counts());
+        assert_eq!(requests(&agent), 5);
+    }
+
+    #[test]
     fn the_series_keeps_only_the_last_ten_minutes() {
         let metrics = Metrics::default();
         for _ in 0..SAMPLES_KEPT + 20 {

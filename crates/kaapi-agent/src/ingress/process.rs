@@ -278,3 +278,149 @@ async fn directory_removed(socket: &Path) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+    use crate::ingress::link::{IngressCommand, IngressLink};
+
+    fn mode(path: &Path) -> u32 {
+        std::fs::symlink_metadata(path)
+            .expect("metadata")
+            .permissions()
+            .mode()
+            & 0o7777
+    }
+
+    /// A raw HTTP GET on a new connection; the status code.
+    async fn status_of(port: u16) -> u16 {
+        use tokio::io::AsyncReadExt;
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .expect("connect");
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .expect("write");
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).await.expect("read");
+        answer
+            .split_whitespace()
+            .nth(1)
+            .and_then(|code| code.parse().ok())
+            .expect("status line")
+    }
+
+    #[tokio::test]
+    async fn the_ingress_process_is_private_answers_its_protocol_and_stops_on_request() {
+        let root = tempfile::tempdir().expect("temp dir");
+        let dir = root.path().join("state");
+        let serving = tokio::spawn({
+            let dir = dir.clone();
+            async move { serve_ingress(&dir).await }
+        });
+        let link = IngressLink::new(&dir, IngressCommand::InProcess);
+        let mut hello = None;
+        for _ in 0..100 {
+            if let Ok(answer) = link.hello().await {
+                hello = Some(answer);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let hello = hello.expect("the ingress answers hello");
+        assert_eq!(
+            (hello.pid, hello.protocol),
+            (std::process::id(), protocol::PROTOCOL)
+        );
+        assert_eq!(mode(&dir), 0o700);
+        for file in [
+            protocol::SOCKET_FILE,
+            protocol::RECORD_FILE,
+            protocol::LOCK_FILE,
+        ] {
+            assert_eq!(mode(&dir.join(file)), 0o600, "{file}");
+        }
+        let record: Record = serde_json::from_slice(
+            &std::fs::read(dir.join(protocol::RECORD_FILE)).expect("ingress.json"),
+        )
+        .expect("a record");
+        assert_eq!(record.pid, std::process::id());
+        // A second ingress for the same directory refuses to start.
+        assert!(matches!(
+            serve_ingress(&dir).await,
+            Err(AgentError::Start(_))
+        ));
+
+        let port = link.put(0, "local/web", Vec::new()).await.expect("opened");
+        assert_eq!(status_of(port).await, 503, "no backend serves yet");
+        let taken = link.put(port, "staging/web", Vec::new()).await;
+        assert!(
+            taken
+                .as_ref()
+                .is_err_and(|e| e.to_string().contains("local/web")),
+            "{taken:?}"
+        );
+        let counters = link.counters().await.expect("counters");
+        let unrouted = counters[&port]
+            .iter()
+            .find(|(release, _)| release.is_none())
+            .map(|(_, counts)| counts.by_class.iter().sum::<u64>());
+        assert_eq!(unrouted, Some(1));
+        assert!(link.in_flight().await.expect("in flight").is_empty());
+        assert_eq!(
+            link.hello().await.expect("hello").listeners[&port],
+            "local/web"
+        );
+
+        link.remove(port).await.expect("removed");
+        assert!(link.hello().await.expect("hello").listeners.is_empty());
+        link.stop().await.expect("stopped");
+        tokio::time::timeout(Duration::from_secs(5), serving)
+            .await
+            .expect("the ingress stops")
+            .expect("task")
+            .expect("clean exit");
+        assert!(!dir.join(protocol::RECORD_FILE).exists());
+        assert!(!dir.join(protocol::SOCKET_FILE).exists());
+    }
+
+    #[tokio::test]
+    async fn an_ingress_of_another_protocol_is_told_to_stop_and_replaced() {
+        let root = tempfile::tempdir().expect("temp dir");
+        let dir = root.path().join("state");
+        private::ensure_dir(&dir).expect("state dir");
+        // An "older" ingress: answers hello with protocol 0 and records every request.
+        let old = UnixListener::bind(dir.join(protocol::SOCKET_FILE)).expect("bind");
+        let seen = Arc::new(Mutex::new(Vec::<String>::new()));
+        let record = Arc::clone(&seen);
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = old.accept().await {
+                let (read, mut write) = stream.into_split();
+                let mut lines = BufReader::new(read).lines();
+                if let Ok(Some(line)) = lines.next_line().await {
+                    lock(&record).push(line);
+                    let answer = format!(
+                        r#"{{"hello":{{"pid":{},"protocol":0}}}}"#,
+                        std::process::id()
+                    );
+                    let _ = write.write_all(format!("{answer}\n").as_bytes()).await;
+                }
+            }
+        });
+        let link = IngressLink::new(&dir, IngressCommand::InProcess);
+        link.ensure().await.expect("replaced");
+        assert!(
+            lock(&seen)
+                .iter()
+                .any(|line| line.contains(r#""op":"stop""#)),
+            "{:?}",
+            lock(&seen)
+        );
+        let hello = link.hello().await.expect("the new ingress answers");
+        assert_eq!(hello.protocol, protocol::PROTOCOL);
+        link.close_in_process();
+    }
+}
