@@ -31,7 +31,7 @@ pub async fn run(agent: Arc<Agent>, mut shutdown: watch::Receiver<bool>) {
         if tick.is_multiple_of(checks_every) {
             let before = agent.ingress.generation();
             if let Err(e) = agent.ingress.ensure().await {
-                eprintln!("agent: the ingress does not run and cannot be started: {e}");
+                eprintln!("agent: ingress: {e}");
                 continue;
             }
             // Generation 0: nothing adopted yet (this agent just started), no news.

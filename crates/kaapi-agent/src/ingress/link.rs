@@ -145,7 +145,12 @@ impl IngressLink {
     /// protocol (replaced: a short outage), or when a recorded ingress process hangs.
     pub async fn ensure(&self) -> Result<(), AgentError> {
         let _starting = self.starting.lock().await;
-        match self.hello().await {
+        let hello = match self.exchange(&Request::Hello).await {
+            Ok(Answer::Hello(hello)) => Ok(hello),
+            Ok(_) => Err(Failure::Garbled(String::new())),
+            Err(failure) => Err(failure),
+        };
+        match hello {
             Ok(hello) if hello.protocol == protocol::PROTOCOL => {
                 self.adopted(hello.pid);
                 return Ok(());
@@ -159,9 +164,25 @@ impl IngressLink {
                 );
                 self.stop_process(&hello).await?;
             }
+            // Slow, not gone (a busy machine): replacing it would cut its connections.
+            Err(Failure::Timeout) if self.recorded_ingress().is_some() => {
+                return Err(AgentError::Network(
+                    "the ingress is slow to answer; trying again".to_owned(),
+                ))
+            }
             Err(_) => self.stop_hung().await?,
         }
         self.start().await
+    }
+
+    /// The pid of `ingress.json` when it is this directory's live ingress process.
+    fn recorded_ingress(&self) -> Option<u32> {
+        let bytes = std::fs::read(self.state_dir.join(protocol::RECORD_FILE)).ok()?;
+        let record: Record = serde_json::from_slice(&bytes).ok()?;
+        let ours = record.pid != std::process::id()
+            && crate::process::alive(record.pid)
+            && crate::process::is_ingress_of(record.pid, &self.state_dir);
+        ours.then_some(record.pid)
     }
 
     fn adopted(&self, pid: u32) {
@@ -234,33 +255,29 @@ impl IngressLink {
         if hello.pid == std::process::id() {
             return Ok(());
         }
+        // One that did not take the request is asked with SIGTERM, when it is ours.
+        let asked = Instant::now();
+        while crate::process::alive(hello.pid) && asked.elapsed() < Duration::from_secs(2) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if crate::process::alive(hello.pid)
+            && crate::process::is_ingress_of(hello.pid, &self.state_dir)
+        {
+            let _ = crate::process::terminate(hello.pid);
+        }
         wait_gone(hello.pid).await
     }
 
     /// A recorded ingress process that does not answer is stopped with SIGTERM, when its command
     /// line shows it is this directory's ingress (a reused pid is left alone).
     async fn stop_hung(&self) -> Result<(), AgentError> {
-        let path = self.state_dir.join(protocol::RECORD_FILE);
-        let Some(record) = std::fs::read(&path)
-            .ok()
-            .and_then(|bytes| serde_json::from_slice::<Record>(&bytes).ok())
-        else {
+        let Some(pid) = self.recorded_ingress() else {
             return Ok(());
         };
-        if record.pid == std::process::id()
-            || !crate::process::alive(record.pid)
-            || !crate::process::is_ingress_of(record.pid, &self.state_dir)
-        {
-            return Ok(());
-        }
-        eprintln!(
-            "agent: stopping the ingress (pid {}): it does not answer",
-            record.pid
-        );
-        crate::process::terminate(record.pid).map_err(|e| {
-            AgentError::Start(format!("cannot stop ingress pid {}: {e}", record.pid))
-        })?;
-        wait_gone(record.pid).await
+        eprintln!("agent: stopping the ingress (pid {pid}): it does not answer its protocol");
+        crate::process::terminate(pid)
+            .map_err(|e| AgentError::Start(format!("cannot stop ingress pid {pid}: {e}")))?;
+        wait_gone(pid).await
     }
 
     /// Sends `request`; when no ingress answers, starts one and sends it again.
@@ -276,7 +293,15 @@ impl IngressLink {
 
     /// One request on a connection of its own. `Network`: nothing (sane) answered.
     async fn call(&self, request: &Request) -> Result<Answer, AgentError> {
-        let mut line = serde_json::to_vec(request)?;
+        match self.exchange(request).await {
+            Ok(Answer::Error { message }) => Err(AgentError::Invalid(message)),
+            Ok(answer) => Ok(answer),
+            Err(failure) => Err(AgentError::Network(failure.describe(&self.socket))),
+        }
+    }
+
+    async fn exchange(&self, request: &Request) -> Result<Answer, Failure> {
+        let mut line = serde_json::to_vec(request).map_err(|e| Failure::Garbled(e.to_string()))?;
         line.push(b'\n');
         let exchange = async {
             let mut stream = UnixStream::connect(&self.socket).await?;
@@ -287,24 +312,36 @@ impl IngressLink {
         };
         let answer = tokio::time::timeout(REQUEST_TIMEOUT, exchange)
             .await
-            .map_err(|_| AgentError::Network("the ingress did not answer in time".to_owned()))?
-            .map_err(|e| {
-                AgentError::Network(format!(
-                    "cannot reach the ingress on {}: {e}",
-                    self.socket.display()
-                ))
-            })?;
+            .map_err(|_| Failure::Timeout)?
+            .map_err(|e| Failure::Unreachable(e.to_string()))?;
         if answer.is_empty() {
-            return Err(AgentError::Network(
-                "the ingress closed the connection".to_owned(),
-            ));
+            return Err(Failure::Unreachable("it closed the connection".to_owned()));
         }
-        match serde_json::from_str::<Answer>(&answer) {
-            Ok(Answer::Error { message }) => Err(AgentError::Invalid(message)),
-            Ok(answer) => Ok(answer),
-            Err(e) => Err(AgentError::Network(format!(
-                "the ingress answered something this agent does not understand ({e})"
-            ))),
+        serde_json::from_str::<Answer>(&answer).map_err(|e| Failure::Garbled(e.to_string()))
+    }
+}
+
+/// Why a request got no usable answer.
+#[derive(Debug)]
+enum Failure {
+    /// Nothing listens (the process is gone) or the connection broke.
+    Unreachable(String),
+    /// Connected, but no answer within [`REQUEST_TIMEOUT`].
+    Timeout,
+    /// An answer this agent does not understand (another protocol).
+    Garbled(String),
+}
+
+impl Failure {
+    fn describe(&self, socket: &Path) -> String {
+        match self {
+            Failure::Unreachable(e) => {
+                format!("cannot reach the ingress on {}: {e}", socket.display())
+            }
+            Failure::Timeout => "the ingress did not answer in time".to_owned(),
+            Failure::Garbled(e) => {
+                format!("the ingress answered something this agent does not understand ({e})")
+            }
         }
     }
 }

@@ -58,9 +58,20 @@ pub async fn run(config: Option<&Path>, command: &AgentCommand) -> CliResult {
                     state_dir.display()
                 ),
             }
+            match running_ingress(&state_dir) {
+                Some(pid) => println!("ingress runs: pid {pid} (it serves while no agent runs)"),
+                None => println!("no ingress runs (the agent starts one for a deploy)"),
+            }
             Ok(())
         }
     }
+}
+
+/// The ingress process `ingress.json` names, when that pid still runs this directory's ingress.
+fn running_ingress(state_dir: &Path) -> Option<u32> {
+    let bytes = std::fs::read(state_dir.join(kaapi_agent::ingress::protocol::RECORD_FILE)).ok()?;
+    let record: kaapi_agent::ingress::protocol::Record = serde_json::from_slice(&bytes).ok()?;
+    kaapi_agent::process::is_ingress_of(record.pid, state_dir).then_some(record.pid)
 }
 
 async fn connect(state_dir: &Path) -> CliResult<Option<AgentClient>> {

@@ -100,6 +100,14 @@ fn agent_killed_under_load_loses_no_request_and_a_new_agent_adopts_everything() 
     project.deploy();
     assert_eq!(project.serving_version().as_deref(), Some("2.0.0"));
     let result = load.finish();
+    if result.failed > 0 {
+        for log in ["agent.log", "ingress.log"] {
+            eprintln!(
+                "==== {log}\n{}",
+                std::fs::read_to_string(project.state_dir.join(log)).unwrap_or_default()
+            );
+        }
+    }
     assert!(result.ok > 0, "no request was answered");
     assert_eq!(
         result.failed,
@@ -134,6 +142,12 @@ fn status_after_an_agent_crash_or_stop_starts_it_again_and_no_request_fails() {
             let out = project.ok(&["agent", "stop"]);
             assert!(out.contains("the ingress keeps serving"), "{out}");
             assert!(!alive(pid), "agent {pid} still runs after `agent stop`");
+            let status = project.ok(&["agent", "status"]);
+            assert!(
+                status.contains("no agent runs")
+                    && status.contains(&format!("ingress runs: pid {ingress}")),
+                "{status}"
+            );
         }
         std::thread::sleep(Duration::from_secs(2));
         assert_eq!(
