@@ -24,6 +24,7 @@ pub async fn restore(agent: &Agent) {
             eprintln!("agent: cannot restore environment `{name}`: {e}");
         }
     }
+    close_unknown_listeners(agent).await;
 }
 
 async fn restore_environment(
@@ -92,6 +93,12 @@ async fn restore_environment(
         }
         current.replicas.insert(service.name.clone(), adopted);
     }
+    current.previous_release = record.previous_release;
+    current.spec = Some(spec);
+    // The replicas are restored even when the port is taken; reconcile keeps trying to reopen.
+    // A running ingress process still listens (it kept serving while no agent ran): it gets
+    // the restored table on the same port, before any orphan it may still route to goes.
+    reopen_ingress(agent, &environment, &current).await;
     for orphan in listed.iter().filter(|c| !adopted_ids.contains(&c.id)) {
         agent.containers.remove(&orphan.id).await;
         environment.record_event(
@@ -99,13 +106,25 @@ async fn restore_environment(
             format!("removed orphan container {}", orphan.name),
         );
     }
-    current.previous_release = record.previous_release;
-    current.spec = Some(spec);
-    // The replicas are restored even when the port is taken; reconcile keeps trying to reopen.
-    // A running ingress process still listens (it kept serving while no agent ran): it gets
-    // the restored table on the same port.
-    reopen_ingress(agent, &environment, &current).await;
     Ok(())
+}
+
+/// Closes the listeners a running ingress kept for environments this agent no longer keeps
+/// (removed while no agent ran, or from a state file moved away).
+async fn close_unknown_listeners(agent: &Agent) {
+    let Ok(hello) = agent.ingress.hello().await else {
+        return;
+    };
+    let known = agent.store.records();
+    for (port, label) in hello.listeners {
+        let environment = label.split('/').next().unwrap_or_default();
+        if !known.contains_key(environment) {
+            eprintln!(
+                "agent: closing the ingress on 127.0.0.1:{port} of {label}: no such environment"
+            );
+            let _ = agent.ingress.remove(port).await;
+        }
+    }
 }
 
 /// Opens each ingress an environment should have and has not (after a restart, or when its
