@@ -1,7 +1,8 @@
 //! Soak: steady loopback load through the ingress while deploys, rollbacks, automatic
 //! rollbacks (a release failing its health check), replica kills and agent restarts interleave
-//! in a fixed, seeded order. Prints requests sent and failed, the agent's memory over time and
-//! what is left behind (containers, images, volumes, container log bytes), and asserts each.
+//! in a fixed, seeded order. Prints requests sent and failed, the agent's and the ingress'
+//! memory over time and what is left behind (containers, images, volumes, container log bytes),
+//! and asserts each.
 //! Run on demand, not in every CI run (see docs/benchmarks.md, "Soak"):
 //!
 //!     cargo test --workspace --test cli -- soak:: --ignored --nocapture
@@ -15,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::docker_support::{
-    agent_pid, docker, eventually, http_get, Project, LABEL_APP, LABEL_ROLE,
+    agent_pid, docker, eventually, http_get, ingress_pid, Project, LABEL_APP, LABEL_ROLE,
 };
 
 const SERVICE: &str = "dev.kaapi.service";
@@ -145,14 +146,19 @@ fn rss_kib(pid: u32) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
-/// The agent's private memory every few seconds, whichever agent process runs at the time.
+/// A process' private memory every few seconds, whichever process `pid_of` names at the time
+/// (the agent, or the ingress).
 struct MemorySampler {
     stop: Arc<AtomicBool>,
     thread: std::thread::JoinHandle<Vec<(f64, u32, u64)>>,
 }
 
 impl MemorySampler {
-    fn start(state_dir: std::path::PathBuf, every: Duration) -> Self {
+    fn start(
+        state_dir: std::path::PathBuf,
+        pid_of: fn(&std::path::Path) -> Option<u32>,
+        every: Duration,
+    ) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let thread = std::thread::spawn(move || {
@@ -160,7 +166,7 @@ impl MemorySampler {
             let mut samples = Vec::new();
             while !flag.load(Ordering::SeqCst) {
                 if let Some((pid, rss)) =
-                    agent_pid(&state_dir).and_then(|pid| Some((pid, rss_kib(pid)?)))
+                    pid_of(&state_dir).and_then(|pid| Some((pid, rss_kib(pid)?)))
                 {
                     samples.push((started.elapsed().as_secs_f64(), pid, rss));
                 }
@@ -366,7 +372,12 @@ fn deploys_rollbacks_and_faults_under_load_lose_nothing_and_leave_nothing() {
     project.configure(VERSIONS[0], "");
     project.deploy();
     let load = SteadyLoad::start(project.port, rps);
-    let memory = MemorySampler::start(project.state_dir.clone(), Duration::from_secs(5));
+    let memory = MemorySampler::start(project.state_dir.clone(), agent_pid, Duration::from_secs(5));
+    let ingress_memory = MemorySampler::start(
+        project.state_dir.clone(),
+        ingress_pid,
+        Duration::from_secs(5),
+    );
     let started = Instant::now();
     let deadline = started + Duration::from_secs(seconds);
     let mut soak = Soak {
@@ -429,6 +440,7 @@ fn deploys_rollbacks_and_faults_under_load_lose_nothing_and_leave_nothing() {
     std::thread::sleep(Duration::from_secs(5));
     let elapsed = started.elapsed().as_secs_f64();
     let samples = memory.finish();
+    let ingress_samples = ingress_memory.finish();
     let (sent, failed, failures) = load.finish();
     let left = leftovers(&project);
     let agent_log = std::fs::metadata(project.state_dir.join("agent.log")).map_or(0, |m| m.len());
@@ -448,6 +460,17 @@ fn deploys_rollbacks_and_faults_under_load_lose_nothing_and_leave_nothing() {
         }
     }
     println!("agent processes (pid, first KiB, peak KiB): {agents:?}");
+    let ingresses: Vec<u32> =
+        ingress_samples
+            .iter()
+            .map(|(_, pid, _)| *pid)
+            .fold(Vec::new(), |mut pids, pid| {
+                if !pids.contains(&pid) {
+                    pids.push(pid);
+                }
+                pids
+            });
+    println!("ingress processes: {ingresses:?} (one: agent restarts leave it running)");
     println!("left behind after one cycle: {after_first_cycle:?}");
     println!("left behind at the end:      {left:?}");
     println!("agent.log: {agent_log} bytes");
@@ -457,20 +480,31 @@ fn deploys_rollbacks_and_faults_under_load_lose_nothing_and_leave_nothing() {
         "too little traffic to prove anything: {sent} requests"
     );
     assert_eq!(failed, 0, "{failed} of {sent} failed: {failures:?}");
+    assert_eq!(
+        ingresses.len(),
+        1,
+        "the ingress was replaced: {ingresses:?}"
+    );
 
     // Memory: after warm-up (the first third: ingress pools, runtime, first rollouts), the last
     // third (one agent process) may exceed the first third's peak by half or 2 MiB, whichever is
     // more, for allocator slack. A leak per request or per rollout grows with time and crosses
     // that (an unswept connection pool grew it by about 4 MiB over the last third); noise does not.
-    let third = elapsed / 3.0;
-    let first = max_between(&samples, 0.0, third).expect("memory samples in the first third");
-    let last = max_between(&samples, 2.0 * third, f64::MAX).expect("samples in the last third");
-    let bound = first + (first / 2).max(2 * 1024);
-    println!("agent private memory peak: first third {first} KiB, last third {last} KiB, bound {bound} KiB");
-    assert!(
-        last <= bound,
-        "agent memory grew: {first} KiB -> {last} KiB"
-    );
+    // The same bound for the ingress process, which carries every request (one process for
+    // the whole run: agent restarts leave it running).
+    for (who, samples) in [("agent", &samples), ("ingress", &ingress_samples)] {
+        let third = elapsed / 3.0;
+        let first = max_between(samples, 0.0, third).expect("memory samples in the first third");
+        let last = max_between(samples, 2.0 * third, f64::MAX).expect("samples in the last third");
+        let bound = first + (first / 2).max(2 * 1024);
+        println!(
+            "{who} private memory peak: first third {first} KiB, last third {last} KiB, bound {bound} KiB"
+        );
+        assert!(
+            last <= bound,
+            "{who} memory grew: {first} KiB -> {last} KiB"
+        );
+    }
 
     // Left behind: no more containers than the config's replicas (2 web + 1 worker) or what
     // one cycle left (e.g. a failed release's replicas kept for diagnosis); one image per
