@@ -109,18 +109,23 @@ async fn restore_environment(
     Ok(())
 }
 
-/// Closes the listeners a running ingress kept for environments this agent no longer keeps
-/// (removed while no agent ran, or from a state file moved away).
+/// Closes the listeners a running ingress kept that no kept environment has: of environments
+/// removed while no agent ran, or opened by a rollout the previous agent did not finish.
 async fn close_unknown_listeners(agent: &Agent) {
     let Ok(hello) = agent.ingress.hello().await else {
         return;
     };
-    let known = agent.store.records();
+    let known: Vec<u16> = agent
+        .store
+        .records()
+        .values()
+        .flat_map(|record| record.spec.ingress_ports())
+        .filter_map(|(_, port)| port)
+        .collect();
     for (port, label) in hello.listeners {
-        let environment = label.split('/').next().unwrap_or_default();
-        if !known.contains_key(environment) {
+        if !known.contains(&port) {
             eprintln!(
-                "agent: closing the ingress on 127.0.0.1:{port} of {label}: no such environment"
+                "agent: closing the ingress on 127.0.0.1:{port} ({label}): nothing serves there"
             );
             let _ = agent.ingress.remove(port).await;
         }

@@ -155,10 +155,22 @@ fn status_after_an_agent_crash_or_stop_starts_it_again_and_no_request_fails() {
             Some("1.0.0"),
             "after {stop}"
         );
+        // A listener no environment has (as an unfinished rollout may leave): the next agent
+        // closes it.
+        let stray = open_stray_listener(&project.state_dir);
+        assert!(std::net::TcpStream::connect(("127.0.0.1", stray)).is_ok());
 
         // Looking at the environment is enough to bring its agent back, like a control plane.
         let status = project.ok(&["status", "local", "--json"]);
         assert!(status.contains("\"environment\""), "{status}");
+        assert!(
+            eventually(Duration::from_secs(5), || std::net::TcpStream::connect((
+                "127.0.0.1",
+                stray
+            ))
+            .is_err()),
+            "the stray listener on {stray} is still open after {stop}"
+        );
         let new_pid = agent_pid(&project.state_dir).expect("agent.json names the new agent");
         assert_ne!(new_pid, pid, "a new agent runs after {stop}");
         assert!(alive(new_pid), "agent {new_pid} should run");
@@ -182,6 +194,25 @@ fn status_after_an_agent_crash_or_stop_starts_it_again_and_no_request_fails() {
         "requests failed across the agent's crash and stop: {:?}",
         result.failures.iter().take(5).collect::<Vec<_>>()
     );
+}
+
+/// Asks the running ingress, over its control socket, for a listener on a free port.
+fn open_stray_listener(state_dir: &std::path::Path) -> u16 {
+    use std::io::{BufRead, Write};
+    let mut socket = std::os::unix::net::UnixStream::connect(state_dir.join("ingress.sock"))
+        .expect("the ingress' control socket");
+    socket
+        .write_all(b"{\"op\":\"put\",\"port\":0,\"label\":\"gone/web\",\"backends\":[]}\n")
+        .expect("send put");
+    let mut answer = String::new();
+    std::io::BufReader::new(socket)
+        .read_line(&mut answer)
+        .expect("read answer");
+    let answer: serde_json::Value = serde_json::from_str(&answer).expect("JSON answer");
+    answer["port"]["port"]
+        .as_u64()
+        .and_then(|p| u16::try_from(p).ok())
+        .unwrap_or_else(|| panic!("no port in {answer}"))
 }
 
 #[test]
