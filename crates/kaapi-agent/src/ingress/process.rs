@@ -388,6 +388,30 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_ingress_stops_by_itself_when_its_state_directory_is_removed() {
+        let root = tempfile::tempdir().expect("temp dir");
+        let dir = root.path().join("state");
+        let serving = tokio::spawn({
+            let dir = dir.clone();
+            async move { serve_ingress(&dir).await }
+        });
+        let socket = dir.join(protocol::SOCKET_FILE);
+        for _ in 0..100 {
+            if socket.exists() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(socket.exists(), "the ingress did not start");
+        std::fs::remove_dir_all(&dir).expect("remove the state directory");
+        tokio::time::timeout(WATCH_DIR * 3, serving)
+            .await
+            .expect("the ingress stops once nothing can reach it")
+            .expect("task")
+            .expect("clean exit");
+    }
+
+    #[tokio::test]
     async fn an_ingress_of_another_protocol_is_told_to_stop_and_replaced() {
         let root = tempfile::tempdir().expect("temp dir");
         let dir = root.path().join("state");
