@@ -313,14 +313,22 @@ mod tests {
             .expect("status line")
     }
 
-    #[tokio::test]
-    async fn the_ingress_process_is_private_answers_its_protocol_and_stops_on_request() {
+    type Serving = tokio::task::JoinHandle<Result<(), AgentError>>;
+
+    /// `serve_ingress` on a new state directory in a temporary one (kept alive by the guard).
+    fn spawn_ingress() -> (tempfile::TempDir, PathBuf, Serving) {
         let root = tempfile::tempdir().expect("temp dir");
         let dir = root.path().join("state");
         let serving = tokio::spawn({
             let dir = dir.clone();
             async move { serve_ingress(&dir).await }
         });
+        (root, dir, serving)
+    }
+
+    #[tokio::test]
+    async fn the_ingress_process_is_private_answers_its_protocol_and_stops_on_request() {
+        let (_root, dir, serving) = spawn_ingress();
         let link = IngressLink::new(&dir, IngressCommand::InProcess);
         let mut hello = None;
         for _ in 0..100 {
@@ -389,12 +397,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_ingress_stops_by_itself_when_its_state_directory_is_removed() {
-        let root = tempfile::tempdir().expect("temp dir");
-        let dir = root.path().join("state");
-        let serving = tokio::spawn({
-            let dir = dir.clone();
-            async move { serve_ingress(&dir).await }
-        });
+        let (_root, dir, serving) = spawn_ingress();
         let socket = dir.join(protocol::SOCKET_FILE);
         for _ in 0..100 {
             if socket.exists() {
