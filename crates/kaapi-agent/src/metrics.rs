@@ -14,6 +14,8 @@ use std::time::Duration;
 use chrono::Utc;
 use tokio::sync::watch;
 
+use serde::{Deserialize, Serialize};
+
 use super::api::{MetricsSample, MetricsSeries};
 use super::runtime::{lock, Agent};
 
@@ -125,6 +127,54 @@ impl ReleaseStats {
         self.by_class[class.index()].fetch_add(1, Ordering::Relaxed);
         self.latency.observe(elapsed);
     }
+
+    /// Its cumulative counts, as the ingress reports them to the agent.
+    pub fn raw(&self) -> RawCounts {
+        RawCounts {
+            by_class: std::array::from_fn(|i| self.by_class[i].load(Ordering::Relaxed)),
+            buckets: self.latency.counts(),
+            sum_micros: self.latency.sum_micros.load(Ordering::Relaxed),
+        }
+    }
+
+    fn add(&self, delta: &RawCounts) {
+        for (counter, value) in self.by_class.iter().zip(delta.by_class) {
+            counter.fetch_add(value, Ordering::Relaxed);
+        }
+        for (counter, value) in self.latency.counts.iter().zip(delta.buckets) {
+            counter.fetch_add(value, Ordering::Relaxed);
+        }
+        self.latency
+            .sum_micros
+            .fetch_add(delta.sum_micros, Ordering::Relaxed);
+    }
+}
+
+/// One release's cumulative request counters, as read from the ingress process.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RawCounts {
+    pub by_class: [u64; 5],
+    pub buckets: [u64; 13],
+    pub sum_micros: u64,
+}
+
+impl RawCounts {
+    fn requests(&self) -> u64 {
+        self.by_class.iter().sum()
+    }
+
+    /// What happened since `earlier`; everything when the counts dropped (the ingress
+    /// restarted and counts again from zero: a new base).
+    fn since(&self, earlier: &RawCounts) -> RawCounts {
+        if self.requests() < earlier.requests() || self.sum_micros < earlier.sum_micros {
+            return *self;
+        }
+        RawCounts {
+            by_class: std::array::from_fn(|i| self.by_class[i].saturating_sub(earlier.by_class[i])),
+            buckets: std::array::from_fn(|i| self.buckets[i].saturating_sub(earlier.buckets[i])),
+            sum_micros: self.sum_micros - earlier.sum_micros,
+        }
+    }
 }
 
 /// Everything measured for one environment; lives as long as the agent manages it.
@@ -137,6 +187,8 @@ pub struct Metrics {
     rollouts: Mutex<BTreeMap<&'static str, u64>>,
     rollout_durations: Histogram<9>,
     series: Mutex<Series>,
+    /// The ingress' cumulative counts last added, by listener port and release.
+    absorbed: Mutex<BTreeMap<(u16, Option<u64>), RawCounts>>,
 }
 
 impl Default for Metrics {
@@ -148,6 +200,7 @@ impl Default for Metrics {
             rollouts: Mutex::new(BTreeMap::new()),
             rollout_durations: Histogram::new(&ROLLOUT_BUCKETS),
             series: Mutex::new(Series::default()),
+            absorbed: Mutex::new(BTreeMap::new()),
         }
     }
 }
@@ -172,6 +225,29 @@ impl Metrics {
 
     pub fn unrouted(&self) -> &ReleaseStats {
         &self.unrouted
+    }
+
+    /// Every release's cumulative counts (`None`: answered while no release served).
+    pub fn raw_counts(&self) -> Vec<(Option<u64>, RawCounts)> {
+        let releases = self.releases.read().unwrap_or_else(PoisonError::into_inner);
+        releases
+            .iter()
+            .map(|(release, stats)| (Some(*release), stats.raw()))
+            .chain(std::iter::once((None, self.unrouted.raw())))
+            .collect()
+    }
+
+    /// Adds what the ingress listener on `port` counted since the last call.
+    pub fn absorb(&self, port: u16, counts: &[(Option<u64>, RawCounts)]) {
+        let mut absorbed = lock(&self.absorbed);
+        for (release, now) in counts {
+            let before = absorbed.insert((port, *release), *now).unwrap_or_default();
+            let delta = now.since(&before);
+            match release {
+                Some(release) => self.release(*release).add(&delta),
+                None => self.unrouted.add(&delta),
+            }
+        }
     }
 
     pub fn replica_restarted(&self, service: &str) {
@@ -302,6 +378,7 @@ pub async fn run_sampler(agent: Arc<Agent>, mut shutdown: watch::Receiver<bool>)
             _ = tokio::time::sleep(SAMPLE_PERIOD) => {}
             _ = shutdown.changed() => return,
         }
+        refresh(&agent).await;
         for environment in agent.environments() {
             let serving = environment
                 .current
@@ -311,6 +388,36 @@ pub async fn run_sampler(agent: Arc<Agent>, mut shutdown: watch::Receiver<bool>)
                 .as_ref()
                 .map(|s| s.release);
             environment.metrics.sample(serving);
+        }
+    }
+}
+
+/// Adds what the ingress process counted since the last refresh to each environment's metrics.
+/// Serialized: two overlapping reads would otherwise look like a counter drop (a new base).
+pub async fn refresh(agent: &Agent) {
+    static REFRESH: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _one_at_a_time = REFRESH.lock().await;
+    let environments = agent.environments();
+    let ports: Vec<(Arc<super::runtime::Environment>, Vec<u16>)> = environments
+        .into_iter()
+        .map(|environment| {
+            let ports = environment.ingress_ports();
+            (environment, ports)
+        })
+        .filter(|(_, ports)| !ports.is_empty())
+        .collect();
+    if ports.is_empty() {
+        return;
+    }
+    // A missing answer (the ingress is being replaced) is caught up by the next refresh.
+    let Ok(counters) = agent.ingress.counters().await else {
+        return;
+    };
+    for (environment, ports) in ports {
+        for port in ports {
+            if let Some(counts) = counters.get(&port) {
+                environment.metrics.absorb(port, counts);
+            }
         }
     }
 }
@@ -681,6 +788,32 @@ mod tests {
             (idle.requests, idle.p50_ms, idle.release),
             (0, None, Some(2))
         );
+    }
+
+    #[test]
+    fn ingress_counts_are_added_once_and_a_drop_starts_a_new_base() {
+        let ingress = Metrics::default();
+        let one = ingress.release(1);
+        one.observe(StatusClass::Success, Duration::from_millis(1));
+        one.observe(StatusClass::Success, Duration::from_millis(1));
+        let agent = Metrics::default();
+        agent.absorb(8080, &ingress.raw_counts());
+        agent.absorb(8080, &ingress.raw_counts());
+        let requests = |m: &Metrics| m.release(1).raw().requests();
+        assert_eq!(requests(&agent), 2, "read twice, counted once");
+        one.observe(StatusClass::ServerError, Duration::from_millis(1));
+        agent.absorb(8080, &ingress.raw_counts());
+        assert_eq!(requests(&agent), 3);
+        // The ingress restarted: its counts begin again from zero.
+        let restarted = Metrics::default();
+        restarted
+            .release(1)
+            .observe(StatusClass::Success, Duration::from_millis(1));
+        agent.absorb(8080, &restarted.raw_counts());
+        assert_eq!(requests(&agent), 4);
+        // Another listener of the same environment counts on its own.
+        agent.absorb(8081, &restarted.raw_counts());
+        assert_eq!(requests(&agent), 5);
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! Whether a process still runs, read from `/proc` (the agent's pid file and the deploy lock
-//! record pids that may belong to a process that is gone).
+//! Whether a process still runs, read from `/proc` (the agent's and the ingress' pid files and
+//! the deploy lock record pids that may belong to a process that is gone).
 
 /// Whether `pid` runs (a zombie, ended but not yet reaped by its parent, does not).
 pub fn alive(pid: u32) -> bool {
@@ -16,11 +16,22 @@ pub fn alive(pid: u32) -> bool {
 /// Whether `pid` is an agent process of `state_dir` (`… agent run --state-dir D`), read from
 /// its command line: a recorded pid may since belong to an unrelated process.
 pub fn is_agent_of(pid: u32, state_dir: &std::path::Path) -> bool {
+    runs_for(pid, b"run", state_dir)
+}
+
+/// Whether `pid` is the ingress process of `state_dir` (`… agent ingress --state-dir D`).
+pub fn is_ingress_of(pid: u32, state_dir: &std::path::Path) -> bool {
+    runs_for(pid, b"ingress", state_dir)
+}
+
+fn runs_for(pid: u32, subcommand: &[u8], state_dir: &std::path::Path) -> bool {
     let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
         return false;
     };
     let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-    let runs_agent = args.windows(2).any(|w| w == [b"agent".as_slice(), b"run"]);
+    let runs_agent = args
+        .windows(2)
+        .any(|w| w == [b"agent".as_slice(), subcommand]);
     let wanted = std::fs::canonicalize(state_dir).ok();
     let same_dir = args.windows(2).any(|w| {
         use std::os::unix::ffi::OsStrExt;

@@ -9,7 +9,6 @@ use tokio::sync::watch;
 
 use super::api::EnvironmentSpec;
 use super::error::AgentError;
-use super::ingress::Ingress;
 use super::replica::{Health, Replica};
 use super::runtime::{highest_index, Agent, Current, Environment};
 use super::store::EnvironmentRecord;
@@ -25,6 +24,7 @@ pub async fn restore(agent: &Agent) {
             eprintln!("agent: cannot restore environment `{name}`: {e}");
         }
     }
+    close_unknown_listeners(agent).await;
 }
 
 async fn restore_environment(
@@ -93,6 +93,12 @@ async fn restore_environment(
         }
         current.replicas.insert(service.name.clone(), adopted);
     }
+    current.previous_release = record.previous_release;
+    current.spec = Some(spec);
+    // The replicas are restored even when the port is taken; reconcile keeps trying to reopen.
+    // A running ingress process still listens (it kept serving while no agent ran): it gets
+    // the restored table on the same port, before any orphan it may still route to goes.
+    reopen_ingress(agent, &environment, &current).await;
     for orphan in listed.iter().filter(|c| !adopted_ids.contains(&c.id)) {
         agent.containers.remove(&orphan.id).await;
         environment.record_event(
@@ -100,16 +106,35 @@ async fn restore_environment(
             format!("removed orphan container {}", orphan.name),
         );
     }
-    current.previous_release = record.previous_release;
-    current.spec = Some(spec);
-    // The replicas are restored even when the port is taken; reconcile keeps trying to reopen.
-    reopen_ingress(&environment, &current).await;
     Ok(())
+}
+
+/// Closes the listeners a running ingress kept that no kept environment has: of environments
+/// removed while no agent ran, or opened by a rollout the previous agent did not finish.
+async fn close_unknown_listeners(agent: &Agent) {
+    let Ok(hello) = agent.ingress.hello().await else {
+        return;
+    };
+    let known: Vec<u16> = agent
+        .store
+        .records()
+        .values()
+        .flat_map(|record| record.spec.ingress_ports())
+        .filter_map(|(_, port)| port)
+        .collect();
+    for (port, label) in hello.listeners {
+        if !known.contains(&port) {
+            eprintln!(
+                "agent: closing the ingress on 127.0.0.1:{port} ({label}): nothing serves there"
+            );
+            let _ = agent.ingress.remove(port).await;
+        }
+    }
 }
 
 /// Opens each ingress an environment should have and has not (after a restart, or when its
 /// port was busy), on its persisted port.
-async fn reopen_ingress(environment: &Environment, current: &Current) {
+async fn reopen_ingress(agent: &Agent, environment: &Environment, current: &Current) {
     let Some(spec) = current.spec.as_ref() else {
         return;
     };
@@ -117,11 +142,11 @@ async fn reopen_ingress(environment: &Environment, current: &Current) {
         if environment.ingress_port(&service).is_some() {
             continue;
         }
-        match Ingress::open(port.unwrap_or(0)).await {
-            Ok(ingress) => {
-                environment.set_ingress(&service, ingress);
-                environment.publish(current);
-            }
+        let opened = environment
+            .open_ingress(&agent.ingress, &service, port.unwrap_or(0), current)
+            .await;
+        match opened {
+            Ok(_) => {}
             Err(e) => {
                 if !environment.ingress_failure_reported() {
                     environment.record_event(Some(&service), format!("{e}; retrying every second"));
@@ -220,9 +245,9 @@ pub async fn reconcile(agent: &Agent, environment: &Environment) {
         current.replicas.insert(service.name.clone(), replicas);
     }
     if changed {
-        environment.publish(&current);
+        environment.publish(&agent.ingress, &current).await;
     }
-    reopen_ingress(environment, &current).await;
+    reopen_ingress(agent, environment, &current).await;
 }
 
 /// The spec with its ingress port filled in, as persisted.

@@ -26,10 +26,9 @@ pub struct Replica {
     pub release: u64,
     pub host_port: Option<u16>,
     pub started: Instant,
+    /// Requests in flight on it, as the ingress last reported while it drained.
     in_flight: AtomicU64,
     draining: AtomicBool,
-    /// Set by the ingress when a connection to it failed; cleared by the next good probe.
-    unreachable: AtomicBool,
     health: Mutex<Health>,
     last_probe: Mutex<Option<String>>,
     monitor: Mutex<Option<AbortHandle>>,
@@ -53,7 +52,6 @@ impl Replica {
             started: Instant::now(),
             in_flight: AtomicU64::new(0),
             draining: AtomicBool::new(false),
-            unreachable: AtomicBool::new(false),
             health: Mutex::new(health),
             last_probe: Mutex::new(None),
             monitor: Mutex::new(None),
@@ -65,9 +63,6 @@ impl Replica {
     }
 
     pub fn set_health(&self, health: Health) {
-        if health == Health::Healthy {
-            self.unreachable.store(false, Ordering::SeqCst);
-        }
         *lock(&self.health) = health;
     }
 
@@ -79,15 +74,10 @@ impl Replica {
         *lock(&self.last_probe) = Some(probe);
     }
 
-    /// Whether the ingress may send it a request.
+    /// Whether the ingress may send it a request (it also skips, for a moment, one that
+    /// refused a connection).
     pub fn is_serving(&self) -> bool {
-        self.health() == Health::Healthy
-            && !self.unreachable.load(Ordering::SeqCst)
-            && !self.draining.load(Ordering::SeqCst)
-    }
-
-    pub fn mark_unreachable(&self) {
-        self.unreachable.store(true, Ordering::SeqCst);
+        self.health() == Health::Healthy && !self.draining.load(Ordering::SeqCst)
     }
 
     pub fn start_draining(&self) {
@@ -103,12 +93,8 @@ impl Replica {
         self.in_flight.load(Ordering::SeqCst)
     }
 
-    pub fn begin_request(&self) {
-        self.in_flight.fetch_add(1, Ordering::SeqCst);
-    }
-
-    pub fn end_request(&self) {
-        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+    pub fn set_in_flight(&self, count: u64) {
+        self.in_flight.store(count, Ordering::SeqCst);
     }
 
     /// Why this replica must be replaced, if it must.

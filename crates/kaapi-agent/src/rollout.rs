@@ -18,7 +18,6 @@ use super::converge::{self, Action, Serving};
 use super::docker::ContainerStatus;
 use super::error::AgentError;
 use super::health::Check;
-use super::ingress::Ingress;
 use super::post_mortem::PostMortem;
 use super::reconcile::with_ingress_port;
 use super::replica::{Health, Replica};
@@ -197,18 +196,54 @@ impl Rollout<'_> {
         }
         let (actions, kept) = self.plan().await;
         let new_ingresses = self.prepare_ingresses().await?;
+        let switched = self.start_and_switch(&actions, &kept, &new_ingresses).await;
+        let (before, old) = match switched {
+            Ok(switched) => switched,
+            Err(reason) => {
+                for (_, port) in &new_ingresses {
+                    self.environment
+                        .close_listener(&self.agent.ingress, *port)
+                        .await;
+                }
+                return Err(reason);
+            }
+        };
+        let say = |m| self.say(m);
+        let old = warm::keep(
+            self.agent,
+            self.environment,
+            before.as_ref(),
+            spec,
+            old,
+            say,
+        )
+        .await;
+        self.say(format!("release {} is serving", spec.release));
+        Ok(old)
+    }
+
+    /// Starts the new replicas (or switches to warm ones), waits until they are ready and
+    /// switches; what served before and the replicas the switch replaced.
+    async fn start_and_switch(
+        &self,
+        actions: &[Action],
+        kept: &[Arc<Replica>],
+        new_ingresses: &[(String, u16)],
+    ) -> Result<(Option<EnvironmentSpec>, Vec<Arc<Replica>>), String> {
+        let spec = self.spec;
         let reused = match self.mode {
             RolloutMode::Converge => warm::take_matching(self.agent, self.environment, spec).await,
             RolloutMode::Restart => warm::Reused::new(),
         };
-        let mut started = warm::switch_early(self.environment, spec, &reused, |m| self.say(m));
+        let mut started =
+            warm::switch_early(self.agent, self.environment, spec, &reused, |m| self.say(m)).await;
         // Replicas start concurrently, in two waves: first those whose readiness is a settle
         // time (no health check), so that they settle while the health-checked ones start (their
         // starts contend inside Docker, so one wave of all would settle only after the last).
         let (settling, probed): (Vec<_>, Vec<_>) = spec
             .services
             .iter()
-            .zip(&actions)
+            .zip(actions)
             .filter(|(service, _)| !reused.contains_key(&service.name))
             .partition(|(service, _)| matches!(check_for(spec, service), Check::Running));
         let mut first_failure = None;
@@ -249,19 +284,8 @@ impl Rollout<'_> {
             return Err(reason);
         }
         let before = self.environment.current.lock().await.spec.clone();
-        let old = self.switch(new_ingresses, &kept, &started).await?;
-        let say = |m| self.say(m);
-        let old = warm::keep(
-            self.agent,
-            self.environment,
-            before.as_ref(),
-            spec,
-            old,
-            say,
-        )
-        .await;
-        self.say(format!("release {} is serving", spec.release));
-        Ok(old)
+        let old = self.switch(new_ingresses, kept, &started).await?;
+        Ok((before, old))
     }
 
     /// Starts every replica the actions ask for, concurrently.
@@ -329,9 +353,9 @@ impl Rollout<'_> {
     }
 
     /// The ingresses that will serve after the switch, by service: a service whose ingress
-    /// already listens on the wanted port keeps it; a new one is opened now so that a port
-    /// conflict fails the rollout before anything starts.
-    async fn prepare_ingresses(&self) -> Result<Vec<(String, Ingress)>, String> {
+    /// already listens on the wanted port keeps it; a new one is opened now (with no backend)
+    /// so that a port conflict fails the rollout before anything starts.
+    async fn prepare_ingresses(&self) -> Result<Vec<(String, u16)>, String> {
         let mut opened = Vec::new();
         for (service, port) in self.spec.ingress_ports() {
             let current_port = self.environment.ingress_port(&service);
@@ -344,20 +368,30 @@ impl Rollout<'_> {
             if current_port.is_some() && wanted == current_port {
                 continue;
             }
-            // On a failure the ones opened so far close as they drop.
-            let ingress = Ingress::open(wanted.unwrap_or(0))
-                .await
-                .map_err(|e| format!("{service}: {e}"))?;
+            let label = format!("{}/{service}", self.environment.name);
+            let opening = self
+                .agent
+                .ingress
+                .put(wanted.unwrap_or(0), &label, Vec::new())
+                .await;
+            let port = match opening {
+                Ok(port) => port,
+                Err(e) => {
+                    for (_, port) in &opened {
+                        self.environment
+                            .close_listener(&self.agent.ingress, *port)
+                            .await;
+                    }
+                    return Err(format!("{service}: {e}"));
+                }
+            };
             let who = if self.spec.web_service.as_deref() == Some(service.as_str()) {
                 String::new()
             } else {
                 format!("{service}: ")
             };
-            self.say(format!(
-                "{who}ingress listens on http://127.0.0.1:{}",
-                ingress.port
-            ));
-            opened.push((service, ingress));
+            self.say(format!("{who}ingress listens on http://127.0.0.1:{port}"));
+            opened.push((service, port));
         }
         Ok(opened)
     }
@@ -427,7 +461,7 @@ impl Rollout<'_> {
     /// desired state; returns the replicas it replaced.
     async fn switch(
         &self,
-        new_ingresses: Vec<(String, Ingress)>,
+        new_ingresses: &[(String, u16)],
         kept: &[Arc<Replica>],
         started: &[(ServiceSpec, Arc<Replica>)],
     ) -> Result<Vec<Arc<Replica>>, String> {
@@ -458,7 +492,7 @@ impl Rollout<'_> {
             new_ingresses
                 .iter()
                 .find(|(service, _)| service == web)
-                .map(|(_, ingress)| ingress.port)
+                .map(|(_, port)| *port)
                 .or_else(|| self.environment.ingress_port(web))
         });
         let spec = with_ingress_port(self.spec, port);
@@ -483,13 +517,18 @@ impl Rollout<'_> {
         let old_replicas = std::mem::replace(&mut current.replicas, new);
         current.spec = Some(spec);
         current.previous_release = previous_release;
-        for (service, ingress) in new_ingresses {
-            self.environment.set_ingress(&service, ingress);
+        let link = &self.agent.ingress;
+        for (service, port) in new_ingresses {
+            if let Some(replaced) = self.environment.set_ingress(service, *port) {
+                self.environment.close_listener(link, replaced).await;
+            }
         }
         self.environment
-            .close_ingresses_except(current.spec.as_ref());
+            .close_ingresses_except(link, current.spec.as_ref())
+            .await;
         self.environment.reset_backoff();
-        self.environment.publish(&current);
+        // Acknowledged by the ingress before the old replicas drain.
+        self.environment.publish(link, &current).await;
         drop(current);
         self.environment.record_event(
             None,
@@ -519,7 +558,16 @@ impl Rollout<'_> {
                 .find(|s| s.name == replica.service)
                 .map_or(30, |s| s.stop_timeout_secs);
             let bound = Instant::now() + Duration::from_secs(u64::from(stop_timeout));
-            while replica.in_flight() > 0 && Instant::now() < bound {
+            while Instant::now() < bound {
+                // An ingress that does not answer sends it nothing (a new one never had it).
+                let in_flight = match self.agent.ingress.in_flight().await {
+                    Ok(counts) => counts.get(&replica.name).copied().unwrap_or(0),
+                    Err(_) => 0,
+                };
+                replica.set_in_flight(in_flight);
+                if in_flight == 0 {
+                    break;
+                }
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             replica.stop_monitor();
@@ -570,7 +618,8 @@ impl Rollout<'_> {
     async fn abandon(&self, started: &[(ServiceSpec, Arc<Replica>)]) {
         // Warm replicas switched to early may have been serving: what serves serves again.
         self.environment
-            .publish(&*self.environment.current.lock().await);
+            .publish(&self.agent.ingress, &*self.environment.current.lock().await)
+            .await;
         let replicas: Vec<Arc<Replica>> = started.iter().map(|(_, r)| Arc::clone(r)).collect();
         if !replicas.is_empty() {
             self.say(format!(

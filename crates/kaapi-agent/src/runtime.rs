@@ -13,7 +13,8 @@ use super::container::Owner;
 use super::docker::{ContainerStatus, Containers};
 use super::error::AgentError;
 use super::health::{self, Check, ProbeClient};
-use super::ingress::Ingress;
+use super::ingress::protocol::Backend;
+use super::ingress::IngressLink;
 use super::metrics::Metrics;
 use super::replica::{Health, Replica};
 use super::store::Store;
@@ -39,6 +40,8 @@ pub struct Agent {
     pub containers: Containers,
     pub probe: ProbeClient,
     pub store: Store,
+    /// The ingress process every environment's listeners live in.
+    pub ingress: IngressLink,
     environments: Mutex<BTreeMap<String, Arc<Environment>>>,
 }
 
@@ -56,8 +59,10 @@ pub struct Environment {
     pub name: String,
     /// Held by whoever changes the replica set (reconcile, rollout switch, removal).
     pub current: tokio::sync::Mutex<Current>,
-    /// One ingress per web service, by service name.
-    ingresses: Mutex<BTreeMap<String, Ingress>>,
+    /// The port of each web service's ingress listener, by service name.
+    ingresses: Mutex<BTreeMap<String, u16>>,
+    /// What each listener routes to, and what the ingress last acknowledged.
+    routes: tokio::sync::Mutex<Routes>,
     /// Whether the event "cannot open the ingress" was recorded since the last open.
     ingress_failure_reported: AtomicBool,
     events: Mutex<VecDeque<AgentEvent>>,
@@ -72,17 +77,26 @@ pub struct Environment {
     pub metrics: Arc<Metrics>,
 }
 
+/// The replicas each ingress listener routes to, by service; pushed to the ingress as tables.
+#[derive(Default)]
+struct Routes {
+    routed: BTreeMap<String, Vec<Arc<Replica>>>,
+    /// By service: the ingress generation, port and table last acknowledged.
+    pushed: BTreeMap<String, (u64, u16, Vec<Backend>)>,
+}
+
 pub fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // Every value behind these locks is replaced whole, so a panic cannot leave it torn.
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl Agent {
-    pub fn new(containers: Containers, store: Store) -> Self {
+    pub fn new(containers: Containers, store: Store, ingress: IngressLink) -> Self {
         Agent {
             containers,
             probe: health::probe_client(),
             store,
+            ingress,
             environments: Mutex::new(BTreeMap::new()),
         }
     }
@@ -107,10 +121,11 @@ impl Agent {
         lock(&self.environments).remove(name)
     }
 
-    /// Closes every ingress and stops watching replicas (the containers keep running).
+    /// Stops watching replicas (the containers keep running, and a separate ingress process
+    /// keeps serving them; one inside this process closes).
     pub fn close_all(&self) {
+        self.ingress.close_in_process();
         for environment in self.environments() {
-            environment.close_ingresses();
             if let Ok(current) = environment.current.try_lock() {
                 for replica in current.replicas.values().flatten() {
                     replica.stop_monitor();
@@ -225,6 +240,7 @@ impl Environment {
             name: name.to_owned(),
             current: tokio::sync::Mutex::new(Current::default()),
             ingresses: Mutex::new(BTreeMap::new()),
+            routes: tokio::sync::Mutex::new(Routes::default()),
             ingress_failure_reported: AtomicBool::new(false),
             events: Mutex::new(VecDeque::new()),
             rollouts: Mutex::new(VecDeque::new()),
@@ -285,36 +301,56 @@ impl Environment {
 
     /// The port of `service`'s ingress, when it has one open.
     pub fn ingress_port(&self, service: &str) -> Option<u16> {
-        lock(&self.ingresses)
-            .get(service)
-            .map(|ingress| ingress.port)
+        lock(&self.ingresses).get(service).copied()
     }
 
-    /// Replaces `service`'s ingress (the old one, if any, closes).
-    pub fn set_ingress(&self, service: &str, ingress: Ingress) {
+    /// The ports of every ingress listener the environment has.
+    pub fn ingress_ports(&self) -> Vec<u16> {
+        lock(&self.ingresses).values().copied().collect()
+    }
+
+    /// Records `service`'s listener; returns the port of the one it replaces (to close).
+    pub fn set_ingress(&self, service: &str, port: u16) -> Option<u16> {
         self.ingress_failure_reported.store(false, Ordering::SeqCst);
-        ingress.backends.count_into(Arc::clone(&self.metrics));
-        let old = lock(&self.ingresses).insert(service.to_owned(), ingress);
-        drop(old);
+        lock(&self.ingresses)
+            .insert(service.to_owned(), port)
+            .filter(|old| *old != port)
     }
 
     /// Closes the ingresses of services that no longer have one in `spec` (all without one).
-    pub fn close_ingresses_except(&self, spec: Option<&EnvironmentSpec>) {
-        let closed: Vec<Ingress> = {
+    pub async fn close_ingresses_except(&self, link: &IngressLink, spec: Option<&EnvironmentSpec>) {
+        let closed: Vec<(String, u16)> = {
             let mut ingresses = lock(&self.ingresses);
             let gone: Vec<String> = ingresses
                 .keys()
                 .filter(|service| !spec.is_some_and(|spec| spec.has_ingress(service)))
                 .cloned()
                 .collect();
-            gone.iter().filter_map(|s| ingresses.remove(s)).collect()
+            gone.into_iter()
+                .filter_map(|s| ingresses.remove(&s).map(|port| (s, port)))
+                .collect()
         };
-        drop(closed);
+        let mut routes = self.routes.lock().await;
+        for (service, port) in closed {
+            routes.routed.remove(&service);
+            routes.pushed.remove(&service);
+            self.close_listener(link, port).await;
+        }
     }
 
     /// Closes every ingress.
-    pub fn close_ingresses(&self) {
-        self.close_ingresses_except(None);
+    pub async fn close_ingresses(&self, link: &IngressLink) {
+        self.close_ingresses_except(link, None).await;
+    }
+
+    /// Closes one listener (an environment's, or one a failed rollout opened).
+    pub async fn close_listener(&self, link: &IngressLink, port: u16) {
+        if let Err(e) = link.remove(port).await {
+            self.record_event(
+                None,
+                format!("cannot close the ingress on 127.0.0.1:{port}: {e}"),
+            );
+        }
     }
 
     /// `true` when the failure was already reported; marks it reported otherwise.
@@ -322,19 +358,97 @@ impl Environment {
         self.ingress_failure_reported.swap(true, Ordering::SeqCst)
     }
 
-    /// Points each ingress at its service's current replicas.
-    pub fn publish(&self, current: &Current) {
-        for (service, ingress) in lock(&self.ingresses).iter() {
-            ingress
-                .backends
-                .set(current.replicas.get(service).cloned().unwrap_or_default());
+    /// Opens `service`'s listener on `port` (0: any free port) with its current replicas as
+    /// the table at once; a running ingress that already listens there for this service (it
+    /// kept serving while no agent ran) just gets the table.
+    pub async fn open_ingress(
+        &self,
+        link: &IngressLink,
+        service: &str,
+        port: u16,
+        current: &Current,
+    ) -> Result<u16, AgentError> {
+        let mut routes = self.routes.lock().await;
+        let replicas = current.replicas.get(service).cloned().unwrap_or_default();
+        let table: Vec<Backend> = replicas.iter().map(|r| backend(r)).collect();
+        let label = format!("{}/{service}", self.name);
+        let port = link.put(port, &label, table.clone()).await?;
+        self.set_ingress(service, port);
+        routes.routed.insert(service.to_owned(), replicas);
+        routes
+            .pushed
+            .insert(service.to_owned(), (link.generation(), port, table));
+        Ok(port)
+    }
+
+    /// Points each ingress at its service's current replicas, and waits until the ingress
+    /// acknowledged it: from then on no new request goes to a replica left out.
+    pub async fn publish(&self, link: &IngressLink, current: &Current) {
+        let mut routes = self.routes.lock().await;
+        let services: Vec<String> = lock(&self.ingresses).keys().cloned().collect();
+        for service in services {
+            let replicas = current.replicas.get(&service).cloned().unwrap_or_default();
+            routes.routed.insert(service.clone(), replicas);
+            self.push(link, &mut routes, &service, true).await;
         }
     }
 
     /// Points `service`'s ingress at `replicas` alone (before the desired state follows).
-    pub fn point_ingress(&self, service: &str, replicas: Vec<Arc<Replica>>) {
-        if let Some(ingress) = lock(&self.ingresses).get(service) {
-            ingress.backends.set(replicas);
+    pub async fn point_ingress(
+        &self,
+        link: &IngressLink,
+        service: &str,
+        replicas: Vec<Arc<Replica>>,
+    ) {
+        let mut routes = self.routes.lock().await;
+        routes.routed.insert(service.to_owned(), replicas);
+        self.push(link, &mut routes, service, true).await;
+    }
+
+    /// Pushes each table whose content changed since the ingress last acknowledged it (a
+    /// replica turned healthy, unhealthy or draining), or that a new ingress never received.
+    pub async fn sync_routes(&self, link: &IngressLink) {
+        let mut routes = self.routes.lock().await;
+        let services: Vec<String> = lock(&self.ingresses).keys().cloned().collect();
+        for service in services {
+            self.push(link, &mut routes, &service, false).await;
+        }
+    }
+
+    async fn push(&self, link: &IngressLink, routes: &mut Routes, service: &str, always: bool) {
+        let Some(port) = self.ingress_port(service) else {
+            return;
+        };
+        let table: Vec<Backend> = routes
+            .routed
+            .get(service)
+            .map(|replicas| replicas.iter().map(|r| backend(r)).collect())
+            .unwrap_or_default();
+        let generation = link.generation();
+        if !always
+            && routes
+                .pushed
+                .get(service)
+                .is_some_and(|pushed| *pushed == (generation, port, table.clone()))
+        {
+            return;
+        }
+        let label = format!("{}/{service}", self.name);
+        match link.put(port, &label, table.clone()).await {
+            Ok(_) => {
+                routes
+                    .pushed
+                    .insert(service.to_owned(), (link.generation(), port, table));
+            }
+            Err(e) => {
+                routes.pushed.remove(service);
+                if !self.ingress_failure_reported() {
+                    self.record_event(
+                        Some(service),
+                        format!("cannot update the ingress: {e}; retrying"),
+                    );
+                }
+            }
         }
     }
 
@@ -424,6 +538,16 @@ impl Environment {
             events: lock(&self.events).iter().cloned().collect(),
             active_rollout: self.active_rollout(),
         })
+    }
+}
+
+/// How the ingress sees a replica.
+fn backend(replica: &Replica) -> Backend {
+    Backend {
+        name: replica.name.clone(),
+        release: replica.release,
+        port: replica.host_port,
+        serving: replica.is_serving(),
     }
 }
 

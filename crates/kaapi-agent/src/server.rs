@@ -1,5 +1,6 @@
-//! The agent process body: its JSON API on 127.0.0.1 (bearer token), the reconcile loop, and a
-//! clean exit on `POST /v1/shutdown`, SIGTERM or SIGINT (containers keep running).
+//! The agent process body: its JSON API on 127.0.0.1 (bearer token), the reconcile loop, the
+//! ingress supervisor, and a clean exit on `POST /v1/shutdown`, SIGTERM or SIGINT (containers
+//! keep running, and so does the ingress process).
 //!
 //! `GET /metrics` needs no token: it is read-only, holds no secret (counts per environment,
 //! release and service), and the API listens on 127.0.0.1 only; a scraper on this machine reads
@@ -20,6 +21,8 @@ use tokio::sync::watch;
 use super::api::{AgentEndpoint, EnvironmentSpec, RolloutQuery};
 use super::error::AgentError;
 use super::handshake;
+use super::ingress::{IngressCommand, IngressLink};
+use super::ingress_sync;
 use super::metrics;
 use super::private;
 use super::reconcile;
@@ -53,8 +56,8 @@ impl Drop for StopGuard {
     }
 }
 
-/// Runs the agent until it is told to stop.
-pub async fn serve(state_dir: &Path) -> Result<(), AgentError> {
+/// Runs the agent until it is told to stop; its ingress runs as `ingress` says.
+pub async fn serve(state_dir: &Path, ingress: IngressCommand) -> Result<(), AgentError> {
     private::ensure_dir(state_dir)?;
     // One agent per state directory: the lock dies with the process, never goes stale.
     let lock_path = state_dir.join(LOCK_FILE);
@@ -68,7 +71,8 @@ pub async fn serve(state_dir: &Path) -> Result<(), AgentError> {
 
     let containers = super::docker::Containers::connect().await?;
     let store = Store::open(state_dir)?;
-    let agent = Arc::new(Agent::new(containers, store));
+    let link = IngressLink::new(state_dir, ingress);
+    let agent = Arc::new(Agent::new(containers, store, link));
     let (shutdown, shutdown_rx) = watch::channel(false);
     let guard = StopGuard {
         agent: Arc::clone(&agent),
@@ -99,6 +103,7 @@ pub async fn serve(state_dir: &Path) -> Result<(), AgentError> {
     );
 
     tokio::spawn(reconcile::run(Arc::clone(&agent), shutdown_rx.clone()));
+    tokio::spawn(ingress_sync::run(Arc::clone(&agent), shutdown_rx.clone()));
     tokio::spawn(metrics::run_sampler(
         Arc::clone(&agent),
         shutdown_rx.clone(),
@@ -130,12 +135,18 @@ pub async fn serve(state_dir: &Path) -> Result<(), AgentError> {
 }
 
 async fn stop_requested(mut shutdown: watch::Receiver<bool>) {
-    use tokio::signal::unix::SignalKind;
-    // SIGINT too: an agent run in a terminal stops cleanly on Ctrl-C.
     tokio::select! {
         _ = shutdown.wait_for(|stop| *stop) => {}
-        _ = signal(SignalKind::terminate(), "SIGTERM") => eprintln!("agent: SIGTERM received"),
-        _ = signal(SignalKind::interrupt(), "SIGINT") => eprintln!("agent: SIGINT received"),
+        _ = stop_signal() => {}
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT (a process run in a terminal stops cleanly on Ctrl-C too).
+pub(crate) async fn stop_signal() {
+    use tokio::signal::unix::SignalKind;
+    tokio::select! {
+        _ = signal(SignalKind::terminate(), "SIGTERM") => eprintln!("SIGTERM received"),
+        _ = signal(SignalKind::interrupt(), "SIGINT") => eprintln!("SIGINT received"),
     }
 }
 
@@ -146,7 +157,7 @@ async fn signal(kind: tokio::signal::unix::SignalKind, name: &str) {
             signal.recv().await;
         }
         Err(e) => {
-            eprintln!("agent: cannot watch {name}: {e}");
+            eprintln!("cannot watch {name}: {e}");
             std::future::pending::<()>().await;
         }
     }
@@ -273,7 +284,7 @@ async fn remove_environment(
     let Some(environment) = agent.forget(&env) else {
         return StatusCode::NO_CONTENT.into_response();
     };
-    environment.close_ingresses();
+    environment.close_ingresses(&agent.ingress).await;
     let mut current = environment.current.lock().await;
     let replicas: Vec<_> = std::mem::take(&mut current.replicas)
         .into_values()
@@ -302,6 +313,12 @@ async fn remove_environment(
     if let Err(e) = agent.store.remove(&env) {
         return error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string());
     }
+    // Nothing left to serve: the ingress process goes too (the next rollout starts one).
+    if agent.environments().is_empty() && agent.store.records().is_empty() {
+        if let Err(e) = agent.ingress.stop().await {
+            return error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string());
+        }
+    }
     StatusCode::NO_CONTENT.into_response()
 }
 
@@ -318,6 +335,7 @@ async fn metrics_series(
     State(state): State<Arc<ApiState>>,
     UrlPath(env): UrlPath<String>,
 ) -> Response {
+    metrics::refresh(&state.agent).await;
     match state.agent.environment(&env) {
         Some(environment) => Json(environment.metrics.series(&env)).into_response(),
         None => error(StatusCode::NOT_FOUND, &format!("no environment `{env}`")),
@@ -325,6 +343,7 @@ async fn metrics_series(
 }
 
 async fn prometheus_metrics(State(state): State<Arc<ApiState>>) -> Response {
+    metrics::refresh(&state.agent).await;
     let environments: Vec<_> = state
         .agent
         .environments()

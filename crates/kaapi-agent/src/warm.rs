@@ -116,7 +116,8 @@ async fn answers(
 /// Puts the reused replicas back in rotation and points their ingress at them now, without
 /// waiting for the rest of the rollout (the workers); returns them as the rollout's replicas
 /// of their services.
-pub fn switch_early(
+pub async fn switch_early(
+    agent: &Agent,
     environment: &Environment,
     spec: &EnvironmentSpec,
     reused: &Reused,
@@ -131,7 +132,9 @@ pub fn switch_early(
             replica.resume();
             started.push((service.clone(), Arc::clone(replica)));
         }
-        environment.point_ingress(name, set.replicas.clone());
+        environment
+            .point_ingress(&agent.ingress, name, set.replicas.clone())
+            .await;
         say(format!(
             "{name}: switched to {} warm replica(s) of release {}",
             set.replicas.len(),

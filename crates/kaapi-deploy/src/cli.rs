@@ -398,7 +398,13 @@ pub enum AgentCommand {
         #[arg(long)]
         state_dir: PathBuf,
     },
-    /// Stop the running agent.
+    /// Run the ingress process in the foreground (the agent starts it on demand).
+    #[command(hide = true)]
+    Ingress {
+        #[arg(long)]
+        state_dir: PathBuf,
+    },
+    /// Stop the running agent (the ingress keeps serving).
     Stop,
     /// Say whether the agent runs, and where.
     Status,

@@ -1,8 +1,9 @@
-//! `kaapi-deploy agent run|stop|status`: the local engine's long-running agent.
+//! `kaapi-deploy agent run|stop|status`: the local engine's long-running agent, and the ingress
+//! process it starts (`agent ingress`, hidden).
 
 use std::path::{Path, PathBuf};
 
-use kaapi_agent::{serve, AgentClient};
+use kaapi_agent::{serve, serve_ingress, AgentClient, IngressCommand};
 
 use crate::cli::AgentCommand;
 use crate::exit::{CliError, CliResult};
@@ -10,9 +11,18 @@ use crate::project;
 
 pub async fn run(config: Option<&Path>, command: &AgentCommand) -> CliResult {
     match command {
-        AgentCommand::Run { state_dir } => serve(state_dir)
+        AgentCommand::Run { state_dir } => {
+            // The ingress is this very binary, run with `agent ingress`.
+            let program = std::env::current_exe().map_err(|e| {
+                CliError::Failed(format!("agent: cannot find its own executable: {e}"))
+            })?;
+            serve(state_dir, IngressCommand::Program(program))
+                .await
+                .map_err(|e| CliError::Failed(format!("agent: {e}")))
+        }
+        AgentCommand::Ingress { state_dir } => serve_ingress(state_dir)
             .await
-            .map_err(|e| CliError::Failed(format!("agent: {e}"))),
+            .map_err(|e| CliError::Failed(format!("ingress: {e}"))),
         AgentCommand::Stop => {
             let state_dir = state_dir(config)?;
             match connect(&state_dir).await? {
@@ -22,7 +32,9 @@ pub async fn run(config: Option<&Path>, command: &AgentCommand) -> CliResult {
                         .shutdown()
                         .await
                         .map_err(|e| CliError::Failed(format!("cannot stop the agent: {e}")))?;
-                    println!("agent stopped (pid {pid}); its containers keep running");
+                    println!(
+                        "agent stopped (pid {pid}); its containers keep running and the ingress keeps serving them"
+                    );
                 }
                 None => println!("no agent runs for {}", state_dir.display()),
             }
@@ -46,9 +58,20 @@ pub async fn run(config: Option<&Path>, command: &AgentCommand) -> CliResult {
                     state_dir.display()
                 ),
             }
+            match running_ingress(&state_dir) {
+                Some(pid) => println!("ingress runs: pid {pid} (it serves while no agent runs)"),
+                None => println!("no ingress runs (the agent starts one for a deploy)"),
+            }
             Ok(())
         }
     }
+}
+
+/// The ingress process `ingress.json` names, when that pid still runs this directory's ingress.
+fn running_ingress(state_dir: &Path) -> Option<u32> {
+    let bytes = std::fs::read(state_dir.join(kaapi_agent::ingress::protocol::RECORD_FILE)).ok()?;
+    let record: kaapi_agent::ingress::protocol::Record = serde_json::from_slice(&bytes).ok()?;
+    kaapi_agent::process::is_ingress_of(record.pid, state_dir).then_some(record.pid)
 }
 
 async fn connect(state_dir: &Path) -> CliResult<Option<AgentClient>> {

@@ -77,7 +77,9 @@ pub fn render(report: &DownReport) -> String {
         text.push_str("replicas and ingresses removed by the agent\n");
     }
     if report.agent_stopped {
-        text.push_str("agent stopped (it served no other environment)\n");
+        text.push_str(
+            "agent stopped, and its ingress process (they served no other environment)\n",
+        );
     } else if !report.agent_still_serves.is_empty() {
         text.push_str(&format!(
             "agent keeps running for {}\n",

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use crate::docker_support::{agent_pid, docker, Project, LABEL_APP, LABEL_ROLE};
+use crate::docker_support::{agent_pid, docker, ingress_pid, Project, LABEL_APP, LABEL_ROLE};
 
 fn volumes(project: &Project) -> Vec<String> {
     let mut names: Vec<String> = docker(&["volume", "ls", "-q"])
@@ -68,6 +68,11 @@ fn down_removes_what_the_environment_runs_and_keeps_the_history() {
     assert!(networks(&project).is_empty(), "{:?}", networks(&project));
     assert!(!agent_runs(&project.state_dir), "the agent still runs");
     assert!(project.get("/").is_err(), "the ingress still answers");
+    assert!(
+        ingress_pid(&project.state_dir)
+            .is_none_or(|pid| !Path::new(&format!("/proc/{pid}")).exists()),
+        "the ingress process still runs"
+    );
     assert_eq!(
         volumes(&project),
         [

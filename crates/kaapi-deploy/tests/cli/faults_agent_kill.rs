@@ -1,11 +1,14 @@
-//! Fault suite: the agent (which keeps replicas alive and serves the ingress) SIGKILLed. The
-//! replicas keep running without it; the next CLI command starts a new agent, which must
-//! adopt them (no duplicate, no orphan), serve the ingress on the same port again, and keep
-//! the release history; a deploy afterwards must work as before.
+//! Fault suite: the agent SIGKILLed or stopped, and the ingress process killed. The ingress runs
+//! apart from the agent, so traffic never stops while the agent is down: the replicas keep
+//! running, the ingress keeps serving its last table, and the next CLI command starts a new agent
+//! that adopts both (no duplicate, no orphan, the same port, the history kept). A killed ingress
+//! is noticed by the agent, which starts a new one on the same port.
 
 use std::time::Duration;
 
-use crate::docker_support::{agent_pid, eventually, http_get, Project, LABEL_RELEASE, LABEL_ROLE};
+use crate::docker_support::{
+    agent_pid, eventually, ingress_pid, Project, LABEL_RELEASE, LABEL_ROLE,
+};
 
 fn alive(pid: u32) -> bool {
     // A zombie (state Z) is dead for our purposes.
@@ -23,41 +26,41 @@ fn sorted(mut ids: Vec<String>) -> Vec<String> {
     ids
 }
 
+fn kill(signal: &str, pid: u32) {
+    let status = std::process::Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill {signal} {pid}");
+    assert!(
+        eventually(Duration::from_secs(10), || !alive(pid)),
+        "{pid} survived kill {signal}"
+    );
+}
+
 #[test]
-fn agent_killed_and_restarted_adopts_replicas_and_serves_on_the_same_port() {
+fn agent_killed_under_load_loses_no_request_and_a_new_agent_adopts_everything() {
     let project = Project::new("fak");
     project.deploy();
     let replicas_before = sorted(project.containers(&[(LABEL_ROLE, "replica")]));
     assert_eq!(replicas_before.len(), 3, "{replicas_before:?}");
     let releases_before = project.releases();
     let pid = agent_pid(&project.state_dir).expect("agent.json names the agent's pid");
-    assert!(alive(pid), "agent {pid} should run");
+    let ingress = ingress_pid(&project.state_dir).expect("ingress.json names the ingress");
+    assert_ne!(pid, ingress, "the ingress is a process of its own");
+    let load = project.load();
 
-    let status = std::process::Command::new("kill")
-        .args(["-KILL", &pid.to_string()])
-        .status()
-        .expect("run kill");
-    assert!(status.success(), "kill -KILL {pid}");
-    assert!(
-        eventually(Duration::from_secs(10), || !alive(pid)),
-        "agent {pid} survived SIGKILL"
-    );
-    // Without the agent nothing listens on the ingress port (it lived in the agent).
-    assert!(
-        eventually(Duration::from_secs(5), || http_get(
-            project.port,
-            "/version"
-        )
-        .is_err()),
-        "the ingress still answers with its agent dead"
-    );
-    // The replicas themselves are untouched.
+    kill("-KILL", pid);
+    // Without the agent the ingress keeps serving its last table.
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(project.serving_version().as_deref(), Some("1.0.0"));
+    assert!(alive(ingress), "the ingress died with its agent");
     assert_eq!(
         sorted(project.containers(&[(LABEL_ROLE, "replica")])),
         replicas_before
     );
 
-    // `agent run` brings it back (so do a deploy, below, and `status`: see the next test).
+    // `agent run` brings the agent back (so do a deploy, below, and `status`: next test).
     let mut agent = project
         .std_cli(&["agent", "run", "--state-dir"])
         .arg(&project.state_dir)
@@ -66,22 +69,18 @@ fn agent_killed_and_restarted_adopts_replicas_and_serves_on_the_same_port() {
         .spawn()
         .expect("start `agent run`");
     let back = eventually(Duration::from_secs(20), || {
-        project.serving_version().as_deref() == Some("1.0.0")
+        agent_pid(&project.state_dir) == Some(agent.id())
     });
-    let new_pid = agent_pid(&project.state_dir);
     if !back {
         let _ = agent.kill();
         let _ = agent.wait();
-        panic!(
-            "the ingress did not come back on 127.0.0.1:{} (agent.json pid {new_pid:?})",
-            project.port
-        );
+        panic!("the new agent did not write agent.json");
     }
-    assert_eq!(new_pid, Some(agent.id()), "agent.json names the new agent");
-    // Adopted, not duplicated: the very same containers, and nothing else.
+    // Adopted, not duplicated: the very same containers and ingress, and nothing else.
     std::thread::sleep(Duration::from_secs(3));
     let replicas_after = sorted(project.containers(&[(LABEL_ROLE, "replica")]));
     let releases_after = project.releases();
+    let ingress_after = ingress_pid(&project.state_dir);
     let _ = agent.kill();
     let _ = agent.wait();
     assert_eq!(
@@ -89,12 +88,33 @@ fn agent_killed_and_restarted_adopts_replicas_and_serves_on_the_same_port() {
         "the restarted agent created or removed replicas"
     );
     assert_eq!(releases_after, releases_before, "release history changed");
+    assert_eq!(
+        ingress_after,
+        Some(ingress),
+        "the new agent adopts the ingress"
+    );
 
     // Killed again (SIGKILL above); the next deploy starts an agent itself and rolls over the
-    // adopted replicas.
+    // adopted replicas, still under the same load.
     project.configure("2.0.0", "");
     project.deploy();
     assert_eq!(project.serving_version().as_deref(), Some("2.0.0"));
+    let result = load.finish();
+    if result.failed > 0 {
+        for log in ["agent.log", "ingress.log"] {
+            eprintln!(
+                "==== {log}\n{}",
+                std::fs::read_to_string(project.state_dir.join(log)).unwrap_or_default()
+            );
+        }
+    }
+    assert!(result.ok > 0, "no request was answered");
+    assert_eq!(
+        result.failed,
+        0,
+        "requests failed across the agent's death and restarts: {:?}",
+        result.failures.iter().take(5).collect::<Vec<_>>()
+    );
     assert!(
         eventually(Duration::from_secs(30), || {
             let all = project.containers(&[(LABEL_ROLE, "replica")]);
@@ -107,43 +127,125 @@ fn agent_killed_and_restarted_adopts_replicas_and_serves_on_the_same_port() {
 }
 
 #[test]
-fn status_after_an_agent_crash_starts_it_again_and_the_ingress_comes_back() {
+fn status_after_an_agent_crash_or_stop_starts_it_again_and_no_request_fails() {
     let project = Project::new("fas");
     project.deploy();
     let replicas_before = sorted(project.containers(&[(LABEL_ROLE, "replica")]));
-    let pid = agent_pid(&project.state_dir).expect("agent.json names the agent's pid");
-    let killed = std::process::Command::new("kill")
-        .args(["-KILL", &pid.to_string()])
-        .status()
-        .expect("run kill");
-    assert!(killed.success(), "kill -KILL {pid}");
-    assert!(
-        eventually(Duration::from_secs(10), || !alive(pid)),
-        "agent {pid} still alive"
+    let ingress = ingress_pid(&project.state_dir).expect("ingress.json names the ingress");
+    let load = project.load();
+
+    for stop in ["crash", "agent stop"] {
+        let pid = agent_pid(&project.state_dir).expect("agent.json names the agent's pid");
+        if stop == "crash" {
+            kill("-KILL", pid);
+        } else {
+            let out = project.ok(&["agent", "stop"]);
+            assert!(out.contains("the ingress keeps serving"), "{out}");
+            assert!(!alive(pid), "agent {pid} still runs after `agent stop`");
+            let status = project.ok(&["agent", "status"]);
+            assert!(
+                status.contains("no agent runs")
+                    && status.contains(&format!("ingress runs: pid {ingress}")),
+                "{status}"
+            );
+        }
+        std::thread::sleep(Duration::from_secs(2));
+        assert_eq!(
+            project.serving_version().as_deref(),
+            Some("1.0.0"),
+            "after {stop}"
+        );
+        // A listener no environment has (as an unfinished rollout may leave): the next agent
+        // closes it.
+        let stray = open_stray_listener(&project.state_dir);
+        assert!(std::net::TcpStream::connect(("127.0.0.1", stray)).is_ok());
+
+        // Looking at the environment is enough to bring its agent back, like a control plane.
+        let status = project.ok(&["status", "local", "--json"]);
+        assert!(status.contains("\"environment\""), "{status}");
+        assert!(
+            eventually(Duration::from_secs(5), || std::net::TcpStream::connect((
+                "127.0.0.1",
+                stray
+            ))
+            .is_err()),
+            "the stray listener on {stray} is still open after {stop}"
+        );
+        let new_pid = agent_pid(&project.state_dir).expect("agent.json names the new agent");
+        assert_ne!(new_pid, pid, "a new agent runs after {stop}");
+        assert!(alive(new_pid), "agent {new_pid} should run");
+        std::thread::sleep(Duration::from_secs(2));
+        assert_eq!(
+            sorted(project.containers(&[(LABEL_ROLE, "replica")])),
+            replicas_before,
+            "the restarted agent adopts the replicas, no duplicates or orphans"
+        );
+        assert_eq!(
+            ingress_pid(&project.state_dir),
+            Some(ingress),
+            "after {stop}"
+        );
+    }
+    let result = load.finish();
+    assert!(result.ok > 0, "no request was answered");
+    assert_eq!(
+        result.failed,
+        0,
+        "requests failed across the agent's crash and stop: {:?}",
+        result.failures.iter().take(5).collect::<Vec<_>>()
     );
+}
+
+/// Asks the running ingress, over its control socket, for a listener on a free port.
+fn open_stray_listener(state_dir: &std::path::Path) -> u16 {
+    use std::io::{BufRead, Write};
+    let mut socket = std::os::unix::net::UnixStream::connect(state_dir.join("ingress.sock"))
+        .expect("the ingress' control socket");
+    socket
+        .write_all(b"{\"op\":\"put\",\"port\":0,\"label\":\"gone/web\",\"backends\":[]}\n")
+        .expect("send put");
+    let mut answer = String::new();
+    std::io::BufReader::new(socket)
+        .read_line(&mut answer)
+        .expect("read answer");
+    let answer: serde_json::Value = serde_json::from_str(&answer).expect("JSON answer");
+    answer["port"]["port"]
+        .as_u64()
+        .and_then(|p| u16::try_from(p).ok())
+        .unwrap_or_else(|| panic!("no port in {answer}"))
+}
+
+#[test]
+fn a_killed_ingress_is_replaced_by_the_agent_and_serves_again() {
+    let project = Project::new("fik");
+    project.deploy();
+    let ingress = ingress_pid(&project.state_dir).expect("ingress.json names the ingress");
+    let agent = agent_pid(&project.state_dir).expect("agent.json names the agent");
+
+    kill("-KILL", ingress);
     assert!(
-        eventually(Duration::from_secs(10), || project
-            .serving_version()
-            .is_none()),
-        "the ingress still answers with its agent dead"
+        eventually(Duration::from_secs(15), || {
+            ingress_pid(&project.state_dir).is_some_and(|pid| pid != ingress && alive(pid))
+                && project.serving_version().as_deref() == Some("1.0.0")
+        }),
+        "no new ingress serves on 127.0.0.1:{} (ingress.json: {:?})",
+        project.port,
+        ingress_pid(&project.state_dir)
+    );
+    assert_eq!(
+        agent_pid(&project.state_dir),
+        Some(agent),
+        "the agent kept running"
+    );
+    let new = ingress_pid(&project.state_dir).expect("the new ingress");
+    let log = std::fs::read_to_string(project.state_dir.join("agent.log")).expect("agent.log");
+    assert!(
+        log.contains(&format!("agent: ingress runs (pid {new})")),
+        "{log}"
     );
 
-    // Looking at the environment is enough to bring its agent back, like a control plane.
-    let status = project.ok(&["status", "local", "--json"]);
-    assert!(status.contains("\"environment\""), "{status}");
-    assert!(
-        eventually(Duration::from_secs(20), || {
-            project.serving_version().as_deref() == Some("1.0.0")
-        }),
-        "the ingress did not come back on 127.0.0.1:{}",
-        project.port
-    );
-    let new_pid = agent_pid(&project.state_dir).expect("agent.json names the new agent");
-    assert_ne!(new_pid, pid, "a new agent runs");
-    assert!(alive(new_pid), "agent {new_pid} should run");
-    assert_eq!(
-        sorted(project.containers(&[(LABEL_ROLE, "replica")])),
-        replicas_before,
-        "the restarted agent adopts the replicas, no duplicates or orphans"
-    );
+    // And it follows the next switch.
+    project.configure("2.0.0", "");
+    project.deploy();
+    assert_eq!(project.serving_version().as_deref(), Some("2.0.0"));
 }

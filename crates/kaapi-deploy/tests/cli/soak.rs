@@ -1,21 +1,22 @@
 //! Soak: steady loopback load through the ingress while deploys, rollbacks, automatic
 //! rollbacks (a release failing its health check), replica kills and agent restarts interleave
-//! in a fixed, seeded order. Prints requests sent and failed, the agent's memory over time and
-//! what is left behind (containers, images, volumes, container log bytes), and asserts each.
+//! in a fixed, seeded order. Prints requests sent and failed, the agent's and the ingress'
+//! memory over time and what is left behind (containers, images, volumes, container log bytes),
+//! and asserts each.
 //! Run on demand, not in every CI run (see docs/benchmarks.md, "Soak"):
 //!
 //!     cargo test --workspace --test cli -- soak:: --ignored --nocapture
 //!
 //! `KAAPI_SOAK_SECS` (default 900), `KAAPI_SOAK_RPS` (default 40) and `KAAPI_SOAK_SEED`
-//! (default 16) shorten it, set its load and reorder its steps. The ingress lives in the agent,
-//! so the load pauses while the agent is restarted on purpose (and only then).
+//! (default 16) shorten it, set its load and reorder its steps. The ingress runs in a process of
+//! its own, so the load never pauses: agent restarts (stopped or SIGKILLed) must lose nothing.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::docker_support::{
-    agent_pid, docker, eventually, http_get, Project, LABEL_APP, LABEL_ROLE,
+    agent_pid, docker, eventually, http_get, ingress_pid, Project, LABEL_APP, LABEL_ROLE,
 };
 
 const SERVICE: &str = "dev.kaapi.service";
@@ -67,12 +68,8 @@ enum Step {
 }
 
 /// Rate-limited load: `rps` requests a second over fresh connections, `GET /version`.
-/// Paused (in-flight requests finished first) while the agent, which holds the ingress, is
-/// restarted on purpose.
 struct SteadyLoad {
     stop: Arc<AtomicBool>,
-    paused: Arc<AtomicBool>,
-    in_flight: Arc<AtomicU64>,
     sent: Arc<AtomicU64>,
     failed: Arc<AtomicU64>,
     failures: Arc<Mutex<Vec<String>>>,
@@ -84,8 +81,6 @@ impl SteadyLoad {
         const THREADS: u64 = 4;
         let load = SteadyLoad {
             stop: Arc::default(),
-            paused: Arc::default(),
-            in_flight: Arc::default(),
             sent: Arc::default(),
             failed: Arc::default(),
             failures: Arc::default(),
@@ -94,10 +89,8 @@ impl SteadyLoad {
         let interval = Duration::from_micros(1_000_000 * THREADS / rps.max(1));
         let threads = (0..THREADS)
             .map(|_| {
-                let (stop, paused, in_flight, sent, failed, failures) = (
+                let (stop, sent, failed, failures) = (
                     load.stop.clone(),
-                    load.paused.clone(),
-                    load.in_flight.clone(),
                     load.sent.clone(),
                     load.failed.clone(),
                     load.failures.clone(),
@@ -106,21 +99,17 @@ impl SteadyLoad {
                     let mut next = Instant::now();
                     while !stop.load(Ordering::SeqCst) {
                         next += interval;
-                        in_flight.fetch_add(1, Ordering::SeqCst);
-                        if !paused.load(Ordering::SeqCst) {
-                            sent.fetch_add(1, Ordering::SeqCst);
-                            match http_get(port, "/version") {
-                                Ok((200, _)) => {}
-                                other => {
-                                    failed.fetch_add(1, Ordering::SeqCst);
-                                    let mut kept = failures.lock().expect("failures");
-                                    if kept.len() < 20 {
-                                        kept.push(format!("{other:?}"));
-                                    }
+                        sent.fetch_add(1, Ordering::SeqCst);
+                        match http_get(port, "/version") {
+                            Ok((200, _)) => {}
+                            other => {
+                                failed.fetch_add(1, Ordering::SeqCst);
+                                let mut kept = failures.lock().expect("failures");
+                                if kept.len() < 20 {
+                                    kept.push(format!("{other:?}"));
                                 }
                             }
                         }
-                        in_flight.fetch_sub(1, Ordering::SeqCst);
                         // Behind schedule (slow answers): start again from now, no burst.
                         let now = Instant::now();
                         if next > now {
@@ -133,21 +122,6 @@ impl SteadyLoad {
             })
             .collect();
         SteadyLoad { threads, ..load }
-    }
-
-    fn pause(&self) {
-        self.paused.store(true, Ordering::SeqCst);
-        assert!(
-            eventually(Duration::from_secs(15), || self
-                .in_flight
-                .load(Ordering::SeqCst)
-                == 0),
-            "requests still in flight 15 s after pausing the load"
-        );
-    }
-
-    fn resume(&self) {
-        self.paused.store(false, Ordering::SeqCst);
     }
 
     fn finish(self) -> (u64, u64, Vec<String>) {
@@ -172,14 +146,19 @@ fn rss_kib(pid: u32) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
-/// The agent's private memory every few seconds, whichever agent process runs at the time.
+/// A process' private memory every few seconds, whichever process `pid_of` names at the time
+/// (the agent, or the ingress).
 struct MemorySampler {
     stop: Arc<AtomicBool>,
     thread: std::thread::JoinHandle<Vec<(f64, u32, u64)>>,
 }
 
 impl MemorySampler {
-    fn start(state_dir: std::path::PathBuf, every: Duration) -> Self {
+    fn start(
+        state_dir: std::path::PathBuf,
+        pid_of: fn(&std::path::Path) -> Option<u32>,
+        every: Duration,
+    ) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let thread = std::thread::spawn(move || {
@@ -187,7 +166,7 @@ impl MemorySampler {
             let mut samples = Vec::new();
             while !flag.load(Ordering::SeqCst) {
                 if let Some((pid, rss)) =
-                    agent_pid(&state_dir).and_then(|pid| Some((pid, rss_kib(pid)?)))
+                    pid_of(&state_dir).and_then(|pid| Some((pid, rss_kib(pid)?)))
                 {
                     samples.push((started.elapsed().as_secs_f64(), pid, rss));
                 }
@@ -267,7 +246,6 @@ fn leftovers(project: &Project) -> Leftovers {
 
 struct Soak<'a> {
     project: &'a Project,
-    load: &'a SteadyLoad,
     version: usize,
     serving: String,
 }
@@ -325,9 +303,9 @@ impl Soak<'_> {
         );
     }
 
-    /// The ingress lives in the agent: while it restarts nothing listens, so the load waits.
+    /// The ingress runs apart from the agent: it keeps serving (under the load) while the
+    /// agent is stopped or killed, and the next command starts an agent that adopts it.
     fn restart_agent(&mut self, kill: bool) {
-        self.load.pause();
         let pid = agent_pid(&self.project.state_dir).expect("agent.json names the agent");
         if kill {
             let status = std::process::Command::new("kill")
@@ -346,7 +324,6 @@ impl Soak<'_> {
         );
         self.project.ok(&["status", "local", "--json"]);
         self.expect_serving();
-        self.load.resume();
     }
 
     fn expect_serving(&self) {
@@ -395,12 +372,16 @@ fn deploys_rollbacks_and_faults_under_load_lose_nothing_and_leave_nothing() {
     project.configure(VERSIONS[0], "");
     project.deploy();
     let load = SteadyLoad::start(project.port, rps);
-    let memory = MemorySampler::start(project.state_dir.clone(), Duration::from_secs(5));
+    let memory = MemorySampler::start(project.state_dir.clone(), agent_pid, Duration::from_secs(5));
+    let ingress_memory = MemorySampler::start(
+        project.state_dir.clone(),
+        ingress_pid,
+        Duration::from_secs(5),
+    );
     let started = Instant::now();
     let deadline = started + Duration::from_secs(seconds);
     let mut soak = Soak {
         project: &project,
-        load: &load,
         version: 0,
         serving: VERSIONS[0].to_owned(),
     };
@@ -459,6 +440,7 @@ fn deploys_rollbacks_and_faults_under_load_lose_nothing_and_leave_nothing() {
     std::thread::sleep(Duration::from_secs(5));
     let elapsed = started.elapsed().as_secs_f64();
     let samples = memory.finish();
+    let ingress_samples = ingress_memory.finish();
     let (sent, failed, failures) = load.finish();
     let left = leftovers(&project);
     let agent_log = std::fs::metadata(project.state_dir.join("agent.log")).map_or(0, |m| m.len());
@@ -478,6 +460,17 @@ fn deploys_rollbacks_and_faults_under_load_lose_nothing_and_leave_nothing() {
         }
     }
     println!("agent processes (pid, first KiB, peak KiB): {agents:?}");
+    let ingresses: Vec<u32> =
+        ingress_samples
+            .iter()
+            .map(|(_, pid, _)| *pid)
+            .fold(Vec::new(), |mut pids, pid| {
+                if !pids.contains(&pid) {
+                    pids.push(pid);
+                }
+                pids
+            });
+    println!("ingress processes: {ingresses:?} (one: agent restarts leave it running)");
     println!("left behind after one cycle: {after_first_cycle:?}");
     println!("left behind at the end:      {left:?}");
     println!("agent.log: {agent_log} bytes");
@@ -487,20 +480,31 @@ fn deploys_rollbacks_and_faults_under_load_lose_nothing_and_leave_nothing() {
         "too little traffic to prove anything: {sent} requests"
     );
     assert_eq!(failed, 0, "{failed} of {sent} failed: {failures:?}");
+    assert_eq!(
+        ingresses.len(),
+        1,
+        "the ingress was replaced: {ingresses:?}"
+    );
 
     // Memory: after warm-up (the first third: ingress pools, runtime, first rollouts), the last
     // third (one agent process) may exceed the first third's peak by half or 2 MiB, whichever is
     // more, for allocator slack. A leak per request or per rollout grows with time and crosses
     // that (an unswept connection pool grew it by about 4 MiB over the last third); noise does not.
-    let third = elapsed / 3.0;
-    let first = max_between(&samples, 0.0, third).expect("memory samples in the first third");
-    let last = max_between(&samples, 2.0 * third, f64::MAX).expect("samples in the last third");
-    let bound = first + (first / 2).max(2 * 1024);
-    println!("agent private memory peak: first third {first} KiB, last third {last} KiB, bound {bound} KiB");
-    assert!(
-        last <= bound,
-        "agent memory grew: {first} KiB -> {last} KiB"
-    );
+    // The same bound for the ingress process, which carries every request (one process for
+    // the whole run: agent restarts leave it running).
+    for (who, samples) in [("agent", &samples), ("ingress", &ingress_samples)] {
+        let third = elapsed / 3.0;
+        let first = max_between(samples, 0.0, third).expect("memory samples in the first third");
+        let last = max_between(samples, 2.0 * third, f64::MAX).expect("samples in the last third");
+        let bound = first + (first / 2).max(2 * 1024);
+        println!(
+            "{who} private memory peak: first third {first} KiB, last third {last} KiB, bound {bound} KiB"
+        );
+        assert!(
+            last <= bound,
+            "{who} memory grew: {first} KiB -> {last} KiB"
+        );
+    }
 
     // Left behind: no more containers than the config's replicas (2 web + 1 worker) or what
     // one cycle left (e.g. a failed release's replicas kept for diagnosis); one image per

@@ -16,7 +16,7 @@ use hyper_util::rt::TokioExecutor;
 use kaapi_agent::api::{
     EnvironmentSpec, HealthCheckSpec, RolloutMode, RolloutPhase, RolloutState, ServiceSpec,
 };
-use kaapi_agent::{serve, AgentClient};
+use kaapi_agent::{serve, AgentClient, IngressCommand};
 use tokio::task::JoinHandle;
 
 pub const HEALTH_PATH: &str = "/api/v1/utils/health/";
@@ -200,7 +200,8 @@ impl Drop for Fixture {
 pub async fn start_agent(state_dir: &Path) -> (JoinHandle<()>, AgentClient) {
     let dir = state_dir.to_owned();
     let task = tokio::spawn(async move {
-        if let Err(e) = serve(&dir).await {
+        // The current executable is this test binary: the ingress runs in this process.
+        if let Err(e) = serve(&dir, IngressCommand::InProcess).await {
             panic!("agent failed: {e}");
         }
     });

@@ -281,13 +281,12 @@ keep_warm = "{keep_warm}"
 impl Drop for Project {
     fn drop(&mut self) {
         let _ = self.std_cli(&["agent", "stop"]).output();
-        // If the agent did not stop on request, stop the process this test started.
-        if let Ok(text) = std::fs::read_to_string(self.state_dir.join("agent.json")) {
-            if let Ok(endpoint) = serde_json::from_str::<serde_json::Value>(&text) {
-                if let Some(pid) = endpoint["pid"].as_u64() {
-                    if Path::new(&format!("/proc/{pid}")).exists() {
-                        let _ = StdCommand::new("kill").arg(pid.to_string()).status();
-                    }
+        // If the agent did not stop on request, stop the process this test started; the
+        // ingress keeps serving after `agent stop`, so it is stopped here too.
+        for record in ["agent.json", "ingress.json"] {
+            if let Some(pid) = recorded_pid(&self.state_dir, record) {
+                if Path::new(&format!("/proc/{pid}")).exists() {
+                    let _ = StdCommand::new("kill").arg(pid.to_string()).status();
                 }
             }
         }
@@ -454,9 +453,18 @@ impl Load {
 
 /// The PID of the agent that `agent.json` in `state_dir` names, if any.
 pub fn agent_pid(state_dir: &Path) -> Option<u32> {
-    let text = std::fs::read_to_string(state_dir.join("agent.json")).ok()?;
-    let endpoint: serde_json::Value = serde_json::from_str(&text).ok()?;
-    endpoint["pid"].as_u64().and_then(|p| u32::try_from(p).ok())
+    recorded_pid(state_dir, "agent.json")
+}
+
+/// The PID of the ingress process that `ingress.json` in `state_dir` names, if any.
+pub fn ingress_pid(state_dir: &Path) -> Option<u32> {
+    recorded_pid(state_dir, "ingress.json")
+}
+
+fn recorded_pid(state_dir: &Path, file: &str) -> Option<u32> {
+    let text = std::fs::read_to_string(state_dir.join(file)).ok()?;
+    let record: serde_json::Value = serde_json::from_str(&text).ok()?;
+    record["pid"].as_u64().and_then(|p| u32::try_from(p).ok())
 }
 
 /// Waits up to `limit` for `check` to hold.

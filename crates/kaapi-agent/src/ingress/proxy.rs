@@ -1,13 +1,16 @@
-//! The per-environment ingress: a reverse proxy on 127.0.0.1:{port} that sends each request to a
-//! serving replica of the current release (round robin), counts in-flight requests per replica,
-//! and retries once on another replica when an upstream fails before answering. Every answer is
-//! counted on the environment's [`Metrics`] (release, status class, latency to the headers).
+//! One ingress listener: a reverse proxy on 127.0.0.1:{port} that sends each request to a
+//! serving backend of its table (round robin), counts in-flight requests per backend, and
+//! retries once on another backend when an upstream fails before answering. A backend whose
+//! connection failed is skipped for [`UNREACHABLE_FOR`] (or until the agent pushes it serving
+//! again after a pause). Every answer is counted on the listener's [`Metrics`] (release, status
+//! class, latency to the headers).
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock, PoisonError, RwLock};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -23,62 +26,125 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use super::error::AgentError;
-use super::metrics::{Metrics, ReleaseStats, StatusClass};
-use super::replica::Replica;
+use super::protocol;
+use crate::error::AgentError;
+use crate::metrics::{Metrics, ReleaseStats, StatusClass};
 
 const MAX_REQUEST_BODY: usize = 16 * 1024 * 1024;
 /// Like a load balancer's idle timeout: a replica that hangs does not hold a client forever.
 const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a backend that refused a connection gets no request (as a passive health check's
+/// fail timeout); the agent's probes decide beyond that.
+pub const UNREACHABLE_FOR: Duration = Duration::from_secs(2);
 
 type ProxyBody = BoxBody<Bytes, hyper::Error>;
 type UpstreamClient = Client<HttpConnector, Full<Bytes>>;
 
-/// The replicas the ingress may send traffic to; replaced atomically on a switch.
+/// What every listener of the process shares: the upstream connection pool and the state of
+/// each backend by name (kept across table pushes, so that in-flight counts survive a switch).
+pub struct Shared {
+    client: UpstreamClient,
+    backends: Mutex<HashMap<String, Arc<BackendState>>>,
+}
+
+/// The ingress' own view of one backend.
 #[derive(Default)]
-pub struct Backends {
-    replicas: RwLock<Vec<Backend>>,
+pub struct BackendState {
+    in_flight: AtomicU64,
+    unreachable_until: Mutex<Option<Instant>>,
+}
+
+impl BackendState {
+    pub fn in_flight(&self) -> u64 {
+        self.in_flight.load(Ordering::SeqCst)
+    }
+
+    fn reachable(&self) -> bool {
+        lock(&self.unreachable_until).is_none_or(|until| Instant::now() >= until)
+    }
+
+    fn mark_unreachable(&self) {
+        *lock(&self.unreachable_until) = Some(Instant::now() + UNREACHABLE_FOR);
+    }
+
+    fn clear_unreachable(&self) {
+        *lock(&self.unreachable_until) = None;
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Shared {
+    pub fn new() -> Arc<Self> {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(2)));
+        // The timer lets the pool sweep idle connections to replaced replicas (each has its
+        // own host port, so it is a new pool key); without it they stay until the process exits.
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build(connector);
+        Arc::new(Shared {
+            client,
+            backends: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn backend(&self, name: &str) -> Arc<BackendState> {
+        Arc::clone(lock(&self.backends).entry(name.to_owned()).or_default())
+    }
+
+    /// Requests in flight per backend name (only backends with some).
+    pub fn in_flight(&self) -> std::collections::BTreeMap<String, u64> {
+        lock(&self.backends)
+            .iter()
+            .map(|(name, state)| (name.clone(), state.in_flight()))
+            .filter(|(_, count)| *count > 0)
+            .collect()
+    }
+
+    /// Forgets backends no table holds and no request uses.
+    fn prune(&self) {
+        lock(&self.backends)
+            .retain(|_, state| Arc::strong_count(state) > 1 || state.in_flight() > 0);
+    }
+}
+
+/// The backends a listener may send traffic to; replaced whole on each push.
+#[derive(Default)]
+struct Table {
+    backends: RwLock<Vec<Backend>>,
     next: AtomicUsize,
-    /// The environment's counters, attached once when the ingress is given to it.
-    metrics: OnceLock<Arc<Metrics>>,
+    metrics: Metrics,
 }
 
-/// A replica with the counters of its release, looked up when the set changes, not per request.
+/// A backend with the counters of its release, looked up when the table changes, not per
+/// request.
 struct Backend {
-    replica: Arc<Replica>,
-    stats: Option<Arc<ReleaseStats>>,
+    entry: protocol::Backend,
+    state: Arc<BackendState>,
+    stats: Arc<ReleaseStats>,
 }
 
-impl Backends {
-    pub fn set(&self, replicas: Vec<Arc<Replica>>) {
-        let metrics = self.metrics.get();
-        let backends = replicas
-            .into_iter()
-            .map(|replica| Backend {
-                stats: metrics.map(|m| m.release(replica.release)),
-                replica,
-            })
-            .collect();
-        *self
-            .replicas
-            .write()
-            .unwrap_or_else(PoisonError::into_inner) = backends;
+impl Backend {
+    fn is_serving(&self) -> bool {
+        self.entry.serving && self.state.reachable()
     }
+}
 
-    /// Counts this ingress' answers on `metrics` from now on (the first call wins).
-    pub fn count_into(&self, metrics: Arc<Metrics>) {
-        let _ = self.metrics.set(metrics);
-    }
-
-    /// Picks a serving replica (not `avoid` when another one serves) and counts the request
+impl Table {
+    /// Picks a serving backend (not `avoid` when another one serves) and counts the request
     /// on it before the lock is released, so that a switch never misses an in-flight request.
     fn pick(&self, avoid: Option<&str>) -> Option<InFlight> {
-        let replicas = self.replicas.read().unwrap_or_else(PoisonError::into_inner);
-        let serving: Vec<&Backend> = replicas.iter().filter(|b| b.replica.is_serving()).collect();
+        let backends = self.backends.read().unwrap_or_else(PoisonError::into_inner);
+        let serving: Vec<&Backend> = backends.iter().filter(|b| b.is_serving()).collect();
         let preferred: Vec<&Backend> = serving
             .iter()
             .copied()
-            .filter(|b| Some(b.replica.name.as_str()) != avoid)
+            .filter(|b| Some(b.entry.name.as_str()) != avoid)
             .collect();
         let pool = if preferred.is_empty() {
             serving
@@ -90,15 +156,24 @@ impl Backends {
         }
         let index = self.next.fetch_add(1, Ordering::Relaxed) % pool.len();
         let backend = pool[index];
-        let replica = Arc::clone(&backend.replica);
-        replica.begin_request();
-        Some(InFlight(replica, backend.stats.clone()))
+        backend.state.in_flight.fetch_add(1, Ordering::SeqCst);
+        Some(InFlight {
+            name: backend.entry.name.clone(),
+            port: backend.entry.port,
+            state: Arc::clone(&backend.state),
+            stats: Arc::clone(&backend.stats),
+        })
     }
 }
 
-/// Counts one request on a replica until the response body is finished or dropped; carries the
-/// counters of the replica's release.
-struct InFlight(Arc<Replica>, Option<Arc<ReleaseStats>>);
+/// Counts one request on a backend until the response body is finished or dropped; carries the
+/// counters of the backend's release.
+struct InFlight {
+    name: String,
+    port: Option<u16>,
+    state: Arc<BackendState>,
+    stats: Arc<ReleaseStats>,
+}
 
 /// Marks a response the ingress made itself (no replica answered).
 #[derive(Clone, Copy)]
@@ -106,7 +181,7 @@ struct AnsweredByIngress;
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.end_request();
+        self.state.in_flight.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -136,16 +211,19 @@ impl Body for CountedBody {
     }
 }
 
-/// A listening ingress; dropping it (or [`Ingress::close`]) stops it.
-pub struct Ingress {
+/// A listening ingress; dropping it (or [`Listener::close`]) stops it.
+pub struct Listener {
     pub port: u16,
-    pub backends: Arc<Backends>,
+    /// Who owns it (`environment/service`).
+    pub label: String,
+    table: Arc<Table>,
+    shared: Arc<Shared>,
     closed: watch::Sender<bool>,
 }
 
-impl Ingress {
+impl Listener {
     /// Listens on 127.0.0.1:`port` (0: any free port).
-    pub async fn open(port: u16) -> Result<Self, AgentError> {
+    pub async fn open(port: u16, label: &str, shared: &Arc<Shared>) -> Result<Self, AgentError> {
         let listener = TcpListener::bind(("127.0.0.1", port)).await.map_err(|e| {
             AgentError::Invalid(format!(
                 "cannot open the ingress on 127.0.0.1:{port}: {e}; free the port or set another ingress port"
@@ -155,27 +233,61 @@ impl Ingress {
             .local_addr()
             .map_err(|e| AgentError::Network(format!("cannot read the ingress address: {e}")))?
             .port();
-        let backends = Arc::new(Backends::default());
+        let table = Arc::new(Table::default());
         let (closed, closed_rx) = watch::channel(false);
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_secs(2)));
-        // The timer lets the pool sweep idle connections to replaced replicas (each has its
-        // own host port, so it is a new pool key); without it they stay until the agent exits.
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build(connector);
         let proxy = Arc::new(Proxy {
-            backends: Arc::clone(&backends),
-            client,
+            table: Arc::clone(&table),
+            client: shared.client.clone(),
         });
         tokio::spawn(accept_loop(listener, proxy, closed_rx));
-        Ok(Ingress {
+        Ok(Listener {
             port,
-            backends,
+            label: label.to_owned(),
+            table,
+            shared: Arc::clone(shared),
             closed,
         })
+    }
+
+    /// Replaces the table at once: from the moment this returns, no new request goes to a
+    /// backend it does not hold as serving.
+    pub fn set(&self, entries: Vec<protocol::Backend>) {
+        let backends: Vec<Backend> = {
+            let previous = self
+                .table
+                .backends
+                .read()
+                .unwrap_or_else(PoisonError::into_inner);
+            entries
+                .into_iter()
+                .map(|entry| {
+                    let state = self.shared.backend(&entry.name);
+                    // Pushed serving again after a pause: the agent's probe vouches for it.
+                    let was_serving = previous
+                        .iter()
+                        .find(|b| b.entry.name == entry.name)
+                        .is_some_and(|b| b.entry.serving);
+                    if entry.serving && !was_serving {
+                        state.clear_unreachable();
+                    }
+                    Backend {
+                        stats: self.table.metrics.release(entry.release),
+                        state,
+                        entry,
+                    }
+                })
+                .collect()
+        };
+        *self
+            .table
+            .backends
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = backends;
+        self.shared.prune();
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.table.metrics
     }
 
     pub fn close(&self) {
@@ -183,14 +295,14 @@ impl Ingress {
     }
 }
 
-impl Drop for Ingress {
+impl Drop for Listener {
     fn drop(&mut self) {
         self.close();
     }
 }
 
 struct Proxy {
-    backends: Arc<Backends>,
+    table: Arc<Table>,
     client: UpstreamClient,
 }
 
@@ -203,7 +315,7 @@ async fn accept_loop(listener: TcpListener, proxy: Arc<Proxy>, mut closed: watch
         let (stream, peer) = match accepted {
             Ok(accepted) => accepted,
             Err(e) => {
-                eprintln!("agent: ingress accept failed: {e}");
+                eprintln!("ingress: accept failed: {e}");
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
@@ -243,10 +355,13 @@ impl Proxy {
             Some(_) => StatusClass::IngressError,
             None => StatusClass::of(status.as_u16()),
         };
-        match (&counted_on, self.backends.metrics.get()) {
-            (Some(stats), _) => stats.observe(class, started.elapsed()),
-            (None, Some(metrics)) => metrics.unrouted().observe(class, started.elapsed()),
-            (None, None) => {}
+        match &counted_on {
+            Some(stats) => stats.observe(class, started.elapsed()),
+            None => self
+                .table
+                .metrics
+                .unrouted()
+                .observe(class, started.elapsed()),
         }
         response
     }
@@ -285,15 +400,15 @@ impl Proxy {
         let mut avoid: Option<String> = None;
         let mut last_error = String::new();
         for _attempt in 0..2 {
-            let Some(in_flight) = self.backends.pick(avoid.as_deref()) else {
+            let Some(in_flight) = self.table.pick(avoid.as_deref()) else {
                 return local(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "no healthy replica is serving this environment right now",
                 );
             };
-            counted_on.clone_from(&in_flight.1);
-            let Some(port) = in_flight.0.host_port else {
-                avoid = Some(in_flight.0.name.clone());
+            *counted_on = Some(Arc::clone(&in_flight.stats));
+            let Some(port) = in_flight.port else {
+                avoid = Some(in_flight.name.clone());
                 continue;
             };
             let upstream = match upstream_request(&parts, &path, port, peer, body.clone()) {
@@ -306,7 +421,7 @@ impl Proxy {
                     StatusCode::GATEWAY_TIMEOUT,
                     &format!(
                         "replica {} did not answer within {} s",
-                        in_flight.0.name,
+                        in_flight.name,
                         UPSTREAM_TIMEOUT.as_secs()
                     ),
                 );
@@ -326,10 +441,10 @@ impl Proxy {
                     // be retried; otherwise only a method that is safe to repeat.
                     let connect_failed = e.is_connect();
                     if connect_failed {
-                        in_flight.0.mark_unreachable();
+                        in_flight.state.mark_unreachable();
                     }
-                    last_error = format!("replica {}: {e}", in_flight.0.name);
-                    avoid = Some(in_flight.0.name.clone());
+                    last_error = format!("replica {}: {e}", in_flight.name);
+                    avoid = Some(in_flight.name.clone());
                     if !(connect_failed || idempotent) {
                         break;
                     }
@@ -419,7 +534,6 @@ fn local(status: StatusCode, message: &str) -> Response<ProxyBody> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::replica::Health;
 
     /// A loopback upstream answering every request with `name`, slowly when asked to.
     async fn upstream(name: &'static str, delay: Duration) -> u16 {
@@ -447,15 +561,19 @@ mod tests {
         listener.local_addr().expect("addr").port()
     }
 
-    fn replica(name: &str, port: u16) -> Arc<Replica> {
-        Arc::new(Replica::new(
-            format!("id-{name}"),
-            name.to_owned(),
-            "web".to_owned(),
-            1,
-            Some(port),
-            Health::Healthy,
-        ))
+    fn backend(name: &str, port: u16) -> protocol::Backend {
+        protocol::Backend {
+            name: name.to_owned(),
+            release: 1,
+            port: Some(port),
+            serving: true,
+        }
+    }
+
+    async fn open() -> (Listener, Arc<Shared>) {
+        let shared = Shared::new();
+        let listener = Listener::open(0, "local/web", &shared).await.expect("open");
+        (listener, shared)
     }
 
     async fn send(port: u16, method: Method) -> (StatusCode, String) {
@@ -479,12 +597,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_request_to_a_dead_replica_is_retried_on_another_and_the_dead_one_is_avoided() {
-        let ingress = Ingress::open(0).await.expect("open");
-        let alive = replica("alive", upstream("alive", Duration::ZERO).await);
-        let dead = replica("dead", closed_port().await);
-        ingress
-            .backends
-            .set(vec![Arc::clone(&dead), Arc::clone(&alive)]);
+        let (ingress, shared) = open().await;
+        let alive = backend("alive", upstream("alive", Duration::ZERO).await);
+        let dead = backend("dead", closed_port().await);
+        ingress.set(vec![dead, alive]);
         for _ in 0..6 {
             // Even a POST: nothing reached the dead replica, so it is safe to resend.
             assert_eq!(
@@ -493,52 +609,70 @@ mod tests {
             );
         }
         assert!(
-            !dead.is_serving(),
+            !shared.backend("dead").reachable(),
             "a replica refusing connections is skipped"
         );
-        assert_eq!((dead.in_flight(), alive.in_flight()), (0, 0));
+        assert!(shared.in_flight().is_empty(), "{:?}", shared.in_flight());
     }
 
     #[tokio::test]
     async fn no_serving_replica_gives_503_and_a_switch_takes_effect_at_once() {
-        let ingress = Ingress::open(0).await.expect("open");
+        let (ingress, _shared) = open().await;
         let (status, body) = send(ingress.port, Method::GET).await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
         assert!(body.contains("no healthy replica"), "{body}");
 
-        let old = replica("old", upstream("old", Duration::ZERO).await);
-        ingress.backends.set(vec![Arc::clone(&old)]);
+        let old = backend("old", upstream("old", Duration::ZERO).await);
+        ingress.set(vec![old.clone()]);
         assert_eq!(send(ingress.port, Method::GET).await.1, "old");
-        let new = replica("new", upstream("new", Duration::ZERO).await);
-        ingress.backends.set(vec![new]);
+        let new = backend("new", upstream("new", Duration::ZERO).await);
+        ingress.set(vec![new.clone()]);
         assert_eq!(send(ingress.port, Method::GET).await.1, "new");
+        // Pushed as not serving (unhealthy or draining): no traffic, even as the only one.
+        ingress.set(vec![protocol::Backend {
+            serving: false,
+            ..new
+        }]);
+        assert_eq!(
+            send(ingress.port, Method::GET).await.0,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
     }
 
     #[tokio::test]
-    async fn in_flight_requests_are_counted_until_their_response_ends() {
-        let ingress = Ingress::open(0).await.expect("open");
-        let slow = replica("slow", upstream("slow", Duration::from_millis(500)).await);
-        ingress.backends.set(vec![Arc::clone(&slow)]);
+    async fn in_flight_requests_are_counted_until_their_response_ends_even_after_a_switch() {
+        let (ingress, shared) = open().await;
+        let slow = backend("slow", upstream("slow", Duration::from_millis(500)).await);
+        ingress.set(vec![slow]);
         let port = ingress.port;
         let request = tokio::spawn(async move { send(port, Method::GET).await });
         tokio::time::sleep(Duration::from_millis(200)).await;
-        assert_eq!(slow.in_flight(), 1);
+        // Switched away while the request runs: it is still counted (the agent drains on it).
+        ingress.set(vec![backend(
+            "fast",
+            upstream("fast", Duration::ZERO).await,
+        )]);
+        assert_eq!(shared.in_flight().get("slow"), Some(&1));
         assert_eq!(request.await.expect("request task").1, "slow");
-        assert_eq!(slow.in_flight(), 0);
+        assert!(shared.in_flight().is_empty());
     }
 
     #[tokio::test]
     async fn every_answer_is_counted_on_its_release_and_status_class() {
-        let ingress = Ingress::open(0).await.expect("open");
-        let metrics = Arc::new(Metrics::default());
-        ingress.backends.count_into(Arc::clone(&metrics));
+        let (ingress, _shared) = open().await;
         let (status, _) = send(ingress.port, Method::GET).await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
-        let live = replica("live", upstream("live", Duration::ZERO).await);
-        ingress.backends.set(vec![live]);
+        ingress.set(vec![backend(
+            "live",
+            upstream("live", Duration::ZERO).await,
+        )]);
         for _ in 0..3 {
             assert_eq!(send(ingress.port, Method::GET).await.0, StatusCode::OK);
         }
+        // What the agent reads and adds to its environment's metrics.
+        let metrics = Arc::new(Metrics::default());
+        metrics.absorb(ingress.port, &ingress.metrics().raw_counts());
+        metrics.absorb(ingress.port, &ingress.metrics().raw_counts());
         let text = crate::metrics::render(&[("local".to_owned(), metrics)]);
         for expected in [
             r#"kaapi_ingress_requests_total{environment="local",release="1",class="2xx"} 3"#,
@@ -555,12 +689,12 @@ mod tests {
 
     #[tokio::test]
     async fn closing_the_ingress_frees_its_port() {
-        let ingress = Ingress::open(0).await.expect("open");
+        let (ingress, shared) = open().await;
         let port = ingress.port;
         drop(ingress);
         let mut reopened = None;
         for _ in 0..50 {
-            if let Ok(again) = Ingress::open(port).await {
+            if let Ok(again) = Listener::open(port, "local/web", &shared).await {
                 reopened = Some(again);
                 break;
             }
