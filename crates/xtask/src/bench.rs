@@ -473,7 +473,10 @@ fn ratios(table: &mut Table) {
 
 async fn cleanup(cli: &Cli<'_>) {
     let app = &cli.project.app;
-    let _ = cli.run(&["agent", "stop"]).await;
+    // `down` stops the agent and its ingress process too (`agent stop` leaves the ingress).
+    let _ = cli
+        .run(&["down", crate::project::ENVIRONMENT, "--volumes", "--yes"])
+        .await;
     let label = format!("label=dev.kaapi.app={app}");
     if let Ok(out) = docker(["ps", "-aq", "--filter", &label]).await {
         let ids: Vec<&str> = out.stdout.split_whitespace().collect();

@@ -40,6 +40,8 @@ pub struct Config {
     pub migrations_dir: Option<PathBuf>,
     pub worker_interval: Duration,
     pub shutdown_grace: Duration,
+    /// How long `serve` waits before it listens (unset: it listens at once).
+    pub startup_delay: Option<Duration>,
     pub break_mode: Break,
 }
 
@@ -57,6 +59,10 @@ impl Config {
             migrations_dir: var("MIGRATIONS_DIR").map(PathBuf::from),
             worker_interval: seconds("WORKER_INTERVAL_SECS", 2.0)?,
             shutdown_grace: seconds("SHUTDOWN_GRACE_SECS", 5.0)?,
+            startup_delay: match var("STARTUP_DELAY_SECS") {
+                Some(_) => Some(seconds("STARTUP_DELAY_SECS", 0.0)?),
+                None => None,
+            },
             break_mode: break_mode(),
         })
     }

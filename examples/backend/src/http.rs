@@ -81,6 +81,10 @@ pub fn serve(config: &Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Some(delay) = config.startup_delay {
+        println!("waiting {delay:?} before listening (STARTUP_DELAY_SECS)");
+        std::thread::sleep(delay);
+    }
     let addr = SocketAddr::new(config.bind_host, config.port);
     let listener = match TcpListener::bind(addr) {
         Ok(listener) => listener,

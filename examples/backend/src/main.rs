@@ -18,7 +18,8 @@ use config::{Break, Config};
 
 const USAGE: &str = "usage: kaapi-example-backend [serve | migrate | worker | exit N]
 
-  serve      HTTP server on $BIND_HOST:$PORT (default 0.0.0.0:8000)
+  serve      HTTP server on $BIND_HOST:$PORT (default 0.0.0.0:8000), listening
+             after $STARTUP_DELAY_SECS seconds when set (a slow-starting app)
   migrate    apply the migrations (embedded, or $MIGRATIONS_DIR/*.sql) to $DATABASE_PATH
   migrate current       print the database's schema version (e.g. 0002)
   migrate down VERSION  undo the migrations after VERSION (their `-- down` sections)

@@ -171,8 +171,12 @@ fn a_deploy_restarts_an_agent_of_another_version_and_succeeds() {
     );
     let new_pid = agent_pid(&project.state_dir).expect("the new agent's pid");
     assert_ne!(new_pid, old_pid);
+    // Gone, once its parent (init, after the CLI that started it exited) has reaped it.
     assert!(
-        !Path::new(&format!("/proc/{old_pid}")).exists(),
+        crate::docker_support::eventually(Duration::from_secs(5), || !Path::new(&format!(
+            "/proc/{old_pid}"
+        ))
+        .exists()),
         "the old agent still runs"
     );
     assert!(

@@ -136,6 +136,12 @@ fn the_dashboard_shows_a_deploy_under_load_with_its_plots_and_metrics_count_ever
     let load = project.load();
     std::thread::sleep(Duration::from_secs(3));
     project.configure("2.0.0", "");
+    // Release 2's web replicas listen 2 s after they start: a deploy that finishes in about a
+    // second would often end before Chromium (a second or two per page) renders it.
+    let config = std::fs::read_to_string(&project.config).expect("read deploy.toml");
+    let slow = config.replacen("[env]\n", "[env]\nSTARTUP_DELAY_SECS = \"2\"\n", 1);
+    assert_ne!(config, slow, "deploy.toml has no [env] table");
+    std::fs::write(&project.config, slow).expect("write deploy.toml");
     let mut deploy = Background(
         project
             .std_cli(&["deploy", "local"])
