@@ -17,6 +17,8 @@ pub enum ContextError {
     },
     #[error("the Dockerfile {} does not exist; set image.dockerfile (relative to image.context) in deploy.toml", path.display())]
     NoDockerfile { path: PathBuf },
+    #[error("build context {}: more than {limit_mib} MiB compressed; a build with build secrets hands the engine the context in one piece, held in memory: leave large files out with {}/.dockerignore", path.display(), path.display())]
+    TooLarge { path: PathBuf, limit_mib: usize },
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ContextError + '_ {

@@ -45,12 +45,62 @@ pub fn gzip_stream(dir: PathBuf, files: Vec<String>) -> (impl Stream<Item = Byte
     (body, written)
 }
 
-/// The same archive in memory.
-pub fn gzip_bytes(dir: &std::path::Path, files: &[String]) -> Result<Vec<u8>, ContextError> {
-    let gz = GzEncoder::new(Vec::new(), Compression::fast());
-    build_context::write_tar(dir, files, gz)?
+/// The most [`gzip_bytes`] holds: the API that takes the context as one buffer (builds with
+/// build secrets) gets at most this much compressed context.
+pub const BUFFER_LIMIT: usize = 256 * 1024 * 1024;
+
+/// The same archive in memory, refused once it would exceed `limit` bytes compressed (the
+/// buffer never grows past it).
+pub fn gzip_bytes(
+    dir: &std::path::Path,
+    files: &[String],
+    limit: usize,
+) -> Result<Vec<u8>, ContextError> {
+    let buffer = CappedBuffer {
+        bytes: Vec::new(),
+        limit,
+    };
+    let gz = GzEncoder::new(buffer, Compression::fast());
+    let too_large = |error: ContextError| match error {
+        ContextError::Io { source, .. }
+            if source.get_ref().is_some_and(|e| e.is::<OverLimit>()) =>
+        {
+            ContextError::TooLarge {
+                path: dir.to_path_buf(),
+                limit_mib: limit / (1024 * 1024),
+            }
+        }
+        other => other,
+    };
+    let written = build_context::write_tar(dir, files, gz).map_err(too_large)?;
+    written
         .finish()
-        .map_err(|e| io_error(dir, e))
+        .map(|buffer| buffer.bytes)
+        .map_err(|e| too_large(io_error(dir, e)))
+}
+
+/// A `Vec` that refuses a write taking it past its limit.
+struct CappedBuffer {
+    bytes: Vec<u8>,
+    limit: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("the build context exceeds its in-memory limit")]
+struct OverLimit;
+
+impl Write for CappedBuffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.bytes.len() + buf.len() > self.limit {
+            return Err(std::io::Error::other(OverLimit));
+        }
+        self.bytes.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 fn io_error(dir: &std::path::Path, source: std::io::Error) -> ContextError {
@@ -136,8 +186,42 @@ mod tests {
         let sent = written.await.expect("join").expect("written");
         assert_eq!(sent, streamed.len() as u64);
         assert_eq!(tar_names(&streamed), vec!["Dockerfile", "big.bin"]);
-        let buffered = gzip_bytes(dir.path(), &files).expect("bytes");
+        let buffered = gzip_bytes(dir.path(), &files, BUFFER_LIMIT).expect("bytes");
         assert_eq!(tar_names(&buffered), tar_names(&streamed));
+    }
+
+    #[test]
+    fn the_buffered_archive_is_refused_past_its_limit_without_growing_past_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // Incompressible: 4 MB of pseudo-random bytes stay about 4 MB gzipped.
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let noise: Vec<u8> = (0..4_000_000)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state.to_le_bytes()[0]
+            })
+            .collect();
+        std::fs::write(dir.path().join("noise.bin"), &noise).expect("write");
+        let files = vec!["noise.bin".to_owned()];
+
+        let error = gzip_bytes(dir.path(), &files, 1024 * 1024).expect_err("over the limit");
+        assert!(
+            matches!(error, ContextError::TooLarge { limit_mib: 1, .. }),
+            "{error}"
+        );
+        assert!(error.to_string().contains(".dockerignore"), "{error}");
+        let fits = gzip_bytes(dir.path(), &files, 8 * 1024 * 1024).expect("under the limit");
+        assert!(fits.len() > 3_000_000 && fits.len() <= 8 * 1024 * 1024);
+
+        let mut capped = CappedBuffer {
+            bytes: Vec::new(),
+            limit: 10,
+        };
+        capped.write_all(b"0123456789").expect("up to the limit");
+        assert!(capped.write_all(b"x").is_err());
+        assert_eq!(capped.bytes.len(), 10);
     }
 
     #[tokio::test]

@@ -1,7 +1,8 @@
 //! Builds that mount build secrets (`RUN --mount=type=secret`). bollard's `/build` session
 //! serves registry credentials only, so a secret mount there would find nothing; its BuildKit
 //! solve API (the engine's `/grpc` control endpoint) serves secrets through the session. That
-//! API takes the context as one buffer and streams no step progress, so it is used only when
+//! API takes the context as one buffer (held in memory, refused past
+//! [`build_context_stream::BUFFER_LIMIT`]) and streams no step progress, so it is used only when
 //! secrets are configured.
 
 use std::path::Path;
@@ -42,11 +43,12 @@ pub async fn build(
     }
     let dir = request.context_dir.to_path_buf();
     let files = request.files.to_vec();
-    let archive =
-        tokio::task::spawn_blocking(move || build_context_stream::gzip_bytes(&dir, &files))
-            .await
-            .map_err(|e| EngineError::failed(format!("archiving the build context: {e}")))?
-            .map_err(|e| EngineError::failed(e.to_string()))?;
+    let archive = tokio::task::spawn_blocking(move || {
+        build_context_stream::gzip_bytes(&dir, &files, build_context_stream::BUFFER_LIMIT)
+    })
+    .await
+    .map_err(|e| EngineError::failed(format!("archiving the build context: {e}")))?
+    .map_err(|e| EngineError::failed(e.to_string()))?;
     progress.info(format!(
         "build context {}: {} files, {} KiB compressed; building with {} build secret(s) (no step progress on this path)",
         request.context_dir.display(),
