@@ -584,9 +584,8 @@ async fn document(args: &BenchArgs, bin: &Path, table: &Table) -> String {
          phase (the client keeps sending after the command ends until it has sent them). A \
          request fails on a connection error, a timeout or a non-2xx answer.\n\
          - Health checks as in `examples/deploy.toml`: interval 1 s, timeout 500 ms, 3 retries, \
-         start period 3 s. The agent probes a new replica at once and then every interval, so \
-         a replica that is not listening at the first probe is seen healthy about 1 s later; \
-         the floor polls every 20 ms.\n\
+         start period 3 s. The agent probes a new replica every 150 ms until its first healthy \
+         answer, then at the configured interval; the floor polls every 20 ms.\n\
          - Phase seconds come from each command's `--json` report; \"(client)\" rows from the \
          load client's own clock (first/last answer carrying a version).\n\
          - The peer runs one container (a fixed published port cannot be shared by two) of the \
