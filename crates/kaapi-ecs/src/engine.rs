@@ -118,9 +118,18 @@ impl EcsEngine {
     }
 
     /// Settles what earlier deploys left unfinished from what ECS runs (see [`settle`]), saying
-    /// so. Best effort: the history stays as it was when AWS does not answer.
-    async fn settle_unfinished(&self, progress: &dyn Progress) {
-        match settle::settle(&self.ctx, progress).await {
+    /// so. Best effort: the history stays as it was when AWS does not answer. The history read
+    /// comes first: when it shows no unfinished release, nothing more is read (the lock, the
+    /// services). With [`Lock::Unknown`] a live deploy may hold the lock and be making the
+    /// unfinished release, so it is read before settling.
+    async fn settle_unfinished(&self, lock: Lock, progress: &dyn Progress) {
+        let result = match settle::unfinished_releases(&self.ctx, progress).await {
+            Ok(candidates) if candidates.is_empty() => return,
+            Ok(_) if lock == Lock::Unknown && !self.lock_free().await => return,
+            Ok(candidates) => settle::settle(&self.ctx, &candidates, progress).await,
+            Err(e) => Err(e),
+        };
+        match result {
             Ok(settled) => {
                 for s in settled {
                     progress.warning(format!(
@@ -201,6 +210,15 @@ impl EcsEngine {
     }
 }
 
+/// What is known of the deploy lock when settling unfinished releases.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lock {
+    /// This engine holds it, or has just removed it (`unlock --force`): no deploy is live.
+    Ours,
+    /// Not read yet: a live deploy may hold it.
+    Unknown,
+}
+
 /// Timings from the config: `rollout_timeout` and `deregistration_delay` of the environment,
 /// `migrations.timeout`.
 pub fn tuning_for(target: &Target) -> Tuning {
@@ -249,7 +267,7 @@ impl Engine for EcsEngine {
             *held = Some(lease);
         }
         // This deploy holds the lock: what earlier deploys left unfinished can be settled.
-        self.settle_unfinished(progress).await;
+        self.settle_unfinished(Lock::Ours, progress).await;
         Ok(token)
     }
 
@@ -268,7 +286,7 @@ impl Engine for EcsEngine {
     async fn force_unlock(&self) -> EngineResult<()> {
         lock::force_unlock(&self.ctx).await?;
         // The release the removed lock's deploy was making is settled, not left in progress.
-        self.settle_unfinished(&Silent).await;
+        self.settle_unfinished(Lock::Ours, &Silent).await;
         Ok(())
     }
 
@@ -470,9 +488,7 @@ impl Engine for EcsEngine {
     }
 
     async fn status(&self) -> EngineResult<StatusReport> {
-        if self.lock_free().await {
-            self.settle_unfinished(&Silent).await;
-        }
+        self.settle_unfinished(Lock::Unknown, &Silent).await;
         status::status(&self.ctx, &Silent).await
     }
 

@@ -148,8 +148,9 @@ async fn wait_steady(
     }
 }
 
-/// The last scaling event of each configured service, oldest first (one ListTagsForResource
-/// per service; the services come from the cache when a rollout has described them).
+/// The last scaling event of each configured service, oldest first, from the services' tags
+/// (DescribeServices with tags: from the cache when a rollout or `status` has described them,
+/// else one call for all).
 pub async fn events(ctx: &Ctx, progress: &dyn Progress) -> EngineResult<Vec<ScalingEvent>> {
     let services: Vec<String> = ctx.target.services().map(str::to_owned).collect();
     let names = services
@@ -159,23 +160,10 @@ pub async fn events(ctx: &Ctx, progress: &dyn Progress) -> EngineResult<Vec<Scal
     ctx.prefetch_services(&names, progress).await?;
     let mut events = Vec::new();
     for service in &services {
-        let Some(arn) = ctx
-            .live_service(service)
-            .await?
-            .and_then(|s| s.service_arn().map(str::to_owned))
-        else {
+        let Some(live) = ctx.live_service(service).await? else {
             continue;
         };
-        let out = retry_throttled(&ctx.tuning, "ecs:ListTagsForResource", progress, || {
-            ctx.clients
-                .ecs
-                .list_tags_for_resource()
-                .resource_arn(&arn)
-                .send()
-        })
-        .await
-        .map_err(|e| aws_error(&format!("ecs:ListTagsForResource {arn}"), e))?;
-        let value = out
+        let value = live
             .tags()
             .iter()
             .find(|t| t.key() == Some(SCALED))

@@ -5,7 +5,9 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use aws_sdk_ecs::types::{DesiredStatus, Service, Tag, Task, TaskDefinition, TaskDefinitionField};
+use aws_sdk_ecs::types::{
+    DesiredStatus, Service, ServiceField, Tag, Task, TaskDefinition, TaskDefinitionField,
+};
 use kaapi_core::engine::{EngineError, EngineResult};
 use kaapi_core::progress::{Progress, Silent};
 
@@ -180,7 +182,9 @@ impl Ctx {
         }
     }
 
-    /// Describes the ECS services (by ECS name) in one call per ten, refreshing the cache.
+    /// Describes the ECS services (by ECS name) in one call per ten, refreshing the cache. With
+    /// their tags (`include: TAGS`), so the scaling events a service carries come with it
+    /// instead of one ListTagsForResource per service.
     pub async fn describe_services(
         &self,
         ecs_names: &[String],
@@ -194,6 +198,7 @@ impl Ctx {
                     .describe_services()
                     .cluster(self.cluster())
                     .set_services(Some(chunk.to_vec()))
+                    .include(ServiceField::Tags)
                     .send()
             })
             .await

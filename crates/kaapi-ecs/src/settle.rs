@@ -155,11 +155,24 @@ pub fn verdict(release: &Release, live: &HashMap<&str, &Service>) -> Option<(Out
     ))
 }
 
-/// Settles the unfinished releases newer than the newest finished one, and records each
-/// change on the history. Call only when no live deploy holds the lock.
-pub async fn settle(ctx: &Ctx, progress: &dyn Progress) -> EngineResult<Vec<Settled>> {
+/// The unfinished releases newer than the newest finished one, newest first. The history walk
+/// stops at the first finished release, so when the newest release is finished this is one
+/// ListTaskDefinitions and one DescribeTaskDefinition, and an empty answer: nothing to settle.
+pub async fn unfinished_releases(ctx: &Ctx, progress: &dyn Progress) -> EngineResult<Vec<Release>> {
     let walked = history::walk(ctx, progress, |r| !unfinished(r.outcome)).await?;
-    let candidates: Vec<&Release> = walked.iter().filter(|r| unfinished(r.outcome)).collect();
+    Ok(walked
+        .into_iter()
+        .filter(|r| unfinished(r.outcome))
+        .collect())
+}
+
+/// Settles `candidates` (from [`unfinished_releases`]) from what the services run, and records
+/// each change on the history. Call only when no live deploy holds the lock.
+pub async fn settle(
+    ctx: &Ctx,
+    candidates: &[Release],
+    progress: &dyn Progress,
+) -> EngineResult<Vec<Settled>> {
     let Some(newest) = candidates.first() else {
         return Ok(Vec::new());
     };
@@ -179,7 +192,7 @@ pub async fn settle(ctx: &Ctx, progress: &dyn Progress) -> EngineResult<Vec<Sett
     }
     let mut settled = Vec::new();
     if let Some((outcome, detail)) = verdict(newest, &live) {
-        settled.push((*newest, outcome, detail));
+        settled.push((newest, outcome, detail));
     }
     // Older unfinished releases were replaced by the newest one before they finished.
     for older in candidates.iter().skip(1) {
@@ -188,7 +201,7 @@ pub async fn settle(ctx: &Ctx, progress: &dyn Progress) -> EngineResult<Vec<Sett
                 "its deploy stopped before the end and release {} was deployed after it",
                 newest.number
             );
-            settled.push((*older, Outcome::Interrupted, detail));
+            settled.push((older, Outcome::Interrupted, detail));
         }
     }
     let mut changed = Vec::new();

@@ -226,7 +226,8 @@ pub fn deploy_policy_with(
             "Resource": families.clone(),
             "Condition": {"ForAllValues:StringEquals": {"aws:TagKeys": OUTCOME_TAG_KEYS}},
         }),
-        // `scale` records its event on the service; deploys, `releases` and `status` read it.
+        // `scale` records its event on the service; deploys, `releases` and `status` read it
+        // with DescribeServices (`include: TAGS`, which needs no ecs:ListTagsForResource).
         json!({
             "Sid": "EcsRecordScaling",
             "Effect": "Allow",
@@ -236,11 +237,7 @@ pub fn deploy_policy_with(
         }),
         statement(
             "EcsServices",
-            &[
-                "ecs:DescribeServices",
-                "ecs:ListTagsForResource",
-                "ecs:UpdateService",
-            ],
+            &["ecs:DescribeServices", "ecs:UpdateService"],
             services,
         ),
         statement("EcsCluster", &["ecs:DescribeClusters"], vec![cluster_arn.clone()]),

@@ -179,6 +179,26 @@ async fn every_command(fake: &FakeAws, target: &ResolvedEnvironment) -> Vec<Call
         .await
         .expect("run");
     assert_eq!(exit.exit_code, 0);
+    // A deploy interrupted once its rollouts started leaves its release unfinished: `status`
+    // then reads the lock before settling it.
+    let updates = fake.count("ecs:UpdateService");
+    let watched = fake.clone();
+    let ctrl_c = async move {
+        while watched.count("ecs:UpdateService") < updates + SERVICES.len() {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    };
+    let interrupted = DeployPlan {
+        image: ImageSource::Build,
+        meta: release_meta("fff6666"),
+        owner: lock_owner(),
+        migrations: None,
+        force: true,
+        services: Vec::new(),
+    };
+    pipeline::deploy(&engine, &interrupted, &progress, ctrl_c)
+        .await
+        .expect_err("the deploy is interrupted");
     engine.status().await.expect("status");
     let query = LogQuery {
         service: Some("backend".to_owned()),
@@ -218,13 +238,12 @@ async fn the_generated_policy_allows_every_request_the_engine_sends() {
         "ecs:RunTask",
         "ecs:UpdateService",
         "ecs:TagResource",
-        // `scale` and every rollout read the scaling events on the services.
-        "ecs:ListTagsForResource",
+        // `scale`, `status` and every rollout read the scaling events with the services.
         "ecs:DescribeServices",
         "ecs:DescribeTasks",
         "dynamodb:PutItem",
         "dynamodb:DeleteItem",
-        // `status` reads the lock before settling unfinished releases.
+        // `status` reads the lock before settling an unfinished release.
         "dynamodb:GetItem",
         "ecr:DescribeImages",
     ] {
@@ -235,6 +254,16 @@ async fn the_generated_policy_allows_every_request_the_engine_sends() {
             "no {expected} recorded: {calls:#?}"
         );
     }
+
+    // The scaling events come with DescribeServices (`include: TAGS`), never one call apiece.
+    assert!(
+        calls.iter().all(|c| c.operation != "ListTagsForResource"),
+        "{calls:#?}"
+    );
+    assert!(calls
+        .iter()
+        .filter(|c| c.operation == "DescribeServices")
+        .all(|c| c.params["include"] == serde_json::json!(["TAGS"])));
 
     let scope = Scope::new(REGION, ACCOUNT);
     let policy = deploy_policy_with(&target, &scope, &live);
@@ -261,6 +290,11 @@ async fn the_generated_policy_allows_every_request_the_engine_sends() {
     };
     assert!(tags(&["kaapi:scaled"]));
     assert!(!tags(&["kaapi:scaled", "kaapi:outcome"]));
+    // Nothing lists a service's tags on its own any more: the policy does not allow it.
+    let lists_tags = evaluate(&policy, &Request::new("ecs:ListTagsForResource", &service))
+        .expect("evaluates")
+        .is_allowed();
+    assert!(!lists_tags);
 
     // The evaluation is not vacuous: without the live roles, passing them is denied.
     let without = refusals(&api_calls(&calls), &deploy_policy(&target, &scope), &scope);

@@ -3,6 +3,7 @@
 mod support;
 
 mod adopt_on_moto;
+mod call_counts;
 mod exec_scripted;
 mod iam_conformance;
 mod moto_contract;

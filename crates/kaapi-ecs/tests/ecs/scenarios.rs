@@ -40,7 +40,7 @@ pub(crate) struct Setup {
     pub(crate) fake: FakeAws,
     pub(crate) target: Target,
     pub(crate) engine: EcsEngine,
-    builder: Arc<ScriptedBuilder>,
+    pub(crate) builder: Arc<ScriptedBuilder>,
     _dir: tempfile::TempDir,
 }
 

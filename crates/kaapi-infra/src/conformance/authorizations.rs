@@ -258,6 +258,11 @@ impl Params<'_> {
                 let instances = self.within_cluster("container-instance", NEW_TASK_ID);
                 Ok(vec![in_cluster(Request::new(&action, &instances))])
             }
+            // `include: ["TAGS"]` (the services' tags in the answer) authorizes nothing more:
+            // the Service Authorization Reference lists no dependent action for
+            // ecs:DescribeServices (https://docs.aws.amazon.com/service-authorization/latest/
+            // reference/list_amazonelasticcontainerservice.html), as for DescribeTaskDefinition
+            // with `include: ["TAGS"]`.
             "DescribeServices" => Ok(self
                 .texts("services")
                 .into_iter()

@@ -569,11 +569,21 @@ impl FakeAws {
                 }
                 state.progress();
                 let wanted = input.services();
+                // Like ECS: a service's tags only with `include: TAGS`.
+                let with_tags = input
+                    .include()
+                    .contains(&aws_sdk_ecs::types::ServiceField::Tags);
                 let services = state
                     .services
                     .iter()
                     .filter(|s| wanted.contains(&s.name))
-                    .map(|s| state.service_out(s))
+                    .map(|s| {
+                        let mut out = state.service_out(s);
+                        if with_tags {
+                            out.tags = Some(s.tags.clone());
+                        }
+                        out
+                    })
                     .collect();
                 MockResponse::Output(
                     op::describe_services::DescribeServicesOutput::builder()

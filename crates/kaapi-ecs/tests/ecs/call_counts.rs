@@ -1,0 +1,112 @@
+//! How many AWS calls the paths that run all the time make, counted on the wire by the request
+//! recorder over scripted responses: `status` (the dashboard polls it every 15 s) when no
+//! release is unfinished, and a standard deploy (three services, migrations). The counts are
+//! asserted per operation, so a call that comes back fails here.
+
+use std::collections::BTreeMap;
+
+use kaapi_core::engine::Engine;
+use kaapi_core::release::Outcome;
+use kaapi_ecs::EcsEngine;
+use kaapi_testkit::aws_record::{Call, Recorder as Wire};
+
+use crate::scenarios::{deploy, fast_tuning, setup, Setup};
+use crate::support::Recorder;
+
+/// Calls per `service:Operation`.
+fn per_operation(calls: &[Call]) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for call in calls {
+        *counts
+            .entry(format!("{}:{}", call.service, call.operation))
+            .or_insert(0) += 1;
+    }
+    counts
+}
+
+fn expected(pairs: &[(&str, usize)]) -> BTreeMap<String, usize> {
+    pairs.iter().map(|(k, n)| ((*k).to_owned(), *n)).collect()
+}
+
+/// A fresh engine over the same fake, each request recorded: a new `kaapi-deploy` process,
+/// nothing cached.
+fn recorded_engine(s: &Setup, wire: &Wire) -> EcsEngine {
+    EcsEngine::with_clients(
+        s.target.clone(),
+        s.fake.recorded_clients(wire),
+        fast_tuning(),
+        Some(s.builder.clone()),
+    )
+}
+
+async fn first_release(s: &Setup) {
+    let report = deploy(&s.engine, "abc1234", &Recorder::default()).await;
+    assert_eq!(report.outcome, Outcome::Succeeded, "{}", report.message);
+}
+
+#[tokio::test]
+async fn status_without_an_unfinished_release_reads_neither_the_lock_nor_the_tags_apart() {
+    let s = setup(fast_tuning(), "");
+    first_release(&s).await;
+    let wire = Wire::new();
+    let engine = recorded_engine(&s, &wire);
+    // What `kaapi-deploy status` asks: the status, then the scaling events it prints.
+    let report = engine.status().await.expect("status");
+    assert_eq!(report.services.len(), 3);
+    engine.scaling_events().await.expect("scaling events");
+    let counts = per_operation(&wire.calls());
+    // 13 before: the lock was read (dynamodb:GetItem) although nothing was unfinished, and the
+    // scaling events took one ecs:ListTagsForResource per service.
+    assert_eq!(
+        counts,
+        expected(&[
+            // The history read that finds nothing unfinished; the newest release's revision
+            // it describes is the web service's, which the status needs anyway (cached).
+            ("ecs:ListTaskDefinitions", 1),
+            ("ecs:DescribeTaskDefinition", 3),
+            // With the services' tags: the scaling events come with it.
+            ("ecs:DescribeServices", 1),
+            ("ecs:ListTasks", 3),
+            ("monitoring:GetMetricData", 1),
+        ]),
+        "{:#?}",
+        wire.calls()
+    );
+    assert_eq!(wire.calls().len(), 9);
+}
+
+#[tokio::test]
+async fn a_deploy_reads_the_scaling_events_with_the_services_it_describes() {
+    let s = setup(fast_tuning(), "");
+    first_release(&s).await;
+    let wire = Wire::new();
+    let engine = recorded_engine(&s, &wire);
+    let report = deploy(&engine, "def5678", &Recorder::default()).await;
+    assert_eq!(report.outcome, Outcome::Succeeded, "{}", report.message);
+    let mut counts = per_operation(&wire.calls());
+    // Polls depend on how long the scripted rollouts and the migration task take.
+    let polls = counts.remove("ecs:DescribeServices").unwrap_or(0);
+    let task_polls = counts.remove("ecs:DescribeTasks").unwrap_or(0);
+    assert!(polls >= 2 && task_polls >= 1, "{polls} {task_polls}");
+    // Three ecs:ListTagsForResource more before (one per service, for the scaling events).
+    assert_eq!(
+        counts,
+        expected(&[
+            ("dynamodb:PutItem", 1),
+            ("dynamodb:DeleteItem", 1),
+            // Settling (nothing unfinished) and the current release each read the history.
+            ("ecs:ListTaskDefinitions", 2),
+            ("ecs:DescribeTaskDefinition", 4),
+            ("ecr:GetAuthorizationToken", 1),
+            ("ecr:DescribeImages", 2),
+            ("logs:DescribeLogGroups", 1),
+            ("ecs:RegisterTaskDefinition", 3),
+            ("ecs:RunTask", 1),
+            ("logs:FilterLogEvents", 1),
+            ("ecs:UpdateService", 3),
+            ("ecs:TagResource", 1),
+        ]),
+        "{:#?}",
+        wire.calls()
+    );
+}
