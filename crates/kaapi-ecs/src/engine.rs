@@ -38,6 +38,9 @@ pub struct EcsEngine {
     lease: Mutex<Option<lock::Lease>>,
     /// The services each `deploy --service` release rolls, by release number.
     only: Mutex<HashMap<u64, Vec<String>>>,
+    /// The current release as read while taking the lock: while this engine holds it, the
+    /// history stays as read, so the pipeline's look at the current release costs no call.
+    current_at_lock: Mutex<Option<Release>>,
 }
 
 impl EcsEngine {
@@ -87,6 +90,7 @@ impl EcsEngine {
             tasks: RunningTasks::default(),
             lease: Mutex::new(None),
             only: Mutex::new(HashMap::new()),
+            current_at_lock: Mutex::new(None),
         }
     }
 
@@ -121,12 +125,13 @@ impl EcsEngine {
     /// so. Best effort: the history stays as it was when AWS does not answer. The history read
     /// comes first: when it shows no unfinished release, nothing more is read (the lock, the
     /// services). With [`Lock::Unknown`] a live deploy may hold the lock and be making the
-    /// unfinished release, so it is read before settling.
-    async fn settle_unfinished(&self, lock: Lock, progress: &dyn Progress) {
-        let result = match settle::unfinished_releases(&self.ctx, progress).await {
-            Ok(candidates) if candidates.is_empty() => return,
-            Ok(_) if lock == Lock::Unknown && !self.lock_free().await => return,
-            Ok(candidates) => settle::settle(&self.ctx, &candidates, progress).await,
+    /// unfinished release, so it is read before settling. Returns the newest release when it is
+    /// finished (nothing to settle), as read.
+    async fn settle_unfinished(&self, lock: Lock, progress: &dyn Progress) -> Option<Release> {
+        let result = match settle::head(&self.ctx, progress).await {
+            Ok(head) if head.unfinished.is_empty() => return head.finished,
+            Ok(_) if lock == Lock::Unknown && !self.lock_free().await => return None,
+            Ok(head) => settle::settle(&self.ctx, &head.unfinished, progress).await,
             Err(e) => Err(e),
         };
         match result {
@@ -142,6 +147,24 @@ impl EcsEngine {
             }
             Err(e) => progress.warning(format!("could not settle unfinished releases: {e}")),
         }
+        None
+    }
+
+    /// Forgets the current release read while taking the lock: the history moved on (a new
+    /// release, an outcome recorded) or the lock is gone.
+    fn forget_current_at_lock(&self) {
+        if let Ok(mut current) = self.current_at_lock.lock() {
+            *current = None;
+        }
+    }
+
+    /// The current release read while taking the lock, while this engine still holds it.
+    fn current_under_lock(&self) -> Option<Release> {
+        let held = self.lease.lock().ok().is_some_and(|lease| lease.is_some());
+        if !held {
+            return None;
+        }
+        self.current_at_lock.lock().ok().and_then(|c| c.clone())
     }
 
     /// Whether no live deploy holds the lock (none, or an expired one); `false` when unknown.
@@ -175,6 +198,7 @@ impl EcsEngine {
         progress: &dyn Progress,
     ) -> EngineResult<Release> {
         self.ensure_lock_held()?;
+        self.forget_current_at_lock();
         let newest = self.newest.lock().ok().and_then(|n| *n);
         let number = match newest {
             Some(n) => n + 1,
@@ -267,13 +291,21 @@ impl Engine for EcsEngine {
             *held = Some(lease);
         }
         // This deploy holds the lock: what earlier deploys left unfinished can be settled.
-        self.settle_unfinished(Lock::Ours, progress).await;
+        let newest = self.settle_unfinished(Lock::Ours, progress).await;
+        if let Some(newest) = &newest {
+            // The newest release: the next one's number needs no read either.
+            self.remember(newest);
+        }
+        if let Ok(mut current) = self.current_at_lock.lock() {
+            *current = newest.filter(|r| r.outcome == Outcome::Succeeded);
+        }
         Ok(token)
     }
 
     async fn release_lock(&self, token: &LockToken) -> EngineResult<()> {
         // Dropping the lease stops its renewal before the item goes.
         let lease = self.lease.lock().ok().and_then(|mut held| held.take());
+        self.forget_current_at_lock();
         let lost = lease.as_ref().and_then(lock::Lease::lost);
         drop(lease);
         let released = lock::release(&self.ctx, token).await;
@@ -451,6 +483,7 @@ impl Engine for EcsEngine {
         outcome: Outcome,
         detail: Option<&str>,
     ) -> EngineResult<()> {
+        self.forget_current_at_lock();
         let mut release = self.find_release(number).await?;
         history::record(&self.ctx, &release, outcome, detail, &Silent).await?;
         release.outcome = outcome;
@@ -474,6 +507,9 @@ impl Engine for EcsEngine {
     }
 
     async fn current_release(&self) -> EngineResult<Option<Release>> {
+        if let Some(current) = self.current_under_lock() {
+            return Ok(Some(current));
+        }
         let walked = history::walk(&self.ctx, &Silent, |r| r.outcome == Outcome::Succeeded).await?;
         walked.iter().for_each(|r| self.remember(r));
         Ok(walked.into_iter().find(|r| r.outcome == Outcome::Succeeded))

@@ -155,18 +155,28 @@ pub fn verdict(release: &Release, live: &HashMap<&str, &Service>) -> Option<(Out
     ))
 }
 
-/// The unfinished releases newer than the newest finished one, newest first. The history walk
-/// stops at the first finished release, so when the newest release is finished this is one
-/// ListTaskDefinitions and one DescribeTaskDefinition, and an empty answer: nothing to settle.
-pub async fn unfinished_releases(ctx: &Ctx, progress: &dyn Progress) -> EngineResult<Vec<Release>> {
-    let walked = history::walk(ctx, progress, |r| !unfinished(r.outcome)).await?;
-    Ok(walked
-        .into_iter()
-        .filter(|r| unfinished(r.outcome))
-        .collect())
+/// The head of the history: the unfinished releases newer than the newest finished one (newest
+/// first), and that finished release.
+#[derive(Debug, Default)]
+pub struct Head {
+    pub unfinished: Vec<Release>,
+    pub finished: Option<Release>,
 }
 
-/// Settles `candidates` (from [`unfinished_releases`]) from what the services run, and records
+/// Reads the head of the history. The walk stops at the first finished release, so when the
+/// newest release is finished this is one ListTaskDefinitions and one DescribeTaskDefinition,
+/// and nothing is unfinished: nothing to settle.
+pub async fn head(ctx: &Ctx, progress: &dyn Progress) -> EngineResult<Head> {
+    let walked = history::walk(ctx, progress, |r| !unfinished(r.outcome)).await?;
+    let (unfinished, finished): (Vec<Release>, Vec<Release>) =
+        walked.into_iter().partition(|r| unfinished(r.outcome));
+    Ok(Head {
+        unfinished,
+        finished: finished.into_iter().next(),
+    })
+}
+
+/// Settles `candidates` (the unfinished releases of [`head`]) from what the services run, and records
 /// each change on the history. Call only when no live deploy holds the lock.
 pub async fn settle(
     ctx: &Ctx,

@@ -88,15 +88,17 @@ async fn a_deploy_reads_the_scaling_events_with_the_services_it_describes() {
     let polls = counts.remove("ecs:DescribeServices").unwrap_or(0);
     let task_polls = counts.remove("ecs:DescribeTasks").unwrap_or(0);
     assert!(polls >= 2 && task_polls >= 1, "{polls} {task_polls}");
-    // Three ecs:ListTagsForResource more before (one per service, for the scaling events).
+    // 29 calls before: three ecs:ListTagsForResource (one per service, for the scaling events)
+    // and a second history read.
     assert_eq!(
         counts,
         expected(&[
             ("dynamodb:PutItem", 1),
             ("dynamodb:DeleteItem", 1),
-            // Settling (nothing unfinished) and the current release each read the history.
-            ("ecs:ListTaskDefinitions", 2),
-            ("ecs:DescribeTaskDefinition", 4),
+            // One history read under the lock: nothing to settle, and the current release
+            // (each was read on its own before, one call of each more).
+            ("ecs:ListTaskDefinitions", 1),
+            ("ecs:DescribeTaskDefinition", 3),
             ("ecr:GetAuthorizationToken", 1),
             ("ecr:DescribeImages", 2),
             ("logs:DescribeLogGroups", 1),
