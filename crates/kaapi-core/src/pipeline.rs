@@ -17,7 +17,7 @@ use crate::plan::{accessory_diff, diff, main_image, Change, DeployPreview};
 use crate::progress::{Event, Phase, Progress};
 use crate::prune::PruneReport;
 use crate::release::{ImageRef, Outcome, Release, ReleaseMeta};
-use crate::schema::{self, SchemaCommands, SchemaStep};
+use crate::schema::{self, SchemaCommands, SchemaRollback, SchemaStep};
 
 /// Everything a deploy needs to know besides the engine (which is bound to the environment).
 #[derive(Debug, Clone)]
@@ -96,6 +96,10 @@ pub struct DeployReport {
     /// What the automatic prune after a successful deploy or rollback removed (`[retention]`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pruned: Option<PruneReport>,
+    /// Set when a deploy's migrations changed the schema version and the deploy then rolled
+    /// back automatically: whether the database was migrated back down.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<SchemaRollback>,
 }
 
 impl DeployReport {
@@ -334,6 +338,7 @@ async fn deploy_locked(
         unchanged: false,
         diagnosis: Vec::new(),
         pruned: None,
+        schema: None,
     };
 
     if let Some(migrations) = &plan.migrations {
@@ -376,11 +381,13 @@ async fn deploy_locked(
     // The schema version is read on the new release while it rolls out: both only need the
     // migrations done, and the read is a container start of its own.
     let schema_read = async {
-        if let Some(migrations) = &plan.migrations {
-            record_schema_version(engine, &release, migrations, progress).await;
+        match &plan.migrations {
+            Some(migrations) => record_schema_version(engine, &release, migrations, progress).await,
+            None => None,
         }
     };
-    let (rollout, ()) = futures_util::future::join(
+    // The automatic rollback below needs the version the migrations left.
+    let (rollout, schema_after) = futures_util::future::join(
         timer.judged_phase(
             Phase::Rollout,
             engine.roll_out(&release, progress),
@@ -432,6 +439,13 @@ async fn deploy_locked(
         report.serving = None;
         return finish(engine, &mut report, Outcome::Failed, detail).await;
     };
+    report.schema = match (&plan.migrations, &schema_after) {
+        (Some(migrations), Some(after)) => {
+            let on = migrations_on(plan, migrations, &release, report.image.as_ref());
+            schema_before_rollback(engine, migrations, on, after, &release, &previous, timer).await
+        }
+        _ => None,
+    };
     progress.info(format!("rolling back to release {}", previous.number));
     let restored = timer
         .judged_phase(
@@ -444,8 +458,9 @@ async fn deploy_locked(
         Ok(RolloutOutcome::Completed) => {
             report.serving = Some(previous.number);
             let detail = format!(
-                "{failure}; rolled back automatically, release {} serves",
-                previous.number
+                "{failure}; rolled back automatically, release {} serves{}",
+                previous.number,
+                schema_clause(&report)
             );
             finish(engine, &mut report, Outcome::RolledBack, detail).await
         }
@@ -453,16 +468,18 @@ async fn deploy_locked(
             timer.mark_failed(Phase::Rollback);
             report.serving = None;
             let detail = format!(
-                "{failure}; the rollback to release {} failed too: {reason}",
-                previous.number
+                "{failure}; the rollback to release {} failed too: {reason}{}",
+                previous.number,
+                schema_clause(&report)
             );
             finish(engine, &mut report, Outcome::Failed, detail).await
         }
         Err(e) => {
             report.serving = None;
             let detail = format!(
-                "{failure}; the rollback to release {} failed too: {e}",
-                previous.number
+                "{failure}; the rollback to release {} failed too: {e}{}",
+                previous.number,
+                schema_clause(&report)
             );
             finish(engine, &mut report, Outcome::Failed, detail).await
         }
@@ -470,26 +487,26 @@ async fn deploy_locked(
 }
 
 /// After a deploy's migrations: reads the database's schema version on the new release and
-/// records it with the release. A failure only warns (the migrations succeeded): the deploy
-/// goes on, and a later rollback to this release is unchecked.
+/// records it with the release; returns the version read. A failure only warns (the migrations
+/// succeeded): the deploy goes on, and a later rollback to this release is unchecked.
 async fn record_schema_version(
     engine: &dyn Engine,
     release: &Release,
     migrations: &Migrations,
     progress: &dyn Progress,
-) {
-    let Some(commands) = &migrations.schema else {
-        return;
-    };
-    let recorded = match schema::read_version(engine, release, commands, progress).await {
+) -> Option<String> {
+    let commands = migrations.schema.as_ref()?;
+    let (version, recorded) = match schema::read_version(engine, release, commands, progress).await
+    {
         Ok(version) => {
             progress.info(format!("database schema version: {version}"));
-            engine
+            let recorded = engine
                 .record_schema_version(release.number, &version)
                 .await
-                .map_err(|e| e.to_string())
+                .map_err(|e| e.to_string());
+            (Some(version), recorded)
         }
-        Err(e) => Err(e.to_string()),
+        Err(e) => (None, Err(e.to_string())),
     };
     if let Err(e) = recorded {
         progress.warning(format!(
@@ -497,6 +514,55 @@ async fn record_schema_version(
             release.number
         ));
     }
+    version
+}
+
+/// Before a deploy's automatic rollback: when the deploy's migrations left the database at
+/// another schema version (`after`) than the one `previous` ran on, runs the downgrade command
+/// on the new code `on` (as `rollback` does), or warns when none is configured. Never stops
+/// the rollback: the old code must serve again either way, even on a database ahead of it.
+async fn schema_before_rollback(
+    engine: &dyn Engine,
+    migrations: &Migrations,
+    on: TaskOn<'_>,
+    after: &str,
+    release: &Release,
+    previous: &Release,
+    timer: &Timer<'_>,
+) -> Option<SchemaRollback> {
+    let commands = migrations.schema.as_ref()?;
+    let step = schema::decide(
+        after,
+        previous.schema_version.as_deref(),
+        commands.downgrade.is_some(),
+        false,
+    );
+    let rollback = match step {
+        SchemaStep::Downgrade { from, to } => {
+            let failure = downgrade(engine, commands, on, &from, &to, timer)
+                .await
+                .err();
+            SchemaRollback::downgraded(from, to, release.number, previous.number, failure)
+        }
+        SchemaStep::Refuse { database, target } => {
+            SchemaRollback::not_configured(database, target, previous.number)
+        }
+        SchemaStep::RollBack | SchemaStep::Unchecked | SchemaStep::Forced { .. } => return None,
+    };
+    match rollback.downgrade {
+        schema::DowngradeResult::Succeeded => timer.progress.info(rollback.message.clone()),
+        _ => timer.progress.warning(rollback.message.clone()),
+    }
+    Some(rollback)
+}
+
+/// The end of a rolled-back deploy's one-sentence result when the schema was involved.
+fn schema_clause(report: &DeployReport) -> String {
+    report
+        .schema
+        .as_ref()
+        .map(|schema| format!("; {}", schema.summary()))
+        .unwrap_or_default()
 }
 
 /// The report of a deploy that changes nothing, when `image` and today's config give exactly
@@ -533,6 +599,7 @@ async fn unchanged_report(
         unchanged: true,
         diagnosis: Vec::new(),
         pruned: None,
+        schema: None,
     })
 }
 
@@ -806,6 +873,7 @@ async fn rollback_locked(
         unchanged: false,
         diagnosis: Vec::new(),
         pruned: None,
+        schema: None,
     };
     let rollout = timer
         .judged_phase(
@@ -937,43 +1005,48 @@ async fn check_schema(
             target.number
         ))),
         SchemaStep::Downgrade { from, to } => {
-            downgrade(engine, commands, current, &from, &to, timer).await
+            downgrade(engine, commands, TaskOn::Release(current), &from, &to, timer)
+                .await
+                .map_err(|failure| EngineError::failed(format!(
+                    "the downgrade to schema version {to} {failure}; the rollback stopped before rolling anything out, release {} still serves",
+                    current.number
+                )))
         }
     }
 }
 
-/// Runs the downgrade command on the serving (newer) release, whose code knows how to undo its
-/// own migrations; a failure stops the rollback before anything is rolled out.
+/// Runs the downgrade command on the newer code `on` (the serving release for `rollback`, the
+/// failed new release before a deploy's automatic rollback), which knows how to undo its own
+/// migrations. `Err` says how it failed ("exited with code 1"); the caller decides what then.
 async fn downgrade(
     engine: &dyn Engine,
     commands: &SchemaCommands,
-    current: &Release,
+    on: TaskOn<'_>,
     from: &str,
     to: &str,
     timer: &Timer<'_>,
-) -> EngineResult<()> {
+) -> Result<(), String> {
     let progress = timer.progress;
     let Some(argv) = commands.downgrade_to(to) else {
         return Ok(());
     };
+    let code = match on {
+        TaskOn::Release(release) => format!("release {}", release.number),
+        TaskOn::Image(image) => format!("image {}", image.digest),
+    };
     progress.info(format!(
-        "migrating the database down from schema version {from} to {to} on release {}",
-        current.number
+        "migrating the database down from schema version {from} to {to} on {code}"
     ));
     let exit = timer
         .judged_phase(
             Phase::Migrate,
-            engine.run_task(TaskOn::Release(current), &commands.service, &argv, progress),
+            engine.run_task(on, &commands.service, &argv, progress),
             |exit| exit.exit_code == 0,
         )
         .await;
-    let failure = match exit {
-        Ok(exit) if exit.exit_code == 0 => return Ok(()),
-        Ok(exit) => format!("exited with code {}", exit.exit_code),
-        Err(e) => format!("could not run: {e}"),
-    };
-    Err(EngineError::failed(format!(
-        "the downgrade to schema version {to} {failure}; the rollback stopped before rolling anything out, release {} still serves",
-        current.number
-    )))
+    match exit {
+        Ok(exit) if exit.exit_code == 0 => Ok(()),
+        Ok(exit) => Err(format!("exited with code {}", exit.exit_code)),
+        Err(e) => Err(format!("could not run: {e}")),
+    }
 }

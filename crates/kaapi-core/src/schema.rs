@@ -4,6 +4,8 @@
 
 use std::sync::Mutex;
 
+use serde::Serialize;
+
 use crate::engine::{Engine, TaskOn};
 use crate::progress::{Event, Progress};
 use crate::release::Release;
@@ -154,6 +156,95 @@ pub fn decide(
         }
     } else {
         SchemaStep::Refuse { database, target }
+    }
+}
+
+/// What a deploy's automatic rollback did about the schema its migrations had changed: the
+/// release restored ran on `to`, the deploy's migrations left the database at `from`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SchemaRollback {
+    /// The version the deploy's migrations left.
+    pub from: String,
+    /// The version the restored release ran on.
+    pub to: String,
+    pub downgrade: DowngradeResult,
+    /// For people: what happened to the database and, when it stays ahead, what to do.
+    pub message: String,
+}
+
+/// Whether the downgrade before an automatic rollback ran, and how it ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DowngradeResult {
+    Succeeded,
+    Failed,
+    /// No `downgrade_command`: the database stays at `from`.
+    NotConfigured,
+}
+
+impl SchemaRollback {
+    /// A downgrade to `to` on `release`'s code (the one whose migrations left `from`) before
+    /// `restored` serves again; `failure` says how it failed, if it did.
+    pub fn downgraded(
+        from: String,
+        to: String,
+        release: u64,
+        restored: u64,
+        failure: Option<String>,
+    ) -> Self {
+        let Some(failure) = failure else {
+            let message = format!(
+                "the database was migrated down from schema version {from} to {to}, the version release {restored} ran on"
+            );
+            return Self {
+                from,
+                to,
+                downgrade: DowngradeResult::Succeeded,
+                message,
+            };
+        };
+        // The old code must serve all the same: a database ahead of it is better than nothing
+        // serving. Only release `release`'s code knows how to undo its migrations.
+        let message = format!(
+            "the downgrade to schema version {to} {failure}; release {restored} serves again, but the database stays at {from}, which its code predates: deploy a fix of release {release} (its migrations are already applied), or run the downgrade_command with release {release}'s image to bring the database back to {to}"
+        );
+        Self {
+            from,
+            to,
+            downgrade: DowngradeResult::Failed,
+            message,
+        }
+    }
+
+    /// No downgrade command: `restored` serves again on a database its code predates.
+    pub fn not_configured(from: String, to: String, restored: u64) -> Self {
+        let message = format!(
+            "the deploy's migrations moved the database from schema version {to} to {from}; release {restored}, which serves again, ran on {to} and the database stays at {from}. Configure [migrations] downgrade_command (e.g. \"uv run alembic downgrade {VERSION_PLACEHOLDER}\") so that an automatic rollback migrates the database down first"
+        );
+        Self {
+            from,
+            to,
+            downgrade: DowngradeResult::NotConfigured,
+            message,
+        }
+    }
+
+    /// The clause the deploy's one-sentence result ends with.
+    pub fn summary(&self) -> String {
+        match self.downgrade {
+            DowngradeResult::Succeeded => format!(
+                "the database was migrated down from schema version {} to {}",
+                self.from, self.to
+            ),
+            DowngradeResult::Failed => format!(
+                "the downgrade to schema version {} failed, the database stays at {}",
+                self.to, self.from
+            ),
+            DowngradeResult::NotConfigured => format!(
+                "the database stays at schema version {} (no downgrade_command; the restored release ran on {})",
+                self.from, self.to
+            ),
+        }
     }
 }
 

@@ -5,10 +5,10 @@
 
 use chrono::Utc;
 use kaapi_core::engine::{Engine, ImageSource, LockOwner};
-use kaapi_core::pipeline::{self, DeployPlan, Migrations, RollbackPlan};
+use kaapi_core::pipeline::{self, DeployPlan, DeployReport, Migrations, RollbackPlan};
 use kaapi_core::progress::{Event, Progress};
 use kaapi_core::release::{Outcome, ReleaseMeta};
-use kaapi_core::schema::SchemaCommands;
+use kaapi_core::schema::{DowngradeResult, SchemaCommands};
 use kaapi_testkit::fake_engine::{FakeEngine, Script};
 
 const UPGRADE: &str = "migrate up";
@@ -39,7 +39,7 @@ fn schema(downgrade: bool) -> SchemaCommands {
     }
 }
 
-fn deploy_plan() -> DeployPlan {
+fn deploy_plan(downgrade: bool) -> DeployPlan {
     DeployPlan {
         image: ImageSource::Build,
         meta: meta(),
@@ -47,7 +47,7 @@ fn deploy_plan() -> DeployPlan {
         migrations: Some(Migrations {
             service: "backend".into(),
             command: vec!["migrate".into(), "up".into()],
-            schema: Some(schema(false)),
+            schema: Some(schema(downgrade)),
         }),
         force: true,
         services: Vec::new(),
@@ -71,19 +71,29 @@ fn database_at(engine: &FakeEngine, version: &str) {
     )];
 }
 
+/// A deploy whose migrations leave the database at `version`.
+async fn deploy_at(
+    engine: &FakeEngine,
+    version: &str,
+    downgrade: bool,
+    progress: &Warnings,
+) -> DeployReport {
+    database_at(engine, version);
+    pipeline::deploy(
+        engine,
+        &deploy_plan(downgrade),
+        progress,
+        std::future::pending(),
+    )
+    .await
+    .expect("deploy")
+}
+
 /// Release 1 migrated to 0002, release 2 to 0003; release 2 serves.
 async fn two_releases() -> FakeEngine {
     let engine = FakeEngine::new("local", Script::default());
     for version in ["0002", "0003"] {
-        database_at(&engine, version);
-        let report = pipeline::deploy(
-            &engine,
-            &deploy_plan(),
-            &Warnings::default(),
-            std::future::pending(),
-        )
-        .await
-        .expect("deploy");
+        let report = deploy_at(&engine, version, false, &Warnings::default()).await;
         assert_eq!(report.outcome, Outcome::Succeeded, "{}", report.message);
     }
     engine
@@ -272,15 +282,7 @@ async fn a_target_without_a_recorded_version_is_rolled_back_with_a_warning() {
         "old",
         Outcome::Succeeded,
     );
-    database_at(&engine, "0003");
-    pipeline::deploy(
-        &engine,
-        &deploy_plan(),
-        &Warnings::default(),
-        std::future::pending(),
-    )
-    .await
-    .expect("deploy");
+    deploy_at(&engine, "0003", false, &Warnings::default()).await;
     let before = engine.calls().len();
     let warnings = Warnings::default();
     let report = pipeline::rollback(
@@ -323,4 +325,156 @@ async fn equal_versions_roll_back_without_a_downgrade() {
         "{calls:?}"
     );
     assert_no_upgrade(&calls);
+}
+
+/// Release 1 serves on schema 0002; release 2's migrations take the database to `version`,
+/// then release 2 fails its verification and the deploy rolls back to release 1 on its own.
+/// Returns the engine, the deploy's report, its warnings and the calls after release 1.
+async fn a_failed_deploy_to(
+    version: &str,
+    downgrade: bool,
+    failing_downgrade: bool,
+) -> (FakeEngine, DeployReport, Warnings, Vec<String>) {
+    let engine = FakeEngine::new("local", Script::default());
+    deploy_at(&engine, "0002", downgrade, &Warnings::default()).await;
+    let before = engine.calls().len();
+    {
+        let mut script = engine.script.lock().expect("script");
+        script.verify = Some(Err("health check failed".to_owned()));
+        if failing_downgrade {
+            script.failing_tasks = vec![DOWN_TO_2.to_owned()];
+        }
+    }
+    let warnings = Warnings::default();
+    let report = deploy_at(&engine, version, downgrade, &warnings).await;
+    let calls = calls_after(&engine, before);
+    // Whatever the schema, the old code serves again.
+    assert_eq!(report.outcome, Outcome::RolledBack, "{}", report.message);
+    assert_eq!(report.serving, Some(1), "{}", report.message);
+    assert!(calls.contains(&"roll_out 1".to_owned()), "{calls:?}");
+    (engine, report, warnings, calls)
+}
+
+fn position(calls: &[String], call: &str) -> usize {
+    calls
+        .iter()
+        .position(|c| c == call)
+        .unwrap_or_else(|| panic!("no `{call}` in {calls:?}"))
+}
+
+#[tokio::test]
+async fn a_deploys_automatic_rollback_migrates_the_database_down_first_with_the_new_code() {
+    let (_engine, report, _warnings, calls) = a_failed_deploy_to("0003", true, false).await;
+    // The version read alongside the rollout, the downgrade on release 2's code (the code that
+    // knows migration 0003), and only then release 1 rolls out again.
+    let read = position(&calls, &format!("run_task release 2 backend {CURRENT}"));
+    let down = position(&calls, &format!("run_task release 2 backend {DOWN_TO_2}"));
+    let restored = position(&calls, "roll_out 1");
+    assert!(read < down && down < restored, "{calls:?}");
+    let schema = report
+        .schema
+        .as_ref()
+        .expect("the report says what the schema did");
+    assert_eq!(
+        (schema.from.as_str(), schema.to.as_str(), schema.downgrade),
+        ("0003", "0002", DowngradeResult::Succeeded)
+    );
+    assert!(
+        report.message.contains(
+            "release 1 serves; the database was migrated down from schema version 0003 to 0002"
+        ),
+        "{}",
+        report.message
+    );
+    let json = serde_json::to_value(&report).expect("report as JSON");
+    assert_eq!(json["schema"]["downgrade"], "succeeded", "{json}");
+    assert_eq!(json["schema"]["to"], "0002", "{json}");
+}
+
+#[tokio::test]
+async fn without_a_downgrade_command_the_automatic_rollback_warns_naming_both_versions() {
+    let (engine, report, warnings, calls) = a_failed_deploy_to("0003", false, false).await;
+    assert!(
+        !calls.iter().any(|c| c.contains("migrate down")),
+        "{calls:?}"
+    );
+    let warned = warnings.all();
+    assert!(
+        warned
+            .iter()
+            .any(|w| w.contains("from schema version 0002 to 0003")
+                && w.contains("stays at 0003")
+                && w.contains("downgrade_command")),
+        "{warned:?}"
+    );
+    let schema = report
+        .schema
+        .as_ref()
+        .expect("the report carries the warning");
+    assert_eq!(schema.downgrade, DowngradeResult::NotConfigured);
+    assert!(
+        schema.message.contains("downgrade_command"),
+        "{}",
+        schema.message
+    );
+    assert!(
+        report
+            .message
+            .contains("the database stays at schema version 0003"),
+        "{}",
+        report.message
+    );
+    // The failed release's record says so too.
+    let releases = engine.releases().await.expect("releases");
+    let detail = releases[0].detail.clone().unwrap_or_default();
+    assert!(detail.contains("stays at schema version 0003"), "{detail}");
+}
+
+#[tokio::test]
+async fn a_failed_downgrade_still_rolls_back_and_says_the_database_stays_ahead() {
+    let (_engine, report, warnings, calls) = a_failed_deploy_to("0003", true, true).await;
+    let down = position(&calls, &format!("run_task release 2 backend {DOWN_TO_2}"));
+    assert!(down < position(&calls, "roll_out 1"), "{calls:?}");
+    let schema = report.schema.as_ref().expect("schema in the report");
+    assert_eq!(schema.downgrade, DowngradeResult::Failed);
+    let warned = warnings.all();
+    assert!(
+        warned.iter().any(|w| w.contains("exited with code 1")
+            && w.contains("release 1 serves again")
+            && w.contains("stays at 0003")),
+        "{warned:?}"
+    );
+    assert!(
+        report
+            .message
+            .contains("the downgrade to schema version 0002 failed, the database stays at 0003"),
+        "{}",
+        report.message
+    );
+    let migrate = report
+        .phases
+        .iter()
+        .filter(|p| p.phase == kaapi_core::progress::Phase::Migrate)
+        .map(|p| p.ok)
+        .collect::<Vec<_>>();
+    assert_eq!(
+        migrate,
+        vec![true, false],
+        "the upgrade, then the failed downgrade"
+    );
+}
+
+#[tokio::test]
+async fn an_automatic_rollback_after_migrations_that_kept_the_version_does_not_downgrade() {
+    let (_engine, report, warnings, calls) = a_failed_deploy_to("0002", true, false).await;
+    assert!(
+        !calls.iter().any(|c| c.contains("migrate down")),
+        "{calls:?}"
+    );
+    assert_eq!(report.schema, None);
+    assert!(
+        !warnings.all().iter().any(|w| w.contains("schema version")),
+        "{:?}",
+        warnings.all()
+    );
 }

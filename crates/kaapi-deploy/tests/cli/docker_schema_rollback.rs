@@ -2,6 +2,8 @@
 //! versioned migrations: release 1 runs on schema 0002, release 2 adds migration 0003; a
 //! rollback to 1 is refused (nothing changes), downgrades first when `downgrade_command` is
 //! configured, or goes ahead with `--force`. A rollback never runs the upgrade on old code.
+//! A deploy whose release 2 migrates to 0003 and then fails its health check migrates the
+//! database back down before its automatic rollback.
 
 use crate::docker_support::Project;
 
@@ -33,9 +35,10 @@ fn ship_migrations(project: &Project) {
     std::fs::write(ignore, rules).expect("write .dockerignore");
 }
 
-/// deploy.toml for `version`, with the schema commands (and the downgrade when asked).
-fn configure(project: &Project, version: &str, downgrade: bool) {
-    project.configure(version, "");
+/// deploy.toml for `version` (built with `BREAK=brk`), with the schema commands (and the
+/// downgrade when asked).
+fn configure(project: &Project, version: &str, brk: &str, downgrade: bool) {
+    project.configure(version, brk);
     let mut schema = "[migrations]\nversion_command = \"/app migrate current\"\n".to_owned();
     if downgrade {
         schema.push_str("downgrade_command = \"/app migrate down {version}\"\n");
@@ -46,11 +49,12 @@ fn configure(project: &Project, version: &str, downgrade: bool) {
         .expect("write deploy.toml");
 }
 
-/// Release 1 (schema 0002), then release 2 with migration 0003; returns both versions.
-fn two_releases(project: &Project, downgrade: bool) -> (String, String) {
+/// Release 1 (schema 0002) serves; the next build ships migration 0003. Returns the versions
+/// (`APP_VERSION`) of release 1 and of the next release.
+fn release_1_then_migration_0003(project: &Project, downgrade: bool) -> (String, String) {
     let (v1, v2) = (format!("s1-{}", project.app), format!("s2-{}", project.app));
     ship_migrations(project);
-    configure(project, &v1, downgrade);
+    configure(project, &v1, "", downgrade);
     project.deploy();
     std::fs::write(
         project
@@ -60,7 +64,13 @@ fn two_releases(project: &Project, downgrade: bool) -> (String, String) {
         MIGRATION_0003,
     )
     .expect("write 0003");
-    configure(project, &v2, downgrade);
+    (v1, v2)
+}
+
+/// Release 1 (schema 0002), then release 2 with migration 0003; returns both versions.
+fn two_releases(project: &Project, downgrade: bool) -> (String, String) {
+    let (v1, v2) = release_1_then_migration_0003(project, downgrade);
+    configure(project, &v2, "", downgrade);
     project.deploy();
     assert_eq!(project.serving_version().as_deref(), Some(v2.as_str()));
     let releases = project.releases();
@@ -162,4 +172,53 @@ fn a_configured_downgrade_migrates_the_database_down_before_the_rollback() {
     let table = project.ok(&["releases", "local"]);
     assert!(table.contains("SCHEMA"), "{table}");
     assert!(table.contains("0003"), "{table}");
+}
+
+#[test]
+fn a_deploy_failing_its_health_check_after_migrating_migrates_the_database_down_and_rolls_back() {
+    let project = Project::new("schauto");
+    let (v1, v2) = release_1_then_migration_0003(&project, true);
+    configure(&project, &v2, "health", true);
+
+    let output = project
+        .cli()
+        .args(["deploy", "local", "--json"])
+        .output()
+        .expect("deploy");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    // Release 2's code (the one that knows migration 0003) undid it before release 1 rolled
+    // out again.
+    for expected in [
+        "migrating the database down from schema version 0003 to 0002 on release 2",
+        "reverting 0003_add_priority",
+        "rolling back to release 1",
+    ] {
+        assert!(stderr.contains(expected), "{expected} in: {stderr}");
+    }
+    let reverted = stderr.find("reverting 0003_add_priority");
+    assert!(
+        reverted < stderr.find("rolling back to release 1"),
+        "{stderr}"
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&output.stdout).expect("deploy --json is JSON");
+    assert_eq!(report["outcome"], "rolled_back", "{report}");
+    assert_eq!(report["serving"], 1, "{report}");
+    assert_eq!(report["schema"]["from"], "0003", "{report}");
+    assert_eq!(report["schema"]["to"], "0002", "{report}");
+    assert_eq!(report["schema"]["downgrade"], "succeeded", "{report}");
+    assert!(
+        report["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("migrated down from schema version 0003 to 0002")),
+        "{report}"
+    );
+
+    // Release 1's code serves on the schema it ran on.
+    assert_eq!(project.serving_version().as_deref(), Some(v1.as_str()));
+    assert_eq!(database_version(&project), "0002");
+    let releases = project.releases();
+    assert_eq!(releases[0]["outcome"], "rolled_back", "{releases:?}");
+    assert_eq!(releases[0]["schema_version"], "0003", "{releases:?}");
 }
