@@ -45,10 +45,19 @@ fn runs_for(pid: u32, subcommand: &[u8], state_dir: &std::path::Path) -> bool {
 
 /// Asks `pid` to stop with SIGTERM (the agent stops cleanly on it).
 pub fn terminate(pid: u32) -> std::io::Result<()> {
+    signal(pid, libc::SIGTERM)
+}
+
+/// Ends `pid` with SIGKILL (a hung process that would not act on SIGTERM).
+pub fn kill(pid: u32) -> std::io::Result<()> {
+    signal(pid, libc::SIGKILL)
+}
+
+fn signal(pid: u32, signal: libc::c_int) -> std::io::Result<()> {
     let pid = libc::pid_t::try_from(pid)
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "pid out of range"))?;
     // SAFETY: kill has no memory preconditions; a stale pid gives ESRCH.
-    if unsafe { libc::kill(pid, libc::SIGTERM) } == 0 {
+    if unsafe { libc::kill(pid, signal) } == 0 {
         Ok(())
     } else {
         Err(std::io::Error::last_os_error())

@@ -72,6 +72,7 @@ pub fn begin(
             spec: &spec,
             mode,
             id: &id,
+            opened: std::sync::Mutex::new(Vec::new()),
         };
         let mut shutdown = shutdown;
         let begun = Instant::now();
@@ -88,6 +89,7 @@ pub fn begin(
                 replaced
             }
             Err(reason) => {
+                rollout.close_opened().await;
                 environment.update_rollout(&id, |state| {
                     state.messages.push(format!("rollout failed: {reason}"));
                     state.phase = RolloutPhase::Failed;
@@ -102,6 +104,22 @@ pub fn begin(
         rollout.drain(replaced).await;
     });
     Ok(ticket)
+}
+
+/// Waits, at most `limit`, until no rollout runs (one cut off by the agent's shutdown closes the
+/// listeners it opened first); `false` when some still runs.
+pub async fn wait_ended(agent: &Agent, limit: Duration) -> bool {
+    let begun = Instant::now();
+    loop {
+        let running = agent.environments().iter().any(|e| e.rollout_running());
+        if !running {
+            return true;
+        }
+        if begun.elapsed() >= limit {
+            return false;
+        }
+        tokio::time::sleep(POLL).await;
+    }
 }
 
 fn validate(spec: &EnvironmentSpec) -> Result<(), String> {
@@ -169,6 +187,9 @@ struct Rollout<'a> {
     spec: &'a EnvironmentSpec,
     mode: RolloutMode,
     id: &'a str,
+    /// The listeners this rollout opened that the environment does not own yet (until the
+    /// switch): closed when the rollout ends without completing, even when cut off.
+    opened: std::sync::Mutex<Vec<u16>>,
 }
 
 impl Rollout<'_> {
@@ -196,18 +217,9 @@ impl Rollout<'_> {
         }
         let (actions, kept) = self.plan().await;
         let new_ingresses = self.prepare_ingresses().await?;
-        let switched = self.start_and_switch(&actions, &kept, &new_ingresses).await;
-        let (before, old) = match switched {
-            Ok(switched) => switched,
-            Err(reason) => {
-                for (_, port) in &new_ingresses {
-                    self.environment
-                        .close_listener(&self.agent.ingress, *port)
-                        .await;
-                }
-                return Err(reason);
-            }
-        };
+        let (before, old) = self
+            .start_and_switch(&actions, &kept, &new_ingresses)
+            .await?;
         let say = |m| self.say(m);
         let old = warm::keep(
             self.agent,
@@ -374,17 +386,8 @@ impl Rollout<'_> {
                 .ingress
                 .put(wanted.unwrap_or(0), &label, Vec::new())
                 .await;
-            let port = match opening {
-                Ok(port) => port,
-                Err(e) => {
-                    for (_, port) in &opened {
-                        self.environment
-                            .close_listener(&self.agent.ingress, *port)
-                            .await;
-                    }
-                    return Err(format!("{service}: {e}"));
-                }
-            };
+            let port = opening.map_err(|e| format!("{service}: {e}"))?;
+            self.opened_listeners().push(port);
             let who = if self.spec.web_service.as_deref() == Some(service.as_str()) {
                 String::new()
             } else {
@@ -519,7 +522,9 @@ impl Rollout<'_> {
         current.previous_release = previous_release;
         let link = &self.agent.ingress;
         for (service, port) in new_ingresses {
-            if let Some(replaced) = self.environment.set_ingress(service, *port) {
+            let replaced = self.environment.set_ingress(service, *port);
+            self.opened_listeners().retain(|opened| opened != port);
+            if let Some(replaced) = replaced {
                 self.environment.close_listener(link, replaced).await;
             }
         }
@@ -540,6 +545,22 @@ impl Rollout<'_> {
             .flatten()
             .filter(|old| !kept.iter().any(|k| Arc::ptr_eq(k, old)))
             .collect())
+    }
+
+    fn opened_listeners(&self) -> std::sync::MutexGuard<'_, Vec<u16>> {
+        self.opened
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Closes the listeners this rollout opened and the environment never took over.
+    async fn close_opened(&self) {
+        let opened = std::mem::take(&mut *self.opened_listeners());
+        for port in opened {
+            self.environment
+                .close_listener(&self.agent.ingress, port)
+                .await;
+        }
     }
 
     /// Lets in-flight requests on the old replicas finish (bounded by their stop timeout), then

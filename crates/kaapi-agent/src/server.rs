@@ -33,6 +33,9 @@ use super::warm;
 
 pub const ENDPOINT_FILE: &str = "agent.json";
 const LOCK_FILE: &str = "agent.lock";
+/// How long a stopping agent waits for cut-off rollouts to close the listeners they opened (a
+/// control request is bounded by 5 s).
+const ROLLOUT_CLEANUP: std::time::Duration = std::time::Duration::from_secs(10);
 
 struct ApiState {
     agent: Arc<Agent>,
@@ -120,6 +123,14 @@ pub async fn serve(state_dir: &Path, ingress: IngressCommand) -> Result<(), Agen
         .await
         .map_err(|e| AgentError::Network(format!("the agent API failed: {e}")));
 
+    // A rollout cut off here must close the listeners it opened before this process ends.
+    let _ = shutdown.send(true);
+    if !rollout::wait_ended(&agent, ROLLOUT_CLEANUP).await {
+        eprintln!(
+            "agent: a rollout did not end within {} s; the next agent closes what it left open",
+            ROLLOUT_CLEANUP.as_secs()
+        );
+    }
     // Nothing would stop them once the agent is gone.
     warm::remove_all(&agent).await;
     drop(guard);

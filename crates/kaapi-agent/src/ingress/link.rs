@@ -20,6 +20,12 @@ use crate::metrics::RawCounts;
 
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 const START_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long [`IngressLink::ensure`] waits for `hello`: answering it takes no work, so a live
+/// ingress that stays silent this long is busy beyond use or hung.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(1);
+/// Consecutive unanswered checks after which the ingress counts as hung and is replaced (its
+/// listeners serve nothing meanwhile; a check follows an unanswered one at once, so about 3 s).
+const HUNG_AFTER: u32 = 3;
 
 /// How the agent runs its ingress.
 #[derive(Debug, Clone)]
@@ -42,6 +48,8 @@ pub struct IngressLink {
     /// Bumped whenever another ingress process is adopted or started: its tables must be
     /// pushed again.
     generation: AtomicU64,
+    /// Checks in a row the ingress did not answer in time.
+    unanswered: AtomicU32,
     in_process: Mutex<Option<InProcess>>,
 }
 
@@ -54,12 +62,18 @@ impl IngressLink {
             starting: tokio::sync::Mutex::new(()),
             pid: AtomicU32::new(0),
             generation: AtomicU64::new(0),
+            unanswered: AtomicU32::new(0),
             in_process: Mutex::new(None),
         }
     }
 
     pub fn generation(&self) -> u64 {
         self.generation.load(Ordering::SeqCst)
+    }
+
+    /// How many checks in a row the running ingress did not answer in time (0: it answers).
+    pub fn unanswered(&self) -> u32 {
+        self.unanswered.load(Ordering::SeqCst)
     }
 
     /// Replaces the table of the listener on `port` (0: a new listener on any free port),
@@ -142,18 +156,22 @@ impl IngressLink {
     }
 
     /// Adopts the running ingress, or starts one: when none answers, when it speaks another
-    /// protocol (replaced: a short outage), or when a recorded ingress process hangs.
-    pub async fn ensure(&self) -> Result<(), AgentError> {
+    /// protocol (replaced: a short outage), or when a recorded ingress process hangs (it has
+    /// not answered [`HUNG_AFTER`] checks in a row: killed).
+    pub async fn ensure(&self) -> Result<Ensured, AgentError> {
         let _starting = self.starting.lock().await;
-        let hello = match self.exchange(&Request::Hello).await {
+        let hello = match self.exchange(&Request::Hello, CHECK_TIMEOUT).await {
             Ok(Answer::Hello(hello)) => Ok(hello),
             Ok(_) => Err(Failure::Garbled(String::new())),
             Err(failure) => Err(failure),
         };
+        if !matches!(hello, Err(Failure::Timeout)) {
+            self.unanswered.store(0, Ordering::SeqCst);
+        }
         match hello {
             Ok(hello) if hello.protocol == protocol::PROTOCOL => {
                 self.adopted(hello.pid);
-                return Ok(());
+                return Ok(Ensured::Answered);
             }
             Ok(hello) => {
                 eprintln!(
@@ -164,15 +182,38 @@ impl IngressLink {
                 );
                 self.stop_process(&hello).await?;
             }
-            // Slow, not gone (a busy machine): replacing it would cut its connections.
-            Err(Failure::Timeout) if self.recorded_ingress().is_some() => {
-                return Err(AgentError::Network(
-                    "the ingress is slow to answer; trying again".to_owned(),
-                ))
+            Err(Failure::Timeout) => {
+                if let Some(pid) = self.recorded_ingress() {
+                    return self.replace_if_hung(pid).await;
+                }
+                self.stop_hung().await?;
             }
             Err(_) => self.stop_hung().await?,
         }
-        self.start().await
+        self.start().await?;
+        Ok(Ensured::Started)
+    }
+
+    /// The live ingress `pid` did not answer a check: once more in a row than a busy moment
+    /// explains (replacing it cuts its open connections), it is killed and a new one started.
+    async fn replace_if_hung(&self, pid: u32) -> Result<Ensured, AgentError> {
+        let times = self.unanswered.fetch_add(1, Ordering::SeqCst) + 1;
+        if times < HUNG_AFTER {
+            return Err(AgentError::Network(format!(
+                "the ingress (pid {pid}) did not answer within {} ms ({times} time(s) in a row); trying again",
+                CHECK_TIMEOUT.as_millis()
+            )));
+        }
+        eprintln!(
+            "agent: killing the ingress (pid {pid}): it did not answer {times} checks in a row"
+        );
+        // SIGKILL: a hung process may never act on SIGTERM (a stopped one does not until resumed).
+        crate::process::kill(pid)
+            .map_err(|e| AgentError::Start(format!("cannot kill ingress pid {pid}: {e}")))?;
+        wait_gone(pid).await?;
+        self.unanswered.store(0, Ordering::SeqCst);
+        self.start().await?;
+        Ok(Ensured::ReplacedHung { pid })
     }
 
     /// The pid of `ingress.json` when it is this directory's live ingress process.
@@ -293,14 +334,14 @@ impl IngressLink {
 
     /// One request on a connection of its own. `Network`: nothing (sane) answered.
     async fn call(&self, request: &Request) -> Result<Answer, AgentError> {
-        match self.exchange(request).await {
+        match self.exchange(request, REQUEST_TIMEOUT).await {
             Ok(Answer::Error { message }) => Err(AgentError::Invalid(message)),
             Ok(answer) => Ok(answer),
             Err(failure) => Err(AgentError::Network(failure.describe(&self.socket))),
         }
     }
 
-    async fn exchange(&self, request: &Request) -> Result<Answer, Failure> {
+    async fn exchange(&self, request: &Request, timeout: Duration) -> Result<Answer, Failure> {
         let mut line = serde_json::to_vec(request).map_err(|e| Failure::Garbled(e.to_string()))?;
         line.push(b'\n');
         let exchange = async {
@@ -310,7 +351,7 @@ impl IngressLink {
             BufReader::new(stream).read_line(&mut answer).await?;
             Ok::<_, std::io::Error>(answer)
         };
-        let answer = tokio::time::timeout(REQUEST_TIMEOUT, exchange)
+        let answer = tokio::time::timeout(timeout, exchange)
             .await
             .map_err(|_| Failure::Timeout)?
             .map_err(|e| Failure::Unreachable(e.to_string()))?;
@@ -321,12 +362,23 @@ impl IngressLink {
     }
 }
 
+/// What [`IngressLink::ensure`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ensured {
+    /// The running ingress answered.
+    Answered,
+    /// None answered (or it spoke another protocol): a new one was started.
+    Started,
+    /// The ingress `pid` was alive but hung: it was killed and a new one started.
+    ReplacedHung { pid: u32 },
+}
+
 /// Why a request got no usable answer.
 #[derive(Debug)]
 enum Failure {
     /// Nothing listens (the process is gone) or the connection broke.
     Unreachable(String),
-    /// Connected, but no answer within [`REQUEST_TIMEOUT`].
+    /// Connected, but no answer in time.
     Timeout,
     /// An answer this agent does not understand (another protocol).
     Garbled(String),

@@ -12,5 +12,5 @@ mod process;
 pub mod protocol;
 mod proxy;
 
-pub use link::{IngressCommand, IngressLink};
+pub use link::{Ensured, IngressCommand, IngressLink};
 pub use process::serve_ingress;

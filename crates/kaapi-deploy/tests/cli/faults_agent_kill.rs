@@ -249,3 +249,107 @@ fn a_killed_ingress_is_replaced_by_the_agent_and_serves_again() {
     project.deploy();
     assert_eq!(project.serving_version().as_deref(), Some("2.0.0"));
 }
+
+/// Sends `signal` to `pid` without waiting for anything.
+fn send(signal: &str, pid: u32) {
+    let status = std::process::Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill {signal} {pid}");
+}
+
+/// A process this test stopped with SIGSTOP: resumed and killed at the end of the test, even
+/// when it fails (unless the agent already ended it).
+struct Stopped(u32);
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        if alive(self.0) {
+            let _ = std::process::Command::new("kill")
+                .args(["-CONT", &self.0.to_string()])
+                .status();
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", &self.0.to_string()])
+                .status();
+        }
+    }
+}
+
+#[test]
+fn a_hung_ingress_is_killed_and_replaced_by_the_agent_under_load() {
+    let project = Project::new("fih");
+    // An image of its own: a parallel test's cleanup never removes it under this one's feet.
+    project.configure("hang-1", "");
+    project.deploy();
+    let ingress = ingress_pid(&project.state_dir).expect("ingress.json names the ingress");
+    let agent = agent_pid(&project.state_dir).expect("agent.json names the agent");
+    let load = project.load();
+    assert!(
+        eventually(Duration::from_secs(5), || load
+            .ok
+            .load(std::sync::atomic::Ordering::SeqCst)
+            > 20),
+        "no steady load through 127.0.0.1:{}",
+        project.port
+    );
+
+    // Alive but silent: it takes connections (the kernel queues them) and answers nothing.
+    send("-STOP", ingress);
+    let stopped = Stopped(ingress);
+    let hung = std::time::Instant::now();
+    let replaced = eventually(Duration::from_secs(20), || {
+        ingress_pid(&project.state_dir).is_some_and(|pid| pid != ingress && alive(pid))
+            && project.serving_version().as_deref() == Some("hang-1")
+    });
+    let took = hung.elapsed();
+    assert!(
+        replaced,
+        "no new ingress serves on 127.0.0.1:{} within 20 s of the hang (ingress.json: {:?})",
+        project.port,
+        ingress_pid(&project.state_dir)
+    );
+    assert!(
+        took < Duration::from_secs(10),
+        "the hung ingress was replaced only after {took:?}"
+    );
+    assert!(!alive(ingress), "the hung ingress {ingress} still runs");
+    let new = ingress_pid(&project.state_dir).expect("the new ingress");
+    // The load goes on through the new ingress.
+    let answered = load.ok.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        eventually(Duration::from_secs(5), || load
+            .ok
+            .load(std::sync::atomic::Ordering::SeqCst)
+            > answered + 20),
+        "the load is not served again after the replacement"
+    );
+    let result = load.finish();
+    eprintln!(
+        "hung ingress replaced after {:.1} s; requests: {} answered, {} failed during the hang (first: {:?})",
+        took.as_secs_f64(),
+        result.ok,
+        result.failed,
+        result.failures.iter().take(3).collect::<Vec<_>>()
+    );
+    drop(stopped);
+    assert_eq!(
+        agent_pid(&project.state_dir),
+        Some(agent),
+        "the agent kept running"
+    );
+    let log = std::fs::read_to_string(project.state_dir.join("agent.log")).expect("agent.log");
+    assert!(
+        log.contains(&format!(
+            "the ingress process (pid {ingress}) stopped answering"
+        )) && log.contains(&format!("agent: ingress runs (pid {new})")),
+        "{log}"
+    );
+    let status = project.ok(&["status", "local", "--json"]);
+    assert!(
+        status.contains(&format!(
+            "the ingress process (pid {ingress}) stopped answering"
+        )),
+        "status shows the replacement: {status}"
+    );
+}
