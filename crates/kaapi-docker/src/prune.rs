@@ -1,5 +1,7 @@
 //! `prune` on the local engine: removes the images of releases no kept release shares, with all
-//! their tags (`release-N`, commit tags), unless a container uses them.
+//! this environment's tags (`release-N`, commit tags), unless a container uses them. Tags of
+//! other repositories (the same build deployed by another app or environment has the same image
+//! ID) stay, and keep the image.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
@@ -22,6 +24,12 @@ pub async fn images(
     progress: &dyn Progress,
 ) -> EngineResult<Vec<Pruned>> {
     let by_image = release_images(docker, releases).await?;
+    // The environment's repositories, from the tags its releases' images got (`app-env`).
+    let repositories: BTreeSet<&str> = releases
+        .iter()
+        .flat_map(|r| &r.image.tags)
+        .map(|tag| repository_of(tag))
+        .collect();
     let kept_images: HashSet<&String> = by_image
         .iter()
         .filter(|(_, numbers)| numbers.iter().any(|n| kept.contains(n)))
@@ -44,17 +52,19 @@ pub async fn images(
             ));
             continue;
         }
+        let mut kind = "image";
         if !dry_run {
-            // Forced so that every tag goes (a commit tag would keep the image alive); no
-            // container uses it, checked above.
-            let options = RemoveImageOptionsBuilder::default().force(true).build();
-            docker
-                .remove_image(id, Some(options), None)
-                .await
-                .map_err(|e| failed(&format!("removing image {id}"), e))?;
+            let others = untag(docker, id, &repositories).await?;
+            if !others.is_empty() {
+                progress.info(format!(
+                    "image {id}: {} still name it, so it stays",
+                    others.join(", ")
+                ));
+                kind = "image tags";
+            }
         }
         removed.push(Pruned {
-            kind: "image",
+            kind,
             id: id.clone(),
             releases: numbers.clone(),
         });
@@ -93,10 +103,68 @@ async fn release_images(
     Ok(by_image)
 }
 
+/// Removes the tags of image `id` in `repositories` (the engine deletes the image with its last
+/// tag; an untagged image is removed by ID); returns the tags of other repositories left on it.
+async fn untag(
+    docker: &Docker,
+    id: &str,
+    repositories: &BTreeSet<&str>,
+) -> EngineResult<Vec<String>> {
+    let tags = docker
+        .inspect_image(id)
+        .await
+        .map_err(|e| failed(&format!("inspecting image {id}"), e))?
+        .repo_tags
+        .unwrap_or_default();
+    let (ours, others): (Vec<String>, Vec<String>) = tags
+        .into_iter()
+        .partition(|tag| repositories.contains(repository_of(tag)));
+    let targets = if ours.is_empty() && others.is_empty() {
+        vec![id.to_owned()]
+    } else {
+        ours
+    };
+    for target in &targets {
+        // Not forced: a forced removal by ID would delete every other repository's tag too.
+        let options = RemoveImageOptionsBuilder::default().force(false).build();
+        docker
+            .remove_image(target, Some(options), None)
+            .await
+            .map_err(|e| failed(&format!("removing image {target}"), e))?;
+    }
+    Ok(others)
+}
+
+/// The repository of an image reference: `app-local` of `app-local:release-2`,
+/// `host:5000/app` of `host:5000/app:v1` or `host:5000/app@sha256:…`.
+fn repository_of(reference: &str) -> &str {
+    if let Some((repository, _digest)) = reference.split_once('@') {
+        return repository;
+    }
+    match reference.rsplit_once(':') {
+        Some((repository, tag)) if !tag.contains('/') => repository,
+        _ => reference,
+    }
+}
+
 fn list(numbers: &[u64]) -> String {
     numbers
         .iter()
         .map(u64::to_string)
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::repository_of;
+
+    #[test]
+    fn the_repository_is_the_reference_without_its_tag_or_digest() {
+        assert_eq!(repository_of("app-local:release-2"), "app-local");
+        assert_eq!(repository_of("host:5000/app:v1"), "host:5000/app");
+        assert_eq!(repository_of("host:5000/app@sha256:abc"), "host:5000/app");
+        assert_eq!(repository_of("host:5000/app"), "host:5000/app");
+        assert_eq!(repository_of("app"), "app");
+    }
 }

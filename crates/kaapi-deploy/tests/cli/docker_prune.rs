@@ -1,5 +1,6 @@
 //! `prune` removes the images of releases neither the current release nor the last N need, with
-//! all their tags, and leaves the current one serving; `--dry-run` only lists them.
+//! all their tags in the environment's repository (another repository's tag keeps the image), and
+//! leaves the current one serving; `--dry-run` only lists them.
 
 use std::process::Command;
 
@@ -64,9 +65,19 @@ fn prune_keeps_the_current_and_previous_release_images() {
     assert_eq!(removed[0]["releases"], serde_json::json!([1]), "{report:#}");
     assert!(image_exists(first), "a dry run removes nothing");
 
+    // The same image under another repository (another app or environment deployed the same
+    // build): prune removes this environment's tags only, and the image stays for the other.
+    let other = format!("other-{}:kept", project.app);
+    crate::docker_support::docker(&["tag", first, &other]);
     let text = project.ok(&["prune", "local", "--keep", "1"]);
-    assert!(text.contains("removed image sha256:"), "{text}");
-    assert!(!image_exists(first), "the first release's image is gone");
+    let other_kept = image_exists(&other);
+    crate::docker_support::docker(&["rmi", &other]);
+    assert!(text.contains("removed image tags sha256:"), "{text}");
+    assert!(other_kept, "another repository's tag was removed: {text}");
+    assert!(
+        !image_exists(first),
+        "the first release's image is gone with the other tag"
+    );
     assert!(
         image_exists(&images[1].1),
         "the previous release's image stays"
