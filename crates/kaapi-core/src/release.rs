@@ -26,6 +26,16 @@ pub struct ImageRef {
     pub tags: Vec<String>,
 }
 
+/// The repository of an image reference: `host/repo:tag` or `host/repo@sha256:…` → `host/repo`
+/// (a registry port is not a tag: `localhost:5000/repo` stays whole).
+pub fn repository_of(image: &str) -> &str {
+    let image = image.split_once('@').map_or(image, |(repo, _)| repo);
+    match image.rsplit_once(':') {
+        Some((repo, tag)) if !tag.contains('/') => repo,
+        _ => image,
+    }
+}
+
 /// One service's immutable revision within a release.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServiceRevision {
@@ -120,6 +130,23 @@ impl Release {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn repositories_of_tagged_pinned_and_local_images() {
+        let repo = "123456789012.dkr.ecr.eu-west-1.amazonaws.com/kaapi-repo";
+        assert_eq!(repository_of(&format!("{repo}:latest")), repo);
+        assert_eq!(repository_of(&format!("{repo}@sha256:abc")), repo);
+        assert_eq!(
+            repository_of("localhost:5000/kaapi"),
+            "localhost:5000/kaapi"
+        );
+        assert_eq!(
+            repository_of("localhost:5000/kaapi:v1"),
+            "localhost:5000/kaapi"
+        );
+        assert_eq!(repository_of("datadog/agent"), "datadog/agent");
+        assert_eq!(repository_of("app-local:release-2"), "app-local");
+    }
 
     #[test]
     fn outcomes_read_back_what_they_write() {

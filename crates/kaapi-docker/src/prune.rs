@@ -10,7 +10,7 @@ use bollard::Docker;
 use kaapi_core::engine::EngineResult;
 use kaapi_core::progress::Progress;
 use kaapi_core::prune::Pruned;
-use kaapi_core::release::Release;
+use kaapi_core::release::{repository_of, Release};
 
 use crate::containers;
 use crate::docker::failed;
@@ -135,36 +135,10 @@ async fn untag(
     Ok(others)
 }
 
-/// The repository of an image reference: `app-local` of `app-local:release-2`,
-/// `host:5000/app` of `host:5000/app:v1` or `host:5000/app@sha256:…`.
-fn repository_of(reference: &str) -> &str {
-    if let Some((repository, _digest)) = reference.split_once('@') {
-        return repository;
-    }
-    match reference.rsplit_once(':') {
-        Some((repository, tag)) if !tag.contains('/') => repository,
-        _ => reference,
-    }
-}
-
 fn list(numbers: &[u64]) -> String {
     numbers
         .iter()
         .map(u64::to_string)
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::repository_of;
-
-    #[test]
-    fn the_repository_is_the_reference_without_its_tag_or_digest() {
-        assert_eq!(repository_of("app-local:release-2"), "app-local");
-        assert_eq!(repository_of("host:5000/app:v1"), "host:5000/app");
-        assert_eq!(repository_of("host:5000/app@sha256:abc"), "host:5000/app");
-        assert_eq!(repository_of("host:5000/app"), "host:5000/app");
-        assert_eq!(repository_of("app"), "app");
-    }
 }

@@ -13,7 +13,8 @@ use kaapi_core::engine::{EngineError, EngineResult};
 use kaapi_core::naming;
 
 use crate::adopt::AdoptRequest;
-use crate::revisions::{main_container_index, repository_of};
+use crate::revisions::main_container_index;
+use kaapi_core::release::repository_of;
 
 /// A live ECS service and the task definition it runs.
 #[derive(Debug, Clone)]

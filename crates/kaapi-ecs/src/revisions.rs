@@ -56,14 +56,7 @@ pub fn secret_value_from(
     })
 }
 
-/// The repository of an image reference: `host/repo:tag` or `host/repo@sha256:…` → `host/repo`.
-pub fn repository_of(image: &str) -> &str {
-    let image = image.split_once('@').map_or(image, |(repo, _)| repo);
-    match image.rsplit_once(':') {
-        Some((repo, tag)) if !tag.contains('/') => repo,
-        _ => image,
-    }
-}
+use kaapi_core::release::repository_of;
 
 /// Everything a new revision needs besides the base definition.
 pub struct RevisionSpec<'a> {
@@ -709,22 +702,6 @@ region = "eu-west-1"
         // Derived again from itself: the mapping is not repeated.
         let again = derive(&derived, &spec).expect("derive again");
         assert_eq!(again.container_definitions()[0].port_mappings().len(), 1);
-    }
-
-    #[test]
-    fn repositories_of_tagged_and_pinned_images() {
-        let repo = "123456789012.dkr.ecr.eu-west-1.amazonaws.com/kaapi-repo";
-        assert_eq!(repository_of(&format!("{repo}:latest")), repo);
-        assert_eq!(repository_of(&format!("{repo}@sha256:abc")), repo);
-        assert_eq!(
-            repository_of("localhost:5000/kaapi"),
-            "localhost:5000/kaapi"
-        );
-        assert_eq!(
-            repository_of("localhost:5000/kaapi:v1"),
-            "localhost:5000/kaapi"
-        );
-        assert_eq!(repository_of("datadog/agent"), "datadog/agent");
     }
 
     #[test]
