@@ -204,8 +204,12 @@ fn a_deploy_restarts_an_agent_of_another_version_and_succeeds() {
         Some(old_ingress),
         "the new agent adopts the running ingress"
     );
+    // The replaced replicas drain and stop after the deploy has switched.
+    let replaced = crate::docker_support::eventually(Duration::from_secs(20), || {
+        project.containers(&[(LABEL_ROLE, "replica")]).len() == 3
+    });
     let replicas = project.containers(&[(LABEL_ROLE, "replica")]);
-    assert_eq!(replicas.len(), 3, "{replicas:?}");
+    assert!(replaced, "{replicas:?}");
     assert!(
         replicas.iter().all(|id| !old_replicas.contains(id)),
         "the rollout replaced every replica"
