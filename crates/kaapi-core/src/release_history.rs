@@ -76,7 +76,7 @@ impl KnownReleases {
                     !gone.contains(&old.number) && !releases.iter().any(|r| r.number == old.number)
                 });
                 self.releases.extend(releases);
-                self.releases.sort_by(|a, b| b.number.cmp(&a.number));
+                self.releases.sort_by_key(|r| std::cmp::Reverse(r.number));
             }
         }
     }

@@ -160,7 +160,8 @@ pub async fn walk(
 
 /// What can have changed since a reader read `seen` (see `Engine::releases_since`): one
 /// ListTaskDefinitions, then one DescribeTaskDefinition for each revision listed above the
-/// newest one of `seen` and for each unfinished release of `seen`. A release of `seen` whose
+/// newest one of `seen` (but revisions this engine already found were not releases) and for
+/// each unfinished release of `seen`. A release of `seen` whose
 /// revision is no longer listed (deregistered by a prune, or beyond the newest
 /// [`MAX_REVISIONS`] a full read reads) is gone, as a full read would say.
 pub async fn changes_since(
@@ -177,6 +178,14 @@ pub async fn changes_since(
     let mut releases = Vec::new();
     // Newest first: the first revision the reader has ends the new ones.
     for arn in listed.iter().take_while(|arn| !seen_arns.contains(*arn)) {
+        // A release's tags come with its registration: a revision described before without
+        // them (registered by hand or by another tool) never becomes one; no call for it.
+        let not_a_release = ctx
+            .cached_task_definition(arn)
+            .is_some_and(|d| release_of(&d, ctx.target.environment(), &history).is_none());
+        if not_a_release {
+            continue;
+        }
         if let Some(release) = read(ctx, arn, &history, progress).await? {
             releases.push(release);
         }
@@ -196,7 +205,7 @@ pub async fn changes_since(
             None => gone.push(release.number),
         }
     }
-    releases.sort_by(|a, b| b.number.cmp(&a.number));
+    releases.sort_by_key(|r| std::cmp::Reverse(r.number));
     Ok(HistoryRead::Changes { releases, gone })
 }
 

@@ -120,6 +120,31 @@ async fn the_dashboard_reads_finished_releases_once() {
 }
 
 #[tokio::test]
+async fn before_the_first_release_the_dashboard_describes_a_revision_no_release_made_once() {
+    let s = setup(fast_tuning(), "");
+    let wire = Wire::new();
+    let engine = recorded_engine(&s, &wire);
+    let mut known = KnownReleases::default();
+    assert!(known.refresh(&engine).await.expect("first read").is_empty());
+    assert!(known
+        .refresh(&engine)
+        .await
+        .expect("second read")
+        .is_empty());
+    // The service's first revision, registered before kaapi, is described by the first read
+    // only: a revision carries its release tags from its registration or never.
+    assert_eq!(
+        per_operation(&wire.calls()),
+        expected(&[
+            ("ecs:ListTaskDefinitions", 2),
+            ("ecs:DescribeTaskDefinition", 1)
+        ]),
+        "{:#?}",
+        wire.calls()
+    );
+}
+
+#[tokio::test]
 async fn a_deploy_reads_the_scaling_events_with_the_services_it_describes() {
     let s = setup(fast_tuning(), "");
     first_release(&s).await;
