@@ -12,6 +12,7 @@ use crate::diagnosis::Diagnosis;
 use crate::plan::ServiceView;
 use crate::progress::Progress;
 use crate::release::{ImageRef, Outcome, Release, ReleaseMeta};
+use crate::release_history::HistoryRead;
 
 /// An engine failure: what went wrong and, where known, what to do about it.
 #[derive(Debug, thiserror::Error)]
@@ -331,6 +332,13 @@ pub trait Engine: Send + Sync {
 
     /// Every release, newest first.
     async fn releases(&self) -> EngineResult<Vec<Release>>;
+
+    /// What can have changed in the history since a reader read `seen` (its releases, as this
+    /// engine returned them): the releases it does not have and its unfinished ones read again.
+    /// The default reads the whole history, for engines where that is cheap (the local one).
+    async fn releases_since(&self, _seen: &[Release]) -> EngineResult<HistoryRead> {
+        Ok(HistoryRead::Full(self.releases().await?))
+    }
 
     /// The release that serves now (last one that succeeded), if any.
     async fn current_release(&self) -> EngineResult<Option<Release>> {

@@ -16,6 +16,7 @@ pub mod plan;
 pub mod progress;
 pub mod prune;
 pub mod release;
+pub mod release_history;
 pub mod scaffold;
 pub mod scaling;
 pub mod schema;

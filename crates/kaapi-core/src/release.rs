@@ -70,6 +70,12 @@ impl Outcome {
             Outcome::Interrupted => "interrupted",
         }
     }
+
+    /// Whether the outcome never changes again: a release in progress ends, and an interrupted
+    /// one can still be settled from what the engine runs.
+    pub fn is_final(self) -> bool {
+        !matches!(self, Outcome::InProgress | Outcome::Interrupted)
+    }
 }
 
 /// A string that names no outcome.

@@ -14,6 +14,7 @@ use kaapi_core::plan::ServiceView;
 use kaapi_core::progress::{Progress, Silent};
 use kaapi_core::prune::{kept_releases, PruneReport};
 use kaapi_core::release::{ImageRef, Outcome, Release, ReleaseMeta};
+use kaapi_core::release_history::HistoryRead;
 use kaapi_core::scaling::{ScaleRequest, ScalingEvent};
 
 use crate::aws::AwsClients;
@@ -504,6 +505,12 @@ impl Engine for EcsEngine {
         let releases = history::walk(&self.ctx, &Silent, |_| false).await?;
         releases.iter().for_each(|r| self.remember(r));
         Ok(releases)
+    }
+
+    async fn releases_since(&self, seen: &[Release]) -> EngineResult<HistoryRead> {
+        let read = history::changes_since(&self.ctx, seen, &Silent).await?;
+        read.releases().iter().for_each(|r| self.remember(r));
+        Ok(read)
     }
 
     async fn current_release(&self) -> EngineResult<Option<Release>> {

@@ -2,11 +2,14 @@
 //! web service's) carry the release's tags; the release number is the explicit `kaapi:release`
 //! tag, never the revision number (revisions registered by hand or by other tools are skipped).
 
+use std::collections::HashSet;
+
 use aws_sdk_ecs::types::SortOrder;
 use chrono::{DateTime, Utc};
 use kaapi_core::engine::{EngineError, EngineResult};
 use kaapi_core::progress::Progress;
 use kaapi_core::release::{ImageRef, Outcome, Release, ReleaseMeta, ServiceRevision};
+use kaapi_core::release_history::HistoryRead;
 
 use crate::error::aws_error;
 use crate::release_tags::{self as tags, tag};
@@ -144,10 +147,7 @@ pub async fn walk(
     };
     let mut releases = Vec::new();
     for arn in revision_arns(ctx, MAX_REVISIONS, progress).await? {
-        let Some(described) = ctx.describe_task_definition_fresh(&arn, progress).await? else {
-            continue;
-        };
-        if let Some(release) = release_of(&described, ctx.target.environment(), &history) {
+        if let Some(release) = read(ctx, &arn, &history, progress).await? {
             let done = stop(&release);
             releases.push(release);
             if done {
@@ -156,6 +156,69 @@ pub async fn walk(
         }
     }
     Ok(releases)
+}
+
+/// What can have changed since a reader read `seen` (see `Engine::releases_since`): one
+/// ListTaskDefinitions, then one DescribeTaskDefinition for each revision listed above the
+/// newest one of `seen` (but revisions this engine already found were not releases) and for
+/// each unfinished release of `seen`. A release of `seen` whose
+/// revision is no longer listed (deregistered by a prune, or beyond the newest
+/// [`MAX_REVISIONS`] a full read reads) is gone, as a full read would say.
+pub async fn changes_since(
+    ctx: &Ctx,
+    seen: &[Release],
+    progress: &dyn Progress,
+) -> EngineResult<HistoryRead> {
+    let Some(history) = ctx.target.history_service().map(str::to_owned) else {
+        return Ok(HistoryRead::Full(Vec::new()));
+    };
+    let arn_of = |release: &Release| release.revision_of(&history).map(|r| r.revision.to_owned());
+    let seen_arns: HashSet<String> = seen.iter().filter_map(arn_of).collect();
+    let listed = revision_arns(ctx, MAX_REVISIONS, progress).await?;
+    let mut releases = Vec::new();
+    // Newest first: the first revision the reader has ends the new ones.
+    for arn in listed.iter().take_while(|arn| !seen_arns.contains(*arn)) {
+        // A release's tags come with its registration: a revision described before without
+        // them (registered by hand or by another tool) never becomes one; no call for it.
+        let not_a_release = ctx
+            .cached_task_definition(arn)
+            .is_some_and(|d| release_of(&d, ctx.target.environment(), &history).is_none());
+        if not_a_release {
+            continue;
+        }
+        if let Some(release) = read(ctx, arn, &history, progress).await? {
+            releases.push(release);
+        }
+    }
+    let listed: HashSet<String> = listed.into_iter().collect();
+    let mut gone = Vec::new();
+    for release in seen {
+        let Some(arn) = arn_of(release).filter(|arn| listed.contains(arn)) else {
+            gone.push(release.number);
+            continue;
+        };
+        if release.outcome.is_final() {
+            continue;
+        }
+        match read(ctx, &arn, &history, progress).await? {
+            Some(again) => releases.push(again),
+            None => gone.push(release.number),
+        }
+    }
+    releases.sort_by_key(|r| std::cmp::Reverse(r.number));
+    Ok(HistoryRead::Changes { releases, gone })
+}
+
+/// The release a history revision records, read afresh (tags change); `None` when the revision
+/// does not exist or kaapi did not make it.
+async fn read(
+    ctx: &Ctx,
+    arn: &str,
+    history: &str,
+    progress: &dyn Progress,
+) -> EngineResult<Option<Release>> {
+    let described = ctx.describe_task_definition_fresh(arn, progress).await?;
+    Ok(described.and_then(|d| release_of(&d, ctx.target.environment(), history)))
 }
 
 /// The next release number: one more than the newest recorded.

@@ -153,7 +153,7 @@ impl Ctx {
         Ok(Some(described))
     }
 
-    fn cached_task_definition(&self, reference: &str) -> Option<Described> {
+    pub fn cached_task_definition(&self, reference: &str) -> Option<Described> {
         // Only full ARNs are cache keys: a bare family means "latest", which can change.
         if !reference.starts_with("arn:") {
             return None;

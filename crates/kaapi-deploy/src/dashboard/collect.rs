@@ -1,6 +1,7 @@
 //! Gathers a [`Snapshot`] once a second: each environment's status and releases through its
 //! engine; for docker environments also the agent's traffic series and the rollout in progress.
-//! Nothing here changes anything.
+//! The release history is kept between reads ([`KnownReleases`]): finished releases are read
+//! once, new and unfinished ones at every read. Nothing here changes anything.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -11,6 +12,7 @@ use kaapi_agent::AgentClient;
 use kaapi_core::config::{EngineKind, ResolvedEnvironment};
 use kaapi_core::engine::Engine;
 use kaapi_core::release::{Outcome, Release};
+use kaapi_core::release_history::KnownReleases;
 
 use super::snapshot::{self, EnvironmentView, Snapshot};
 use crate::{deploy_journal, engines};
@@ -25,6 +27,8 @@ const REMOTE_REFRESH: Duration = Duration::from_secs(15);
 pub struct Watched {
     target: ResolvedEnvironment,
     engine: Option<Box<dyn Engine>>,
+    /// The release history as last read.
+    history: KnownReleases,
     /// How long finished deploys took, for the ones the dashboard saw running.
     durations: HashMap<u64, f64>,
     running: Vec<u64>,
@@ -37,6 +41,7 @@ impl Watched {
         Watched {
             target,
             engine: None,
+            history: KnownReleases::default(),
             durations: HashMap::new(),
             running: Vec::new(),
             last_remote: None,
@@ -92,8 +97,8 @@ impl Watched {
         // release still in progress without its journal.
         let journal = deploy_journal::read(state_dir, self.target.name());
         let mut errors = Vec::new();
-        let releases = match engine.releases().await {
-            Ok(releases) => releases,
+        let releases = match self.history.refresh(engine).await {
+            Ok(releases) => releases.to_vec(),
             Err(e) => {
                 errors.push(format!("releases: {e}"));
                 Vec::new()

@@ -1,12 +1,14 @@
 //! How many AWS calls the paths that run all the time make, counted on the wire by the request
 //! recorder over scripted responses: `status` (the dashboard polls it every 15 s) when no
-//! release is unfinished, and a standard deploy (three services, migrations). The counts are
-//! asserted per operation, so a call that comes back fails here.
+//! release is unfinished, the dashboard's read of the release history, and a standard deploy
+//! (three services, migrations). The counts are asserted per operation, so a call that comes
+//! back fails here.
 
 use std::collections::BTreeMap;
 
 use kaapi_core::engine::Engine;
 use kaapi_core::release::Outcome;
+use kaapi_core::release_history::KnownReleases;
 use kaapi_ecs::EcsEngine;
 use kaapi_testkit::aws_record::{Call, Recorder as Wire};
 
@@ -30,7 +32,7 @@ fn expected(pairs: &[(&str, usize)]) -> BTreeMap<String, usize> {
 
 /// A fresh engine over the same fake, each request recorded: a new `kaapi-deploy` process,
 /// nothing cached.
-fn recorded_engine(s: &Setup, wire: &Wire) -> EcsEngine {
+pub(crate) fn recorded_engine(s: &Setup, wire: &Wire) -> EcsEngine {
     EcsEngine::with_clients(
         s.target.clone(),
         s.fake.recorded_clients(wire),
@@ -73,6 +75,73 @@ async fn status_without_an_unfinished_release_reads_neither_the_lock_nor_the_tag
         wire.calls()
     );
     assert_eq!(wire.calls().len(), 9);
+}
+
+#[tokio::test]
+async fn the_dashboard_reads_finished_releases_once() {
+    let s = setup(fast_tuning(), "");
+    for commit in ["aaa1111", "bbb2222", "ccc3333"] {
+        let report = deploy(&s.engine, commit, &Recorder::default()).await;
+        assert_eq!(report.outcome, Outcome::Succeeded, "{}", report.message);
+    }
+    let wire = Wire::new();
+    let engine = recorded_engine(&s, &wire);
+    let mut known = KnownReleases::default();
+    // The first poll reads the whole history, which every poll did before: every listed
+    // revision described (50 at most), one per release and the service's first revision,
+    // which no release made.
+    let first = known.refresh(&engine).await.expect("first read").len();
+    assert_eq!(first, 3);
+    let full = wire.calls();
+    assert_eq!(
+        per_operation(&full),
+        expected(&[
+            ("ecs:ListTaskDefinitions", 1),
+            ("ecs:DescribeTaskDefinition", 4)
+        ]),
+        "{full:#?}"
+    );
+    // The next poll, with nothing new: the listing shows no new revision, and every release
+    // it has is finished.
+    let numbers: Vec<u64> = known
+        .refresh(&engine)
+        .await
+        .expect("second read")
+        .iter()
+        .map(|r| r.number)
+        .collect();
+    assert_eq!(numbers, vec![3, 2, 1]);
+    let second = &wire.calls()[full.len()..];
+    assert_eq!(
+        per_operation(second),
+        expected(&[("ecs:ListTaskDefinitions", 1)]),
+        "{second:#?}"
+    );
+}
+
+#[tokio::test]
+async fn before_the_first_release_the_dashboard_describes_a_revision_no_release_made_once() {
+    let s = setup(fast_tuning(), "");
+    let wire = Wire::new();
+    let engine = recorded_engine(&s, &wire);
+    let mut known = KnownReleases::default();
+    assert!(known.refresh(&engine).await.expect("first read").is_empty());
+    assert!(known
+        .refresh(&engine)
+        .await
+        .expect("second read")
+        .is_empty());
+    // The service's first revision, registered before kaapi, is described by the first read
+    // only: a revision carries its release tags from its registration or never.
+    assert_eq!(
+        per_operation(&wire.calls()),
+        expected(&[
+            ("ecs:ListTaskDefinitions", 2),
+            ("ecs:DescribeTaskDefinition", 1)
+        ]),
+        "{:#?}",
+        wire.calls()
+    );
 }
 
 #[tokio::test]

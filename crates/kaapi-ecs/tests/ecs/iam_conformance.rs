@@ -159,6 +159,13 @@ async fn every_command(fake: &FakeAws, target: &ResolvedEnvironment) -> Vec<Call
             .all(|r| r.schema_version.as_deref() == Some("ae1027a6acf")),
         "every release was tagged with its schema version: {releases:?}"
     );
+    // The dashboard's read of what changed, with the newest release as if read in progress.
+    let mut seen = releases.clone();
+    if let Some(newest) = seen.first_mut() {
+        newest.outcome = Outcome::InProgress;
+    }
+    let changes = engine.releases_since(&seen).await.expect("history changes");
+    assert_eq!(changes.releases().len(), 1, "{changes:?}");
     let migrate = MigratePlan {
         meta: release_meta("ddd4444"),
         owner: lock_owner(),

@@ -4,6 +4,7 @@ mod support;
 
 mod adopt_on_moto;
 mod call_counts;
+mod dashboard_history;
 mod exec_scripted;
 mod iam_conformance;
 mod moto_contract;
