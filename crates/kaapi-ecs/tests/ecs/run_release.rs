@@ -1,8 +1,9 @@
 //! `run --release N` on ECS: the one-off task runs release N's revision of the service, not
 //! the serving release's (scripted AWS responses record every RunTask).
 
-use kaapi_core::engine::{Engine, TaskOn};
+use kaapi_core::engine::{Engine, EngineError, TaskOn};
 use kaapi_core::release::Outcome;
+use kaapi_ecs::EcsEngine;
 
 use crate::scenarios::{deploy, fast_tuning, setup};
 use crate::support::Recorder;
@@ -51,5 +52,32 @@ async fn a_task_on_an_older_release_runs_that_releases_revision() {
         .filter_map(|c| c.strip_prefix("ecs:RunTask ").map(str::to_owned))
         .skip(before)
         .collect();
-    assert_eq!(run, [first], "{:?}", s.fake.calls());
+    assert_eq!(run, std::slice::from_ref(&first), "{:?}", s.fake.calls());
+
+    // Pruned: release 1's revision is deregistered, and ECS runs no new task of it. A new
+    // `run` (a fresh engine, as a new process has) says so without calling RunTask.
+    s.engine
+        .prune(0, false, &Recorder::default())
+        .await
+        .expect("prune");
+    let fresh = EcsEngine::with_clients(s.target.clone(), s.fake.clients(), fast_tuning(), None);
+    let before = s.fake.count("ecs:RunTask");
+    let refused = fresh
+        .run_task(
+            TaskOn::Release(release_1),
+            "backend",
+            &command,
+            &Recorder::default(),
+        )
+        .await;
+    match refused {
+        Err(EngineError::NotFound { message }) => {
+            assert!(
+                message.contains(&first) && message.contains("deregistered (pruned)"),
+                "{message}"
+            );
+        }
+        other => panic!("a pruned revision must be refused: {other:?}"),
+    }
+    assert_eq!(s.fake.count("ecs:RunTask"), before);
 }
