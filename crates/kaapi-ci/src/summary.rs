@@ -8,6 +8,7 @@ use kaapi_core::pipeline::{DeployPlan, DeployReport, PhaseTiming};
 use kaapi_core::plan::DeployPreview;
 use kaapi_core::progress::Phase;
 use kaapi_core::release::{Outcome, Release};
+use kaapi_core::schema::{DowngradeResult, SchemaRollback};
 
 use crate::github::GithubContext;
 
@@ -259,6 +260,23 @@ fn diagnosis_section(diagnoses: &[Diagnosis], out: &mut String) {
     }
 }
 
+/// What a deploy's automatic rollback did about the schema its migrations had changed.
+fn schema_section(schema: &SchemaRollback, out: &mut String) {
+    let downgrade = match schema.downgrade {
+        DowngradeResult::Succeeded => "succeeded",
+        DowngradeResult::Failed => "**failed**",
+        DowngradeResult::NotConfigured => "not configured (no `downgrade_command`)",
+    };
+    out.push_str("| | |\n| --- | --- |\n");
+    let _ = writeln!(out, "| Left by the migrations | {} |", code(&schema.from));
+    let _ = writeln!(out, "| Restored release ran on | {} |", code(&schema.to));
+    let _ = writeln!(out, "| Downgrade | {downgrade} |");
+    out.push('\n');
+    for line in schema.message.lines() {
+        let _ = writeln!(out, "> {line}");
+    }
+}
+
 fn serving_line(input: &SummaryInput<'_>) -> String {
     let reported = match input.ended {
         Ended::Report(report) => Some(report.serving),
@@ -350,6 +368,10 @@ pub fn render(input: &SummaryInput<'_>) -> String {
         }
         let _ = writeln!(out, "\n{}", serving_line(input));
         if let Ended::Report(report) = input.ended {
+            if let Some(schema) = &report.schema {
+                out.push_str("\n### Database schema\n\n");
+                schema_section(schema, &mut out);
+            }
             if !report.diagnosis.is_empty() {
                 out.push_str("\n### Why\n\n");
                 diagnosis_section(&report.diagnosis, &mut out);

@@ -9,6 +9,7 @@ use std::time::Instant;
 use futures_util::future::{select, Either};
 use serde::Serialize;
 
+use crate::config::CommandLine;
 use crate::diagnosis::Diagnosis;
 use crate::engine::{
     Engine, EngineError, EngineResult, ImageSource, LockOwner, RolloutOutcome, TaskExit, TaskOn,
@@ -542,7 +543,8 @@ async fn schema_before_rollback(
             let failure = downgrade(engine, commands, on, &from, &to, timer)
                 .await
                 .err();
-            SchemaRollback::downgraded(from, to, release.number, previous.number, failure)
+            let rerun = rerun_downgrade(engine.environment(), commands, on, &to);
+            SchemaRollback::downgraded(from, to, release.number, previous.number, failure, rerun)
         }
         SchemaStep::Refuse { database, target } => {
             SchemaRollback::not_configured(database, target, previous.number)
@@ -554,6 +556,24 @@ async fn schema_before_rollback(
         _ => timer.progress.warning(rollback.message.clone()),
     }
     Some(rollback)
+}
+
+/// The `run` command that retries a downgrade on the code it ran on, when that is a release
+/// (`run` cannot run an image no release carries).
+fn rerun_downgrade(
+    environment: &str,
+    commands: &SchemaCommands,
+    on: TaskOn<'_>,
+    to: &str,
+) -> Option<String> {
+    let TaskOn::Release(release) = on else {
+        return None;
+    };
+    let argv = CommandLine::new(commands.downgrade_to(to)?);
+    Some(format!(
+        "kaapi-deploy run {environment} --service {} --release {} -- {argv}",
+        commands.service, release.number
+    ))
 }
 
 /// The end of a rolled-back deploy's one-sentence result when the schema was involved.

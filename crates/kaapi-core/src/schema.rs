@@ -184,13 +184,15 @@ pub enum DowngradeResult {
 
 impl SchemaRollback {
     /// A downgrade to `to` on `release`'s code (the one whose migrations left `from`) before
-    /// `restored` serves again; `failure` says how it failed, if it did.
+    /// `restored` serves again; `failure` says how it failed, if it did, and `rerun` is the
+    /// command that runs it again on that code, when one can.
     pub fn downgraded(
         from: String,
         to: String,
         release: u64,
         restored: u64,
         failure: Option<String>,
+        rerun: Option<String>,
     ) -> Self {
         let Some(failure) = failure else {
             let message = format!(
@@ -205,8 +207,12 @@ impl SchemaRollback {
         };
         // The old code must serve all the same: a database ahead of it is better than nothing
         // serving. Only release `release`'s code knows how to undo its migrations.
+        let retry = rerun.map_or_else(
+            || format!("run the downgrade_command with release {release}'s image"),
+            |command| format!("run `{command}`"),
+        );
         let message = format!(
-            "the downgrade to schema version {to} {failure}; release {restored} serves again, but the database stays at {from}, which its code predates: deploy a fix of release {release} (its migrations are already applied), or run the downgrade_command with release {release}'s image to bring the database back to {to}"
+            "the downgrade to schema version {to} {failure}; release {restored} serves again, but the database stays at {from}, which its code predates: deploy a fix of release {release} (its migrations are already applied), or {retry} to bring the database back to {to}"
         );
         Self {
             from,

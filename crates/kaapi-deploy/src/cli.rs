@@ -233,6 +233,10 @@ pub struct RunArgs {
     /// Service whose revision runs the command (default: the web service).
     #[arg(long)]
     pub service: Option<String>,
+    /// Run on this release's image and revision instead of the serving release's (e.g. a
+    /// failed release's downgrade after its automatic rollback).
+    #[arg(long, value_name = "N")]
+    pub release: Option<u64>,
     /// The command and its arguments, after `--`.
     #[arg(last = true, required = true)]
     pub command: Vec<String>,

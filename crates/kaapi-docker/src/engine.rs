@@ -219,9 +219,29 @@ impl DockerEngine {
                 release.number
             ))
         })?;
-        self.store.revision(&revision.revision)?.ok_or_else(|| {
+        let spec = self.store.revision(&revision.revision)?.ok_or_else(|| {
             EngineError::not_found(format!("revision {} is missing", revision.revision))
-        })
+        })?;
+        self.require_release_image(release, &spec.image).await?;
+        Ok(spec)
+    }
+
+    /// A release's task needs its image, which `prune` removes from releases beyond the kept
+    /// ones (`run --release N` may ask for any of them).
+    async fn require_release_image(&self, release: &Release, image_id: &str) -> EngineResult<()> {
+        match self.docker.inspect_image(image_id).await {
+            Ok(_) => Ok(()),
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => {
+                Err(EngineError::not_found(format!(
+                    "the image of release {} ({}) is no longer in the local Docker Engine (pruned, or removed by hand); run on a release whose image is kept, or build that release's commit again and tag the image {}",
+                    release.number, release.image.reference, release.image.reference
+                )))
+            }
+            Err(e) => Err(failed(
+                &format!("inspecting image {image_id} of release {}", release.number),
+                e,
+            )),
+        }
     }
 
     /// The environment's Docker network, where accessories answer by name.

@@ -5,8 +5,8 @@
 use tokio::time::Instant;
 
 use aws_sdk_ecs::types::{
-    ContainerOverride, LaunchType, NetworkConfiguration, PropagateTags, Task, TaskOverride,
-    TaskStopCode,
+    ContainerOverride, LaunchType, NetworkConfiguration, PropagateTags, Task, TaskDefinitionStatus,
+    TaskOverride, TaskStopCode,
 };
 use kaapi_core::diagnosis::with_hint;
 use kaapi_core::engine::{EngineError, EngineResult, RunningTasks, TaskExit};
@@ -109,6 +109,13 @@ pub async fn run_task(
         .ok_or_else(|| {
             EngineError::not_found(format!("task definition {revision} no longer exists"))
         })?;
+    // ECS starts no new task of a deregistered revision (`prune` deregisters the revisions of
+    // releases beyond the kept ones); say so before RunTask's bare ClientException.
+    if definition.definition.status() == Some(&TaskDefinitionStatus::Inactive) {
+        return Err(EngineError::not_found(format!(
+            "task definition {revision} was deregistered (pruned), and ECS runs no new task of an INACTIVE revision; run on a release that was kept, or deploy that release's image again (`kaapi-deploy deploy ENV --image IMAGE`)"
+        )));
+    }
     let index = main_container_index(&definition.definition, &[service])
         .ok_or_else(|| EngineError::failed(format!("{revision} has no container")))?;
     let container = definition.definition.container_definitions()[index].clone();

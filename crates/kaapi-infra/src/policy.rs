@@ -199,10 +199,11 @@ pub fn deploy_policy_with(
         }
     }
     statements.extend([
+        // Releases are recorded as tags on the revisions, read with DescribeTaskDefinition
+        // (`include: TAGS`, which needs no ecs:ListTagsForResource).
         statement(
             "EcsTaskDefinitions",
-            // Releases are recorded as tags on the revisions.
-            &["ecs:ListTagsForResource", "ecs:RegisterTaskDefinition"],
+            &["ecs:RegisterTaskDefinition"],
             families.clone(),
         ),
         statement(

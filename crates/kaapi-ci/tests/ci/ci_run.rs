@@ -12,6 +12,7 @@ use kaapi_core::engine::{ImageSource, LockOwner, RolloutOutcome, TaskExit};
 use kaapi_core::pipeline::{DeployPlan, Migrations};
 use kaapi_core::progress::Silent;
 use kaapi_core::release::{Outcome, ReleaseMeta};
+use kaapi_core::schema::SchemaCommands;
 use kaapi_testkit::fake_engine::{image, FakeEngine, Script};
 
 const CONFIG: &str = r#"
@@ -522,6 +523,56 @@ async fn a_rolled_back_deploy_names_the_failure_and_the_release_serving_again() 
             "release_lock lock-1"
         ]
     );
+}
+
+#[tokio::test]
+async fn an_automatic_rollback_whose_downgrade_failed_shows_the_schema_and_what_to_run() {
+    let files = github("refs/heads/main");
+    let engine = FakeEngine::new(
+        "staging",
+        Script {
+            image: Some(Ok(image(NEW))),
+            rollouts: VecDeque::from([RolloutOutcome::Completed, RolloutOutcome::Completed]),
+            verify: Some(Err("GET /api/v1/utils/health/ answered 500".to_owned())),
+            // The deploy's migrations leave 0003; the downgrade to 0002 fails.
+            task_output: vec![("migrate current".to_owned(), "0003 (head)\n".to_owned())],
+            failing_tasks: vec!["migrate down 0002".to_owned()],
+            ..Script::default()
+        },
+    )
+    .with_release(1, OLD, "aaaaaaaaaaaa", Outcome::Succeeded);
+    engine.releases.lock().expect("releases")[0].schema_version = Some("0002".to_owned());
+    let mut ci = plan(&files.ctx, None);
+    if let Some(migrations) = ci.plan.migrations.as_mut() {
+        migrations.schema = Some(SchemaCommands {
+            service: "backend".to_owned(),
+            version: vec!["migrate".into(), "current".into()],
+            downgrade: Some(vec!["migrate".into(), "down".into(), "{version}".into()]),
+        });
+    }
+
+    let outcome = run_ci(&engine, &ci, &files.ctx, &Silent, std::future::pending()).await;
+
+    assert_eq!(outcome.exit_code, 1);
+    let summary = read(&files.ctx.summary_file);
+    let section = [
+        "### Database schema",
+        "",
+        "| | |",
+        "| --- | --- |",
+        "| Left by the migrations | `0003` |",
+        "| Restored release ran on | `0002` |",
+        "| Downgrade | **failed** |",
+        "",
+        "> the downgrade to schema version 0002 exited with code 1; release 1 serves again, but the database stays at 0003, which its code predates: deploy a fix of release 2 (its migrations are already applied), or run `kaapi-deploy run staging --service backend --release 2 -- migrate down 0002` to bring the database back to 0002",
+    ]
+    .join("\n");
+    assert!(summary.contains(&section), "{summary}");
+    // After what serves now, which it qualifies.
+    let serving = summary
+        .find("**Serving now:** release 1")
+        .expect("serving line");
+    assert!(serving < summary.find(&section).unwrap_or(0), "{summary}");
 }
 
 #[tokio::test]

@@ -444,6 +444,12 @@ async fn a_failed_downgrade_still_rolls_back_and_says_the_database_stays_ahead()
             && w.contains("stays at 0003")),
         "{warned:?}"
     );
+    // The warning names the command that retries the downgrade on the failed release's code.
+    let retry = "`kaapi-deploy run local --service backend --release 2 -- migrate down 0002`";
+    assert!(
+        warned.iter().any(|w| w.contains(retry)) && schema.message.contains(retry),
+        "{warned:?}"
+    );
     assert!(
         report
             .message

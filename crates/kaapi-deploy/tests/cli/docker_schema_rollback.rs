@@ -81,17 +81,8 @@ fn two_releases(project: &Project, downgrade: bool) -> (String, String) {
 
 /// The database's schema version, read by a one-off container of the serving release.
 fn database_version(project: &Project) -> String {
-    let output = project
-        .cli()
-        .args(["run", "local", "--", "/app", "migrate", "current"])
-        .output()
-        .expect("run");
-    assert!(output.status.success(), "{output:?}");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let (code, text) = run(project, &["--", "/app", "migrate", "current"]);
+    assert_eq!(code, Some(0), "{text}");
     ["0001", "0002", "0003"]
         .into_iter()
         .rfind(|v| text.lines().any(|l| l.trim_end().ends_with(v)))
@@ -221,4 +212,90 @@ fn a_deploy_failing_its_health_check_after_migrating_migrates_the_database_down_
     let releases = project.releases();
     assert_eq!(releases[0]["outcome"], "rolled_back", "{releases:?}");
     assert_eq!(releases[0]["schema_version"], "0003", "{releases:?}");
+}
+
+/// `kaapi-deploy run local ARGS…`: its exit code and its whole output (the task's lines are
+/// progress, on stderr).
+fn run(project: &Project, args: &[&str]) -> (Option<i32>, String) {
+    let output = project
+        .cli()
+        .args(["run", "local"])
+        .args(args)
+        .output()
+        .expect("run");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.code(), text)
+}
+
+#[test]
+fn run_on_an_earlier_release_uses_that_releases_image() {
+    let project = Project::new("schrun");
+    let (v1, v2) = two_releases(&project, false);
+    // Release 1's code serves again on the database release 2 migrated to 0003.
+    let forced = project
+        .cli()
+        .args(["rollback", "local", "--force"])
+        .output()
+        .expect("rollback --force");
+    assert!(forced.status.success(), "{forced:?}");
+
+    // The serving code predates migration 0003 and cannot undo it; release 2's code can.
+    let (code, text) = run(&project, &["--", "/app", "migrate", "down", "0002"]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("newer than this release knows"), "{text}");
+    let (code, text) = run(
+        &project,
+        &["--release", "2", "--", "/app", "migrate", "down", "0002"],
+    );
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains("database migrated down from version 0003 to 0002"),
+        "{text}"
+    );
+    assert!(text.contains("(release 2)"), "{text}");
+    assert_eq!(database_version(&project), "0002");
+
+    // Each release's own image runs: its APP_VERSION says which.
+    let (code, text) = run(&project, &["--release", "1", "--", "/app", "migrate"]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains(&format!("kaapi-example-backend {v1} migrating")),
+        "{text}"
+    );
+    assert!(text.contains("database is at version 2"), "{text}");
+    let (code, text) = run(&project, &["--release", "2", "--", "/app", "migrate"]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains(&format!("kaapi-example-backend {v2} migrating")),
+        "{text}"
+    );
+    assert!(text.contains("database is at version 3"), "{text}");
+
+    // An unknown release is a usage error that says where to look.
+    let (code, text) = run(
+        &project,
+        &["--release", "9", "--", "/app", "migrate", "current"],
+    );
+    assert_eq!(code, Some(2), "{text}");
+    assert!(
+        text.contains("`local` has no release 9; `kaapi-deploy releases local` lists them"),
+        "{text}"
+    );
+
+    // Once pruned, release 2's image is gone: the error names the release and what to do.
+    project.ok(&["prune", "local", "--keep", "0"]);
+    let (code, text) = run(
+        &project,
+        &["--release", "2", "--", "/app", "migrate", "current"],
+    );
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains("cannot run on release 2: the image of release 2")
+            && text.contains("is no longer in the local Docker Engine"),
+        "{text}"
+    );
 }

@@ -186,6 +186,14 @@ async fn every_command(fake: &FakeAws, target: &ResolvedEnvironment) -> Vec<Call
         .await
         .expect("run");
     assert_eq!(exit.exit_code, 0);
+    // `run --release N`: a one-off task of an older release's revision.
+    let oldest = releases.last().expect("a first release");
+    assert_ne!(oldest.number, current.number);
+    let exit = engine
+        .run_task(TaskOn::Release(oldest), "backend", &command, &progress)
+        .await
+        .expect("run on an older release");
+    assert_eq!(exit.exit_code, 0);
     // A deploy interrupted once its rollouts started leaves its release unfinished: `status`
     // then reads the lock before settling it.
     let updates = fake.count("ecs:UpdateService");
@@ -302,6 +310,22 @@ async fn the_generated_policy_allows_every_request_the_engine_sends() {
         .expect("evaluates")
         .is_allowed();
     assert!(!lists_tags);
+    // Nor a revision's: its release tags come with DescribeTaskDefinition (`include: TAGS`).
+    let revision = fake.live_revision(SERVICES[0]).expect("a live revision");
+    let lists_tags = evaluate(&policy, &Request::new("ecs:ListTagsForResource", &revision))
+        .expect("evaluates")
+        .is_allowed();
+    assert!(!lists_tags, "{revision}");
+    let registers = evaluate(
+        &policy,
+        &Request::new("ecs:RegisterTaskDefinition", &revision),
+    )
+    .expect("evaluates")
+    .is_allowed();
+    assert!(
+        registers,
+        "the same resource, an action the policy grants: {revision}"
+    );
 
     // The evaluation is not vacuous: without the live roles, passing them is denied.
     let without = refusals(&api_calls(&calls), &deploy_policy(&target, &scope), &scope);

@@ -12,6 +12,7 @@ mod moto_lock;
 mod moto_plan;
 mod prune_scenario;
 mod registry_override;
+mod run_release;
 mod scale_scenario;
 mod scenarios;
 mod schema_rollback;

@@ -833,6 +833,19 @@ impl FakeAws {
                 "ecs:RunTask {}",
                 input.task_definition().unwrap_or_default()
             ));
+            // AWS runs no new task of a deregistered (INACTIVE) revision.
+            let inactive = f
+                .state()
+                .find_definition(input.task_definition().unwrap_or_default())
+                .is_some_and(|(d, _)| {
+                    d.status() == Some(&aws_sdk_ecs::types::TaskDefinitionStatus::Inactive)
+                });
+            if inactive {
+                return MockResponse::Error(op::run_task::RunTaskError::generic(meta(
+                    "ClientException",
+                    "TaskDefinition is inactive",
+                )));
+            }
             assert!(
                 input.network_configuration().is_some(),
                 "RunTask must copy the service's network configuration"
