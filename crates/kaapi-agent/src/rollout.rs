@@ -30,6 +30,9 @@ const WORKER_SETTLE: Duration = Duration::from_millis(500);
 /// Added to every readiness deadline for image start-up and Docker latency.
 const DEADLINE_MARGIN: Duration = Duration::from_secs(10);
 const POLL: Duration = Duration::from_millis(25);
+/// How often a drain reads the in-flight counts: first soon, then less often while requests last.
+const DRAIN_POLL_FIRST: Duration = Duration::from_millis(20);
+const DRAIN_POLL_MAX: Duration = Duration::from_millis(320);
 /// How many of a failed replica's last log lines a rollout reports.
 const FAILED_LOG_LINES: usize = 20;
 
@@ -564,41 +567,54 @@ impl Rollout<'_> {
     }
 
     /// Lets in-flight requests on the old replicas finish (bounded by their stop timeout), then
-    /// stops and removes them.
+    /// stops and removes them. One poller reads the ingress's in-flight counts for all of them
+    /// (one request per poll, however many replicas drain), backing off while requests last.
     async fn drain(&self, old: Vec<Arc<Replica>>) {
         if old.is_empty() {
             return;
         }
         self.say(format!("draining {} old replica(s)", old.len()));
-        let stops = old.into_iter().map(|replica| async move {
-            replica.start_draining();
-            let stop_timeout = self
-                .spec
-                .services
-                .iter()
-                .find(|s| s.name == replica.service)
-                .map_or(30, |s| s.stop_timeout_secs);
-            let bound = Instant::now() + Duration::from_secs(u64::from(stop_timeout));
-            while Instant::now() < bound {
-                // An ingress that does not answer sends it nothing (a new one never had it).
-                let in_flight = match self.agent.ingress.in_flight().await {
-                    Ok(counts) => counts.get(&replica.name).copied().unwrap_or(0),
-                    Err(_) => 0,
-                };
-                replica.set_in_flight(in_flight);
-                if in_flight == 0 {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
+        let (counts, _) = watch::channel(None::<BTreeMap<String, u64>>);
+        let stops = old.iter().map(|replica| {
+            let mut counts = counts.subscribe();
+            async move {
+                replica.start_draining();
+                let stop_timeout = self
+                    .spec
+                    .services
+                    .iter()
+                    .find(|s| s.name == replica.service)
+                    .map_or(30, |s| s.stop_timeout_secs);
+                let bound = Duration::from_secs(u64::from(stop_timeout));
+                let drained = counts.wait_for(|counts| {
+                    counts.as_ref().is_some_and(|counts| {
+                        let in_flight = counts.get(&replica.name).copied().unwrap_or(0);
+                        replica.set_in_flight(in_flight);
+                        in_flight == 0
+                    })
+                });
+                let _ = tokio::time::timeout(bound, drained).await;
+                drop(counts);
+                replica.stop_monitor();
+                self.agent
+                    .containers
+                    .stop_and_remove(&replica.container_id, stop_timeout)
+                    .await;
+                self.say(format!("{}: stopped {}", replica.service, replica.name));
             }
-            replica.stop_monitor();
-            self.agent
-                .containers
-                .stop_and_remove(&replica.container_id, stop_timeout)
-                .await;
-            self.say(format!("{}: stopped {}", replica.service, replica.name));
         });
-        futures_util::future::join_all(stops).await;
+        let poll = async {
+            let mut pause = DRAIN_POLL_FIRST;
+            // Ends once every replica stopped waiting (drained or past its bound).
+            while counts.receiver_count() > 0 {
+                // An ingress that does not answer sends them nothing (a new one never had them).
+                let now = self.agent.ingress.in_flight().await.unwrap_or_default();
+                counts.send_replace(Some(now));
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(DRAIN_POLL_MAX);
+            }
+        };
+        futures_util::future::join(futures_util::future::join_all(stops), poll).await;
     }
 
     /// Reads how each failed (or never healthy) new replica ended and its last lines into the
