@@ -676,7 +676,8 @@ impl FakeAws {
             mock!(Client::deregister_task_definition).then_compute_response(move |input| {
                 let arn = input.task_definition().unwrap_or_default().to_owned();
                 f.log(format!("ecs:DeregisterTaskDefinition {arn}"));
-                // INACTIVE revisions leave ListTaskDefinitions (which lists ACTIVE ones).
+                // INACTIVE revisions leave ListTaskDefinitions (which lists ACTIVE ones by
+                // default: API_DeregisterTaskDefinition / API_ListTaskDefinitions, `status`).
                 for (d, _) in f.state().definitions.iter_mut() {
                     if d.task_definition_arn() == Some(arn.as_str()) {
                         d.status = Some(aws_sdk_ecs::types::TaskDefinitionStatus::Inactive);
@@ -833,7 +834,8 @@ impl FakeAws {
                 "ecs:RunTask {}",
                 input.task_definition().unwrap_or_default()
             ));
-            // AWS runs no new task of a deregistered (INACTIVE) revision.
+            // AWS runs no new task of a deregistered (INACTIVE) revision: "You can't use an
+            // INACTIVE task definition to run new tasks" (API_DeregisterTaskDefinition).
             let inactive = f
                 .state()
                 .find_definition(input.task_definition().unwrap_or_default())
