@@ -33,6 +33,21 @@ pub struct ScalingEvent {
     pub at: DateTime<Utc>,
 }
 
+impl ScaleRequest {
+    /// The event recording this request, applied while `release` served and `from` replicas ran.
+    pub fn event(&self, release: u64, from: u32, author: &str, at: DateTime<Utc>) -> ScalingEvent {
+        ScalingEvent {
+            release,
+            service: self.service.clone(),
+            from,
+            to: self.replicas,
+            config_replicas: self.config_replicas,
+            author: author.to_owned(),
+            at,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ScaleError {
     #[error("nothing to scale; name each service as SERVICE=N (e.g. `backend=3`)")]

@@ -25,15 +25,7 @@ pub fn apply(
             };
             let from = service.replicas;
             service.replicas = request.replicas;
-            Ok(ScalingEvent {
-                release,
-                service: request.service.clone(),
-                from,
-                to: request.replicas,
-                config_replicas: request.config_replicas,
-                author: author.to_owned(),
-                at,
-            })
+            Ok(request.event(release, from, author, at))
         })
         .collect()
 }

@@ -52,15 +52,7 @@ pub async fn scale(
         })
         .await
         .map_err(|e| aws_error(&format!("ecs:UpdateService {name}"), e))?;
-        let event = ScalingEvent {
-            release,
-            service: request.service.clone(),
-            from,
-            to: request.replicas,
-            config_replicas: request.config_replicas,
-            author: author.to_owned(),
-            at,
-        };
+        let event = request.event(release, from, author, at);
         record(ctx, &arn, &event, progress).await?;
         progress.info(format!(
             "{}: desired count {from} → {}",
