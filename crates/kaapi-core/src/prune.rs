@@ -74,30 +74,7 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::release::{ImageRef, ReleaseMeta};
-
-    fn release(number: u64, outcome: Outcome) -> Release {
-        Release {
-            number,
-            environment: "staging".to_owned(),
-            image: ImageRef {
-                reference: format!("img-{number}"),
-                digest: format!("sha256:{number}"),
-                tags: Vec::new(),
-            },
-            meta: ReleaseMeta {
-                commit: "abc".to_owned(),
-                version: None,
-                author: "test".to_owned(),
-                created_at: chrono::Utc::now(),
-            },
-            revisions: Vec::new(),
-            outcome,
-            detail: None,
-            rollback_of: None,
-            schema_version: None,
-        }
-    }
+    use crate::release::test_release as release;
 
     #[test]
     fn keeps_the_current_and_the_newest_successful_before_it() {

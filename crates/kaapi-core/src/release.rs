@@ -133,6 +133,31 @@ impl Release {
     }
 }
 
+/// A release of `staging` with image `img-N`, for the crate's unit tests.
+#[cfg(test)]
+pub(crate) fn test_release(number: u64, outcome: Outcome) -> Release {
+    Release {
+        number,
+        environment: "staging".to_owned(),
+        image: ImageRef {
+            reference: format!("img-{number}"),
+            digest: format!("sha256:{number}"),
+            tags: Vec::new(),
+        },
+        meta: ReleaseMeta {
+            commit: "abc".to_owned(),
+            version: None,
+            author: "test".to_owned(),
+            created_at: chrono::Utc::now(),
+        },
+        revisions: Vec::new(),
+        outcome,
+        detail: None,
+        rollback_of: None,
+        schema_version: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

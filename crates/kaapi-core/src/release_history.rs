@@ -85,30 +85,8 @@ impl KnownReleases {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::release::{ImageRef, Outcome, ReleaseMeta};
-
-    fn release(number: u64, outcome: Outcome) -> Release {
-        Release {
-            number,
-            environment: "staging".to_owned(),
-            image: ImageRef {
-                reference: format!("img-{number}"),
-                digest: format!("sha256:{number}"),
-                tags: Vec::new(),
-            },
-            meta: ReleaseMeta {
-                commit: "abc".to_owned(),
-                version: None,
-                author: "test".to_owned(),
-                created_at: chrono::Utc::now(),
-            },
-            revisions: Vec::new(),
-            outcome,
-            detail: None,
-            rollback_of: None,
-            schema_version: None,
-        }
-    }
+    use crate::release::test_release as release;
+    use crate::release::Outcome;
 
     fn outcomes(known: &KnownReleases) -> Vec<(u64, Outcome)> {
         known
