@@ -90,6 +90,21 @@ async fn deploy_at(
 }
 
 /// Release 1 migrated to 0002, release 2 to 0003; release 2 serves.
+/// `rollback` (to the release before the serving one) with `rollback_plan(downgrade, force)`.
+async fn roll_back(
+    engine: &FakeEngine,
+    downgrade: bool,
+    force: bool,
+) -> kaapi_core::engine::EngineResult<DeployReport> {
+    pipeline::rollback(
+        engine,
+        &rollback_plan(downgrade, force),
+        &Warnings::default(),
+        std::future::pending(),
+    )
+    .await
+}
+
 async fn two_releases() -> FakeEngine {
     let engine = FakeEngine::new("local", Script::default());
     for version in ["0002", "0003"] {
@@ -156,14 +171,7 @@ async fn each_release_records_the_version_its_migrations_left() {
 async fn a_rollback_to_older_code_than_the_database_is_refused_with_nothing_changed() {
     let engine = two_releases().await;
     let before = engine.calls().len();
-    let error = pipeline::rollback(
-        &engine,
-        &rollback_plan(false, false),
-        &Warnings::default(),
-        std::future::pending(),
-    )
-    .await
-    .expect_err("refused");
+    let error = roll_back(&engine, false, false).await.expect_err("refused");
     let message = error.to_string();
     for expected in ["0003", "0002", "release 1", "--force", "downgrade_command"] {
         assert!(message.contains(expected), "{expected} in: {message}");
@@ -192,14 +200,7 @@ async fn a_rollback_to_older_code_than_the_database_is_refused_with_nothing_chan
 async fn a_configured_downgrade_runs_on_the_serving_release_before_the_rollout() {
     let engine = two_releases().await;
     let before = engine.calls().len();
-    let report = pipeline::rollback(
-        &engine,
-        &rollback_plan(true, false),
-        &Warnings::default(),
-        std::future::pending(),
-    )
-    .await
-    .expect("rollback");
+    let report = roll_back(&engine, true, false).await.expect("rollback");
     assert_eq!(report.outcome, Outcome::Succeeded, "{}", report.message);
     let calls = calls_after(&engine, before);
     let down = calls
@@ -222,14 +223,7 @@ async fn a_failed_downgrade_stops_the_rollback_before_anything_rolls_out() {
     let engine = two_releases().await;
     engine.script.lock().expect("script").failing_tasks = vec![DOWN_TO_2.to_owned()];
     let before = engine.calls().len();
-    let error = pipeline::rollback(
-        &engine,
-        &rollback_plan(true, false),
-        &Warnings::default(),
-        std::future::pending(),
-    )
-    .await
-    .expect_err("stopped");
+    let error = roll_back(&engine, true, false).await.expect_err("stopped");
     assert!(
         error.to_string().contains("release 2 still serves"),
         "{error}"
@@ -310,14 +304,7 @@ async fn equal_versions_roll_back_without_a_downgrade() {
     let engine = two_releases().await;
     database_at(&engine, "0002");
     let before = engine.calls().len();
-    let report = pipeline::rollback(
-        &engine,
-        &rollback_plan(true, false),
-        &Warnings::default(),
-        std::future::pending(),
-    )
-    .await
-    .expect("rollback");
+    let report = roll_back(&engine, true, false).await.expect("rollback");
     assert_eq!(report.outcome, Outcome::Succeeded, "{}", report.message);
     let calls = calls_after(&engine, before);
     assert!(
