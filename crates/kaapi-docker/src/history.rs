@@ -319,20 +319,12 @@ impl Store {
         outcome: Outcome,
         detail: Option<&str>,
     ) -> Result<(), StoreError> {
-        let connection = self.connection()?;
-        let changed = connection
-            .execute(
-                "UPDATE releases SET outcome = ?3, detail = ?4 WHERE environment = ?1 AND number = ?2",
-                params![environment, number, outcome.as_str(), detail],
-            )
-            .map_err(|e| self.sqlite(e))?;
-        if changed == 0 {
-            return Err(StoreError::Other {
-                path: self.path.clone(),
-                message: format!("there is no release {number} in `{environment}`"),
-            });
-        }
-        Ok(())
+        self.update_release(
+            "UPDATE releases SET outcome = ?3, detail = ?4 WHERE environment = ?1 AND number = ?2",
+            params![environment, number, outcome.as_str(), detail],
+            environment,
+            number,
+        )
     }
 
     pub fn set_schema_version(
@@ -341,12 +333,25 @@ impl Store {
         number: u64,
         version: &str,
     ) -> Result<(), StoreError> {
-        let connection = self.connection()?;
-        let changed = connection
-            .execute(
-                "UPDATE releases SET schema_version = ?3 WHERE environment = ?1 AND number = ?2",
-                params![environment, number, version],
-            )
+        self.update_release(
+            "UPDATE releases SET schema_version = ?3 WHERE environment = ?1 AND number = ?2",
+            params![environment, number, version],
+            environment,
+            number,
+        )
+    }
+
+    /// Runs `sql`, an UPDATE of release `number` of `environment`; an error when there is none.
+    fn update_release(
+        &self,
+        sql: &str,
+        values: &[&dyn rusqlite::ToSql],
+        environment: &str,
+        number: u64,
+    ) -> Result<(), StoreError> {
+        let changed = self
+            .connection()?
+            .execute(sql, values)
             .map_err(|e| self.sqlite(e))?;
         if changed == 0 {
             return Err(StoreError::Other {
