@@ -165,10 +165,11 @@ pub fn write_file(path: &Path, bytes: &[u8]) -> Result<(), PrivateError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn mode(path: &Path) -> u32 {
+    /// The permission bits of `path` itself (not of what a link points to).
+    pub(crate) fn mode(path: &Path) -> u32 {
         std::fs::symlink_metadata(path)
             .expect("metadata")
             .permissions()

@@ -281,18 +281,10 @@ async fn directory_removed(socket: &Path) {
 
 #[cfg(test)]
 mod tests {
-    use std::os::unix::fs::PermissionsExt;
 
     use super::*;
     use crate::ingress::link::{IngressCommand, IngressLink};
-
-    fn mode(path: &Path) -> u32 {
-        std::fs::symlink_metadata(path)
-            .expect("metadata")
-            .permissions()
-            .mode()
-            & 0o7777
-    }
+    use crate::private::tests::mode;
 
     /// A raw HTTP GET on a new connection; the status code.
     async fn status_of(port: u16) -> u16 {
